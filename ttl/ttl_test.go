@@ -1,0 +1,64 @@
+package ttl
+
+import (
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+)
+
+func TestDeadlineLive(t *testing.T) {
+	now := time.Unix(1000, 0)
+	d := DeadlineOf(now, time.Second)
+	assert.True(t, d.Live(now))
+	assert.True(t, d.Live(now.Add(time.Second-1)))
+	assert.False(t, d.Live(now.Add(time.Second)), "expiry is exact at the deadline")
+	assert.Equal(t, now.Add(time.Second), d.Time())
+}
+
+func TestGenBoundsDeadline(t *testing.T) {
+	base := time.Unix(1_700_000_000, 123)
+	for _, tc := range []struct {
+		name string
+		ttl  time.Duration
+		span time.Duration
+	}{
+		{"sub-second", 10 * time.Millisecond, time.Second},
+		{"seconds", 5 * time.Second, time.Second},
+		{"minute", time.Minute, 8 * time.Second},
+		{"day", 24 * time.Hour, 16384 * time.Second},
+		{"week", 7 * 24 * time.Hour, 131072 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for i := range 1000 {
+				now := base.Add(time.Duration(i) * 7777 * time.Millisecond)
+				d := DeadlineOf(now, tc.ttl)
+				g := GenOf(tc.ttl, d)
+				assert.Equal(t, tc.span, g.Span())
+				assert.True(t, d.Time().Before(g.End()), "deadline %v must be before gen end %v", d.Time(), g.End())
+				assert.False(t, g.Expired(d.Time().Add(-1)))
+				if tc.ttl >= 4*time.Second {
+					// A generation ends no later than TTL/4 after any of its deadlines.
+					assert.LessOrEqual(t, g.End().Sub(d.Time()), tc.ttl/4)
+				}
+				assert.Equal(t, g, DecodeGen(g.Append(nil)))
+			}
+		})
+	}
+}
+
+func TestGenOrderFollowsTime(t *testing.T) {
+	ttl := time.Hour
+	a := GenOf(ttl, DeadlineOf(time.Unix(1000, 0), ttl))
+	b := GenOf(ttl, DeadlineOf(time.Unix(1000+3600, 0), ttl))
+	assert.Less(t, uint64(a), uint64(b))
+	assert.True(t, a.End().Before(b.End()))
+}
+
+func TestFakeClock(t *testing.T) {
+	c := NewFake(time.Unix(5, 0))
+	c.Advance(time.Minute)
+	assert.Equal(t, time.Unix(65, 0), c.Now())
+	c.Set(time.Unix(1, 0))
+	assert.Equal(t, time.Unix(1, 0), c.Now())
+}

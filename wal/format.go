@@ -1,0 +1,110 @@
+// Package wal is the store's write-ahead log: an ordered sequence of
+// CRC-framed records, each with a log sequence number (LSN), in numbered
+// segment files. It knows bytes, not keys.
+//
+// A segment is named after the LSN of its first record (%016x.wal) and is
+// preallocated to Options.SegmentSize. It starts with a 32-byte header:
+//
+//	+----------------+-------------+--------------+----------------+------------+---------+
+//	| magic (8B)     | version (4B)| reserved (4B)| first LSN (8B) | CRC32C (4B)| pad (4B)|
+//	| "dedupwal"     | 1           | 0            |                | of bytes 0-23        |
+//	+----------------+-------------+--------------+----------------+------------+---------+
+//
+// Records follow, each starting on an 8-byte boundary:
+//
+//	+-------------+-------------+----------+----------------+-----------------+---------+
+//	| CRC32C (4B) | length (4B) | LSN (8B) | synced-to (8B) | payload (length)| pad 0-7 |
+//	+-------------+-------------+----------+----------------+-----------------+---------+
+//
+// The CRC (Castagnoli) covers length, LSN, synced-to and payload. LSNs rise
+// by exactly one from record to record and from segment to segment. A
+// length of zero ends the segment's data: the preallocated rest is zeros.
+//
+// Synced-to is the segment offset below which every byte was already
+// durable when the record was appended. It lets recovery tell a torn tail
+// from damage: after a crash, a bad record at offset b in the last segment
+// is a torn write (never acknowledged under SyncAlways, and truncated) only
+// if no valid later record says that b had been synced; otherwise the log
+// is corrupt. Damage in any earlier segment, which was synced whole before
+// the next one was created, is always corruption.
+//
+// All integers are little-endian. These layouts are part of the on-disk
+// format: do not change them without a new version.
+package wal
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+)
+
+const (
+	magic         = "dedupwal"
+	formatVersion = 1
+
+	headerSize    = 32
+	recHeaderSize = 24
+	align         = 8
+
+	// MaxPayload bounds one record's payload.
+	MaxPayload = 1<<31 - 1
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+// segmentHeader encodes the header of a segment whose first LSN is first.
+func segmentHeader(first uint64) []byte {
+	h := make([]byte, headerSize)
+	copy(h, magic)
+	binary.LittleEndian.PutUint32(h[8:], formatVersion)
+	binary.LittleEndian.PutUint64(h[16:], first)
+	binary.LittleEndian.PutUint32(h[24:], crc32.Checksum(h[:24], crcTable))
+	return h
+}
+
+// recordSize is the aligned size of a record with an n-byte payload.
+func recordSize(n int) int {
+	return (recHeaderSize + n + align - 1) &^ (align - 1)
+}
+
+// appendRecord appends the framed, padded record to b.
+func appendRecord(b []byte, lsn, syncedTo uint64, payload []byte) []byte {
+	start := len(b)
+	b = append(b, make([]byte, recHeaderSize)...)
+	binary.LittleEndian.PutUint32(b[start+4:], uint32(len(payload)))
+	binary.LittleEndian.PutUint64(b[start+8:], lsn)
+	binary.LittleEndian.PutUint64(b[start+16:], syncedTo)
+	b = append(b, payload...)
+	crc := crc32.Checksum(b[start+4:], crcTable)
+	binary.LittleEndian.PutUint32(b[start:], crc)
+	return append(b, make([]byte, recordSize(len(payload))-recHeaderSize-len(payload))...)
+}
+
+// record is one decoded record.
+type record struct {
+	lsn      uint64
+	syncedTo uint64
+	payload  []byte // aliases the segment buffer
+	size     int    // aligned size on disk
+}
+
+// decodeRecord decodes the record at the start of b. ok is false if b does
+// not hold a whole record with a valid CRC and a non-zero length.
+func decodeRecord(b []byte) (r record, ok bool) {
+	if len(b) < recHeaderSize {
+		return r, false
+	}
+	n := binary.LittleEndian.Uint32(b[4:])
+	if n == 0 || int64(n) > int64(len(b)-recHeaderSize) {
+		return r, false
+	}
+	end := recHeaderSize + int(n)
+	if crc32.Checksum(b[4:end], crcTable) != binary.LittleEndian.Uint32(b) {
+		return r, false
+	}
+	return record{
+		lsn:      binary.LittleEndian.Uint64(b[8:]),
+		syncedTo: binary.LittleEndian.Uint64(b[16:]),
+		payload:  b[recHeaderSize:end],
+		size:     min(recordSize(int(n)), len(b)),
+	}, true
+}

@@ -1,0 +1,158 @@
+package wal
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// segmentName is the file name of the segment whose first LSN is first.
+func segmentName(first uint64) string { return fmt.Sprintf("%016x.wal", first) }
+
+// listSegments returns the first LSNs of the segments in dir, in order.
+func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
+	names, err := fs.List(dir)
+	if err != nil {
+		return nil, err
+	}
+	var firsts []uint64
+	for _, name := range names {
+		hex, ok := strings.CutSuffix(name, ".wal")
+		if !ok || len(hex) != 16 {
+			continue
+		}
+		first, err := strconv.ParseUint(hex, 16, 64)
+		if err != nil {
+			continue
+		}
+		firsts = append(firsts, first)
+	}
+	slices.Sort(firsts)
+	return firsts, nil
+}
+
+// readFile reads the whole of a file.
+func readFile(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return io.ReadAll(f)
+}
+
+// readHeader reads the first headerSize bytes of a file, or all of a
+// shorter one.
+func readHeader(fs vfs.FS, path string) ([]byte, error) {
+	f, err := fs.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b := make([]byte, headerSize)
+	n, err := io.ReadFull(f, b)
+	if err == io.ErrUnexpectedEOF || err == io.EOF {
+		err = nil
+	}
+	return b[:n], err
+}
+
+// checkHeader validates a segment header named for first LSN first.
+func checkHeader(path string, b []byte, first uint64) error {
+	if len(b) < headerSize {
+		return fmt.Errorf("%w: %s: offset 0: short segment header (%d bytes)", ErrCorrupt, path, len(b))
+	}
+	if !bytes.Equal(b[:len(magic)], []byte(magic)) {
+		return fmt.Errorf("%w: %s: offset 0: bad magic %q", ErrCorrupt, path, b[:len(magic)])
+	}
+	if crc32.Checksum(b[:24], crcTable) != binary.LittleEndian.Uint32(b[24:]) {
+		return fmt.Errorf("%w: %s: offset 0: segment header CRC mismatch", ErrCorrupt, path)
+	}
+	if v := binary.LittleEndian.Uint32(b[8:]); v != formatVersion {
+		return fmt.Errorf("%w: %s: WAL format version %d, this build reads %d", ErrIncompatibleFormat, path, v, formatVersion)
+	}
+	if got := binary.LittleEndian.Uint64(b[16:]); got != first {
+		return fmt.Errorf("%w: %s: offset 16: header first LSN %d does not match the file name", ErrCorrupt, path, got)
+	}
+	return nil
+}
+
+// scan is the result of reading one segment.
+type scan struct {
+	next uint64 // LSN after the last valid record
+	end  int64  // offset just past the last valid record
+	// torn is set when the data after end is a torn tail: non-zero bytes
+	// that no durable record vouches for. tornEnd bounds them.
+	torn    bool
+	tornEnd int64
+}
+
+// scanSegment reads the records of one segment, calling fn for each with
+// an LSN above after, and decides what follows the last valid record. last
+// says whether this is the newest segment, the only one that may end in a
+// torn write.
+func scanSegment(path string, b []byte, first, after uint64, last bool, fn func(lsn uint64, payload []byte) error) (scan, error) {
+	if err := checkHeader(path, b, first); err != nil {
+		return scan{}, err
+	}
+	s := scan{next: first, end: headerSize}
+	for {
+		r, ok := decodeRecord(b[s.end:])
+		if !ok || r.lsn != s.next {
+			break
+		}
+		if r.lsn > after {
+			if err := fn(r.lsn, r.payload); err != nil {
+				return scan{}, err
+			}
+		}
+		s.next++
+		s.end += int64(r.size)
+	}
+	// Past the last valid record: zeros end the data cleanly; anything else
+	// is a torn tail or damage, told apart by the records that follow.
+	lastNonZero := int64(-1)
+	for off := s.end; off < int64(len(b)); off += align {
+		word := b[off:min(off+align, int64(len(b)))]
+		if !allZero(word) {
+			lastNonZero = off
+		}
+		if off+recHeaderSize > int64(len(b)) {
+			continue
+		}
+		if lsn := binary.LittleEndian.Uint64(b[off+8:]); lsn < s.next || lsn-s.next > 1<<32 {
+			continue // cheap reject before the CRC
+		}
+		r, ok := decodeRecord(b[off:])
+		if !ok {
+			continue
+		}
+		if !last || r.syncedTo > uint64(s.end) {
+			return scan{}, fmt.Errorf("%w: %s: offset %d: bad record before LSN %d (record at offset %d is intact)",
+				ErrCorrupt, path, s.end, s.next, off)
+		}
+	}
+	if lastNonZero >= 0 {
+		if !last {
+			return scan{}, fmt.Errorf("%w: %s: offset %d: bad record at LSN %d", ErrCorrupt, path, s.end, s.next)
+		}
+		s.torn, s.tornEnd = true, min(lastNonZero+align, int64(len(b)))
+	}
+	return s, nil
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,526 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+var (
+	// ErrCorrupt marks a segment that fails a check: magic, CRC, LSN
+	// sequence. The wrapping error names the file and offset.
+	ErrCorrupt = errors.New("wal: corrupt")
+	// ErrIncompatibleFormat marks a segment of an unknown format version.
+	ErrIncompatibleFormat = errors.New("wal: incompatible format version")
+	// ErrClosed is returned by calls on a closed Log.
+	ErrClosed = errors.New("wal: closed")
+	// ErrReadOnly is returned by Append on a Log opened read-only.
+	ErrReadOnly = errors.New("wal: read-only")
+)
+
+// SyncMode says when appended records are fsynced.
+type SyncMode int
+
+const (
+	// SyncAlways: Wait returns once the record is fsynced.
+	SyncAlways SyncMode = iota
+	// SyncInterval: Wait returns once the record is written to the OS;
+	// fsync runs every Options.SyncInterval.
+	SyncInterval
+	// SyncNone: Wait returns once the record is written to the OS; fsync
+	// runs only at segment rotation and Close.
+	SyncNone
+)
+
+// Options configures a Log. Zero fields take the defaults named.
+type Options struct {
+	FS vfs.FS
+	// SegmentSize is the size segments are preallocated to and rotated at.
+	// A record larger than a segment gets a segment of its own.
+	SegmentSize int64
+	Sync        SyncMode
+	// SyncInterval is the fsync period of SyncInterval mode.
+	SyncInterval time.Duration
+	// ReadOnly replays without repairing a torn tail and refuses Append.
+	ReadOnly bool
+	// Logf receives the report of a truncated torn tail.
+	Logf func(format string, args ...any)
+}
+
+// Log is an open write-ahead log. Append and Wait are safe for concurrent
+// use; one background goroutine does all writes and fsyncs, so concurrent
+// appenders share them (group commit).
+type Log struct {
+	opts Options
+	dir  string
+
+	mu   sync.Mutex // protects the fields below
+	cond *sync.Cond // broadcast when written, synced or err change
+	// pending holds appended records not yet handed to the writer, one
+	// chunk per segment they go to.
+	pending  []chunk
+	nextLSN  uint64 // LSN of the next Append
+	tail     uint64 // first LSN of the segment Append writes to
+	tailOff  int64  // offset of the next record in that segment
+	tailNext uint64 // at Open, the LSN after the newest segment's last record
+	written  uint64 // highest LSN written to the OS
+	synced   uint64 // highest LSN fsynced
+	// writtenAt and syncedAt are where the written and the synced data end.
+	writtenAt, syncedAt position
+	syncReq             bool     // a Sync call wants an fsync regardless of mode
+	segments            []uint64 // first LSNs of the segment files, oldest first
+	err                 error    // sticky: the first I/O failure; the Log is then fail-stop
+	closed              bool
+
+	kick chan struct{} // wakes the writer
+	done chan struct{} // closed when the writer exits
+	// file is the segment the writer writes to, fileFirst its first LSN;
+	// both are owned by the writer goroutine.
+	file      vfs.File
+	fileFirst uint64
+}
+
+// position is an offset in the segment whose first LSN is first.
+type position struct {
+	first uint64
+	off   int64
+}
+
+// chunk is a run of framed records bound for one segment at one offset.
+type chunk struct {
+	first   uint64 // first LSN of the segment
+	off     int64  // where data starts in it
+	data    []byte
+	lastLSN uint64
+}
+
+// Open opens or creates the log in dir and replays it: fn sees every
+// record with an LSN above after, in order. A torn tail of the newest
+// segment is truncated (zeroed) unless ReadOnly; any other damage fails
+// with ErrCorrupt. New records get LSNs after both the log's last record
+// and after.
+func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []byte) error) (*Log, error) {
+	l := &Log{opts: opts, dir: dir, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	l.cond = sync.NewCond(&l.mu)
+	if !opts.ReadOnly {
+		if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := l.recover(after, fn); err != nil {
+		return nil, err
+	}
+	if opts.ReadOnly {
+		close(l.done)
+		return l, nil
+	}
+	if err := l.openTail(); err != nil {
+		return nil, err
+	}
+	go l.writer()
+	return l, nil
+}
+
+// recover scans the segments that may hold records above after.
+func (l *Log) recover(after uint64, fn func(uint64, []byte) error) error {
+	fs := l.opts.FS
+	firsts, err := listSegments(fs, l.dir)
+	if err != nil {
+		return err
+	}
+	if n := len(firsts); n > 0 {
+		// A segment whose header is all zeros was being created when the
+		// crash came: its header was never synced, so no record in it was.
+		path := fs.PathJoin(l.dir, segmentName(firsts[n-1]))
+		h, err := readHeader(fs, path)
+		if err != nil {
+			return err
+		}
+		if allZero(h) {
+			firsts = firsts[:n-1]
+			if !l.opts.ReadOnly {
+				if err := fs.Remove(path); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	l.segments = firsts
+	// Segments wholly at or below after are not needed; the caller will
+	// remove them.
+	start := 0
+	for start+1 < len(firsts) && firsts[start+1] <= after+1 {
+		start++
+	}
+	next := after + 1
+	for i := start; i < len(firsts); i++ {
+		first := firsts[i]
+		last := i == len(firsts)-1
+		path := fs.PathJoin(l.dir, segmentName(first))
+		b, err := readFile(fs, path)
+		if err != nil {
+			return err
+		}
+		if first > next {
+			return fmt.Errorf("%w: %s: LSN gap: expected a segment holding LSN %d", ErrCorrupt, path, next)
+		}
+		s, err := scanSegment(path, b, first, after, last, fn)
+		if err != nil {
+			return err
+		}
+		if !last && s.next != firsts[i+1] {
+			return fmt.Errorf("%w: %s: offset %d: segment ends at LSN %d but the next starts at %d",
+				ErrCorrupt, path, s.end, s.next-1, firsts[i+1])
+		}
+		next = max(next, s.next)
+		if last {
+			l.tail, l.tailOff, l.tailNext = first, s.end, s.next
+			if s.torn && !l.opts.ReadOnly {
+				if err := l.truncateTail(path, s); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	l.nextLSN = next
+	l.written, l.synced = next-1, next-1
+	l.syncedAt = position{l.tail, l.tailOff}
+	l.writtenAt = l.syncedAt
+	return nil
+}
+
+// truncateTail zeroes a torn tail so the next writer starts on clean space.
+func (l *Log) truncateTail(path string, s scan) error {
+	f, err := l.opts.FS.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	if _, err := f.WriteAt(make([]byte, s.tornEnd-s.end), s.end); err != nil {
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		return err
+	}
+	if l.opts.Logf != nil {
+		l.opts.Logf("dedup/wal: %s: truncated a torn tail of %d bytes at offset %d (LSN %d on is gone; none of it was acknowledged as synced)",
+			path, s.tornEnd-s.end, s.end, s.next)
+	}
+	return nil
+}
+
+// openTail opens the newest segment for writing. It starts a new one if
+// there is none, or if the newest ends before the LSNs the caller asked to
+// follow (a log that lost its tail behind a checkpoint).
+func (l *Log) openTail() error {
+	if len(l.segments) == 0 || l.tailNext != l.nextLSN {
+		l.tail, l.tailOff = l.nextLSN, headerSize
+		l.syncedAt = position{l.tail, headerSize}
+		l.writtenAt = l.syncedAt
+		return l.createSegment(l.tail)
+	}
+	f, err := l.opts.FS.OpenReadWrite(l.opts.FS.PathJoin(l.dir, segmentName(l.tail)), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	l.file, l.fileFirst = f, l.tail
+	return nil
+}
+
+// createSegment creates, preallocates and syncs a new segment and its
+// directory entry. It runs on the writer, or in Open before it starts.
+func (l *Log) createSegment(first uint64) error {
+	fs := l.opts.FS
+	f, err := fs.Create(fs.PathJoin(l.dir, segmentName(first)), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteAt(segmentHeader(first), 0); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Preallocate(0, l.opts.SegmentSize); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := syncDir(fs, l.dir); err != nil {
+		f.Close()
+		return err
+	}
+	l.file, l.fileFirst = f, first
+	l.mu.Lock()
+	l.segments = append(l.segments, first)
+	l.syncedAt = position{first, headerSize}
+	l.mu.Unlock()
+	return nil
+}
+
+func syncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Sync(); err != nil {
+		d.Close()
+		return err
+	}
+	return d.Close()
+}
+
+// Append frames payload as the next record and queues it for the writer.
+// It returns the record's LSN; Wait(lsn) tells when it is durable. After
+// any I/O failure Append returns that failure until the Log is reopened.
+func (l *Log) Append(payload []byte) (uint64, error) {
+	if len(payload) == 0 || len(payload) > MaxPayload {
+		return 0, fmt.Errorf("wal: payload size %d out of range", len(payload))
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.usable(); err != nil {
+		return 0, err
+	}
+	size := int64(recordSize(len(payload)))
+	if l.tailOff+size > l.opts.SegmentSize && l.tailOff > headerSize {
+		l.tail, l.tailOff = l.nextLSN, headerSize
+	}
+	var syncedTo uint64 // nothing is known synced in a segment not yet created
+	if l.syncedAt.first == l.tail {
+		syncedTo = uint64(l.syncedAt.off)
+	}
+	lsn := l.nextLSN
+	l.nextLSN++
+	if n := len(l.pending); n == 0 || l.pending[n-1].first != l.tail {
+		l.pending = append(l.pending, chunk{first: l.tail, off: l.tailOff})
+	}
+	c := &l.pending[len(l.pending)-1]
+	c.data = appendRecord(c.data, lsn, syncedTo, payload)
+	c.lastLSN = lsn
+	l.tailOff += size
+	l.wake()
+	return lsn, nil
+}
+
+func (l *Log) usable() error {
+	switch {
+	case l.closed:
+		return ErrClosed
+	case l.opts.ReadOnly:
+		return ErrReadOnly
+	}
+	return l.err
+}
+
+// Wait blocks until the record lsn is durable as the sync mode defines:
+// fsynced under SyncAlways, written to the OS otherwise.
+func (l *Log) Wait(lsn uint64) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for {
+		reached := l.written
+		if l.opts.Sync == SyncAlways {
+			reached = l.synced
+		}
+		switch {
+		case reached >= lsn:
+			return nil
+		case l.err != nil:
+			return l.err
+		case l.closed:
+			return ErrClosed
+		}
+		l.cond.Wait()
+	}
+}
+
+// Sync fsyncs every record appended so far, whatever the sync mode.
+func (l *Log) Sync() error {
+	l.mu.Lock()
+	lsn := l.nextLSN - 1
+	if err := l.usable(); err != nil {
+		l.mu.Unlock()
+		return err
+	}
+	l.syncReq = true
+	l.mu.Unlock()
+	l.wake()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.synced < lsn {
+		if err := l.usable(); err != nil {
+			return err
+		}
+		l.cond.Wait()
+	}
+	return nil
+}
+
+func (l *Log) wake() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+// writer is the single goroutine that writes and fsyncs.
+func (l *Log) writer() {
+	defer close(l.done)
+	var tick <-chan time.Time
+	if l.opts.Sync == SyncInterval {
+		t := time.NewTicker(l.opts.SyncInterval)
+		defer t.Stop()
+		tick = t.C
+	}
+	for {
+		sync := l.opts.Sync == SyncAlways
+		select {
+		case _, ok := <-l.kick:
+			if !ok {
+				l.flush(true)
+				return
+			}
+		case <-tick:
+			sync = true
+		}
+		l.flush(sync)
+	}
+}
+
+// flush writes every pending chunk and, if asked to, fsyncs them.
+func (l *Log) flush(sync bool) {
+	l.mu.Lock()
+	chunks := l.pending
+	l.pending = nil
+	sync = sync || l.syncReq
+	l.syncReq = false
+	failed := l.err != nil
+	l.mu.Unlock()
+	if failed {
+		return
+	}
+	err := l.write(chunks)
+	if err == nil && sync {
+		err = l.fsync()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.err = fmt.Errorf("wal: %s: write failed, the log is fail-stop until reopened: %w", l.dir, err)
+	}
+	l.cond.Broadcast()
+}
+
+// write writes chunks in order, rotating segments as they say.
+func (l *Log) write(chunks []chunk) error {
+	for _, c := range chunks {
+		if c.first != l.fileFirst {
+			if err := l.rotate(c.first); err != nil {
+				return err
+			}
+		}
+		if _, err := l.file.WriteAt(c.data, c.off); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.written = c.lastLSN
+		l.writtenAt = position{c.first, c.off + int64(len(c.data))}
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	}
+	return nil
+}
+
+// fsync makes everything written durable. A failed fsync is never retried:
+// the kernel may have dropped the dirty pages, so a later success would
+// prove nothing (PostgreSQL's fsyncgate).
+func (l *Log) fsync() error {
+	l.mu.Lock()
+	lsn, at := l.written, l.writtenAt
+	l.mu.Unlock()
+	if lsn == l.synced {
+		return nil
+	}
+	if err := l.file.SyncData(); err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.synced, l.syncedAt = lsn, at
+	l.mu.Unlock()
+	return nil
+}
+
+// rotate syncs and closes the current segment and creates the next one, so
+// only the newest segment can ever end in a torn write.
+func (l *Log) rotate(first uint64) error {
+	if err := l.fsync(); err != nil {
+		return err
+	}
+	if err := l.file.Close(); err != nil {
+		return err
+	}
+	l.file = nil
+	return l.createSegment(first)
+}
+
+// LastLSN returns the LSN of the newest appended record.
+func (l *Log) LastLSN() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.nextLSN - 1
+}
+
+// Segments returns the number of segment files.
+func (l *Log) Segments() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.segments)
+}
+
+// Remove deletes the segments whose records all have LSNs at or below
+// upTo, oldest first. The newest segment is always kept.
+func (l *Log) Remove(upTo uint64) error {
+	l.mu.Lock()
+	var drop []uint64
+	for len(l.segments) > 1 && l.segments[1] <= upTo+1 {
+		drop = append(drop, l.segments[0])
+		l.segments = l.segments[1:]
+	}
+	l.mu.Unlock()
+	for _, first := range drop {
+		if err := l.opts.FS.Remove(l.opts.FS.PathJoin(l.dir, segmentName(first))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Close writes and fsyncs every appended record, in every sync mode, and
+// closes the log. It returns the log's sticky error, if any. Calling it
+// twice is fine.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.mu.Unlock()
+	if !l.opts.ReadOnly {
+		close(l.kick)
+	}
+	<-l.done
+	l.mu.Lock()
+	err := l.err
+	l.cond.Broadcast()
+	l.mu.Unlock()
+	if l.file != nil {
+		err = errors.Join(err, l.file.Close())
+	}
+	return err
+}

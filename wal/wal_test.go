@@ -1,0 +1,120 @@
+package wal
+
+import (
+	"fmt"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+type entry struct {
+	lsn     uint64
+	payload string
+}
+
+// openLog opens the log in dir on fs and returns what it replayed.
+func openLog(t *testing.T, fs vfs.FS, opts Options, after uint64) (*Log, []entry) {
+	t.Helper()
+	opts.FS = fs
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = 4096
+	}
+	var got []entry
+	l, err := Open("wal", opts, after, func(lsn uint64, p []byte) error {
+		got = append(got, entry{lsn, string(p)})
+		return nil
+	})
+	require.NoError(t, err)
+	return l, got
+}
+
+// appendN appends n payloads named from start and waits for them.
+func appendN(t *testing.T, l *Log, start, n int) []entry {
+	t.Helper()
+	var want []entry
+	for i := start; i < start+n; i++ {
+		p := fmt.Sprintf("payload-%04d", i)
+		lsn, err := l.Append([]byte(p))
+		require.NoError(t, err)
+		require.NoError(t, l.Wait(lsn))
+		want = append(want, entry{lsn, p})
+	}
+	return want
+}
+
+func TestAppendReplayAcrossRotation(t *testing.T) {
+	for _, mode := range []SyncMode{SyncAlways, SyncInterval, SyncNone} {
+		t.Run(fmt.Sprint(mode), func(t *testing.T) {
+			fs := vfs.NewMem()
+			l, got := openLog(t, fs, Options{Sync: mode, SyncInterval: 1e6}, 0)
+			assert.Empty(t, got)
+			want := appendN(t, l, 0, 500)
+			require.Greater(t, l.Segments(), 3, "500 records must rotate 4 KiB segments")
+			require.NoError(t, l.Close())
+
+			l, got = openLog(t, fs, Options{}, 0)
+			assert.Equal(t, want, got)
+			want = append(want, appendN(t, l, 500, 10)...)
+			require.NoError(t, l.Close())
+
+			l, got = openLog(t, fs, Options{}, 0)
+			assert.Equal(t, want, got)
+			require.NoError(t, l.Close())
+		})
+	}
+}
+
+func TestReplayAfterAndRemove(t *testing.T) {
+	fs := vfs.NewMem()
+	l, _ := openLog(t, fs, Options{}, 0)
+	want := appendN(t, l, 0, 300)
+	before := l.Segments()
+	require.NoError(t, l.Remove(200))
+	assert.Less(t, l.Segments(), before)
+	require.NoError(t, l.Close())
+
+	l, got := openLog(t, fs, Options{}, 200)
+	assert.Equal(t, want[200:], got, "replay skips records at or below after")
+	require.NoError(t, l.Close())
+}
+
+func TestNewLSNsFollowAfter(t *testing.T) {
+	fs := vfs.NewMem()
+	l, _ := openLog(t, fs, Options{}, 41)
+	lsn, err := l.Append([]byte("x"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(42), lsn)
+	require.NoError(t, l.Wait(lsn))
+	require.NoError(t, l.Close())
+
+	// A log whose newest record is behind the checkpoint starts a new
+	// segment rather than leave an LSN gap inside one.
+	l, got := openLog(t, fs, Options{}, 100)
+	assert.Empty(t, got)
+	lsn, err = l.Append([]byte("y"))
+	require.NoError(t, err)
+	assert.Equal(t, uint64(101), lsn)
+	require.NoError(t, l.Wait(lsn))
+	require.NoError(t, l.Close())
+	l, got = openLog(t, fs, Options{}, 100)
+	assert.Equal(t, []entry{{101, "y"}}, got)
+	require.NoError(t, l.Close())
+}
+
+func TestClosedAndReadOnly(t *testing.T) {
+	fs := vfs.NewMem()
+	l, _ := openLog(t, fs, Options{}, 0)
+	appendN(t, l, 0, 3)
+	require.NoError(t, l.Close())
+	require.NoError(t, l.Close(), "Close twice is fine")
+	_, err := l.Append([]byte("x"))
+	assert.ErrorIs(t, err, ErrClosed)
+
+	l, got := openLog(t, fs, Options{ReadOnly: true}, 0)
+	assert.Len(t, got, 3)
+	_, err = l.Append([]byte("x"))
+	assert.ErrorIs(t, err, ErrReadOnly)
+	require.NoError(t, l.Close())
+}
