@@ -38,16 +38,6 @@ func listSegments(fs vfs.FS, dir string) ([]uint64, error) {
 	return firsts, nil
 }
 
-// readFile reads the whole of a file.
-func readFile(fs vfs.FS, path string) ([]byte, error) {
-	f, err := fs.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
-}
-
 // readHeader reads the first headerSize bytes of a file, or all of a
 // shorter one.
 func readHeader(fs vfs.FS, path string) ([]byte, error) {

@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/seed42300104/dedup/internal/fsutil"
 )
 
 var (
@@ -106,7 +108,7 @@ func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []
 	l := &Log{opts: opts, dir: dir, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	l.cond = sync.NewCond(&l.mu)
 	if !opts.ReadOnly {
-		if err := opts.FS.MkdirAll(dir, 0o755); err != nil {
+		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
 			return nil, err
 		}
 	}
@@ -160,7 +162,7 @@ func (l *Log) recover(after uint64, fn func(uint64, []byte) error) error {
 		first := firsts[i]
 		last := i == len(firsts)-1
 		path := fs.PathJoin(l.dir, segmentName(first))
-		b, err := readFile(fs, path)
+		b, err := fsutil.ReadFile(fs, path)
 		if err != nil {
 			return err
 		}
@@ -250,7 +252,7 @@ func (l *Log) createSegment(first uint64) error {
 		f.Close()
 		return err
 	}
-	if err := syncDir(fs, l.dir); err != nil {
+	if err := fsutil.SyncDir(fs, l.dir); err != nil {
 		f.Close()
 		return err
 	}
@@ -260,18 +262,6 @@ func (l *Log) createSegment(first uint64) error {
 	l.syncedAt = position{first, headerSize}
 	l.mu.Unlock()
 	return nil
-}
-
-func syncDir(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	if err := d.Sync(); err != nil {
-		d.Close()
-		return err
-	}
-	return d.Close()
 }
 
 // Append frames payload as the next record and queues it for the writer.
@@ -466,6 +456,13 @@ func (l *Log) rotate(first uint64) error {
 	}
 	l.file = nil
 	return l.createSegment(first)
+}
+
+// Err returns the I/O failure that made the log fail-stop, if any.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 // LastLSN returns the LSN of the newest appended record.

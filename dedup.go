@@ -1,0 +1,432 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/seed42300104/dedup/index"
+	"github.com/seed42300104/dedup/internal/fsutil"
+	"github.com/seed42300104/dedup/ttl"
+	"github.com/seed42300104/dedup/wal"
+)
+
+// FormatVersion is the on-disk format this build writes and reads.
+const FormatVersion = 1
+
+// Names inside a store directory.
+const (
+	lockFile   = "LOCK"
+	formatFile = "FORMAT"
+	walDir     = "wal"
+	indexDir   = "index"
+)
+
+// Store is an open deduplication store. All its methods are safe for
+// concurrent use.
+type Store struct {
+	opts Options
+	dir  string
+	lock io.Closer
+	log  *wal.Log
+	idx  *index.Index
+
+	// mu orders the write path: a write holds it exclusively from its check
+	// to its WAL append and index update, which is what makes
+	// check-and-mark atomic. Reads hold it shared.
+	mu         sync.RWMutex
+	closed     bool
+	err        error               // sticky: a failed checkpoint; writes are refused
+	batch      index.Batch         // reused by writes, under mu
+	buf        []byte              // reused WAL payload, under mu
+	inBatch    map[string]struct{} // IDs already new in the current batch, under mu
+	flushing   bool                // a checkpoint is running
+	flushed    *sync.Cond          // on mu: broadcast when a checkpoint ends
+	checkpoint chan struct{}       // wakes the checkpointer
+	done       chan struct{}       // closed when the checkpointer exits
+
+	newMarks, duplicates atomic.Uint64
+}
+
+// Open opens the store in dir, creating it if needed, and recovers it: the
+// WAL records after the last checkpoint are replayed and a torn tail of the
+// last segment is truncated. It fails with ErrLocked if another Store holds
+// dir, ErrCorrupt on any other damage, and ErrIncompatibleFormat for an
+// unknown format version.
+func Open(dir string, opts *Options) (*Store, error) {
+	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	fs := o.FS
+	if o.ReadOnly {
+		if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err != nil {
+			return nil, fmt.Errorf("%w: %s: %w", ErrNotStore, dir, err)
+		}
+	} else if err := fsutil.MkdirAll(fs, dir); err != nil {
+		return nil, err
+	}
+	lockPath := fs.PathJoin(dir, lockFile)
+	lock, err := fs.Lock(lockPath)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrLocked, lockPath, err)
+	}
+	s := &Store{opts: o, dir: dir, lock: lock, inBatch: map[string]struct{}{},
+		checkpoint: make(chan struct{}, 1), done: make(chan struct{})}
+	s.flushed = sync.NewCond(&s.mu)
+	if err := s.recover(); err != nil {
+		lock.Close()
+		return nil, err
+	}
+	if o.ReadOnly {
+		close(s.done)
+	} else {
+		go s.checkpointer()
+	}
+	return s, nil
+}
+
+// recover checks the format, opens the index and replays the WAL into it.
+func (s *Store) recover() (err error) {
+	if err := s.checkFormat(); err != nil {
+		return err
+	}
+	fs := s.opts.FS
+	s.idx, err = index.Open(fs.PathJoin(s.dir, indexDir), index.Options{
+		FS:                fs,
+		ExpectedMarks:     s.opts.ExpectedMarks,
+		FalsePositiveRate: s.opts.FalsePositiveRate,
+		CacheSize:         64 << 20,
+		ReadOnly:          s.opts.ReadOnly,
+		Logf:              s.opts.Logf,
+	})
+	if err != nil {
+		return storeError(err)
+	}
+	after := s.idx.CheckpointLSN()
+	s.log, err = wal.Open(fs.PathJoin(s.dir, walDir), wal.Options{
+		FS:           fs,
+		SegmentSize:  s.opts.SegmentSize,
+		Sync:         wal.SyncMode(s.opts.Sync),
+		SyncInterval: s.opts.SyncInterval,
+		ReadOnly:     s.opts.ReadOnly,
+		Logf:         s.opts.Logf,
+	}, after, s.idx.Replay)
+	if err == nil && !s.opts.ReadOnly {
+		err = s.log.Remove(after)
+	}
+	if err != nil {
+		if s.log != nil {
+			s.log.Close()
+		}
+		s.idx.Close()
+		return storeError(err)
+	}
+	return nil
+}
+
+// checkFormat reads the FORMAT file, writing it into a new store. A
+// directory with other files and no FORMAT is not a store.
+func (s *Store) checkFormat() error {
+	fs := s.opts.FS
+	path := fs.PathJoin(s.dir, formatFile)
+	b, err := fsutil.ReadFile(fs, path)
+	if errors.Is(err, os.ErrNotExist) && !s.opts.ReadOnly {
+		names, err := fs.List(s.dir)
+		if err != nil {
+			return err
+		}
+		for _, n := range names {
+			if n != lockFile && n != formatFile+".tmp" {
+				return fmt.Errorf("%w: %s holds %q and no %s file", ErrNotStore, s.dir, n, formatFile)
+			}
+		}
+		return writeFormat(fs, s.dir)
+	}
+	if err != nil {
+		return err
+	}
+	v, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "dedup store format ")
+	n, perr := strconv.Atoi(v)
+	switch {
+	case !ok || perr != nil:
+		return fmt.Errorf("%w: %s: offset 0: unreadable %q", ErrCorrupt, path, b)
+	case n != FormatVersion:
+		return fmt.Errorf("%w: %s: version %d, this build reads %d", ErrIncompatibleFormat, path, n, FormatVersion)
+	}
+	return nil
+}
+
+func writeFormat(fs vfs.FS, dir string) error {
+	p := fmt.Appendf(nil, "dedup store format %d\n", FormatVersion)
+	return fsutil.ReplaceFile(fs, fs.PathJoin(dir, formatFile), p)
+}
+
+// storeError maps the packages' sentinels onto the store's.
+func storeError(err error) error {
+	switch {
+	case errors.Is(err, wal.ErrCorrupt), errors.Is(err, index.ErrCorrupt):
+		return fmt.Errorf("%w: %w", ErrCorrupt, err)
+	case errors.Is(err, wal.ErrIncompatibleFormat), errors.Is(err, index.ErrIncompatibleFormat):
+		return fmt.Errorf("%w: %w", ErrIncompatibleFormat, err)
+	case errors.Is(err, wal.ErrClosed):
+		return ErrClosed
+	}
+	return err
+}
+
+// CheckAndMark reports whether id is new, that is, has no live mark, and if
+// so marks it for ttl (0 means Options.DefaultTTL). Among concurrent
+// callers exactly one sees isNew for an ID. It returns once the mark is
+// durable as Options.Sync defines; a duplicate answer likewise waits until
+// the mark it found is durable.
+func (s *Store) CheckAndMark(id []byte, ttl time.Duration) (isNew bool, err error) {
+	isNews, err := s.CheckAndMarkBatch([][]byte{id}, ttl)
+	if err != nil {
+		return false, err
+	}
+	return isNews[0], nil
+}
+
+// CheckAndMarkBatch is CheckAndMark for many IDs in one WAL record: isNew[i]
+// answers for ids[i]. An ID repeated in the batch is new at most once, at
+// its first occurrence. If any ID is invalid the whole batch is rejected
+// and nothing is marked.
+func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
+	ttl, err = s.checkTTL(ttl)
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		if err := s.checkID(id); err != nil {
+			return nil, fmt.Errorf("batch index %d: %w", i, err)
+		}
+	}
+	isNew = make([]bool, len(ids))
+
+	s.mu.Lock()
+	if err := s.writable(); err != nil {
+		s.mu.Unlock()
+		return nil, err
+	}
+	now := s.opts.Clock.Now()
+	deadline, gen := expiry(now, ttl)
+	var wait uint64 // the newest WAL record an answer depends on
+	var fresh uint64
+	s.batch.Reset()
+	clear(s.inBatch)
+	for i, id := range ids {
+		if len(ids) > 1 {
+			if _, dup := s.inBatch[string(id)]; dup {
+				continue
+			}
+		}
+		e, live, err := s.idx.Lookup(id, now)
+		if err != nil {
+			s.mu.Unlock()
+			return nil, storeError(err)
+		}
+		if live {
+			wait = max(wait, e.LSN)
+			continue
+		}
+		isNew[i] = true
+		fresh++
+		s.batch.Mark(id, gen, deadline, nil)
+		if len(ids) > 1 {
+			s.inBatch[string(id)] = struct{}{}
+		}
+	}
+	if len(s.batch.Ops) > 0 {
+		lsn, err := s.append()
+		if err != nil {
+			s.mu.Unlock()
+			return nil, err
+		}
+		wait = lsn
+	}
+	s.mu.Unlock()
+
+	if err := s.durable(wait); err != nil {
+		return nil, err
+	}
+	s.newMarks.Add(fresh)
+	s.duplicates.Add(uint64(len(ids)) - fresh)
+	return isNew, nil
+}
+
+// expiry returns the deadline and generation of a mark written at now
+// with TTL d.
+func expiry(now time.Time, d time.Duration) (ttl.Deadline, ttl.Gen) {
+	dl := ttl.DeadlineOf(now, d)
+	return dl, ttl.GenOf(d, dl)
+}
+
+// append writes s.batch to the WAL and applies it to the index. The caller
+// holds s.mu exclusively.
+func (s *Store) append() (uint64, error) {
+	s.buf = s.batch.AppendEncoded(s.buf[:0])
+	lsn, err := s.log.Append(s.buf)
+	if err != nil {
+		return 0, storeError(err)
+	}
+	s.idx.Apply(&s.batch, lsn)
+	if s.idx.MemMarks() >= s.opts.MemtableMarks {
+		select {
+		case s.checkpoint <- struct{}{}:
+		default:
+		}
+		// Back-pressure: while a checkpoint runs the memtable may grow to
+		// twice its size, and no further.
+		for s.flushing && s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed {
+			s.flushed.Wait()
+		}
+	}
+	return lsn, nil
+}
+
+// durable waits until the WAL record lsn is durable; 0 means nothing to
+// wait for.
+func (s *Store) durable(lsn uint64) error {
+	if lsn == 0 {
+		return nil
+	}
+	return storeError(s.log.Wait(lsn))
+}
+
+// Seen reports whether id has a live mark, without marking it.
+func (s *Store) Seen(id []byte) (bool, error) {
+	if err := s.checkID(id); err != nil {
+		return false, err
+	}
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return false, ErrClosed
+	}
+	e, live, err := s.idx.Lookup(id, s.opts.Clock.Now())
+	s.mu.RUnlock()
+	if err != nil {
+		return false, storeError(err)
+	}
+	if err := s.durable(e.LSN); err != nil {
+		return false, err
+	}
+	return live, nil
+}
+
+// Forget removes the mark of id, if any, so that it is new again.
+func (s *Store) Forget(id []byte) error {
+	if err := s.checkID(id); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if err := s.writable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	s.batch.Reset()
+	s.batch.Forget(id)
+	lsn, err := s.append()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	return s.durable(lsn)
+}
+
+func (s *Store) checkID(id []byte) error {
+	switch {
+	case len(id) == 0:
+		return ErrEmptyID
+	case len(id) > s.opts.MaxIDSize:
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrIDTooLong, len(id), s.opts.MaxIDSize)
+	}
+	return nil
+}
+
+func (s *Store) checkTTL(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return s.opts.DefaultTTL, nil
+	case d < 0 || d > s.opts.MaxTTL:
+		return 0, fmt.Errorf("%w: %v is outside (0, %v]", ErrInvalidTTL, d, s.opts.MaxTTL)
+	}
+	return d, nil
+}
+
+// writable reports why the store takes no writes, if it does not: after a
+// failed WAL write or checkpoint it is fail-stop, and refuses even the
+// check-and-marks that would find a duplicate. The caller holds s.mu.
+func (s *Store) writable() error {
+	switch {
+	case s.closed:
+		return ErrClosed
+	case s.opts.ReadOnly:
+		return ErrReadOnly
+	case s.err != nil:
+		return s.err
+	}
+	return storeError(s.log.Err())
+}
+
+// checkpointer runs checkpoints when the memtable fills: the memtable goes
+// to Pebble, the filters to their snapshots, and the WAL segments behind
+// them are removed.
+func (s *Store) checkpointer() {
+	defer close(s.done)
+	for range s.checkpoint {
+		s.mu.Lock()
+		if s.closed || s.err != nil {
+			s.mu.Unlock()
+			return
+		}
+		frozen := s.idx.Freeze()
+		s.flushing = true
+		s.mu.Unlock()
+
+		err := s.idx.Persist(frozen)
+
+		s.mu.Lock()
+		s.flushing = false
+		if err != nil {
+			s.err = fmt.Errorf("dedup: checkpoint failed, writes are refused until reopen: %w", storeError(err))
+		} else {
+			s.idx.Release(frozen)
+		}
+		s.flushed.Broadcast()
+		s.mu.Unlock()
+		if err == nil {
+			if err := s.log.Remove(frozen.LSN()); err != nil {
+				s.opts.Logf("dedup: removing WAL segments behind LSN %d: %v", frozen.LSN(), err)
+			}
+		}
+	}
+}
+
+// Close waits for a running checkpoint, makes every acknowledged write
+// durable in every sync mode, and releases the directory. It returns the
+// failure that made the store fail-stop, if any. Calling it twice is fine.
+func (s *Store) Close() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.flushed.Broadcast()
+	s.mu.Unlock()
+	if !s.opts.ReadOnly {
+		close(s.checkpoint)
+	}
+	<-s.done
+	return errors.Join(s.err, storeError(s.log.Close()), s.idx.Close(), s.lock.Close())
+}

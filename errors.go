@@ -1,0 +1,36 @@
+package dedup
+
+import "errors"
+
+// Errors returned by the store. Test for them with errors.Is: most are
+// wrapped with the detail (file, offset, ID size) that explains them.
+var (
+	// ErrEmptyID is returned for a zero-length ID.
+	ErrEmptyID = errors.New("dedup: empty ID")
+	// ErrIDTooLong is returned for an ID longer than Options.MaxIDSize.
+	ErrIDTooLong = errors.New("dedup: ID too long")
+	// ErrValueTooLarge is returned for a value above Options.MaxValueSize.
+	ErrValueTooLarge = errors.New("dedup: value too large")
+	// ErrInvalidTTL is returned for a negative TTL or one above
+	// Options.MaxTTL.
+	ErrInvalidTTL = errors.New("dedup: invalid TTL")
+	// ErrInvalidOptions is returned by Open for options that make no sense.
+	ErrInvalidOptions = errors.New("dedup: invalid options")
+	// ErrClosed is returned by every call on a closed Store.
+	ErrClosed = errors.New("dedup: store closed")
+	// ErrReadOnly is returned by write calls on a store opened ReadOnly.
+	ErrReadOnly = errors.New("dedup: store is read-only")
+	// ErrLocked is returned by Open when another Store, in this process or
+	// another, holds the directory.
+	ErrLocked = errors.New("dedup: store locked by another process")
+	// ErrCorrupt is returned when stored data fails a check: a CRC, a magic
+	// number, an LSN sequence, a filter snapshot or a Pebble block. The
+	// wrapped error names the file and offset.
+	ErrCorrupt = errors.New("dedup: store corrupt")
+	// ErrIncompatibleFormat is returned by Open for a store written in a
+	// format version this build does not know.
+	ErrIncompatibleFormat = errors.New("dedup: incompatible format version")
+	// ErrNotStore is returned by Open with ReadOnly for a directory that
+	// holds no store.
+	ErrNotStore = errors.New("dedup: not a store")
+)

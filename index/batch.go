@@ -1,0 +1,126 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// ErrCorrupt marks index data that fails a check: a WAL payload that does
+// not decode, a filter snapshot or checkpoint with a bad CRC, a Pebble
+// block. The wrapping error names the file and offset.
+var ErrCorrupt = errors.New("index: corrupt")
+
+// ErrIncompatibleFormat marks a checkpoint or snapshot of an unknown format
+// version.
+var ErrIncompatibleFormat = errors.New("index: incompatible format version")
+
+// Op kinds, as encoded in a batch. Part of the on-disk format.
+const (
+	opMark   = 1
+	opForget = 2
+)
+
+// Op is one change to the index.
+type Op struct {
+	Forget   bool
+	ID       []byte
+	Gen      ttl.Gen      // generation of a mark
+	Deadline ttl.Deadline // deadline of a mark
+	Value    []byte       // optional value of a mark
+}
+
+// Batch is the ops of one WAL record, applied atomically.
+//
+// Its encoding, the WAL payload, is a sequence of ops:
+//
+//	mark:   | 1 (1B) | gen (8B) | deadline (8B) | len(id) uvarint | id | len(value) uvarint | value |
+//	forget: | 2 (1B) | len(id) uvarint | id |
+//
+// Integers are little-endian. Part of the on-disk format.
+type Batch struct {
+	Ops []Op
+}
+
+// Mark adds a mark of id.
+func (b *Batch) Mark(id []byte, g ttl.Gen, d ttl.Deadline, value []byte) {
+	b.Ops = append(b.Ops, Op{ID: id, Gen: g, Deadline: d, Value: value})
+}
+
+// Forget adds the removal of every mark of id.
+func (b *Batch) Forget(id []byte) { b.Ops = append(b.Ops, Op{Forget: true, ID: id}) }
+
+// Reset empties b, keeping its memory.
+func (b *Batch) Reset() { b.Ops = b.Ops[:0] }
+
+// AppendEncoded appends the encoding of b to buf.
+func (b *Batch) AppendEncoded(buf []byte) []byte {
+	for _, op := range b.Ops {
+		if op.Forget {
+			buf = append(buf, opForget)
+			buf = binary.AppendUvarint(buf, uint64(len(op.ID)))
+			buf = append(buf, op.ID...)
+			continue
+		}
+		buf = append(buf, opMark)
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(op.Gen))
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(op.Deadline))
+		buf = binary.AppendUvarint(buf, uint64(len(op.ID)))
+		buf = append(buf, op.ID...)
+		buf = binary.AppendUvarint(buf, uint64(len(op.Value)))
+		buf = append(buf, op.Value...)
+	}
+	return buf
+}
+
+// DecodeBatch decodes a WAL payload into b, which aliases p.
+func DecodeBatch(p []byte, b *Batch) error {
+	b.Reset()
+	for off := 0; off < len(p); {
+		kind := p[off]
+		off++
+		var op Op
+		switch kind {
+		case opForget:
+			op.Forget = true
+		case opMark:
+			if len(p)-off < 16 {
+				return fmt.Errorf("%w: batch offset %d: truncated mark", ErrCorrupt, off)
+			}
+			op.Gen = ttl.Gen(binary.LittleEndian.Uint64(p[off:]))
+			op.Deadline = ttl.Deadline(binary.LittleEndian.Uint64(p[off+8:]))
+			off += 16
+		default:
+			return fmt.Errorf("%w: batch offset %d: unknown op %d", ErrCorrupt, off-1, kind)
+		}
+		var err error
+		if op.ID, off, err = readBytes(p, off); err != nil {
+			return err
+		}
+		if len(op.ID) == 0 {
+			return fmt.Errorf("%w: batch offset %d: empty ID", ErrCorrupt, off)
+		}
+		if !op.Forget {
+			if op.Value, off, err = readBytes(p, off); err != nil {
+				return err
+			}
+		}
+		b.Ops = append(b.Ops, op)
+	}
+	return nil
+}
+
+// readBytes reads a uvarint-prefixed byte string at off.
+func readBytes(p []byte, off int) ([]byte, int, error) {
+	n, w := binary.Uvarint(p[off:])
+	if w <= 0 || n > uint64(len(p)-off-w) {
+		return nil, 0, fmt.Errorf("%w: batch offset %d: bad length", ErrCorrupt, off)
+	}
+	off += w
+	if n == 0 {
+		return nil, off, nil
+	}
+	return p[off : off+int(n)], off + int(n), nil
+}

@@ -1,0 +1,277 @@
+package index
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"maps"
+	"os"
+	"slices"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/seed42300104/dedup/internal/fsutil"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+const (
+	filtersDir     = "filters"
+	checkpointFile = "CHECKPOINT"
+)
+
+// checkpoint is what the CHECKPOINT file records: the WAL LSN that Pebble
+// and the filter snapshots cover, and the snapshot file of each generation.
+//
+//	| magic "dedupckp" (8B) | version (4B) | gens (4B) | LSN (8B) |
+//	| per generation: gen (8B), LSN of its snapshot file (8B) |
+//	| CRC32C of all the above (4B) |
+//
+// Little-endian. Part of the on-disk format.
+type checkpoint struct {
+	lsn   uint64
+	files map[ttl.Gen]uint64 // gen -> LSN in its snapshot's file name
+}
+
+const (
+	checkpointMagic   = "dedupckp"
+	checkpointVersion = 1
+)
+
+func filterName(g ttl.Gen, lsn uint64) string {
+	return fmt.Sprintf("%016x-%016x.bloom", uint64(g), lsn)
+}
+
+func (c checkpoint) encode() []byte {
+	b := []byte(checkpointMagic)
+	b = binary.LittleEndian.AppendUint32(b, checkpointVersion)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(c.files)))
+	b = binary.LittleEndian.AppendUint64(b, c.lsn)
+	for _, g := range slices.Sorted(maps.Keys(c.files)) {
+		b = binary.LittleEndian.AppendUint64(b, uint64(g))
+		b = binary.LittleEndian.AppendUint64(b, c.files[g])
+	}
+	return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, crcTable))
+}
+
+// readCheckpoint reads the CHECKPOINT file; a missing one is the empty
+// checkpoint of a new store.
+func readCheckpoint(fs vfs.FS, dir string) (checkpoint, error) {
+	path := fs.PathJoin(dir, checkpointFile)
+	p, err := fsutil.ReadFile(fs, path)
+	if errors.Is(err, os.ErrNotExist) {
+		return checkpoint{files: map[ttl.Gen]uint64{}}, nil
+	}
+	if err != nil {
+		return checkpoint{}, err
+	}
+	const fixed = len(checkpointMagic) + 16
+	if len(p) < fixed+4 || string(p[:len(checkpointMagic)]) != checkpointMagic {
+		return checkpoint{}, fmt.Errorf("%w: %s: offset 0: bad magic or short file", ErrCorrupt, path)
+	}
+	body, sum := p[:len(p)-4], binary.LittleEndian.Uint32(p[len(p)-4:])
+	if crc32.Checksum(body, crcTable) != sum {
+		return checkpoint{}, fmt.Errorf("%w: %s: offset %d: checkpoint CRC mismatch", ErrCorrupt, path, len(body))
+	}
+	h := body[len(checkpointMagic):]
+	if v := binary.LittleEndian.Uint32(h); v != checkpointVersion {
+		return checkpoint{}, fmt.Errorf("%w: %s: checkpoint format version %d", ErrIncompatibleFormat, path, v)
+	}
+	n := int(binary.LittleEndian.Uint32(h[4:]))
+	if len(body) != fixed+16*n {
+		return checkpoint{}, fmt.Errorf("%w: %s: offset %d: checkpoint length does not match its %d generations", ErrCorrupt, path, fixed, n)
+	}
+	c := checkpoint{lsn: binary.LittleEndian.Uint64(h[8:]), files: make(map[ttl.Gen]uint64, n)}
+	for i := range n {
+		e := body[fixed+16*i:]
+		c.files[ttl.Gen(binary.LittleEndian.Uint64(e))] = binary.LittleEndian.Uint64(e[8:])
+	}
+	return c, nil
+}
+
+// loadFilters loads the snapshots the checkpoint names. If one is missing
+// it rebuilds every filter from Pebble instead. A damaged one is
+// ErrCorrupt: the caller decides whether to rebuild.
+func (ix *Index) loadFilters() error {
+	fs := ix.opts.FS
+	for g, lsn := range ix.ckpt.files {
+		path := fs.PathJoin(ix.dir, filtersDir, filterName(g, lsn))
+		p, err := fsutil.ReadFile(fs, path)
+		if errors.Is(err, os.ErrNotExist) {
+			ix.logf("dedup/index: filter snapshot %s is missing; rebuilding the filters from Pebble", path)
+			return ix.RebuildFilters()
+		}
+		if err != nil {
+			return err
+		}
+		f, err := decodeGenFilter(path, p)
+		if err != nil {
+			return err
+		}
+		if f.gen != g {
+			return fmt.Errorf("%w: %s: offset 16: holds generation %x", ErrCorrupt, path, uint64(f.gen))
+		}
+		ix.filters[g] = f
+	}
+	if !ix.opts.ReadOnly {
+		ix.removeStaleSnapshots()
+	}
+	return nil
+}
+
+// RebuildFilters replaces the filters with ones built from every key in
+// Pebble. Open calls it when a snapshot is missing; repair tools call it
+// for a damaged one. The next checkpoint persists them.
+func (ix *Index) RebuildFilters() error {
+	it, err := ix.db.NewIter(nil)
+	if err != nil {
+		return wrapPebble(err, "rebuilding filters")
+	}
+	filters := map[ttl.Gen]*genFilter{}
+	for it.First(); it.Valid(); it.Next() {
+		k := it.Key()
+		if len(k) <= ttl.GenSize {
+			it.Close()
+			return fmt.Errorf("%w: key %x is too short", ErrCorrupt, k)
+		}
+		g := ttl.DecodeGen(k)
+		f := filters[g]
+		if f == nil {
+			f = newGenFilter(g, uint(ix.opts.ExpectedMarks), ix.opts.FalsePositiveRate)
+			filters[g] = f
+		}
+		f.add(bloom.Locations(k[ttl.GenSize:], ix.k), ix.opts.FalsePositiveRate)
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return wrapPebble(err, "rebuilding filters")
+	}
+	ix.filters = filters
+	return nil
+}
+
+// Frozen is a memtable on its way to Pebble, with the filters as they were
+// when it was frozen.
+type Frozen struct {
+	mem     *memtable
+	filters map[ttl.Gen]*genFilter // clones of the dirty ones; nil for clean
+}
+
+// LSN is the WAL LSN the frozen state covers.
+func (f *Frozen) LSN() uint64 { return f.mem.lastLSN }
+
+// Freeze starts a checkpoint: the memtable stops taking writes and the
+// changed filters are copied. The caller holds the exclusive lock.
+func (ix *Index) Freeze() *Frozen {
+	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters))}
+	for g, gf := range ix.filters {
+		if gf.dirty {
+			f.filters[g] = gf.clone()
+			gf.dirty = false
+		} else {
+			f.filters[g] = nil
+		}
+	}
+	ix.frozen = append(ix.frozen, ix.mem)
+	next := newMemtable()
+	next.lastLSN = ix.mem.lastLSN
+	ix.mem = next
+	return f
+}
+
+// Persist writes a frozen memtable to Pebble, flushes Pebble, writes the
+// snapshots of the filters that changed and then the CHECKPOINT that names
+// them, and removes the snapshots it no longer names. It needs no lock.
+func (ix *Index) Persist(f *Frozen) error {
+	if err := ix.writeMemtable(f); err != nil {
+		return err
+	}
+	if err := ix.db.Flush(); err != nil {
+		return wrapPebble(err, "flush")
+	}
+	fs := ix.opts.FS
+	next := checkpoint{lsn: f.LSN(), files: make(map[ttl.Gen]uint64, len(f.filters))}
+	for g, gf := range f.filters {
+		if gf == nil {
+			next.files[g] = ix.ckpt.files[g]
+			continue
+		}
+		next.files[g] = next.lsn
+		if err := fsutil.WriteFile(fs, fs.PathJoin(ix.dir, filtersDir, filterName(g, next.lsn)), gf.encode()); err != nil {
+			return err
+		}
+	}
+	if err := fsutil.SyncDir(fs, fs.PathJoin(ix.dir, filtersDir)); err != nil {
+		return err
+	}
+	if err := fsutil.ReplaceFile(fs, fs.PathJoin(ix.dir, checkpointFile), next.encode()); err != nil {
+		return err
+	}
+	ix.ckpt = next
+	ix.ckptLSN.Store(next.lsn)
+	ix.removeStaleSnapshots()
+	return nil
+}
+
+// removeStaleSnapshots removes the filter snapshots the checkpoint does not
+// name. One that cannot be removed is only reported: it wastes space, not
+// correctness, and the next checkpoint or Open tries again.
+func (ix *Index) removeStaleSnapshots() {
+	fs := ix.opts.FS
+	dir := fs.PathJoin(ix.dir, filtersDir)
+	names, err := fs.List(dir)
+	if err != nil {
+		ix.logf("dedup/index: listing %s: %v", dir, err)
+		return
+	}
+	keep := make(map[string]bool, len(ix.ckpt.files))
+	for g, lsn := range ix.ckpt.files {
+		keep[filterName(g, lsn)] = true
+	}
+	for _, n := range names {
+		if !keep[n] {
+			if err := fs.Remove(fs.PathJoin(dir, n)); err != nil {
+				ix.logf("dedup/index: removing stale filter snapshot: %v", err)
+			}
+		}
+	}
+}
+
+// writeMemtable writes the frozen memtable's entries to Pebble in key
+// order. A forgotten ID's older versions are deleted from every generation
+// that existed when it was frozen, which is every one that can hold them.
+func (ix *Index) writeMemtable(f *Frozen) error {
+	b := ix.db.NewBatch()
+	defer b.Close()
+	m := f.mem
+	ids := slices.Sorted(maps.Keys(m.entries))
+	key := make([]byte, 0, 64)
+	for _, id := range ids {
+		e := m.entries[id]
+		if e.forgotten {
+			for g := range f.filters {
+				key = append(g.Append(key[:0]), id...)
+				if err := b.Delete(key, nil); err != nil {
+					return err
+				}
+			}
+		}
+		if e.deleted {
+			continue
+		}
+		key = append(e.gen.Append(key[:0]), id...)
+		if err := b.Set(key, encodeValue(e.deadline, e.value), nil); err != nil {
+			return err
+		}
+	}
+	return wrapPebble(b.Commit(pebble.NoSync), "memtable write")
+}
+
+// Release ends a checkpoint whose Persist succeeded: the frozen memtable
+// leaves the read path. After a failed Persist the caller must not write
+// again (the frozen memtable stays readable), since the index can no
+// longer be checkpointed. The caller holds the exclusive lock.
+func (ix *Index) Release(f *Frozen) {
+	ix.frozen = slices.DeleteFunc(ix.frozen, func(m *memtable) bool { return m == f.mem })
+}

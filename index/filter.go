@@ -1,0 +1,168 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+
+	"github.com/bits-and-blooms/bloom/v3"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// genFilter is the Bloom filter of one generation. It is a chain: when the
+// generation outgrows the marks its newest filter was sized for, a filter
+// twice as large is added, so the false-positive rate holds instead of
+// degrading.
+type genFilter struct {
+	gen     ttl.Gen
+	filters []*bloom.BloomFilter
+	caps    []uint // marks each filter was sized for
+	n       uint   // marks added to the newest filter
+	marks   uint   // marks added in all
+	dirty   bool   // changed since the last snapshot
+}
+
+func newGenFilter(g ttl.Gen, capacity uint, fp float64) *genFilter {
+	f := &genFilter{gen: g}
+	f.grow(capacity, fp)
+	return f
+}
+
+func (f *genFilter) grow(capacity uint, fp float64) {
+	f.filters = append(f.filters, bloom.NewWithEstimates(capacity, fp))
+	f.caps = append(f.caps, capacity)
+	f.n = 0
+}
+
+// test reports whether the generation may hold the key hashed to locs.
+func (f *genFilter) test(locs []uint64) bool {
+	for _, b := range f.filters {
+		if b.TestLocations(locs) {
+			return true
+		}
+	}
+	return false
+}
+
+// add records the key hashed to locs, growing the chain if it is full.
+func (f *genFilter) add(locs []uint64, fp float64) {
+	if f.n >= f.caps[len(f.caps)-1] {
+		f.grow(2*f.caps[len(f.caps)-1], fp)
+	}
+	b := f.filters[len(f.filters)-1]
+	bits := b.BitSet()
+	for _, l := range locs {
+		bits.Set(uint(l % uint64(b.Cap())))
+	}
+	f.n++
+	f.marks++
+	f.dirty = true
+}
+
+// bytes is the filter memory of the generation.
+func (f *genFilter) bytes() uint64 {
+	var n uint64
+	for _, b := range f.filters {
+		n += uint64(b.Cap()+7) / 8
+	}
+	return n
+}
+
+// fpRate estimates the false-positive rate of the chain for an absent key.
+func (f *genFilter) fpRate() float64 {
+	miss := 1.0
+	for i, b := range f.filters {
+		n := f.caps[i]
+		if i == len(f.filters)-1 {
+			n = f.n
+		}
+		miss *= 1 - bloom.EstimateFalsePositiveRate(b.Cap(), b.K(), n)
+	}
+	return 1 - miss
+}
+
+func (f *genFilter) clone() *genFilter {
+	c := *f
+	c.filters = make([]*bloom.BloomFilter, len(f.filters))
+	for i, b := range f.filters {
+		c.filters[i] = b.Copy()
+	}
+	c.caps = append([]uint(nil), f.caps...)
+	return &c
+}
+
+// Filter snapshot file:
+//
+//	| magic "dedupflt" (8B) | version (4B) | filters (4B) | gen (8B) | marks (8B) | n (8B) |
+//	| per filter: capacity (8B), bloom/v3 WriteTo encoding |
+//	| CRC32C of all the above (4B) |
+//
+// Little-endian except the bloom encoding (big-endian, bloom/v3's own).
+// Part of the on-disk format.
+const (
+	filterMagic   = "dedupflt"
+	filterVersion = 1
+)
+
+var crcTable = crc32.MakeTable(crc32.Castagnoli)
+
+func (f *genFilter) encode() []byte {
+	var buf bytes.Buffer
+	buf.WriteString(filterMagic)
+	var h [32]byte
+	binary.LittleEndian.PutUint32(h[0:], filterVersion)
+	binary.LittleEndian.PutUint32(h[4:], uint32(len(f.filters)))
+	binary.LittleEndian.PutUint64(h[8:], uint64(f.gen))
+	binary.LittleEndian.PutUint64(h[16:], uint64(f.marks))
+	binary.LittleEndian.PutUint64(h[24:], uint64(f.n))
+	buf.Write(h[:])
+	for i, b := range f.filters {
+		buf.Write(binary.LittleEndian.AppendUint64(nil, uint64(f.caps[i])))
+		if _, err := b.WriteTo(&buf); err != nil {
+			panic(err) // bytes.Buffer does not fail
+		}
+	}
+	return binary.LittleEndian.AppendUint32(buf.Bytes(), crc32.Checksum(buf.Bytes(), crcTable))
+}
+
+func decodeGenFilter(path string, p []byte) (*genFilter, error) {
+	const fixed = len(filterMagic) + 32
+	if len(p) < fixed+4 {
+		return nil, fmt.Errorf("%w: %s: offset 0: short filter snapshot (%d bytes)", ErrCorrupt, path, len(p))
+	}
+	body, sum := p[:len(p)-4], binary.LittleEndian.Uint32(p[len(p)-4:])
+	if string(body[:len(filterMagic)]) != filterMagic {
+		return nil, fmt.Errorf("%w: %s: offset 0: bad magic", ErrCorrupt, path)
+	}
+	if crc32.Checksum(body, crcTable) != sum {
+		return nil, fmt.Errorf("%w: %s: offset %d: filter snapshot CRC mismatch", ErrCorrupt, path, len(body))
+	}
+	h := body[len(filterMagic):]
+	if v := binary.LittleEndian.Uint32(h); v != filterVersion {
+		return nil, fmt.Errorf("%w: %s: filter format version %d", ErrIncompatibleFormat, path, v)
+	}
+	f := &genFilter{
+		gen:   ttl.Gen(binary.LittleEndian.Uint64(h[8:])),
+		marks: uint(binary.LittleEndian.Uint64(h[16:])),
+		n:     uint(binary.LittleEndian.Uint64(h[24:])),
+	}
+	r := bytes.NewReader(body[fixed:])
+	for range binary.LittleEndian.Uint32(h[4:]) {
+		var c uint64
+		if err := binary.Read(r, binary.LittleEndian, &c); err != nil {
+			return nil, fmt.Errorf("%w: %s: offset %d: %v", ErrCorrupt, path, len(body)-r.Len(), err)
+		}
+		b := &bloom.BloomFilter{}
+		if _, err := b.ReadFrom(r); err != nil {
+			return nil, fmt.Errorf("%w: %s: offset %d: %v", ErrCorrupt, path, len(body)-r.Len(), err)
+		}
+		f.filters = append(f.filters, b)
+		f.caps = append(f.caps, uint(c))
+	}
+	if len(f.filters) == 0 || r.Len() != 0 {
+		return nil, fmt.Errorf("%w: %s: offset %d: malformed filter snapshot", ErrCorrupt, path, len(body)-r.Len())
+	}
+	return f, nil
+}

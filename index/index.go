@@ -1,0 +1,277 @@
+// Package index is the store's read structure: a Bloom filter per
+// generation in front of Pebble, with an in-memory table of the marks not
+// yet flushed.
+//
+// The WAL, not Pebble, is the durability point, so Pebble runs without its
+// own WAL. A mark lives first in the memtable; a checkpoint freezes the
+// memtable, writes it to Pebble, flushes Pebble, snapshots the filters that
+// changed and records the WAL LSN all of that covers. Replay after a crash
+// re-applies the WAL records after that LSN, which is idempotent.
+//
+// Pebble keys are the 8-byte big-endian generation followed by the ID, so a
+// generation is one contiguous key range; values are the 8-byte deadline
+// followed by the mark's value.
+//
+// Concurrency: Lookup may run concurrently with other Lookups. Apply,
+// Freeze and Release need the caller's exclusive lock against everything
+// else. Persist needs no lock, and at most one runs at a time.
+package index
+
+import (
+	"cmp"
+	"encoding/binary"
+	"fmt"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/cockroachdb/pebble/v2"
+	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/seed42300104/dedup/internal/fsutil"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// Options configures an Index.
+type Options struct {
+	FS vfs.FS
+	// ExpectedMarks sizes the first filter of each generation.
+	ExpectedMarks int
+	// FalsePositiveRate is every filter's target rate.
+	FalsePositiveRate float64
+	// CacheSize is Pebble's block cache, in bytes.
+	CacheSize int64
+	ReadOnly  bool
+	Logf      func(format string, args ...any)
+}
+
+// Entry is the live mark of an ID.
+type Entry struct {
+	Gen      ttl.Gen
+	Deadline ttl.Deadline
+	Value    []byte
+	// LSN is the WAL record that wrote the mark if it is not yet in
+	// Pebble, else zero.
+	LSN uint64
+}
+
+// Index is an open index.
+type Index struct {
+	opts Options
+	dir  string
+	db   *pebble.DB
+	k    uint // hash count, the same for every filter
+
+	filters map[ttl.Gen]*genFilter
+	mem     *memtable
+	frozen  []*memtable // oldest first; being persisted
+	ckpt    checkpoint  // the last one written; owned by Persist
+	ckptLSN atomic.Uint64
+}
+
+// Open opens or creates the index in dir. If the checkpoint names filter
+// snapshots that are missing, it rebuilds the filters from Pebble and says
+// so through Logf.
+func Open(dir string, opts Options) (*Index, error) {
+	fs := opts.FS
+	if !opts.ReadOnly {
+		if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
+			return nil, err
+		}
+	}
+	_, k := bloom.EstimateParameters(uint(opts.ExpectedMarks), opts.FalsePositiveRate)
+	ix := &Index{opts: opts, dir: dir, k: k, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable()}
+	ck, err := readCheckpoint(fs, dir)
+	if err != nil {
+		return nil, err
+	}
+	ix.ckpt = ck
+	ix.ckptLSN.Store(ck.lsn)
+	if ix.db, err = openPebble(fs.PathJoin(dir, "db"), opts); err != nil {
+		return nil, err
+	}
+	if err := ix.loadFilters(); err != nil {
+		ix.db.Close()
+		return nil, err
+	}
+	return ix, nil
+}
+
+func openPebble(dir string, opts Options) (*pebble.DB, error) {
+	cache := pebble.NewCache(opts.CacheSize)
+	defer cache.Unref()
+	po := &pebble.Options{
+		FS:           opts.FS,
+		Cache:        cache,
+		DisableWAL:   true,
+		MemTableSize: 64 << 20,
+		ReadOnly:     opts.ReadOnly,
+		Logger:       quietLogger{opts.Logf},
+	}
+	// Random IDs do not compress; a per-table filter saves a block read
+	// for most Gets of a key the table does not hold.
+	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
+	for i := range po.Levels {
+		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, po)
+	if err != nil {
+		return nil, wrapPebble(err, dir)
+	}
+	return db, nil
+}
+
+// quietLogger passes Pebble's errors on and drops its chatter.
+type quietLogger struct{ logf func(string, ...any) }
+
+func (quietLogger) Infof(string, ...any) {}
+func (l quietLogger) Errorf(format string, args ...any) {
+	if l.logf != nil {
+		l.logf("pebble: "+format, args...)
+	}
+}
+func (l quietLogger) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+func wrapPebble(err error, where string) error {
+	if pebble.IsCorruptionError(err) {
+		return fmt.Errorf("%w: %s: %w", ErrCorrupt, where, err)
+	}
+	return err
+}
+
+func (ix *Index) logf(format string, args ...any) {
+	if ix.opts.Logf != nil {
+		ix.opts.Logf(format, args...)
+	}
+}
+
+// CheckpointLSN returns the WAL LSN that Pebble and the filter snapshots
+// cover: replay starts after it.
+func (ix *Index) CheckpointLSN() uint64 { return ix.ckptLSN.Load() }
+
+// Replay applies the WAL record lsn with payload p.
+func (ix *Index) Replay(lsn uint64, p []byte) error {
+	var b Batch
+	if err := DecodeBatch(p, &b); err != nil {
+		return fmt.Errorf("WAL record LSN %d: %w", lsn, err)
+	}
+	ix.Apply(&b, lsn)
+	return nil
+}
+
+// Apply applies b, written by the WAL record lsn, to the memtable and the
+// filters. The caller holds the exclusive lock.
+func (ix *Index) Apply(b *Batch, lsn uint64) {
+	for _, op := range b.Ops {
+		if op.Forget {
+			ix.mem.forget(op.ID, lsn)
+			continue
+		}
+		f := ix.filters[op.Gen]
+		if f == nil {
+			f = newGenFilter(op.Gen, uint(ix.opts.ExpectedMarks), ix.opts.FalsePositiveRate)
+			ix.filters[op.Gen] = f
+		}
+		f.add(bloom.Locations(op.ID, ix.k), ix.opts.FalsePositiveRate)
+		ix.mem.mark(op, lsn)
+	}
+	ix.mem.lastLSN = lsn
+}
+
+// Lookup returns the live mark of id at now, if there is one.
+func (ix *Index) Lookup(id []byte, now time.Time) (Entry, bool, error) {
+	for _, m := range ix.memtables() {
+		if e, ok := m.entries[string(id)]; ok {
+			if e.deleted || !e.deadline.Live(now) {
+				// The newest version decides: a mark is only written when
+				// no live one exists, so older versions are dead too.
+				return Entry{}, false, nil
+			}
+			return Entry{Gen: e.gen, Deadline: e.deadline, Value: e.value, LSN: e.lsn}, true, nil
+		}
+	}
+	locs := bloom.Locations(id, ix.k)
+	key := make([]byte, ttl.GenSize+len(id))
+	copy(key[ttl.GenSize:], id)
+	for g, f := range ix.filters {
+		if g.Expired(now) || !f.test(locs) {
+			continue
+		}
+		g.Append(key[:0])
+		v, closer, err := ix.db.Get(key)
+		if err == pebble.ErrNotFound {
+			continue
+		}
+		if err != nil {
+			return Entry{}, false, wrapPebble(err, fmt.Sprintf("key %x", key))
+		}
+		e, err := decodeValue(g, v)
+		closer.Close()
+		if err != nil {
+			return Entry{}, false, fmt.Errorf("%w: key %x", err, key)
+		}
+		if e.Deadline.Live(now) {
+			return e, true, nil
+		}
+	}
+	return Entry{}, false, nil
+}
+
+// memtables returns the memtables newest first.
+func (ix *Index) memtables() []*memtable {
+	ms := make([]*memtable, 0, 1+len(ix.frozen))
+	ms = append(ms, ix.mem)
+	for i := len(ix.frozen) - 1; i >= 0; i-- {
+		ms = append(ms, ix.frozen[i])
+	}
+	return ms
+}
+
+func encodeValue(d ttl.Deadline, value []byte) []byte {
+	return append(binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(value)), uint64(d)), value...)
+}
+
+func decodeValue(g ttl.Gen, v []byte) (Entry, error) {
+	if len(v) < 8 {
+		return Entry{}, fmt.Errorf("%w: value of %d bytes", ErrCorrupt, len(v))
+	}
+	e := Entry{Gen: g, Deadline: ttl.Deadline(binary.LittleEndian.Uint64(v))}
+	if len(v) > 8 {
+		e.Value = slices.Clone(v[8:])
+	}
+	return e, nil
+}
+
+// MemMarks returns the number of IDs in the active memtable.
+func (ix *Index) MemMarks() int { return len(ix.mem.entries) }
+
+// GenStats describes one generation.
+type GenStats struct {
+	Gen          ttl.Gen
+	Marks        uint64 // marks added, live or not
+	FilterBytes  uint64
+	FalsePosRate float64
+}
+
+// Gens describes the generations, oldest deadline first.
+func (ix *Index) Gens() []GenStats {
+	out := make([]GenStats, 0, len(ix.filters))
+	for g, f := range ix.filters {
+		out = append(out, GenStats{Gen: g, Marks: uint64(f.marks), FilterBytes: f.bytes(), FalsePosRate: f.fpRate()})
+	}
+	slices.SortFunc(out, func(a, b GenStats) int { return cmp.Compare(a.Gen.End().UnixNano(), b.Gen.End().UnixNano()) })
+	return out
+}
+
+// DiskBytes estimates the bytes Pebble uses on disk.
+func (ix *Index) DiskBytes() uint64 {
+	return ix.db.Metrics().DiskSpaceUsage()
+}
+
+// Close closes Pebble. It does not checkpoint: the WAL holds what the
+// memtable held.
+func (ix *Index) Close() error { return ix.db.Close() }

@@ -1,0 +1,184 @@
+package dedup
+
+import (
+	"errors"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// SyncMode says when a write is made durable, and so what a crash can lose.
+type SyncMode int
+
+const (
+	// SyncAlways fsyncs the WAL before any write call returns. Concurrent
+	// callers share fsyncs (group commit). Nothing acknowledged is lost on
+	// kill -9 or power loss. This is the default.
+	SyncAlways SyncMode = iota
+	// SyncInterval hands each write to the operating system before the call
+	// returns and fsyncs the WAL every Options.SyncInterval. kill -9 loses
+	// nothing; a power loss or kernel crash loses at most the marks
+	// acknowledged in the last SyncInterval (plus the time one fsync takes).
+	SyncInterval
+	// SyncNone hands each write to the operating system before the call
+	// returns and never fsyncs, except at segment rotation, checkpoint and
+	// Close. kill -9 loses nothing; a power loss loses whatever the kernel
+	// had not written back (on Linux up to dirty_expire_centisecs, 30 s by
+	// default).
+	SyncNone
+)
+
+func (m SyncMode) String() string {
+	switch m {
+	case SyncAlways:
+		return "always"
+	case SyncInterval:
+		return "interval"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
+// Options configures a Store. A nil *Options, or a zero field, means the
+// documented default. Open never writes to the caller's Options.
+type Options struct {
+	// FS is the filesystem every file of the store goes through: the WAL,
+	// the filter snapshots and Pebble. Zero means the operating system's
+	// (vfs.Default). Tests pass vfs.NewCrashableMem() or an errorfs.
+	FS vfs.FS
+
+	// Clock decides expiry. Zero means the wall clock.
+	Clock ttl.Clock
+
+	// DefaultTTL is the TTL of a mark written with ttl 0. Zero means 24h.
+	DefaultTTL time.Duration
+	// MaxTTL is the largest TTL accepted; a larger one is ErrInvalidTTL.
+	// Zero means 7 days.
+	MaxTTL time.Duration
+	// MaxIDSize is the longest ID accepted, in bytes; a longer one is
+	// ErrIDTooLong. Zero means 4096.
+	MaxIDSize int
+	// MaxValueSize is the largest value stored beside an ID. Zero means
+	// 1 MiB.
+	MaxValueSize int
+
+	// Sync is the durability mode. Zero means SyncAlways.
+	Sync SyncMode
+	// SyncInterval is the fsync period in SyncInterval mode. Zero means
+	// 10ms.
+	SyncInterval time.Duration
+
+	// ExpectedMarks sizes the Bloom filter of each generation: the number of
+	// marks one generation is expected to hold. A generation that outgrows
+	// it gets a second, larger filter rather than a worse false-positive
+	// rate. Zero means 1<<20.
+	ExpectedMarks int
+	// FalsePositiveRate is the Bloom filters' target rate. Zero means 0.01.
+	FalsePositiveRate float64
+
+	// MemtableMarks is how many marks are held in memory before they are
+	// flushed to Pebble and a checkpoint lets old WAL segments go. It bounds
+	// both memory and replay time. Zero means 1<<20.
+	MemtableMarks int
+	// SegmentSize is the size WAL segments are preallocated to. Zero means
+	// 64 MiB.
+	SegmentSize int64
+
+	// ReadOnly opens the store without writing anything: no WAL replay is
+	// persisted and every write call fails with ErrReadOnly. It still takes
+	// the lock, so it refuses a store that a running process holds.
+	ReadOnly bool
+
+	// Logf receives rare operational messages (a rebuilt filter, a
+	// truncated torn tail). Zero means the standard logger.
+	Logf func(format string, args ...any)
+}
+
+// withDefaults returns a copy of o with every zero field set to its default.
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Clock == nil {
+		c.Clock = ttl.Real{}
+	}
+	if c.DefaultTTL == 0 {
+		c.DefaultTTL = 24 * time.Hour
+	}
+	if c.MaxTTL == 0 {
+		c.MaxTTL = 7 * 24 * time.Hour
+	}
+	if c.MaxIDSize == 0 {
+		c.MaxIDSize = 4096
+	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = 1 << 20
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = 10 * time.Millisecond
+	}
+	if c.ExpectedMarks == 0 {
+		c.ExpectedMarks = 1 << 20
+	}
+	if c.FalsePositiveRate == 0 {
+		c.FalsePositiveRate = 0.01
+	}
+	if c.MemtableMarks == 0 {
+		c.MemtableMarks = 1 << 20
+	}
+	if c.SegmentSize == 0 {
+		c.SegmentSize = 64 << 20
+	}
+	if c.Logf == nil {
+		c.Logf = log.Printf
+	}
+	return c
+}
+
+// validate reports every problem with o at once.
+func (o *Options) validate() error {
+	var errs []error
+	if o.DefaultTTL < 0 || o.DefaultTTL > o.MaxTTL {
+		errs = append(errs, fmt.Errorf("DefaultTTL %v must be in (0, MaxTTL=%v]", o.DefaultTTL, o.MaxTTL))
+	}
+	if o.MaxTTL < 0 {
+		errs = append(errs, fmt.Errorf("MaxTTL %v is negative", o.MaxTTL))
+	}
+	if o.MaxIDSize < 0 || o.MaxIDSize > 1<<20 {
+		errs = append(errs, fmt.Errorf("MaxIDSize %d must be in (0, 1MiB]", o.MaxIDSize))
+	}
+	if o.MaxValueSize < 0 {
+		errs = append(errs, fmt.Errorf("MaxValueSize %d is negative", o.MaxValueSize))
+	}
+	if o.Sync < SyncAlways || o.Sync > SyncNone {
+		errs = append(errs, fmt.Errorf("unknown %v", o.Sync))
+	}
+	if o.SyncInterval < 0 {
+		errs = append(errs, fmt.Errorf("SyncInterval %v is negative", o.SyncInterval))
+	}
+	if o.ExpectedMarks < 0 {
+		errs = append(errs, fmt.Errorf("ExpectedMarks %d is negative", o.ExpectedMarks))
+	}
+	if o.FalsePositiveRate < 0 || o.FalsePositiveRate >= 1 {
+		errs = append(errs, fmt.Errorf("FalsePositiveRate %v must be in (0, 1)", o.FalsePositiveRate))
+	}
+	if o.MemtableMarks < 0 {
+		errs = append(errs, fmt.Errorf("MemtableMarks %d is negative", o.MemtableMarks))
+	}
+	if o.SegmentSize < 1<<16 {
+		errs = append(errs, fmt.Errorf("SegmentSize %d is below 64KiB", o.SegmentSize))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidOptions, err)
+	}
+	return nil
+}

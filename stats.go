@@ -1,0 +1,61 @@
+package dedup
+
+import "time"
+
+// Stats is a snapshot of the store's counters and sizes.
+type Stats struct {
+	// New and Duplicates count CheckAndMark answers since Open.
+	New, Duplicates uint64
+	// MemtableMarks is the number of IDs changed since the last checkpoint.
+	MemtableMarks int
+	// Generations describes each generation, earliest expiry first.
+	Generations []GenerationStats
+	// FilterBytes is the memory of all Bloom filters.
+	FilterBytes uint64
+	// IndexDiskBytes is what Pebble uses on disk.
+	IndexDiskBytes uint64
+	// WALSegments is the number of WAL segment files.
+	WALSegments int
+	// LastLSN is the newest WAL record; CheckpointLSN the newest one that
+	// Pebble and the filter snapshots cover.
+	LastLSN, CheckpointLSN uint64
+}
+
+// GenerationStats describes one generation: the marks whose deadlines fall
+// in one time bucket.
+type GenerationStats struct {
+	// Ends is when the generation's last mark expires at the latest.
+	Ends time.Time
+	// Span is the length of its time bucket.
+	Span time.Duration
+	// Marks counts the marks added to its filter, live or not.
+	Marks uint64
+	// FilterBytes is its filter memory; FalsePositiveRate the estimated
+	// rate of its filter for an absent ID.
+	FilterBytes       uint64
+	FalsePositiveRate float64
+}
+
+// Stats returns a snapshot of the store's counters. On a closed store it
+// returns the counters only.
+func (s *Store) Stats() Stats {
+	st := Stats{New: s.newMarks.Load(), Duplicates: s.duplicates.Load()}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return st
+	}
+	st.MemtableMarks = s.idx.MemMarks()
+	for _, g := range s.idx.Gens() {
+		st.Generations = append(st.Generations, GenerationStats{
+			Ends: g.Gen.End(), Span: g.Gen.Span(), Marks: g.Marks,
+			FilterBytes: g.FilterBytes, FalsePositiveRate: g.FalsePosRate,
+		})
+		st.FilterBytes += g.FilterBytes
+	}
+	st.IndexDiskBytes = s.idx.DiskBytes()
+	st.WALSegments = s.log.Segments()
+	st.LastLSN = s.log.LastLSN()
+	st.CheckpointLSN = s.idx.CheckpointLSN()
+	return st
+}
