@@ -44,14 +44,14 @@ type Store struct {
 	// check-and-mark atomic. Reads hold it shared.
 	mu         sync.RWMutex
 	closed     bool
-	err        error               // sticky: a failed checkpoint; writes are refused
-	batch      index.Batch         // reused by writes, under mu
-	buf        []byte              // reused WAL payload, under mu
-	inBatch    map[string]struct{} // IDs already new in the current batch, under mu
-	flushing   bool                // a checkpoint is running
-	flushed    *sync.Cond          // on mu: broadcast when a checkpoint ends
-	checkpoint chan struct{}       // wakes the checkpointer
-	done       chan struct{}       // closed when the checkpointer exits
+	err        error         // sticky: a failed checkpoint; writes are refused
+	batch      index.Batch   // reused by writes, under mu
+	buf        []byte        // reused WAL payload, under mu
+	inBatch    batchSet      // IDs already new in the current batch, under mu
+	flushing   bool          // a checkpoint is running
+	flushed    *sync.Cond    // on mu: broadcast when a checkpoint ends
+	checkpoint chan struct{} // wakes the checkpointer
+	done       chan struct{} // closed when the checkpointer exits
 
 	newMarks, duplicates atomic.Uint64
 }
@@ -79,7 +79,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrLocked, lockPath, err)
 	}
-	s := &Store{opts: o, dir: dir, lock: lock, inBatch: map[string]struct{}{},
+	s := &Store{opts: o, dir: dir, lock: lock,
 		checkpoint: make(chan struct{}, 1), done: make(chan struct{})}
 	s.flushed = sync.NewCond(&s.mu)
 	if err := s.recover(); err != nil {
@@ -95,8 +95,11 @@ func Open(dir string, opts *Options) (*Store, error) {
 }
 
 // recover checks the format, opens the index and replays the WAL into it.
+// A new store gets its FORMAT file last, once its index and WAL exist, so
+// that a crash while creating it leaves a directory Open starts over in.
 func (s *Store) recover() (err error) {
-	if err := s.checkFormat(); err != nil {
+	fresh, err := s.checkFormat()
+	if err != nil {
 		return err
 	}
 	fs := s.opts.FS
@@ -104,6 +107,7 @@ func (s *Store) recover() (err error) {
 		FS:                fs,
 		ExpectedMarks:     s.opts.ExpectedMarks,
 		FalsePositiveRate: s.opts.FalsePositiveRate,
+		MemtableMarks:     s.opts.MemtableMarks,
 		CacheSize:         64 << 20,
 		ReadOnly:          s.opts.ReadOnly,
 		Logf:              s.opts.Logf,
@@ -123,6 +127,9 @@ func (s *Store) recover() (err error) {
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)
 	}
+	if err == nil && fresh {
+		err = writeFormat(fs, s.dir)
+	}
 	if err != nil {
 		if s.log != nil {
 			s.log.Close()
@@ -133,34 +140,48 @@ func (s *Store) recover() (err error) {
 	return nil
 }
 
-// checkFormat reads the FORMAT file, writing it into a new store. A
-// directory with other files and no FORMAT is not a store.
-func (s *Store) checkFormat() error {
+// checkFormat reads the FORMAT file. Without one, a directory that holds
+// nothing but what an interrupted creation leaves is cleared for a new
+// store (fresh): no write was ever acknowledged in it. Anything else there
+// means it is not a store.
+func (s *Store) checkFormat() (fresh bool, err error) {
 	fs := s.opts.FS
 	path := fs.PathJoin(s.dir, formatFile)
 	b, err := fsutil.ReadFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) && !s.opts.ReadOnly {
-		names, err := fs.List(s.dir)
-		if err != nil {
-			return err
-		}
-		for _, n := range names {
-			if n != lockFile && n != formatFile+".tmp" {
-				return fmt.Errorf("%w: %s holds %q and no %s file", ErrNotStore, s.dir, n, formatFile)
-			}
-		}
-		return writeFormat(fs, s.dir)
+		return true, s.clearInterruptedCreation()
 	}
 	if err != nil {
-		return err
+		return false, err
 	}
 	v, ok := strings.CutPrefix(strings.TrimSpace(string(b)), "dedup store format ")
 	n, perr := strconv.Atoi(v)
 	switch {
 	case !ok || perr != nil:
-		return fmt.Errorf("%w: %s: offset 0: unreadable %q", ErrCorrupt, path, b)
+		return false, fmt.Errorf("%w: %s: offset 0: unreadable %q", ErrCorrupt, path, b)
 	case n != FormatVersion:
-		return fmt.Errorf("%w: %s: version %d, this build reads %d", ErrIncompatibleFormat, path, n, FormatVersion)
+		return false, fmt.Errorf("%w: %s: version %d, this build reads %d", ErrIncompatibleFormat, path, n, FormatVersion)
+	}
+	return false, nil
+}
+
+func (s *Store) clearInterruptedCreation() error {
+	fs := s.opts.FS
+	names, err := fs.List(s.dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		switch n {
+		case lockFile, formatFile + ".tmp", indexDir, walDir:
+		default:
+			return fmt.Errorf("%w: %s holds %q and no %s file", ErrNotStore, s.dir, n, formatFile)
+		}
+	}
+	for _, n := range []string{indexDir, walDir, formatFile + ".tmp"} {
+		if err := fs.RemoveAll(fs.PathJoin(s.dir, n)); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -211,56 +232,55 @@ func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool
 		}
 	}
 	isNew = make([]bool, len(ids))
-
-	s.mu.Lock()
-	if err := s.writable(); err != nil {
-		s.mu.Unlock()
+	wait, fresh, err := s.checkAndMark(ids, ttl, isNew)
+	if err != nil {
 		return nil, err
 	}
-	now := s.opts.Clock.Now()
-	deadline, gen := expiry(now, ttl)
-	var wait uint64 // the newest WAL record an answer depends on
-	var fresh uint64
-	s.batch.Reset()
-	clear(s.inBatch)
-	for i, id := range ids {
-		if len(ids) > 1 {
-			if _, dup := s.inBatch[string(id)]; dup {
-				continue
-			}
-		}
-		e, live, err := s.idx.Lookup(id, now)
-		if err != nil {
-			s.mu.Unlock()
-			return nil, storeError(err)
-		}
-		if live {
-			wait = max(wait, e.LSN)
-			continue
-		}
-		isNew[i] = true
-		fresh++
-		s.batch.Mark(id, gen, deadline, nil)
-		if len(ids) > 1 {
-			s.inBatch[string(id)] = struct{}{}
-		}
-	}
-	if len(s.batch.Ops) > 0 {
-		lsn, err := s.append()
-		if err != nil {
-			s.mu.Unlock()
-			return nil, err
-		}
-		wait = lsn
-	}
-	s.mu.Unlock()
-
 	if err := s.durable(wait); err != nil {
 		return nil, err
 	}
 	s.newMarks.Add(fresh)
 	s.duplicates.Add(uint64(len(ids)) - fresh)
 	return isNew, nil
+}
+
+// checkAndMark is the atomic part of CheckAndMarkBatch: under the
+// exclusive lock it looks each ID up and writes one WAL record marking the
+// new ones. It returns the WAL record the answers depend on, for the
+// caller to wait for outside the lock.
+func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable(); err != nil {
+		return 0, 0, err
+	}
+	now := s.opts.Clock.Now()
+	deadline, gen := expiry(now, ttl)
+	s.batch.Reset()
+	s.inBatch.reset(len(ids))
+	for i, id := range ids {
+		k := s.idx.Key(id)
+		if len(ids) > 1 && s.inBatch.add(k) {
+			continue // a repeat of an ID earlier in the batch
+		}
+		e, live, err := s.idx.Lookup(k, now)
+		if err != nil {
+			return 0, 0, storeError(err)
+		}
+		if live {
+			wait = max(wait, e.LSN) // a duplicate answer waits for the mark it saw
+			continue
+		}
+		isNew[i] = true
+		fresh++
+		s.batch.Mark(k, gen, deadline, nil)
+	}
+	if fresh > 0 {
+		if wait, err = s.append(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return wait, fresh, nil
 }
 
 // expiry returns the deadline and generation of a mark written at now
@@ -307,15 +327,9 @@ func (s *Store) Seen(id []byte) (bool, error) {
 	if err := s.checkID(id); err != nil {
 		return false, err
 	}
-	s.mu.RLock()
-	if s.closed {
-		s.mu.RUnlock()
-		return false, ErrClosed
-	}
-	e, live, err := s.idx.Lookup(id, s.opts.Clock.Now())
-	s.mu.RUnlock()
+	e, live, err := s.lookup(id)
 	if err != nil {
-		return false, storeError(err)
+		return false, err
 	}
 	if err := s.durable(e.LSN); err != nil {
 		return false, err
@@ -323,24 +337,37 @@ func (s *Store) Seen(id []byte) (bool, error) {
 	return live, nil
 }
 
+func (s *Store) lookup(id []byte) (index.Entry, bool, error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return index.Entry{}, false, ErrClosed
+	}
+	e, live, err := s.idx.Lookup(s.idx.Key(id), s.opts.Clock.Now())
+	return e, live, storeError(err)
+}
+
 // Forget removes the mark of id, if any, so that it is new again.
 func (s *Store) Forget(id []byte) error {
 	if err := s.checkID(id); err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if err := s.writable(); err != nil {
-		s.mu.Unlock()
-		return err
-	}
-	s.batch.Reset()
-	s.batch.Forget(id)
-	lsn, err := s.append()
-	s.mu.Unlock()
+	lsn, err := s.forget(id)
 	if err != nil {
 		return err
 	}
 	return s.durable(lsn)
+}
+
+func (s *Store) forget(id []byte) (uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.writable(); err != nil {
+		return 0, err
+	}
+	s.batch.Reset()
+	s.batch.Forget(id)
+	return s.append()
 }
 
 func (s *Store) checkID(id []byte) error {

@@ -30,6 +30,7 @@ type Op struct {
 	Gen      ttl.Gen      // generation of a mark
 	Deadline ttl.Deadline // deadline of a mark
 	Value    []byte       // optional value of a mark
+	locs     []uint64     // the ID's filter hash, if known
 }
 
 // Batch is the ops of one WAL record, applied atomically.
@@ -44,9 +45,9 @@ type Batch struct {
 	Ops []Op
 }
 
-// Mark adds a mark of id.
-func (b *Batch) Mark(id []byte, g ttl.Gen, d ttl.Deadline, value []byte) {
-	b.Ops = append(b.Ops, Op{ID: id, Gen: g, Deadline: d, Value: value})
+// Mark adds a mark of k.
+func (b *Batch) Mark(k Key, g ttl.Gen, d ttl.Deadline, value []byte) {
+	b.Ops = append(b.Ops, Op{ID: k.ID, Gen: g, Deadline: d, Value: value, locs: k.locs})
 }
 
 // Forget adds the removal of every mark of id.

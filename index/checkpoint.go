@@ -1,6 +1,9 @@
 package index
 
 import (
+	"bytes"
+	"cmp"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -10,7 +13,8 @@ import (
 	"slices"
 
 	"github.com/bits-and-blooms/bloom/v3"
-	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
+	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/seed42300104/dedup/internal/fsutil"
@@ -113,7 +117,7 @@ func (ix *Index) loadFilters() error {
 		if f.gen != g {
 			return fmt.Errorf("%w: %s: offset 16: holds generation %x", ErrCorrupt, path, uint64(f.gen))
 		}
-		ix.filters[g] = f
+		ix.addGen(f)
 	}
 	if !ix.opts.ReadOnly {
 		ix.removeStaleSnapshots()
@@ -147,7 +151,11 @@ func (ix *Index) RebuildFilters() error {
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return wrapPebble(err, "rebuilding filters")
 	}
-	ix.filters = filters
+	ix.filters = map[ttl.Gen]*genFilter{}
+	ix.gens = nil
+	for _, f := range filters {
+		ix.addGen(f)
+	}
 	return nil
 }
 
@@ -174,21 +182,18 @@ func (ix *Index) Freeze() *Frozen {
 		}
 	}
 	ix.frozen = append(ix.frozen, ix.mem)
-	next := newMemtable()
+	next := newMemtable(ix.opts.MemtableMarks)
 	next.lastLSN = ix.mem.lastLSN
 	ix.mem = next
 	return f
 }
 
-// Persist writes a frozen memtable to Pebble, flushes Pebble, writes the
+// Persist ingests a frozen memtable into Pebble, writes the
 // snapshots of the filters that changed and then the CHECKPOINT that names
 // them, and removes the snapshots it no longer names. It needs no lock.
 func (ix *Index) Persist(f *Frozen) error {
 	if err := ix.writeMemtable(f); err != nil {
 		return err
-	}
-	if err := ix.db.Flush(); err != nil {
-		return wrapPebble(err, "flush")
 	}
 	fs := ix.opts.FS
 	next := checkpoint{lsn: f.LSN(), files: make(map[ttl.Gen]uint64, len(f.filters))}
@@ -238,34 +243,84 @@ func (ix *Index) removeStaleSnapshots() {
 	}
 }
 
-// writeMemtable writes the frozen memtable's entries to Pebble in key
-// order. A forgotten ID's older versions are deleted from every generation
-// that existed when it was frozen, which is every one that can hold them.
+// writeMemtable writes the frozen memtable into Pebble as one sorted table,
+// ingested whole: no Pebble memtable, WAL or flush on the way. A forgotten
+// ID's older versions are deleted from every generation that existed when
+// it was frozen, which is every one that can hold them.
 func (ix *Index) writeMemtable(f *Frozen) error {
-	b := ix.db.NewBatch()
-	defer b.Close()
 	m := f.mem
-	ids := slices.Sorted(maps.Keys(m.entries))
-	key := make([]byte, 0, 64)
-	for _, id := range ids {
-		e := m.entries[id]
+	if m.len() == 0 {
+		return nil
+	}
+	rows := make([]row, 0, m.len())
+	for i, e := range m.entries {
 		if e.forgotten {
 			for g := range f.filters {
-				key = append(g.Append(key[:0]), id...)
-				if err := b.Delete(key, nil); err != nil {
-					return err
+				if e.deleted || g != e.gen {
+					rows = append(rows, row{gen: g, entry: uint32(i), delete: true})
 				}
 			}
 		}
-		if e.deleted {
-			continue
+		if !e.deleted {
+			rows = append(rows, row{gen: e.gen, entry: uint32(i)})
 		}
-		key = append(e.gen.Append(key[:0]), id...)
-		if err := b.Set(key, encodeValue(e.deadline, e.value), nil); err != nil {
+	}
+	if len(rows) == 0 {
+		return nil
+	}
+	for i := range rows {
+		var p [8]byte
+		copy(p[:], m.bytes(m.entries[rows[i].entry].id))
+		rows[i].prefix = binary.BigEndian.Uint64(p[:])
+	}
+	slices.SortFunc(rows, func(a, b row) int {
+		if c := cmp.Compare(a.gen, b.gen); c != 0 {
+			return c
+		}
+		if c := cmp.Compare(a.prefix, b.prefix); c != 0 {
+			return c
+		}
+		return bytes.Compare(m.bytes(m.entries[a.entry].id), m.bytes(m.entries[b.entry].id))
+	})
+
+	fs := ix.opts.FS
+	path := fs.PathJoin(ix.dir, fmt.Sprintf("ingest-%016x.sst", m.lastLSN))
+	file, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	defer fs.Remove(path) // Pebble links what it ingests
+	w := sstable.NewWriter(objstorageprovider.NewFileWritable(file),
+		ix.pebbleOpts.MakeWriterOptions(0, ix.db.FormatMajorVersion().MaxTableFormat()))
+	key := make([]byte, 0, 64)
+	value := make([]byte, 0, 64)
+	for _, r := range rows {
+		e := &m.entries[r.entry]
+		key = append(r.gen.Append(key[:0]), m.bytes(e.id)...)
+		if r.delete {
+			err = w.Delete(key)
+		} else {
+			value = append(binary.LittleEndian.AppendUint64(value[:0], uint64(e.deadline)), m.bytes(e.value)...)
+			err = w.Set(key, value)
+		}
+		if err != nil {
+			w.Close()
 			return err
 		}
 	}
-	return wrapPebble(b.Commit(pebble.NoSync), "memtable write")
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return wrapPebble(ix.db.Ingest(context.Background(), []string{path}), path)
+}
+
+// row is one key of an ingested table: a mark, or the deletion of an older
+// version in another generation.
+type row struct {
+	gen    ttl.Gen
+	prefix uint64 // the ID's first 8 bytes, big-endian: most comparisons end here
+	entry  uint32 // index into the memtable's entries
+	delete bool
 }
 
 // Release ends a checkpoint whose Persist succeeded: the frozen memtable

@@ -17,6 +17,7 @@ import (
 // degrading.
 type genFilter struct {
 	gen     ttl.Gen
+	end     int64 // gen.End() in Unix nanoseconds
 	filters []*bloom.BloomFilter
 	caps    []uint // marks each filter was sized for
 	n       uint   // marks added to the newest filter
@@ -25,7 +26,7 @@ type genFilter struct {
 }
 
 func newGenFilter(g ttl.Gen, capacity uint, fp float64) *genFilter {
-	f := &genFilter{gen: g}
+	f := &genFilter{gen: g, end: g.End().UnixNano()}
 	f.grow(capacity, fp)
 	return f
 }
@@ -143,8 +144,10 @@ func decodeGenFilter(path string, p []byte) (*genFilter, error) {
 	if v := binary.LittleEndian.Uint32(h); v != filterVersion {
 		return nil, fmt.Errorf("%w: %s: filter format version %d", ErrIncompatibleFormat, path, v)
 	}
+	g := ttl.Gen(binary.LittleEndian.Uint64(h[8:]))
 	f := &genFilter{
-		gen:   ttl.Gen(binary.LittleEndian.Uint64(h[8:])),
+		gen:   g,
+		end:   g.End().UnixNano(),
 		marks: uint(binary.LittleEndian.Uint64(h[16:])),
 		n:     uint(binary.LittleEndian.Uint64(h[24:])),
 	}

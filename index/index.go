@@ -41,6 +41,9 @@ type Options struct {
 	ExpectedMarks int
 	// FalsePositiveRate is every filter's target rate.
 	FalsePositiveRate float64
+	// MemtableMarks sizes the memtable: the marks it holds before the
+	// caller checkpoints.
+	MemtableMarks int
 	// CacheSize is Pebble's block cache, in bytes.
 	CacheSize int64
 	ReadOnly  bool
@@ -59,12 +62,14 @@ type Entry struct {
 
 // Index is an open index.
 type Index struct {
-	opts Options
-	dir  string
-	db   *pebble.DB
-	k    uint // hash count, the same for every filter
+	opts       Options
+	dir        string
+	db         *pebble.DB
+	pebbleOpts *pebble.Options
+	k          uint // hash count, the same for every filter
 
 	filters map[ttl.Gen]*genFilter
+	gens    []*genFilter // the values of filters, for fast iteration
 	mem     *memtable
 	frozen  []*memtable // oldest first; being persisted
 	ckpt    checkpoint  // the last one written; owned by Persist
@@ -82,14 +87,14 @@ func Open(dir string, opts Options) (*Index, error) {
 		}
 	}
 	_, k := bloom.EstimateParameters(uint(opts.ExpectedMarks), opts.FalsePositiveRate)
-	ix := &Index{opts: opts, dir: dir, k: k, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable()}
+	ix := &Index{opts: opts, dir: dir, k: k, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(opts.MemtableMarks)}
 	ck, err := readCheckpoint(fs, dir)
 	if err != nil {
 		return nil, err
 	}
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
-	if ix.db, err = openPebble(fs.PathJoin(dir, "db"), opts); err != nil {
+	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts); err != nil {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
@@ -99,7 +104,12 @@ func Open(dir string, opts Options) (*Index, error) {
 	return ix, nil
 }
 
-func openPebble(dir string, opts Options) (*pebble.DB, error) {
+func openPebble(dir string, opts Options) (*pebble.DB, *pebble.Options, error) {
+	if !opts.ReadOnly {
+		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
+			return nil, nil, err
+		}
+	}
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
@@ -109,6 +119,9 @@ func openPebble(dir string, opts Options) (*pebble.DB, error) {
 		MemTableSize: 64 << 20,
 		ReadOnly:     opts.ReadOnly,
 		Logger:       quietLogger{opts.Logf},
+		// Corruption is returned to the caller as ErrCorrupt; Pebble's
+		// default listener would end the process.
+		EventListener: &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}},
 	}
 	// Random IDs do not compress; a per-table filter saves a block read
 	// for most Gets of a key the table does not hold.
@@ -118,9 +131,9 @@ func openPebble(dir string, opts Options) (*pebble.DB, error) {
 	}
 	db, err := pebble.Open(dir, po)
 	if err != nil {
-		return nil, wrapPebble(err, dir)
+		return nil, nil, wrapPebble(err, dir)
 	}
-	return db, nil
+	return db, po, nil
 }
 
 // quietLogger passes Pebble's errors on and drops its chatter.
@@ -163,6 +176,19 @@ func (ix *Index) Replay(lsn uint64, p []byte) error {
 	return nil
 }
 
+// Key is an ID with its filter hash, computed once for a lookup and the
+// mark that may follow it.
+type Key struct {
+	ID   []byte
+	locs []uint64
+}
+
+// Key hashes id.
+func (ix *Index) Key(id []byte) Key { return Key{ID: id, locs: bloom.Locations(id, ix.k)} }
+
+// Hash returns a 64-bit hash of the key, for the caller's own hash sets.
+func (k Key) Hash() uint64 { return k.locs[0] }
+
 // Apply applies b, written by the WAL record lsn, to the memtable and the
 // filters. The caller holds the exclusive lock.
 func (ix *Index) Apply(b *Batch, lsn uint64) {
@@ -174,34 +200,51 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		f := ix.filters[op.Gen]
 		if f == nil {
 			f = newGenFilter(op.Gen, uint(ix.opts.ExpectedMarks), ix.opts.FalsePositiveRate)
-			ix.filters[op.Gen] = f
+			ix.addGen(f)
 		}
-		f.add(bloom.Locations(op.ID, ix.k), ix.opts.FalsePositiveRate)
-		ix.mem.mark(op, lsn)
+		locs := op.locs
+		if locs == nil {
+			locs = bloom.Locations(op.ID, ix.k)
+		}
+		f.add(locs, ix.opts.FalsePositiveRate)
+		ix.mem.mark(op, locs[0], lsn)
 	}
 	ix.mem.lastLSN = lsn
 }
 
-// Lookup returns the live mark of id at now, if there is one.
-func (ix *Index) Lookup(id []byte, now time.Time) (Entry, bool, error) {
-	for _, m := range ix.memtables() {
-		if e, ok := m.entries[string(id)]; ok {
-			if e.deleted || !e.deadline.Live(now) {
-				// The newest version decides: a mark is only written when
-				// no live one exists, so older versions are dead too.
-				return Entry{}, false, nil
-			}
-			return Entry{Gen: e.gen, Deadline: e.deadline, Value: e.value, LSN: e.lsn}, true, nil
+// addGen adds a generation's filter.
+func (ix *Index) addGen(f *genFilter) {
+	ix.filters[f.gen] = f
+	ix.gens = append(ix.gens, f)
+}
+
+// Lookup returns the live mark of k at now, if there is one. The filters
+// answer first: they cover every mark, in the memtables and in Pebble, so
+// an ID none of them may hold is new without any further look.
+func (ix *Index) Lookup(k Key, now time.Time) (Entry, bool, error) {
+	var buf [8]*genFilter
+	maybe := buf[:0]
+	nowNano := now.UnixNano()
+	for _, f := range ix.gens {
+		if f.end > nowNano && f.test(k.locs) {
+			maybe = append(maybe, f)
 		}
 	}
-	locs := bloom.Locations(id, ix.k)
-	key := make([]byte, ttl.GenSize+len(id))
-	copy(key[ttl.GenSize:], id)
-	for g, f := range ix.filters {
-		if g.Expired(now) || !f.test(locs) {
-			continue
+	if len(maybe) == 0 {
+		return Entry{}, false, nil
+	}
+	if e, ok := ix.mem.get(k.ID, k.Hash()); ok {
+		return ix.mem.live(e, now)
+	}
+	for i := len(ix.frozen) - 1; i >= 0; i-- {
+		if e, ok := ix.frozen[i].get(k.ID, k.Hash()); ok {
+			return ix.frozen[i].live(e, now)
 		}
-		g.Append(key[:0])
+	}
+	key := make([]byte, ttl.GenSize+len(k.ID))
+	copy(key[ttl.GenSize:], k.ID)
+	for _, f := range maybe {
+		f.gen.Append(key[:0])
 		v, closer, err := ix.db.Get(key)
 		if err == pebble.ErrNotFound {
 			continue
@@ -209,7 +252,7 @@ func (ix *Index) Lookup(id []byte, now time.Time) (Entry, bool, error) {
 		if err != nil {
 			return Entry{}, false, wrapPebble(err, fmt.Sprintf("key %x", key))
 		}
-		e, err := decodeValue(g, v)
+		e, err := decodeValue(f.gen, v)
 		closer.Close()
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("%w: key %x", err, key)
@@ -219,16 +262,6 @@ func (ix *Index) Lookup(id []byte, now time.Time) (Entry, bool, error) {
 		}
 	}
 	return Entry{}, false, nil
-}
-
-// memtables returns the memtables newest first.
-func (ix *Index) memtables() []*memtable {
-	ms := make([]*memtable, 0, 1+len(ix.frozen))
-	ms = append(ms, ix.mem)
-	for i := len(ix.frozen) - 1; i >= 0; i-- {
-		ms = append(ms, ix.frozen[i])
-	}
-	return ms
 }
 
 func encodeValue(d ttl.Deadline, value []byte) []byte {
@@ -247,7 +280,7 @@ func decodeValue(g ttl.Gen, v []byte) (Entry, error) {
 }
 
 // MemMarks returns the number of IDs in the active memtable.
-func (ix *Index) MemMarks() int { return len(ix.mem.entries) }
+func (ix *Index) MemMarks() int { return ix.mem.len() }
 
 // GenStats describes one generation.
 type GenStats struct {

@@ -1,23 +1,36 @@
 package index
 
 import (
+	"bytes"
 	"slices"
+	"time"
+
+	"github.com/bits-and-blooms/bloom/v3"
 
 	"github.com/seed42300104/dedup/ttl"
 )
 
 // memtable holds the newest version of each ID changed since it was
 // created, until a checkpoint writes it to Pebble.
+//
+// It is an open-addressing hash table over an append-only entry slice, with
+// IDs and values in one byte arena: no per-entry pointers for the garbage
+// collector to scan, and the hash comes from the filter hash the caller has
+// already computed.
 type memtable struct {
-	entries map[string]memEntry
+	slots   []uint32 // 1 + index into entries; 0 is empty
+	entries []memEntry
+	arena   []byte // IDs and values
 	lastLSN uint64 // the newest WAL record applied
 }
 
 type memEntry struct {
+	hash     uint64
 	gen      ttl.Gen
 	deadline ttl.Deadline
-	value    []byte
 	lsn      uint64
+	id       span
+	value    span
 	// deleted: the ID was forgotten and not marked since.
 	deleted bool
 	// forgotten: the ID was forgotten since the memtable began, so the
@@ -25,14 +38,101 @@ type memEntry struct {
 	forgotten bool
 }
 
-func newMemtable() *memtable { return &memtable{entries: map[string]memEntry{}} }
+// span locates bytes in the arena.
+type span struct{ off, len uint32 }
 
-func (m *memtable) mark(op Op, lsn uint64) {
-	k := string(op.ID)
-	forgotten := m.entries[k].forgotten
-	m.entries[k] = memEntry{gen: op.Gen, deadline: op.Deadline, value: slices.Clone(op.Value), lsn: lsn, forgotten: forgotten}
+// newMemtable returns a memtable whose hash table holds hint entries
+// without growing.
+func newMemtable(hint int) *memtable {
+	size := 1024
+	for size < 2*hint {
+		size *= 2
+	}
+	return &memtable{slots: make([]uint32, size)}
+}
+
+func (m *memtable) len() int { return len(m.entries) }
+
+func (m *memtable) bytes(s span) []byte { return m.arena[s.off : s.off+s.len : s.off+s.len] }
+
+func (m *memtable) store(b []byte) span {
+	s := span{uint32(len(m.arena)), uint32(len(b))}
+	m.arena = append(m.arena, b...)
+	return s
+}
+
+// find returns the entry of id, or nil.
+func (m *memtable) find(id []byte, hash uint64) *memEntry {
+	mask := uint64(len(m.slots) - 1)
+	for i := hash & mask; ; i = (i + 1) & mask {
+		slot := m.slots[i]
+		if slot == 0 {
+			return nil
+		}
+		e := &m.entries[slot-1]
+		if e.hash == hash && bytes.Equal(m.bytes(e.id), id) {
+			return e
+		}
+	}
+}
+
+// upsert returns the entry of id, adding an empty one if there is none.
+func (m *memtable) upsert(id []byte, hash uint64) *memEntry {
+	if e := m.find(id, hash); e != nil {
+		return e
+	}
+	if 2*(len(m.entries)+1) > len(m.slots) {
+		m.grow()
+	}
+	m.entries = append(m.entries, memEntry{hash: hash, id: m.store(id)})
+	m.insertSlot(hash, uint32(len(m.entries)))
+	return &m.entries[len(m.entries)-1]
+}
+
+func (m *memtable) insertSlot(hash uint64, slot uint32) {
+	mask := uint64(len(m.slots) - 1)
+	i := hash & mask
+	for m.slots[i] != 0 {
+		i = (i + 1) & mask
+	}
+	m.slots[i] = slot
+}
+
+func (m *memtable) grow() {
+	m.slots = make([]uint32, 2*len(m.slots))
+	for i, e := range m.entries {
+		m.insertSlot(e.hash, uint32(i+1))
+	}
+}
+
+func (m *memtable) get(id []byte, hash uint64) (memEntry, bool) {
+	if e := m.find(id, hash); e != nil {
+		return *e, true
+	}
+	return memEntry{}, false
+}
+
+func (m *memtable) mark(op Op, hash uint64, lsn uint64) {
+	e := m.upsert(op.ID, hash)
+	e.gen, e.deadline, e.lsn, e.deleted = op.Gen, op.Deadline, lsn, false
+	e.value = m.store(op.Value)
 }
 
 func (m *memtable) forget(id []byte, lsn uint64) {
-	m.entries[string(id)] = memEntry{lsn: lsn, deleted: true, forgotten: true}
+	e := m.upsert(id, bloom.Locations(id, 1)[0])
+	e.lsn, e.deleted, e.forgotten = lsn, true, true
+}
+
+// live returns the entry as a live mark, or not found if it is a
+// tombstone or expired. The newest version decides: a mark is only written
+// when no live one exists, so older versions are dead too.
+func (m *memtable) live(e memEntry, now time.Time) (Entry, bool, error) {
+	if e.deleted || !e.deadline.Live(now) {
+		return Entry{}, false, nil
+	}
+	var value []byte
+	if e.value.len > 0 {
+		value = slices.Clone(m.bytes(e.value))
+	}
+	return Entry{Gen: e.gen, Deadline: e.deadline, Value: value, LSN: e.lsn}, true, nil
 }

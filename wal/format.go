@@ -84,7 +84,7 @@ type record struct {
 	lsn      uint64
 	syncedTo uint64
 	payload  []byte // aliases the segment buffer
-	size     int    // aligned size on disk
+	size     int    // aligned size on disk; the padding may be cut off at the end of a file
 }
 
 // decodeRecord decodes the record at the start of b. ok is false if b does
@@ -105,6 +105,6 @@ func decodeRecord(b []byte) (r record, ok bool) {
 		lsn:      binary.LittleEndian.Uint64(b[8:]),
 		syncedTo: binary.LittleEndian.Uint64(b[16:]),
 		payload:  b[recHeaderSize:end],
-		size:     min(recordSize(int(n)), len(b)),
+		size:     recordSize(int(n)),
 	}, true
 }

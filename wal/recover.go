@@ -93,7 +93,7 @@ func scanSegment(path string, b []byte, first, after uint64, last bool, fn func(
 		return scan{}, err
 	}
 	s := scan{next: first, end: headerSize}
-	for {
+	for s.end < int64(len(b)) {
 		r, ok := decodeRecord(b[s.end:])
 		if !ok || r.lsn != s.next {
 			break
