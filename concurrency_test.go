@@ -1,0 +1,302 @@
+package dedup_test
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/anishathalye/porcupine"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// concurrencyConfigs are the stores each concurrency test runs against: one
+// that holds every mark in its memtable, and one whose memtable and Bloom
+// filters are so small that checkpoints run and filters grow while callers
+// race.
+var concurrencyConfigs = []struct {
+	name string
+	opts dedup.Options
+}{
+	{name: "defaults"},
+	{name: "frequent checkpoints", opts: dedup.Options{MemtableMarks: 4, ExpectedMarks: 8}},
+}
+
+// TestOneWinnerAmongConcurrentCallers has many goroutines mark the same
+// IDs at the same time, through single and batch calls, and checks that
+// exactly one call in all reports each ID as new: first for fresh IDs, then
+// again for the same IDs once their marks have expired.
+func TestOneWinnerAmongConcurrentCallers(t *testing.T) {
+	const poolSize = 256
+	for _, cfg := range concurrencyConfigs {
+		t.Run(cfg.name, func(t *testing.T) {
+			clock := ttl.NewFake(epoch)
+			opts := cfg.opts
+			opts.Clock = clock
+			s, _ := openStore(t, &opts)
+
+			pool := make([][]byte, poolSize)
+			for i := range pool {
+				pool[i] = fmt.Appendf(nil, "id-%04d", i)
+			}
+			for _, round := range []string{"fresh", "expired"} {
+				wins := markConcurrently(t, s, pool)
+				for i, id := range pool {
+					assert.Equal(t, int32(1), wins[i].Load(), "%s IDs: calls that reported %s as new", round, id)
+				}
+				clock.Advance(24 * time.Hour) // the default TTL
+			}
+		})
+	}
+}
+
+// markConcurrently has 16 workers mark every ID of pool and returns, per
+// ID, how many calls reported it as new.
+//
+// Every worker walks the pool in the same order of windows, so all of them
+// contend for the same few IDs at once. Within a window each worker
+// shuffles the IDs and marks a random share of them one by one and the rest
+// in one batch that also repeats one of its IDs.
+func markConcurrently(t *testing.T, s *dedup.Store, pool [][]byte) []atomic.Int32 {
+	const (
+		workers = 16
+		window  = 8 // IDs each worker takes on at a time; divides len(pool)
+	)
+	wins := make([]atomic.Int32, len(pool))
+	mark := func() {
+		for lo := 0; lo < len(pool); lo += window {
+			idx := rand.Perm(window)
+			for i := range idx {
+				idx[i] += lo
+			}
+			split := rand.IntN(window + 1)
+
+			for _, i := range idx[:split] {
+				isNew, err := s.CheckAndMark(pool[i], 0)
+				if !assert.NoError(t, err) {
+					return
+				}
+				if isNew {
+					wins[i].Add(1)
+				}
+			}
+
+			batch := idx[split:]
+			if len(batch) == 0 {
+				continue
+			}
+			batch = append(batch, batch[rand.IntN(len(batch))])
+			rand.Shuffle(len(batch), func(i, j int) { batch[i], batch[j] = batch[j], batch[i] })
+			batchIDs := make([][]byte, len(batch))
+			for j, i := range batch {
+				batchIDs[j] = pool[i]
+			}
+			isNew, err := s.CheckAndMarkBatch(batchIDs, 0)
+			if !assert.NoError(t, err) || !assert.Len(t, isNew, len(batch)) {
+				return
+			}
+			for j, i := range batch {
+				if isNew[j] {
+					wins[i].Add(1)
+				}
+			}
+		}
+	}
+
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			<-start
+			mark()
+		})
+	}
+	close(start)
+	wg.Wait()
+	return wins
+}
+
+// setOp is one call in a linearizability history.
+type setOp int
+
+const (
+	opCheckAndMark setOp = iota
+	opSeen
+	opForget
+)
+
+func (o setOp) String() string {
+	switch o {
+	case opCheckAndMark:
+		return "CheckAndMark"
+	case opSeen:
+		return "Seen"
+	case opForget:
+		return "Forget"
+	}
+	return fmt.Sprintf("setOp(%d)", int(o))
+}
+
+// setInput is the input of a history operation: a call on one ID.
+type setInput struct {
+	op setOp
+	id int
+}
+
+const linearizabilityIDs = 8
+
+// setModel specifies the store as a set of live IDs. IDs are independent, so
+// the history is partitioned by ID and each partition's state is just
+// whether its ID is marked. Outputs are the bool results of CheckAndMark and
+// Seen; Forget has none.
+var setModel = porcupine.Model{
+	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
+		byID := make([][]porcupine.Operation, linearizabilityIDs)
+		for _, op := range history {
+			id := op.Input.(setInput).id
+			byID[id] = append(byID[id], op)
+		}
+		return byID
+	},
+	Init: func() any { return false },
+	Step: func(state, input, output any) (bool, any) {
+		marked := state.(bool)
+		switch op := input.(setInput).op; op {
+		case opCheckAndMark:
+			return output.(bool) == !marked, true
+		case opSeen:
+			return output.(bool) == marked, marked
+		case opForget:
+			return true, false
+		default:
+			panic(fmt.Sprintf("unknown %v", op))
+		}
+	},
+	DescribeOperation: func(input, output any) string {
+		in := input.(setInput)
+		if in.op == opForget {
+			return fmt.Sprintf("Forget(%d)", in.id)
+		}
+		return fmt.Sprintf("%v(%d) -> %v", in.op, in.id, output)
+	},
+}
+
+// applyOp performs in on s and returns its output for the model.
+func applyOp(s *dedup.Store, in setInput) (any, error) {
+	id := fmt.Appendf(nil, "id-%d", in.id)
+	switch in.op {
+	case opCheckAndMark:
+		return s.CheckAndMark(id, 0)
+	case opSeen:
+		return s.Seen(id)
+	case opForget:
+		return nil, s.Forget(id)
+	}
+	return nil, fmt.Errorf("unknown %v", in.op)
+}
+
+// TestLinearizable records a concurrent history of CheckAndMark, Seen and
+// Forget on a few IDs and checks it against a sequential set.
+func TestLinearizable(t *testing.T) {
+	for _, cfg := range concurrencyConfigs {
+		t.Run(cfg.name, func(t *testing.T) {
+			testLinearizable(t, &cfg.opts)
+		})
+	}
+}
+
+func testLinearizable(t *testing.T, opts *dedup.Options) {
+	const (
+		clients      = 8
+		opsPerClient = 100
+	)
+	// Weighted so that IDs are often forgotten and so often new again.
+	mix := []setOp{opCheckAndMark, opCheckAndMark, opCheckAndMark, opSeen, opSeen, opForget}
+
+	s, _ := openStore(t, opts)
+
+	// A shared counter orders calls and returns exactly as they happened.
+	var ticks atomic.Int64
+	histories := make([][]porcupine.Operation, clients)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for c := range clients {
+		wg.Go(func() {
+			<-start
+			for range opsPerClient {
+				in := setInput{op: mix[rand.IntN(len(mix))], id: rand.IntN(linearizabilityIDs)}
+				callTime := ticks.Add(1)
+				out, err := applyOp(s, in)
+				returnTime := ticks.Add(1)
+				if !assert.NoError(t, err, "%v(%d)", in.op, in.id) {
+					return
+				}
+				histories[c] = append(histories[c], porcupine.Operation{
+					ClientId: c,
+					Input:    in,
+					Call:     callTime,
+					Output:   out,
+					Return:   returnTime,
+				})
+			}
+		})
+	}
+	close(start)
+	wg.Wait()
+
+	var history []porcupine.Operation
+	for _, h := range histories {
+		history = append(history, h...)
+	}
+	require.Len(t, history, clients*opsPerClient, "every call must succeed")
+
+	result, info := porcupine.CheckOperationsVerbose(setModel, history, 0)
+	if !assert.Equal(t, porcupine.Ok, result, "history of %d operations is not linearizable", len(history)) {
+		f, err := os.CreateTemp("", "dedup-linearizability-*.html")
+		require.NoError(t, err)
+		defer f.Close()
+		require.NoError(t, porcupine.Visualize(setModel, info, f))
+		t.Logf("visualization of the history: %s", f.Name())
+	}
+}
+
+// TestSetModelRejectsViolations makes sure the model can fail a history, so
+// that TestLinearizable passing means something.
+func TestSetModelRejectsViolations(t *testing.T) {
+	op := func(client int, in setInput, out any, call, ret int64) porcupine.Operation {
+		return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
+	}
+	tests := []struct {
+		name    string
+		history []porcupine.Operation
+	}{
+		{name: "two winners", history: []porcupine.Operation{
+			op(0, setInput{opCheckAndMark, 0}, true, 1, 2),
+			op(1, setInput{opCheckAndMark, 0}, true, 3, 4),
+		}},
+		{name: "unseen after mark", history: []porcupine.Operation{
+			op(0, setInput{opCheckAndMark, 0}, true, 1, 2),
+			op(1, setInput{opSeen, 0}, false, 3, 4),
+		}},
+		{name: "seen after forget", history: []porcupine.Operation{
+			op(0, setInput{opCheckAndMark, 0}, true, 1, 2),
+			op(0, setInput{opForget, 0}, nil, 3, 4),
+			op(1, setInput{opSeen, 0}, true, 5, 6),
+		}},
+		{name: "duplicate before any mark", history: []porcupine.Operation{
+			op(0, setInput{opCheckAndMark, 1}, false, 1, 2),
+		}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			assert.False(t, porcupine.CheckOperations(setModel, tc.history))
+		})
+	}
+}
