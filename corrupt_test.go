@@ -1,0 +1,389 @@
+package dedup_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// The damage tests write a few hundred marks with small options, so that
+// checkpoints leave filter snapshots, a CHECKPOINT and Pebble tables behind,
+// close the store, damage one file and open it again.
+const damageMarks = 300
+
+func damageID(i int) []byte { return fmt.Appendf(nil, "damage-id-%04d", i) }
+
+// damageOptions makes a checkpoint every 50 marks.
+func damageOptions(logf func(string, ...any)) *dedup.Options {
+	return &dedup.Options{MemtableMarks: 50, SegmentSize: 64 << 10, Logf: logf}
+}
+
+// capturedLog collects what a store reports through Options.Logf.
+type capturedLog struct {
+	mu   sync.Mutex
+	msgs []string
+}
+
+func (l *capturedLog) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.msgs = append(l.msgs, fmt.Sprintf(format, args...))
+}
+
+// contains reports whether a message holds s.
+func (l *capturedLog) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.msgs, func(m string) bool { return strings.Contains(m, s) })
+}
+
+// markedStore creates a store in a fresh directory, marks n IDs in batches
+// of ten and closes it once a checkpoint has run.
+func markedStore(t *testing.T, opts *dedup.Options, n int) string {
+	t.Helper()
+	dir := t.TempDir()
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err)
+	for i := 0; i < n; i += 10 {
+		var batch [][]byte
+		for j := i; j < min(i+10, n); j++ {
+			batch = append(batch, damageID(j))
+		}
+		isNew, err := s.CheckAndMarkBatch(batch, time.Hour)
+		require.NoError(t, err)
+		require.NotContains(t, isNew, false, "every ID is fresh")
+	}
+	require.NoError(t, s.Close())
+	return dir
+}
+
+// checkpointedStore is markedStore with checkpoints, and checks that they
+// left the files the damage tests damage.
+func checkpointedStore(t *testing.T) string {
+	t.Helper()
+	dir := markedStore(t, damageOptions(t.Logf), damageMarks)
+	require.FileExists(t, filepath.Join(dir, "index", "CHECKPOINT"))
+	require.NotEmpty(t, storeFiles(t, dir, "index/filters/*.bloom"))
+	require.NotEmpty(t, storeFiles(t, dir, "index/db/*.sst"))
+	return dir
+}
+
+// storeFiles returns the files of the store in dir matching pattern, a
+// slash-separated glob relative to dir, in name order.
+func storeFiles(t *testing.T, dir, pattern string) []string {
+	t.Helper()
+	paths, err := filepath.Glob(filepath.Join(dir, filepath.FromSlash(pattern)))
+	require.NoError(t, err)
+	return paths
+}
+
+// editFile applies edit to the contents of path.
+func editFile(t *testing.T, path string, edit func([]byte) []byte) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(path, edit(b), 0o644))
+}
+
+// flipByte inverts the byte at off of path.
+func flipByte(t *testing.T, path string, off int) {
+	t.Helper()
+	editFile(t, path, func(b []byte) []byte {
+		require.Less(t, off, len(b), "%s is too short to damage", path)
+		b[off] ^= 0xff
+		return b
+	})
+}
+
+// assertAllSeen checks that the store in dir opens and sees IDs 0 to n-1.
+func assertAllSeen(t *testing.T, dir string, opts *dedup.Options, n int) {
+	t.Helper()
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err)
+	defer func() { assert.NoError(t, s.Close()) }()
+	for i := range n {
+		ok, err := s.Seen(damageID(i))
+		require.NoError(t, err)
+		require.True(t, ok, "%s must be seen", damageID(i))
+	}
+}
+
+// TestCorruptStoreFailsOpen damages one file of a closed store at a time;
+// Open must refuse each with the right error, naming the file and, where
+// the damage has one, the offset.
+func TestCorruptStoreFailsOpen(t *testing.T) {
+	cases := []struct {
+		name string
+		// damage damages the store in dir and returns the file the error
+		// must name.
+		damage func(t *testing.T, dir string) string
+		want   error
+		offset bool // the error must give an offset
+	}{
+		{
+			name: "filter snapshot byte flipped",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/filters/*.bloom")[0]
+				info, err := os.Stat(path)
+				require.NoError(t, err)
+				flipByte(t, path, int(info.Size()/2))
+				return path
+			},
+			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "filter snapshot truncated",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/filters/*.bloom")[0]
+				editFile(t, path, func(b []byte) []byte { return b[:len(b)/2] })
+				return path
+			},
+			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "filter snapshot emptied",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/filters/*.bloom")[0]
+				editFile(t, path, func([]byte) []byte { return nil })
+				return path
+			},
+			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "CHECKPOINT byte flipped",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index", "CHECKPOINT")
+				flipByte(t, path, 12) // the generation count
+				return path
+			},
+			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "CHECKPOINT magic damaged",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index", "CHECKPOINT")
+				flipByte(t, path, 0)
+				return path
+			},
+			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "FORMAT unreadable",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "FORMAT")
+				editFile(t, path, func([]byte) []byte { return []byte("not a dedup store\n") })
+				return path
+			},
+			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "FORMAT of an unknown version",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "FORMAT")
+				editFile(t, path, func([]byte) []byte { return []byte("dedup store format 99\n") })
+				return path
+			},
+			want: dedup.ErrIncompatibleFormat,
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := checkpointedStore(t)
+			file := tc.damage(t, dir)
+			s, err := dedup.Open(dir, damageOptions(t.Logf))
+			if s != nil {
+				assert.NoError(t, s.Close())
+			}
+			require.ErrorIs(t, err, tc.want)
+			assert.Contains(t, err.Error(), file, "the error must name the damaged file")
+			if tc.offset {
+				assert.Contains(t, err.Error(), "offset", "the error must give the offset")
+			}
+		})
+	}
+}
+
+// TestCorruptWALSegmentFailsOpen damages a record in a WAL segment that is
+// not the newest: that is never a torn write.
+func TestCorruptWALSegmentFailsOpen(t *testing.T) {
+	// No checkpoint, so every segment is replayed.
+	opts := &dedup.Options{SegmentSize: 64 << 10, Sync: dedup.SyncNone, Logf: t.Logf}
+	dir := markedStore(t, opts, 6000)
+	segs := storeFiles(t, dir, "wal/*.wal")
+	require.GreaterOrEqual(t, len(segs), 2, "the WAL must have rotated")
+	const payloadOff = 32 + 24 + 10 // in the first record's payload
+	flipByte(t, segs[0], payloadOff)
+
+	s, err := dedup.Open(dir, opts)
+	if s != nil {
+		assert.NoError(t, s.Close())
+	}
+	require.ErrorIs(t, err, dedup.ErrCorrupt)
+	assert.Contains(t, err.Error(), segs[0])
+	assert.Contains(t, err.Error(), "offset 32")
+}
+
+// TestCorruptPebbleTableIsDetected flips a byte in the data block of every
+// Pebble table. Pebble checksums its blocks, so Open or a Seen reading a
+// table must fail with ErrCorrupt naming it; no ID may be answered from bad
+// data. Two checkpoints leave two tables, too few for a compaction to
+// read them in the background.
+func TestCorruptPebbleTableIsDetected(t *testing.T) {
+	const marks = 120
+	// Not t.Logf: a store left open by a panic may log after the test.
+	var log capturedLog
+	dir := markedStore(t, damageOptions(log.logf), marks)
+	tables := storeFiles(t, dir, "index/db/*.sst")
+	require.NotEmpty(t, tables)
+	require.Less(t, len(tables), 4, "more L0 tables would start a compaction")
+	for _, path := range tables {
+		flipByte(t, path, 64) // data blocks come first in a table
+	}
+
+	s, err := dedup.Open(dir, damageOptions(log.logf))
+	if err == nil {
+		for i := range marks {
+			if _, err = seenNoPanic(t, s, damageID(i)); err != nil {
+				break
+			}
+		}
+		assert.NoError(t, s.Close())
+	}
+	require.ErrorIs(t, err, dedup.ErrCorrupt, "Open or Seen must detect the damaged tables")
+	// Pebble names a table by its file number.
+	assert.True(t, slices.ContainsFunc(tables, func(p string) bool {
+		return strings.Contains(err.Error(), strings.TrimSuffix(filepath.Base(p), ".sst"))
+	}), "the error %q must name a damaged table", err)
+}
+
+// seenNoPanic is Seen, failing the test if Seen panics: damage must come
+// back as an error. The store is then left open, since a panic in Seen may
+// leave the store's lock held and Close waiting for it forever.
+func seenNoPanic(t *testing.T, s *dedup.Store, id []byte) (bool, error) {
+	t.Helper()
+	defer func() {
+		if p := recover(); p != nil {
+			msg, _, _ := strings.Cut(fmt.Sprint(p), "\n")
+			t.Fatalf("Seen(%s) panicked instead of returning ErrCorrupt: %s", id, msg)
+		}
+	}()
+	return s.Seen(id)
+}
+
+// TestRebuildMissingFilters removes the filter snapshots: the filters are
+// derived data, so Open rebuilds them from Pebble and says so.
+func TestRebuildMissingFilters(t *testing.T) {
+	dir := checkpointedStore(t)
+	for _, path := range storeFiles(t, dir, "index/filters/*.bloom") {
+		require.NoError(t, os.Remove(path))
+	}
+	var log capturedLog
+	assertAllSeen(t, dir, damageOptions(log.logf), damageMarks)
+	assert.True(t, log.contains("rebuilding"), "Open must report the rebuild; it logged %q", log.msgs)
+	assertAllSeen(t, dir, damageOptions(t.Logf), damageMarks)
+}
+
+// TestTornWALTailIsTruncated appends garbage after the last record of the
+// newest WAL segment, as a crash cutting a write short would leave: Open
+// repairs it and keeps every acknowledged mark.
+func TestTornWALTailIsTruncated(t *testing.T) {
+	dir := checkpointedStore(t)
+	segs := storeFiles(t, dir, "wal/*.wal")
+	require.NotEmpty(t, segs)
+	newest := segs[len(segs)-1]
+	editFile(t, newest, func(b []byte) []byte { return append(b, bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 9)...) })
+
+	var log capturedLog
+	assertAllSeen(t, dir, damageOptions(log.logf), damageMarks)
+	assert.True(t, log.contains("torn tail"), "Open must report the truncation; it logged %q", log.msgs)
+	assertAllSeen(t, dir, damageOptions(t.Logf), damageMarks)
+}
+
+// lockChildDirEnv names the store directory TestLockHolderChild opens; its
+// absence makes that test do nothing.
+const lockChildDirEnv = "DEDUP_LOCK_CHILD_DIR"
+
+// TestLockHeldByAnotherProcess opens a store in a child process and checks
+// that Open here fails with ErrLocked, naming the LOCK file, until the
+// child dies.
+func TestLockHeldByAnotherProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHolderChild$")
+	cmd.Env = append(os.Environ(), lockChildDirEnv+"="+dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Kill() // it may have exited already
+			_ = cmd.Wait()         // a killed child's error says only that
+		}
+	}
+	t.Cleanup(stop)
+
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			stop()
+			t.Fatalf("the child exited before it held the store:\n%s", stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		stop()
+		t.Fatalf("the child did not open the store within 30s:\n%s", stderr.String())
+	}
+
+	s, err := dedup.Open(dir, nil)
+	if s != nil {
+		assert.NoError(t, s.Close())
+	}
+	require.ErrorIs(t, err, dedup.ErrLocked)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"), "the error must name the lock file")
+
+	stop()
+	s, err = dedup.Open(dir, nil)
+	require.NoError(t, err, "the lock dies with the process that held it")
+	assert.NoError(t, s.Close())
+}
+
+// TestLockHolderChild is the child process of TestLockHeldByAnotherProcess,
+// not a test of its own: without DEDUP_LOCK_CHILD_DIR it does nothing. It
+// opens the store, prints "ready" and holds the store until it is killed.
+func TestLockHolderChild(t *testing.T) {
+	dir := os.Getenv(lockChildDirEnv)
+	if dir == "" {
+		return
+	}
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+}

@@ -1,0 +1,187 @@
+package dedup_test
+
+import (
+	"fmt"
+	"path"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/stretchr/testify/assert"
+
+	"github.com/seed42300104/dedup"
+)
+
+// pebbleDir is where the store keeps its Pebble database, under its own
+// directory.
+const pebbleDir = "index/db"
+
+// TestCrashInjectedErrors fails each filesystem operation of the workload in
+// turn, and checks that the failure reaches the caller, that the store then
+// refuses writes if the WAL failed, and that what was acknowledged survives:
+// both in what was synced (a crash right after the failure) and on the same
+// filesystem reopened (a process that carries on).
+func TestCrashInjectedErrors(t *testing.T) {
+	counter := &faultAt{at: -1}
+	runFaulty(t, errorfs.Wrap(vfs.NewMem(), counter), newSimLog(), counter, discardLogf)
+	ops := int(counter.ops.Load())
+	points := sweepPoints(ops, 400)
+	t.Logf("the workload makes %d operations; failing %d of them", ops, len(points))
+
+	for _, i := range points {
+		t.Run(fmt.Sprintf("op=%d", i), func(t *testing.T) {
+			fault := &faultAt{at: int64(i)}
+			mem := vfs.NewCrashableMem()
+			log := newSimLog()
+			var sink logSink
+			sawError := runFaulty(t, errorfs.Wrap(mem, fault), log, fault, sink.logf)
+			if op, failed := fault.failed(); failed {
+				t.Logf("failed the %s", describe(op))
+				reported := sawError || (cleanup(op) && sink.contains(errorfs.ErrInjected.Error()))
+				if !byPebble(op) {
+					assert.True(t, reported, "the failure of the %s was neither returned nor, for a cleanup, logged", describe(op))
+				}
+			}
+			t.Run("synced", func(t *testing.T) { verifyRecovered(t, mem.CrashClone(vfs.CrashCloneCfg{}), log) })
+			t.Run("reopened", func(t *testing.T) { verifyRecovered(t, mem, log) })
+		})
+	}
+}
+
+// faultAt is an errorfs injector that fails the at-th operation of the
+// filesystem and remembers it.
+type faultAt struct {
+	at  int64 // -1 only counts the operations
+	ops atomic.Int64
+
+	mu  sync.Mutex // protects hit
+	hit *errorfs.Op
+}
+
+func (f *faultAt) String() string { return fmt.Sprintf("fail op %d", f.at) }
+
+// MaybeError implements errorfs.Injector. It neither counts nor fails the
+// operations that pebbleFatal names: this test cannot survive their failure.
+func (f *faultAt) MaybeError(op errorfs.Op) error {
+	if pebbleFatal(op) || f.ops.Add(1)-1 != f.at {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hit = &op
+	return errorfs.ErrInjected
+}
+
+// failed returns the operation that was failed, if one was.
+func (f *faultAt) failed() (errorfs.Op, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hit == nil {
+		return errorfs.Op{}, false
+	}
+	return *f.hit, true
+}
+
+// opKindNames names the operations, which errorfs leaves unnamed.
+var opKindNames = map[errorfs.OpKind]string{
+	errorfs.OpCreate: "Create", errorfs.OpLink: "Link", errorfs.OpOpen: "Open", errorfs.OpOpenDir: "OpenDir",
+	errorfs.OpRemove: "Remove", errorfs.OpRemoveAll: "RemoveAll", errorfs.OpRename: "Rename",
+	errorfs.OpReuseForWrite: "ReuseForWrite", errorfs.OpMkdirAll: "MkdirAll", errorfs.OpLock: "Lock",
+	errorfs.OpList: "List", errorfs.OpFilePreallocate: "Preallocate", errorfs.OpStat: "Stat",
+	errorfs.OpGetDiskUsage: "GetDiskUsage", errorfs.OpFileClose: "Close", errorfs.OpFileRead: "Read",
+	errorfs.OpFileReadAt: "ReadAt", errorfs.OpFileWrite: "Write", errorfs.OpFileWriteAt: "WriteAt",
+	errorfs.OpFileStat: "FileStat", errorfs.OpFileSync: "Sync", errorfs.OpFileSyncData: "SyncData",
+	errorfs.OpFileSyncTo: "SyncTo", errorfs.OpFileFlush: "Flush",
+}
+
+func describe(op errorfs.Op) string {
+	return fmt.Sprintf("%s of %s", opKindNames[op.Kind], op.Path)
+}
+
+// pebbleFatal reports whether Pebble treats a failure of op as fatal
+// (Logger.Fatalf, which the store's logger turns into a panic): a write to
+// its MANIFEST, its markers or its WAL, or a sync of its directory, which
+// moving a marker includes.
+func pebbleFatal(op errorfs.Op) bool {
+	if op.Kind.ReadOrWrite() != errorfs.OpIsWrite || !inPebble(op.Path) {
+		return false
+	}
+	base := path.Base(op.Path)
+	return strings.HasPrefix(base, "MANIFEST-") || strings.HasPrefix(base, "marker.") ||
+		strings.HasSuffix(base, ".log") || base == path.Base(pebbleDir)
+}
+
+func inPebble(p string) bool {
+	dir := path.Join(simDir, pebbleDir)
+	return p == dir || strings.HasPrefix(p, dir+"/")
+}
+
+// byPebble reports whether Pebble makes op, and so answers its failure in its
+// own way, such as retrying a flush later: an operation on its files, or the
+// link by which it ingests a table the store wrote (it copies the table
+// instead if the link fails).
+func byPebble(op errorfs.Op) bool {
+	return inPebble(op.Path) || op.Kind == errorfs.OpLink
+}
+
+// walWrite reports whether op writes or syncs the WAL: after such a failure
+// the store must refuse every write until it is reopened.
+func walWrite(op errorfs.Op) bool {
+	switch op.Kind {
+	case errorfs.OpCreate, errorfs.OpFileWrite, errorfs.OpFileWriteAt, errorfs.OpFilePreallocate,
+		errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		return strings.HasSuffix(op.Path, ".wal")
+	}
+	return false
+}
+
+// cleanup reports whether op may be part of removing obsolete files (WAL
+// segments behind a checkpoint, stale filter snapshots). The store only logs
+// such a failure: a leftover file wastes space, not correctness.
+func cleanup(op errorfs.Op) bool {
+	return op.Kind == errorfs.OpList || op.Kind == errorfs.OpRemove
+}
+
+// logSink collects what the store logs.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (l *logSink) logf(format string, args ...any) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.lines = append(l.lines, fmt.Sprintf(format, args...))
+}
+
+func (l *logSink) contains(s string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.ContainsFunc(l.lines, func(line string) bool { return strings.Contains(line, s) })
+}
+
+// runFaulty runs the workload on fs, which fails one operation, and reports
+// whether any call, Open or Close returned an error. It fails t if a call
+// succeeds after a WAL write or sync failed.
+func runFaulty(t *testing.T, fs vfs.FS, log *simLog, fault *faultAt, logf func(string, ...any)) (sawError bool) {
+	t.Helper()
+	s, err := dedup.Open(simDir, simOptions(fs, logf))
+	if err != nil {
+		return true
+	}
+	for i, c := range simCalls {
+		op, failed := fault.failed()
+		err := log.call(s, c)
+		if err != nil {
+			sawError = true
+		} else if failed && walWrite(op) {
+			assert.Failf(t, "write accepted after a WAL failure",
+				"call %d (IDs %v) succeeded after the %s failed", i, c.ns, describe(op))
+		}
+	}
+	return s.Close() != nil || sawError
+}
