@@ -1,0 +1,112 @@
+package dedup_test
+
+import (
+	"encoding/binary"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// randomIDs returns n random 16-byte IDs from seed.
+func randomIDs(seed uint64, n int) [][]byte {
+	r := rand.New(rand.NewPCG(seed, seed))
+	ids := make([][]byte, n)
+	buf := make([]byte, 16*n)
+	for i := range ids {
+		id := buf[16*i : 16*i+16]
+		binary.LittleEndian.PutUint64(id, r.Uint64())
+		binary.LittleEndian.PutUint64(id[8:], r.Uint64())
+		ids[i] = id
+	}
+	return ids
+}
+
+func openBench(b *testing.B, opts *dedup.Options) *dedup.Store {
+	b.Helper()
+	s, err := dedup.Open(b.TempDir(), opts)
+	require.NoError(b, err)
+	b.Cleanup(func() { require.NoError(b, s.Close()) })
+	return s
+}
+
+// BenchmarkCheckAndMarkBatchNew marks new 16-byte IDs in batches of 1024,
+// durably (SyncAlways). One op is one ID.
+func BenchmarkCheckAndMarkBatchNew(b *testing.B) {
+	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncInterval, dedup.SyncNone} {
+		b.Run("sync="+mode.String(), func(b *testing.B) {
+			s := openBench(b, &dedup.Options{Sync: mode})
+			const batch = 1024
+			ids := randomIDs(1, b.N+batch)
+			b.ResetTimer()
+			for i := 0; i < b.N; i += batch {
+				isNew, err := s.CheckAndMarkBatch(ids[i:min(i+batch, b.N)], 0)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_ = isNew
+			}
+		})
+	}
+}
+
+// BenchmarkCheckAndMarkParallel is single-ID durable calls from 64
+// goroutines: group commit shares the fsyncs.
+func BenchmarkCheckAndMarkParallel(b *testing.B) {
+	s := openBench(b, nil)
+	b.SetParallelism(32) // 32 × GOMAXPROCS(2) = 64 goroutines
+	var seed uint64
+	b.RunParallel(func(pb *testing.PB) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		seed++
+		id := make([]byte, 16)
+		for pb.Next() {
+			binary.LittleEndian.PutUint64(id, r.Uint64())
+			binary.LittleEndian.PutUint64(id[8:], r.Uint64())
+			if _, err := s.CheckAndMark(id, 0); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// BenchmarkSeenAbsent asks for IDs that were never marked, with 1M live
+// marks, on 2 goroutines.
+func BenchmarkSeenAbsent(b *testing.B) {
+	s := openBench(b, &dedup.Options{Sync: dedup.SyncNone})
+	live := randomIDs(1, 1<<20)
+	for i := 0; i < len(live); i += 4096 {
+		_, err := s.CheckAndMarkBatch(live[i:i+4096], 0)
+		require.NoError(b, err)
+	}
+	absent := randomIDs(2, 1<<16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
+				b.Fatal(seen, err)
+			}
+			i++
+		}
+	})
+}
+
+// BenchmarkHotDuplicates re-checks recently marked IDs in batches of 1024.
+func BenchmarkHotDuplicates(b *testing.B) {
+	s := openBench(b, nil)
+	ids := randomIDs(1, 1<<16)
+	for i := 0; i < len(ids); i += 1024 {
+		_, err := s.CheckAndMarkBatch(ids[i:i+1024], 0)
+		require.NoError(b, err)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 1024 {
+		j := i & (1<<16 - 1)
+		if _, err := s.CheckAndMarkBatch(ids[j:j+1024], 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

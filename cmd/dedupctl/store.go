@@ -1,0 +1,147 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed42300104/dedup"
+)
+
+// openStore opens the store under --dir; readOnly stores are never
+// created or changed.
+func (g *globals) openStore(readOnly bool) (*dedup.Store, error) {
+	dir, err := g.needDir()
+	if err != nil {
+		return nil, err
+	}
+	return dedup.Open(dir, &dedup.Options{ReadOnly: readOnly})
+}
+
+// withStore runs fn on the store under --dir and closes it.
+func (g *globals) withStore(readOnly bool, fn func(*dedup.Store) error) (err error) {
+	s, err := g.openStore(readOnly)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := s.Close(); err == nil {
+			err = cerr
+		}
+	}()
+	return fn(s)
+}
+
+func newMark(g *globals) *cobra.Command {
+	var ttl time.Duration
+	cmd := &cobra.Command{
+		Use:   "mark ID...",
+		Short: "Check-and-mark IDs, as CheckAndMark does; prints whether each was new",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withStore(false, func(s *dedup.Store) error {
+				ids := make([][]byte, len(args))
+				for i, a := range args {
+					ids[i] = []byte(a)
+				}
+				isNew, err := s.CheckAndMarkBatch(ids, ttl)
+				if err != nil {
+					return err
+				}
+				return printIDs(cmd, g, args, "new", isNew)
+			})
+		},
+	}
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "TTL of the marks (0: the store's default, 24h)")
+	return cmd
+}
+
+func newSeen(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "get ID...",
+		Short: "Tell whether IDs have a live mark, without marking them",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withStore(true, func(s *dedup.Store) error {
+				seen := make([]bool, len(args))
+				for i, a := range args {
+					var err error
+					if seen[i], err = s.Seen([]byte(a)); err != nil {
+						return err
+					}
+				}
+				return printIDs(cmd, g, args, "live", seen)
+			})
+		},
+	}
+}
+
+func newForget(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "forget ID...",
+		Short: "Remove the marks of IDs, so that they are new again",
+		Args:  cobra.MinimumNArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			return g.withStore(false, func(s *dedup.Store) error {
+				for _, a := range args {
+					if err := s.Forget([]byte(a)); err != nil {
+						return err
+					}
+				}
+				return nil
+			})
+		},
+	}
+}
+
+func printIDs(cmd *cobra.Command, g *globals, ids []string, field string, vals []bool) error {
+	out := cmd.OutOrStdout()
+	if g.output == "json" {
+		enc := json.NewEncoder(out)
+		for i, id := range ids {
+			if err := enc.Encode(map[string]any{"id": id, field: vals[i]}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "ID\t%s\n", field)
+	for i, id := range ids {
+		fmt.Fprintf(w, "%s\t%v\n", id, vals[i])
+	}
+	return w.Flush()
+}
+
+func newStats(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "stats",
+		Short: "Print the store's sizes, generations and WAL state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withStore(true, func(s *dedup.Store) error {
+				st := s.Stats()
+				out := cmd.OutOrStdout()
+				if g.output == "json" {
+					return json.NewEncoder(out).Encode(st)
+				}
+				w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+				fmt.Fprintf(w, "format version\t%d\n", dedup.FormatVersion)
+				fmt.Fprintf(w, "memtable marks\t%d\n", st.MemtableMarks)
+				fmt.Fprintf(w, "filter bytes\t%d\n", st.FilterBytes)
+				fmt.Fprintf(w, "index disk bytes\t%d\n", st.IndexDiskBytes)
+				fmt.Fprintf(w, "WAL segments\t%d\n", st.WALSegments)
+				fmt.Fprintf(w, "last LSN\t%d\n", st.LastLSN)
+				fmt.Fprintf(w, "checkpoint LSN\t%d\n", st.CheckpointLSN)
+				fmt.Fprintln(w, "\ngeneration ends\tspan\tmarks\tfilter bytes\tFP rate")
+				for _, gen := range st.Generations {
+					fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%.4f\n", gen.Ends.UTC().Format(time.RFC3339), gen.Span, gen.Marks, gen.FilterBytes, gen.FalsePositiveRate)
+				}
+				return w.Flush()
+			})
+		},
+	}
+}
