@@ -1,0 +1,45 @@
+// Package dedup is an embedded, crash-safe deduplication store: it
+// remembers the IDs a process has handled, for a TTL, so that a retried
+// message, request or command is recognised as a duplicate.
+//
+// # Types
+//
+// A Store is one open store directory. CheckAndMark answers "have I seen
+// this ID? if not, it is mine now" in one atomic step; CheckAndMarkBatch
+// does the same for many IDs in one WAL record. Seen only asks, Forget
+// removes a mark. Options configures a Store; Stats reports on one.
+//
+// # Data path
+//
+// A check-and-mark hashes the ID once and asks the Bloom filters of the
+// live generations first: an ID none of them may hold is new without any
+// further look. Otherwise the memtable and then Pebble are asked. New IDs
+// are appended to the write-ahead log as one record, applied to the
+// memtable and the filters, and the call returns once the record is
+// durable. A checkpoint later writes the memtable to Pebble as a sorted
+// table, snapshots the filters and lets the WAL segments behind it go.
+//
+// # Guarantees
+//
+//   - Atomic: among concurrent callers exactly one sees isNew for an ID
+//     while its mark is live; in a batch a repeated ID is new at most once.
+//   - Durable: under SyncAlways (the default) a call returns only after its
+//     WAL record is fsynced, and a duplicate answer only after the mark it
+//     found is.
+//   - Crash-safe: after kill -9 or power loss every acknowledged mark is
+//     seen again, and no ID acknowledged as new is new again before its TTL
+//     ends.
+//   - Exact expiry: a mark is live while now < deadline, decided on every
+//     read, across reopen.
+//   - Damage is never served silently: a torn WAL tail is truncated; any
+//     other damage fails with ErrCorrupt naming the file and offset.
+//   - Bad input gets a named error and changes nothing; a failed write or
+//     fsync makes the store fail-stop for writes until it is reopened.
+//
+// # Concurrency
+//
+// All methods are safe for concurrent use. Writes serialise on one lock
+// from their check to their WAL append; they wait for durability outside
+// it, so concurrent callers share fsyncs (group commit). Reads share the
+// lock.
+package dedup
