@@ -83,7 +83,16 @@ type Log struct {
 	// both are owned by the writer goroutine.
 	file      vfs.File
 	fileFirst uint64
+	// zeroed is how far the file is known to hold written zeros or data.
+	// Records land inside it, so their fdatasync changes no file size and
+	// costs no journal commit: on this project's machine about 95 µs
+	// against 150-230 µs for a write that extends the file.
+	zeroed int64
 }
+
+// zeroAhead is how far ahead of the records the writer fills the segment
+// with zeros.
+const zeroAhead = 4 << 20
 
 // position is an offset in the segment whose first LSN is first.
 type position struct {
@@ -228,7 +237,12 @@ func (l *Log) openTail() error {
 	if err != nil {
 		return err
 	}
-	l.file, l.fileFirst = f, l.tail
+	st, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return err
+	}
+	l.file, l.fileFirst, l.zeroed = f, l.tail, st.Size()
 	return nil
 }
 
@@ -256,7 +270,7 @@ func (l *Log) createSegment(first uint64) error {
 		f.Close()
 		return err
 	}
-	l.file, l.fileFirst = f, first
+	l.file, l.fileFirst, l.zeroed = f, first, headerSize
 	l.mu.Lock()
 	l.segments = append(l.segments, first)
 	l.syncedAt = position{first, headerSize}
@@ -414,15 +428,36 @@ func (l *Log) write(chunks []chunk) error {
 				return err
 			}
 		}
+		end := c.off + int64(len(c.data))
+		if err := l.zeroTo(end + zeroAhead/2); err != nil {
+			return err
+		}
 		if _, err := l.file.WriteAt(c.data, c.off); err != nil {
 			return err
 		}
 		l.mu.Lock()
 		l.written = c.lastLSN
-		l.writtenAt = position{c.first, c.off + int64(len(c.data))}
-		l.cond.Broadcast()
+		l.writtenAt = position{c.first, end}
+		if l.opts.Sync != SyncAlways {
+			l.cond.Broadcast()
+		}
 		l.mu.Unlock()
 	}
+	return nil
+}
+
+// zeroTo makes sure the file holds written bytes up to off, extending it
+// with zeros zeroAhead at a time, up to the segment size. The fsync that
+// follows pays for the extension once per zeroAhead bytes of records.
+func (l *Log) zeroTo(off int64) error {
+	if off <= l.zeroed || l.zeroed >= l.opts.SegmentSize {
+		return nil
+	}
+	end := min(max(off, l.zeroed+zeroAhead), l.opts.SegmentSize)
+	if _, err := l.file.WriteAt(make([]byte, end-l.zeroed), l.zeroed); err != nil {
+		return err
+	}
+	l.zeroed = end
 	return nil
 }
 
