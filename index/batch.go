@@ -113,10 +113,11 @@ func DecodeBatch(p []byte, b *Batch) error {
 	return nil
 }
 
-// readBytes reads a uvarint-prefixed byte string at off.
+// readBytes reads a uvarint-prefixed byte string at off. An over-long
+// uvarint is refused, so a batch has one encoding.
 func readBytes(p []byte, off int) ([]byte, int, error) {
 	n, w := binary.Uvarint(p[off:])
-	if w <= 0 || n > uint64(len(p)-off-w) {
+	if w <= 0 || (w > 1 && p[off+w-1] == 0) || n > uint64(len(p)-off-w) {
 		return nil, 0, fmt.Errorf("%w: batch offset %d: bad length", ErrCorrupt, off)
 	}
 	off += w

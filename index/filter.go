@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 
 	"github.com/bits-and-blooms/bloom/v3"
 
@@ -13,8 +14,10 @@ import (
 
 // genFilter is the Bloom filter of one generation. It is a chain: when the
 // generation outgrows the marks its newest filter was sized for, a filter
-// twice as large is added, so the false-positive rate holds instead of
-// degrading.
+// for twice as many is added, with a quarter of the previous one's rate, so
+// the chain's rate stays within 4/3 of the target however far the
+// generation outgrows its estimate. Every filter of every chain uses the
+// same number of hashes, so one hash of an ID serves them all.
 type genFilter struct {
 	gen     ttl.Gen
 	end     int64 // gen.End() in Unix nanoseconds
@@ -32,9 +35,21 @@ func newGenFilter(g ttl.Gen, capacity uint, fp float64) *genFilter {
 }
 
 func (f *genFilter) grow(capacity uint, fp float64) {
-	f.filters = append(f.filters, bloom.NewWithEstimates(capacity, fp))
+	if len(f.filters) == 0 {
+		f.filters = append(f.filters, bloom.NewWithEstimates(capacity, fp))
+	} else {
+		k := f.filters[0].K()
+		rate := fp / math.Pow(4, float64(len(f.filters)))
+		f.filters = append(f.filters, bloom.New(bitsFor(capacity, k, rate), k))
+	}
 	f.caps = append(f.caps, capacity)
 	f.n = 0
+}
+
+// bitsFor is the size of a filter of n keys and k hashes with the given
+// false-positive rate: the inverse of rate = (1 - e^(-kn/m))^k.
+func bitsFor(n, k uint, rate float64) uint {
+	return uint(math.Ceil(-float64(k) * float64(n) / math.Log(1-math.Pow(rate, 1/float64(k)))))
 }
 
 // test reports whether the generation may hold the key hashed to locs.
@@ -71,7 +86,8 @@ func (f *genFilter) bytes() uint64 {
 	return n
 }
 
-// fpRate estimates the false-positive rate of the chain for an absent key.
+// fpRate estimates the false-positive rate of the chain for an absent key,
+// from each filter's size, hash count and fill.
 func (f *genFilter) fpRate() float64 {
 	miss := 1.0
 	for i, b := range f.filters {
@@ -79,7 +95,8 @@ func (f *genFilter) fpRate() float64 {
 		if i == len(f.filters)-1 {
 			n = f.n
 		}
-		miss *= 1 - bloom.EstimateFalsePositiveRate(b.Cap(), b.K(), n)
+		k, m := float64(b.K()), float64(b.Cap())
+		miss *= 1 - math.Pow(1-math.Exp(-k*float64(n)/m), k)
 	}
 	return 1 - miss
 }

@@ -94,6 +94,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	}
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
+	ix.mem.lastLSN = ck.lsn
 	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts); err != nil {
 		return nil, err
 	}

@@ -41,14 +41,18 @@ type memEntry struct {
 // span locates bytes in the arena.
 type span struct{ off, len uint32 }
 
-// newMemtable returns a memtable whose hash table holds hint entries
+// newMemtable returns a memtable that holds hint entries of 16-byte IDs
 // without growing.
 func newMemtable(hint int) *memtable {
 	size := 1024
 	for size < 2*hint {
 		size *= 2
 	}
-	return &memtable{slots: make([]uint32, size)}
+	return &memtable{
+		slots:   make([]uint32, size),
+		entries: make([]memEntry, 0, hint),
+		arena:   make([]byte, 0, 16*hint),
+	}
 }
 
 func (m *memtable) len() int { return len(m.entries) }

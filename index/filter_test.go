@@ -1,0 +1,214 @@
+package index
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"testing"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+const (
+	testCapacity = 1000
+	testFP       = 0.01
+)
+
+// testK is the hash count of a filter sized for testCapacity at testFP.
+var _, testK = bloom.EstimateParameters(testCapacity, testFP)
+
+// testLocs hashes the i-th key of a key space, as the index would.
+func testLocs(space string, i int) []uint64 {
+	return bloom.Locations(fmt.Appendf(nil, "%s-%d", space, i), testK)
+}
+
+// filledFilter returns a generation filter holding keys 0..n-1 of "present".
+func filledFilter(n int) *genFilter {
+	f := newGenFilter(ttl.Gen(2<<56|12345), testCapacity, testFP)
+	for i := range n {
+		f.add(testLocs("present", i), testFP)
+	}
+	return f
+}
+
+// measuredFPRate is the share of absent keys f may hold.
+func measuredFPRate(f *genFilter, absent int) float64 {
+	var fp int
+	for i := range absent {
+		if f.test(testLocs("absent", i)) {
+			fp++
+		}
+	}
+	return float64(fp) / float64(absent)
+}
+
+// assertWithin2x asserts that fpRate() estimated the measured rate within
+// a factor of 2.
+func assertWithin2x(t *testing.T, measured, estimate float64) {
+	t.Helper()
+	assert.GreaterOrEqual(t, estimate, measured/2, "fpRate() underestimates the measured rate %.4f", measured)
+	assert.LessOrEqual(t, estimate, 2*measured, "fpRate() overestimates the measured rate %.4f", measured)
+}
+
+func TestGenFilterChain(t *testing.T) {
+	const n = 10_000
+	f := filledFilter(n)
+
+	require.Greater(t, len(f.filters), 1, "the chain must grow past its first filter")
+	assert.Equal(t, []uint{1000, 2000, 4000, 8000}, f.caps, "each filter is twice the size of the one before")
+	assert.Equal(t, uint(n), f.marks)
+	assert.Equal(t, uint(n-1000-2000-4000), f.n, "marks in the newest filter")
+	assert.True(t, f.dirty)
+
+	for i := range n {
+		if !f.test(testLocs("present", i)) {
+			require.Failf(t, "false negative", "key %d of %d was added but tests absent", i, n)
+		}
+	}
+
+	measured := measuredFPRate(f, 100_000)
+	t.Logf("measured false-positive rate %.4f over %d filters; fpRate() %.4f", measured, len(f.filters), f.fpRate())
+	assert.LessOrEqual(t, measured, 1.5*testFP,
+		"a generation that outgrows its estimate must keep the target false-positive rate")
+	assertWithin2x(t, measured, f.fpRate())
+}
+
+func TestGenFilterWithinCapacity(t *testing.T) {
+	f := filledFilter(testCapacity)
+	assert.Len(t, f.filters, 1, "a filter takes exactly its capacity before the chain grows")
+	measured := measuredFPRate(f, 100_000)
+	assert.LessOrEqual(t, measured, 1.5*testFP)
+	assertWithin2x(t, measured, f.fpRate())
+
+	f.add(testLocs("present", testCapacity), testFP)
+	assert.Len(t, f.filters, 2, "the next mark starts a new filter")
+}
+
+func TestGenFilterEncodeRoundTrip(t *testing.T) {
+	tests := []struct {
+		name string
+		n    int
+	}{
+		{"empty", 0},
+		{"one filter", 500},
+		{"chain", 5000},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := filledFilter(tt.n)
+			got, err := decodeGenFilter("gen.bloom", f.encode())
+			require.NoError(t, err)
+			assert.Equal(t, f.gen, got.gen)
+			assert.Equal(t, f.end, got.end)
+			assert.Equal(t, f.caps, got.caps)
+			assert.Equal(t, f.marks, got.marks)
+			assert.Equal(t, f.n, got.n)
+			assert.False(t, got.dirty, "a loaded snapshot is clean")
+			require.Len(t, got.filters, len(f.filters))
+			for i := range f.filters {
+				assert.True(t, f.filters[i].Equal(got.filters[i]), "filter %d", i)
+			}
+			for i := range tt.n {
+				require.True(t, got.test(testLocs("present", i)), "key %d lost in the round trip", i)
+			}
+			for i := range 1000 {
+				locs := testLocs("absent", i)
+				assert.Equal(t, f.test(locs), got.test(locs), "absent key %d", i)
+			}
+			assert.Equal(t, f.encode(), got.encode(), "re-encoding")
+		})
+	}
+}
+
+func TestDecodeGenFilterDamaged(t *testing.T) {
+	const path = "filters/0200000000003039-0000000000000007.bloom"
+	valid := filledFilter(1500).encode()
+	// reseal recomputes the CRC, so only the change it follows is wrong.
+	reseal := func(p []byte) []byte {
+		body := p[:len(p)-4]
+		return binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, crcTable))
+	}
+	tests := []struct {
+		name string
+		data func() []byte
+		want error
+	}{
+		{"flipped byte in a filter", func() []byte {
+			p := bytes.Clone(valid)
+			p[len(p)/2] ^= 0x10
+			return p
+		}, ErrCorrupt},
+		{"flipped byte in the header", func() []byte {
+			p := bytes.Clone(valid)
+			p[len(filterMagic)+20] ^= 0x01
+			return p
+		}, ErrCorrupt},
+		{"flipped CRC", func() []byte {
+			p := bytes.Clone(valid)
+			p[len(p)-1] ^= 0x80
+			return p
+		}, ErrCorrupt},
+		{"truncated", func() []byte { return valid[:len(valid)-100] }, ErrCorrupt},
+		{"truncated to the header", func() []byte { return valid[:len(filterMagic)+32] }, ErrCorrupt},
+		{"empty", func() []byte { return nil }, ErrCorrupt},
+		{"bad magic", func() []byte {
+			p := bytes.Clone(valid)
+			copy(p, "notafilt")
+			return reseal(p)
+		}, ErrCorrupt},
+		{"wrong version", func() []byte {
+			p := bytes.Clone(valid)
+			binary.LittleEndian.PutUint32(p[len(filterMagic):], filterVersion+1)
+			return reseal(p)
+		}, ErrIncompatibleFormat},
+		{"no filters", func() []byte {
+			p := bytes.Clone(valid[:len(filterMagic)+32])
+			binary.LittleEndian.PutUint32(p[len(filterMagic)+4:], 0)
+			return reseal(append(p, 0, 0, 0, 0))
+		}, ErrCorrupt},
+		{"filter count past the data", func() []byte {
+			p := bytes.Clone(valid)
+			binary.LittleEndian.PutUint32(p[len(filterMagic)+4:], 3)
+			return reseal(p)
+		}, ErrCorrupt},
+		{"trailing bytes", func() []byte {
+			p := bytes.Clone(valid)
+			return reseal(append(p[:len(p)-4], 1, 2, 3, 4, 0, 0, 0, 0))
+		}, ErrCorrupt},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f, err := decodeGenFilter(path, tt.data())
+			require.Error(t, err)
+			assert.Nil(t, f)
+			assert.ErrorIs(t, err, tt.want)
+			assert.Contains(t, err.Error(), path)
+		})
+	}
+}
+
+func TestGenFilterClone(t *testing.T) {
+	f := filledFilter(1500)
+	c := f.clone()
+	for i := range 3000 {
+		f.add(testLocs("later", i), testFP)
+	}
+	assert.Equal(t, uint(1500), c.marks, "the clone keeps the marks it was taken with")
+	assert.Equal(t, []uint{1000, 2000}, c.caps)
+	require.Len(t, c.filters, 2)
+	for i := range c.filters {
+		assert.NotSame(t, f.filters[i], c.filters[i], "filter %d is shared", i)
+	}
+	var leaked int
+	for i := range 3000 {
+		if c.test(testLocs("later", i)) {
+			leaked++
+		}
+	}
+	assert.Less(t, leaked, 3000/20, "keys added after the clone must not reach it")
+}

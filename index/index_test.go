@@ -1,0 +1,398 @@
+package index
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+const testDir = "index"
+
+// testNow is the fixed time the marks of these tests are written at.
+var testNow = time.Unix(1_700_000_000, 0)
+
+func testOptions(fs vfs.FS) Options {
+	return Options{FS: fs, ExpectedMarks: 1000, FalsePositiveRate: 0.01, MemtableMarks: 1000, CacheSize: 1 << 20}
+}
+
+// openIndex opens the index in testDir of opts.FS. It returns a function
+// that closes it, which runs at the end of the test if the test has not
+// called it: Pebble panics on a second Close.
+func openIndex(t *testing.T, opts Options) (*Index, func()) {
+	t.Helper()
+	ix, err := Open(testDir, opts)
+	require.NoError(t, err)
+	closed := false
+	closeIndex := func() {
+		if !closed {
+			closed = true
+			assert.NoError(t, ix.Close())
+		}
+	}
+	t.Cleanup(closeIndex)
+	return ix, closeIndex
+}
+
+// mark is one mark to write: an ID with a TTL from testNow and a value.
+type mark struct {
+	id    string
+	ttl   time.Duration
+	value string
+}
+
+// entryOf is the entry mark m gets, written by WAL record lsn.
+func entryOf(m mark, lsn uint64) Entry {
+	d := ttl.DeadlineOf(testNow, m.ttl)
+	e := Entry{Gen: ttl.GenOf(m.ttl, d), Deadline: d, LSN: lsn}
+	if m.value != "" {
+		e.Value = []byte(m.value)
+	}
+	return e
+}
+
+// markBatch returns a batch of marks.
+func markBatch(ix *Index, marks ...mark) *Batch {
+	var b Batch
+	for _, m := range marks {
+		e := entryOf(m, 0)
+		b.Mark(ix.Key([]byte(m.id)), e.Gen, e.Deadline, e.Value)
+	}
+	return &b
+}
+
+// forgetBatch returns a batch of forgets.
+func forgetBatch(ids ...string) *Batch {
+	var b Batch
+	for _, id := range ids {
+		b.Forget([]byte(id))
+	}
+	return &b
+}
+
+// checkpointIndex runs a whole checkpoint and returns the LSN it covers.
+func checkpointIndex(t *testing.T, ix *Index) uint64 {
+	t.Helper()
+	f := ix.Freeze()
+	require.NoError(t, ix.Persist(f))
+	ix.Release(f)
+	require.Equal(t, f.LSN(), ix.CheckpointLSN())
+	return f.LSN()
+}
+
+func lookup(t *testing.T, ix *Index, id string, now time.Time) (Entry, bool) {
+	t.Helper()
+	e, ok, err := ix.Lookup(ix.Key([]byte(id)), now)
+	require.NoError(t, err, "Lookup(%q)", id)
+	return e, ok
+}
+
+// assertLive asserts that Lookup at now finds want.
+func assertLive(t *testing.T, ix *Index, id string, now time.Time, want Entry) {
+	t.Helper()
+	got, ok := lookup(t, ix, id, now)
+	if assert.True(t, ok, "%q must be live at %v", id, now.Sub(testNow)) {
+		assert.Equal(t, want, got, "entry of %q", id)
+	}
+}
+
+// assertAbsent asserts that Lookup at now finds nothing.
+func assertAbsent(t *testing.T, ix *Index, id string, now time.Time) {
+	t.Helper()
+	got, ok := lookup(t, ix, id, now)
+	assert.False(t, ok, "%q must not be live at %v, found %+v", id, now.Sub(testNow), got)
+}
+
+// generationMarks returns marks of n IDs for each TTL.
+func generationMarks(n int, ttls ...time.Duration) []mark {
+	var marks []mark
+	for _, d := range ttls {
+		for i := range n {
+			marks = append(marks, mark{id: fmt.Sprintf("%v-%d", d, i), ttl: d, value: fmt.Sprintf("v%d", i%3)})
+		}
+	}
+	return marks
+}
+
+func TestIndexLookupAcrossGenerations(t *testing.T) {
+	ix, _ := openIndex(t, testOptions(vfs.NewMem()))
+	ttls := []time.Duration{10 * time.Second, time.Minute, time.Hour, 24 * time.Hour}
+	marks := generationMarks(50, ttls...)
+	lsnOf := map[string]uint64{}
+	for i, d := range ttls {
+		lsn := uint64(i + 1)
+		var batch []mark
+		for _, m := range marks {
+			if m.ttl == d {
+				batch = append(batch, m)
+				lsnOf[m.id] = lsn
+			}
+		}
+		ix.Apply(markBatch(ix, batch...), lsn)
+	}
+	require.Len(t, ix.Gens(), len(ttls), "one generation per TTL")
+	assert.Equal(t, len(marks), ix.MemMarks())
+
+	// check looks every mark up at several times; inMem says whether the
+	// marks are still in a memtable, where they carry their LSN.
+	check := func(t *testing.T, inMem bool) {
+		t.Helper()
+		for _, m := range marks {
+			var lsn uint64
+			if inMem {
+				lsn = lsnOf[m.id]
+			}
+			want := entryOf(m, lsn)
+			for _, at := range []time.Duration{0, 30 * time.Second, 2 * time.Hour, 48 * time.Hour} {
+				if at < m.ttl {
+					assertLive(t, ix, m.id, testNow.Add(at), want)
+				} else {
+					assertAbsent(t, ix, m.id, testNow.Add(at))
+				}
+			}
+			assertAbsent(t, ix, m.id, want.Deadline.Time())
+			assertLive(t, ix, m.id, want.Deadline.Time().Add(-1), want)
+		}
+		for i := range 100 {
+			assertAbsent(t, ix, fmt.Sprintf("absent-%d", i), testNow)
+		}
+	}
+	t.Run("memtable", func(t *testing.T) { check(t, true) })
+
+	f := ix.Freeze()
+	assert.Equal(t, uint64(len(ttls)), f.LSN())
+	assert.Zero(t, ix.MemMarks(), "Freeze starts a new memtable")
+	t.Run("frozen", func(t *testing.T) { check(t, true) })
+
+	require.NoError(t, ix.Persist(f))
+	assert.Equal(t, uint64(len(ttls)), ix.CheckpointLSN())
+	t.Run("persisted and frozen", func(t *testing.T) { check(t, true) })
+
+	ix.Release(f)
+	t.Run("pebble", func(t *testing.T) { check(t, false) })
+}
+
+func TestIndexForget(t *testing.T) {
+	ix, _ := openIndex(t, testOptions(vfs.NewMem()))
+	long := mark{id: "remarked", ttl: time.Hour, value: "old"}
+	kept := mark{id: "kept", ttl: time.Hour}
+	gone := mark{id: "gone", ttl: time.Hour}
+	ix.Apply(markBatch(ix, long, kept, gone), 1)
+	checkpointIndex(t, ix)
+	assertLive(t, ix, gone.id, testNow, entryOf(gone, 0))
+
+	t.Run("forget of a persisted ID", func(t *testing.T) {
+		ix.Apply(forgetBatch(gone.id), 2)
+		assertAbsent(t, ix, gone.id, testNow)
+		checkpointIndex(t, ix)
+		assertAbsent(t, ix, gone.id, testNow)
+		assertLive(t, ix, kept.id, testNow, entryOf(kept, 0))
+	})
+
+	t.Run("re-mark after forget in one memtable", func(t *testing.T) {
+		short := mark{id: long.id, ttl: 10 * time.Second, value: "new"}
+		require.NotEqual(t, entryOf(long, 0).Gen, entryOf(short, 0).Gen, "the re-mark must be in another generation")
+		ix.Apply(forgetBatch(long.id), 3)
+		ix.Apply(markBatch(ix, short), 4)
+		assertLive(t, ix, short.id, testNow, entryOf(short, 4))
+		checkpointIndex(t, ix)
+
+		assertLive(t, ix, short.id, testNow, entryOf(short, 0))
+		assertAbsent(t, ix, short.id, testNow.Add(time.Minute)) // the old mark would still be live
+		key := entryOf(long, 0).Gen.Append(nil)
+		_, closer, err := ix.db.Get(append(key, long.id...))
+		if err == nil {
+			closer.Close()
+		}
+		assert.ErrorIs(t, err, pebble.ErrNotFound, "the old generation's version must be deleted")
+	})
+
+	t.Run("mark then forget in one memtable", func(t *testing.T) {
+		m := mark{id: "brief", ttl: time.Hour}
+		ix.Apply(markBatch(ix, m), 5)
+		ix.Apply(forgetBatch(m.id), 6)
+		assertAbsent(t, ix, m.id, testNow)
+		checkpointIndex(t, ix)
+		assertAbsent(t, ix, m.id, testNow)
+	})
+
+	t.Run("forget and re-mark in one batch", func(t *testing.T) {
+		m := mark{id: kept.id, ttl: time.Minute, value: "again"}
+		b := forgetBatch(kept.id)
+		b.Ops = append(b.Ops, markBatch(ix, m).Ops...)
+		ix.Apply(b, 7)
+		checkpointIndex(t, ix)
+		assertLive(t, ix, m.id, testNow, entryOf(m, 0))
+		assertAbsent(t, ix, m.id, testNow.Add(2*time.Minute))
+	})
+}
+
+func TestIndexReopen(t *testing.T) {
+	fs := vfs.NewMem()
+	ix, closeIndex := openIndex(t, testOptions(fs))
+	first := generationMarks(20, time.Minute, time.Hour)
+	second := generationMarks(20, 24*time.Hour)
+	ix.Apply(markBatch(ix, first...), 1)
+	checkpointIndex(t, ix)
+	ix.Apply(markBatch(ix, second...), 2)
+	lastLSN := checkpointIndex(t, ix) // the first generations' snapshots are kept
+	gens := ix.Gens()
+	require.Len(t, gens, 3)
+
+	unpersisted := mark{id: "unpersisted", ttl: time.Hour}
+	ix.Apply(markBatch(ix, unpersisted), lastLSN+1)
+	closeIndex()
+
+	ix, _ = openIndex(t, testOptions(fs))
+	assert.Equal(t, lastLSN, ix.CheckpointLSN())
+	assert.Equal(t, gens, ix.Gens(), "the filters are loaded from their snapshots")
+	names, err := fs.List(fs.PathJoin(testDir, filtersDir))
+	require.NoError(t, err)
+	assert.Len(t, names, len(gens), "one snapshot per generation, stale ones removed: %v", names)
+	for _, m := range append(first, second...) {
+		assertLive(t, ix, m.id, testNow, entryOf(m, 0))
+		assertAbsent(t, ix, m.id, testNow.Add(m.ttl))
+	}
+	assertAbsent(t, ix, unpersisted.id, testNow) // the WAL holds it, not the index
+
+	require.NoError(t, ix.Replay(lastLSN+1, markBatch(ix, unpersisted).AppendEncoded(nil)))
+	assertLive(t, ix, unpersisted.id, testNow, entryOf(unpersisted, lastLSN+1))
+}
+
+func TestIndexCheckpointWithoutWritesKeepsLSN(t *testing.T) {
+	fs := vfs.NewMem()
+	ix, closeIndex := openIndex(t, testOptions(fs))
+	m := mark{id: "id", ttl: time.Hour}
+	ix.Apply(markBatch(ix, m), 41)
+	require.Equal(t, uint64(41), checkpointIndex(t, ix))
+	closeIndex()
+
+	ix, _ = openIndex(t, testOptions(fs))
+	f := ix.Freeze()
+	require.NoError(t, ix.Persist(f))
+	ix.Release(f)
+	assert.Equal(t, uint64(41), ix.CheckpointLSN(), "a checkpoint of nothing new must not move the LSN back")
+	assertLive(t, ix, m.id, testNow, entryOf(m, 0))
+}
+
+func TestIndexReplayEqualsApply(t *testing.T) {
+	applied, _ := openIndex(t, testOptions(vfs.NewMem()))
+	replayed, _ := openIndex(t, testOptions(vfs.NewMem()))
+	marks := generationMarks(30, time.Minute, time.Hour)
+	batches := []*Batch{
+		markBatch(applied, marks[:30]...),
+		markBatch(applied, marks[30:]...),
+		forgetBatch(marks[0].id, marks[31].id, "never-marked"),
+		markBatch(applied, mark{id: marks[0].id, ttl: 24 * time.Hour, value: "re-marked"}),
+	}
+	for i, b := range batches {
+		lsn := uint64(10 + i)
+		applied.Apply(b, lsn)
+		require.NoError(t, replayed.Replay(lsn, b.AppendEncoded(nil)))
+	}
+
+	compare := func(t *testing.T) {
+		t.Helper()
+		assert.Equal(t, applied.Gens(), replayed.Gens())
+		assert.Equal(t, applied.MemMarks(), replayed.MemMarks())
+		assert.Equal(t, applied.CheckpointLSN(), replayed.CheckpointLSN())
+		for _, id := range []string{marks[0].id, marks[1].id, marks[31].id, marks[59].id, "never-marked"} {
+			for _, at := range []time.Duration{0, 2 * time.Minute} {
+				want, wantOK := lookup(t, applied, id, testNow.Add(at))
+				got, gotOK := lookup(t, replayed, id, testNow.Add(at))
+				assert.Equal(t, wantOK, gotOK, "%q found", id)
+				assert.Equal(t, want, got, "entry of %q", id)
+			}
+		}
+	}
+	t.Run("memtable", compare)
+	checkpointIndex(t, applied)
+	checkpointIndex(t, replayed)
+	t.Run("pebble", compare)
+
+	err := replayed.Replay(99, []byte{0x7f})
+	assert.ErrorIs(t, err, ErrCorrupt)
+	assert.ErrorContains(t, err, "LSN 99")
+}
+
+func TestIndexRebuildFilters(t *testing.T) {
+	fs := vfs.NewMem()
+	ix, closeIndex := openIndex(t, testOptions(fs))
+	marks := generationMarks(1500, time.Minute, time.Hour) // past ExpectedMarks: chains
+	ix.Apply(markBatch(ix, marks...), 1)
+	forgotten := marks[:10]
+	var ids []string
+	for _, m := range forgotten {
+		ids = append(ids, m.id)
+	}
+	ix.Apply(forgetBatch(ids...), 2)
+	checkpointIndex(t, ix)
+
+	// checkFilters asserts that the filters hold every persisted key, and
+	// count only those.
+	checkFilters := func(t *testing.T, ix *Index) {
+		t.Helper()
+		perGen := map[ttl.Gen]uint64{}
+		for _, m := range marks[len(forgotten):] {
+			e := entryOf(m, 0)
+			perGen[e.Gen]++
+			f := ix.filters[e.Gen]
+			if !assert.NotNil(t, f, "no filter for generation %x", uint64(e.Gen)) {
+				return
+			}
+			if !f.test(ix.Key([]byte(m.id)).locs) {
+				assert.Failf(t, "false negative", "the filter misses %q", m.id)
+				return
+			}
+			assertLive(t, ix, m.id, testNow, e)
+		}
+		gens := ix.Gens()
+		require.Len(t, gens, len(perGen))
+		for _, g := range gens {
+			assert.Equal(t, perGen[g.Gen], g.Marks, "marks of generation %x", uint64(g.Gen))
+		}
+		for _, m := range forgotten {
+			assertAbsent(t, ix, m.id, testNow)
+		}
+	}
+
+	t.Run("RebuildFilters", func(t *testing.T) {
+		require.NoError(t, ix.RebuildFilters())
+		checkFilters(t, ix)
+	})
+
+	t.Run("Open with a snapshot missing", func(t *testing.T) {
+		closeIndex()
+		dir := fs.PathJoin(testDir, filtersDir)
+		names, err := fs.List(dir)
+		require.NoError(t, err)
+		require.NotEmpty(t, names)
+		require.NoError(t, fs.Remove(fs.PathJoin(dir, names[0])))
+
+		var logs []string
+		opts := testOptions(fs)
+		opts.Logf = func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) }
+		ix, _ = openIndex(t, opts)
+		if assert.Len(t, logs, 1) {
+			assert.Contains(t, logs[0], names[0])
+			assert.Contains(t, logs[0], "rebuilding")
+		}
+		checkFilters(t, ix)
+
+		ix.Apply(markBatch(ix, mark{id: "new", ttl: time.Hour}), 3)
+		lsn := checkpointIndex(t, ix)
+		after, err := fs.List(dir)
+		require.NoError(t, err)
+		assert.Len(t, after, len(ix.Gens()), "the rebuilt filters are snapshotted: %v", after)
+		for _, name := range after {
+			assert.True(t, strings.HasSuffix(name, fmt.Sprintf("-%016x.bloom", lsn)), "snapshot %s", name)
+		}
+	})
+}
