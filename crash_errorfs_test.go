@@ -176,6 +176,9 @@ func runFaulty(t *testing.T, fs vfs.FS, log *simLog, fault *faultAt, logf func(s
 	for i, c := range simCalls {
 		op, failed := fault.failed()
 		err := log.call(s, c)
+		if err == nil && simCheckpointAfter(i) {
+			err = s.Checkpoint()
+		}
 		if err != nil {
 			sawError = true
 		} else if failed && walWrite(op) {

@@ -30,7 +30,7 @@ const (
 	simIDSize        = 256
 	simProbes        = 20 // IDs past the workload's checked to be unseen
 	simSegmentSize   = 64 << 10
-	simMemtableMarks = 50
+	simMemtableMarks = 10 * simIDs // no checkpoint but the workload's own: the same operations every run
 	simTTL           = time.Hour
 )
 
@@ -134,8 +134,18 @@ func runSim(t *testing.T, fs vfs.FS, log *simLog) {
 	require.NoError(t, err, "Open")
 	for i, c := range simCalls {
 		require.NoError(t, log.call(s, c), "call %d", i)
+		if simCheckpointAfter(i) {
+			require.NoError(t, s.Checkpoint(), "checkpoint after call %d", i)
+		}
 	}
 	require.NoError(t, s.Close(), "Close")
+}
+
+// simCheckpointAfter says whether the workload checkpoints after call i: at
+// a third and two thirds of the way, so that the first checkpoint covers a
+// rotated segment and the second one removes it.
+func simCheckpointAfter(i int) bool {
+	return i == len(simCalls)/3 || i == 2*len(simCalls)/3
 }
 
 // crashPoint is an errorfs injector that simulates a power loss just before

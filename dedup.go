@@ -42,16 +42,17 @@ type Store struct {
 	// mu orders the write path: a write holds it exclusively from its check
 	// to its WAL append and index update, which is what makes
 	// check-and-mark atomic. Reads hold it shared.
-	mu         sync.RWMutex
-	closed     bool
-	err        error         // sticky: a failed checkpoint; writes are refused
-	batch      index.Batch   // reused by writes, under mu
-	buf        []byte        // reused WAL payload, under mu
-	inBatch    batchSet      // IDs already new in the current batch, under mu
-	flushing   bool          // a checkpoint is running
-	flushed    *sync.Cond    // on mu: broadcast when a checkpoint ends
-	checkpoint chan struct{} // wakes the checkpointer
-	done       chan struct{} // closed when the checkpointer exits
+	mu           sync.RWMutex
+	closed       bool
+	err          error         // sticky: a failed checkpoint; writes are refused
+	batch        index.Batch   // reused by writes, under mu
+	buf          []byte        // reused WAL payload, under mu
+	inBatch      batchSet      // IDs already new in the current batch, under mu
+	flushing     bool          // a checkpoint is running
+	flushed      *sync.Cond    // on mu: broadcast when a checkpoint ends
+	checkpoint   chan struct{} // wakes the checkpointer
+	checkpointMu sync.Mutex    // one checkpoint at a time
+	done         chan struct{} // closed when the checkpointer exits
 
 	newMarks, duplicates atomic.Uint64
 }
@@ -405,38 +406,59 @@ func (s *Store) writable() error {
 	return storeError(s.log.Err())
 }
 
-// checkpointer runs checkpoints when the memtable fills: the memtable goes
-// to Pebble, the filters to their snapshots, and the WAL segments behind
-// them are removed.
+// Checkpoint writes the memtable to Pebble, snapshots the filters that
+// changed and removes the WAL segments behind them, so that the next Open
+// has less to replay. The store does this on its own whenever the memtable
+// fills; call it to bound replay before a planned restart, or to reclaim
+// WAL space at once.
+func (s *Store) Checkpoint() error {
+	s.checkpointMu.Lock()
+	defer s.checkpointMu.Unlock()
+	return s.runCheckpoint()
+}
+
+// checkpointer runs a checkpoint each time the memtable fills.
 func (s *Store) checkpointer() {
 	defer close(s.done)
 	for range s.checkpoint {
-		s.mu.Lock()
-		if s.closed || s.err != nil {
-			s.mu.Unlock()
-			return
-		}
-		frozen := s.idx.Freeze()
-		s.flushing = true
-		s.mu.Unlock()
-
-		err := s.idx.Persist(frozen)
-
-		s.mu.Lock()
-		s.flushing = false
-		if err != nil {
-			s.err = fmt.Errorf("dedup: checkpoint failed, writes are refused until reopen: %w", storeError(err))
-		} else {
-			s.idx.Release(frozen)
-		}
-		s.flushed.Broadcast()
-		s.mu.Unlock()
-		if err == nil {
-			if err := s.log.Remove(frozen.LSN()); err != nil {
-				s.opts.Logf("dedup: removing WAL segments behind LSN %d: %v", frozen.LSN(), err)
-			}
+		if err := s.Checkpoint(); err != nil {
+			return // fail-stop or closed: the error is s.err or ErrClosed
 		}
 	}
+}
+
+// runCheckpoint freezes the memtable under the lock, persists it without
+// the lock, and lets it go under the lock again. A failed checkpoint makes
+// the store fail-stop for writes. The caller holds checkpointMu.
+func (s *Store) runCheckpoint() error {
+	s.mu.Lock()
+	if err := s.writable(); err != nil {
+		s.mu.Unlock()
+		return err
+	}
+	frozen := s.idx.Freeze()
+	s.flushing = true
+	s.mu.Unlock()
+
+	err := s.idx.Persist(frozen)
+
+	s.mu.Lock()
+	s.flushing = false
+	if err != nil {
+		s.err = fmt.Errorf("dedup: checkpoint failed, writes are refused until reopen: %w", storeError(err))
+		err = s.err
+	} else {
+		s.idx.Release(frozen)
+	}
+	s.flushed.Broadcast()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	if err := s.log.Remove(frozen.LSN()); err != nil {
+		s.opts.Logf("dedup: removing WAL segments behind LSN %d: %v", frozen.LSN(), err)
+	}
+	return nil
 }
 
 // Close waits for a running checkpoint, makes every acknowledged write
@@ -455,5 +477,7 @@ func (s *Store) Close() error {
 		close(s.checkpoint)
 	}
 	<-s.done
+	s.checkpointMu.Lock() // wait for a Checkpoint call in progress
+	defer s.checkpointMu.Unlock()
 	return errors.Join(s.err, storeError(s.log.Close()), s.idx.Close(), s.lock.Close())
 }

@@ -41,9 +41,11 @@ type memEntry struct {
 // span locates bytes in the arena.
 type span struct{ off, len uint32 }
 
-// newMemtable returns a memtable that holds hint entries of 16-byte IDs
-// without growing.
+// newMemtable returns a memtable sized for hint entries of 16-byte IDs, up
+// to 64Ki of them: a store that writes little should not pay for a large
+// memtable up front.
 func newMemtable(hint int) *memtable {
+	hint = min(hint, 1<<16)
 	size := 1024
 	for size < 2*hint {
 		size *= 2

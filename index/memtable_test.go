@@ -266,16 +266,18 @@ func TestNewMemtableSize(t *testing.T) {
 		{"small", 100, 1024},
 		{"exactly half", 512, 1024},
 		{"just over half", 513, 2048},
-		{"large", 100_000, 262144},
+		{"largest up front", 1 << 16, 131072},
+		{"above the up-front limit", 100_000, 131072},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMemtable(tt.hint)
-			assert.Len(t, m.slots, tt.slots)
-			for i := range tt.hint {
+			assert.Equal(t, tt.slots, len(m.slots))
+			fit := min(tt.hint, 1<<16)
+			for i := range fit {
 				m.upsert(fmt.Appendf(nil, "%d", i), uint64(i))
 			}
-			assert.Len(t, m.slots, tt.slots, "hint entries must fit without growing")
+			assert.Equal(t, tt.slots, len(m.slots), "hint entries, up to 64Ki, must fit without growing")
 		})
 	}
 }
