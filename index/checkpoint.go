@@ -253,7 +253,8 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 		return nil
 	}
 	rows := make([]row, 0, m.len())
-	for i, e := range m.entries {
+	for i := range m.n {
+		e := m.entry(i)
 		if e.forgotten {
 			for g := range f.filters {
 				if e.deleted || g != e.gen {
@@ -270,7 +271,7 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	}
 	for i := range rows {
 		var p [8]byte
-		copy(p[:], m.bytes(m.entries[rows[i].entry].id))
+		copy(p[:], m.bytes(m.entry(int(rows[i].entry)).id))
 		rows[i].prefix = binary.BigEndian.Uint64(p[:])
 	}
 	slices.SortFunc(rows, func(a, b row) int {
@@ -280,7 +281,7 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 		if c := cmp.Compare(a.prefix, b.prefix); c != 0 {
 			return c
 		}
-		return bytes.Compare(m.bytes(m.entries[a.entry].id), m.bytes(m.entries[b.entry].id))
+		return bytes.Compare(m.bytes(m.entry(int(a.entry)).id), m.bytes(m.entry(int(b.entry)).id))
 	})
 
 	fs := ix.opts.FS
@@ -295,7 +296,7 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	key := make([]byte, 0, 64)
 	value := make([]byte, 0, 64)
 	for _, r := range rows {
-		e := &m.entries[r.entry]
+		e := m.entry(int(r.entry))
 		key = append(r.gen.Append(key[:0]), m.bytes(e.id)...)
 		if r.delete {
 			err = w.Delete(key)

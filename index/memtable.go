@@ -13,16 +13,23 @@ import (
 // memtable holds the newest version of each ID changed since it was
 // created, until a checkpoint writes it to Pebble.
 //
-// It is an open-addressing hash table over an append-only entry slice, with
-// IDs and values in one byte arena: no per-entry pointers for the garbage
-// collector to scan, and the hash comes from the filter hash the caller has
-// already computed.
+// It is an open-addressing hash table over entries kept in fixed-size
+// blocks, with IDs and values in chunked arena memory: growing it never
+// copies what it holds, the garbage collector has no per-entry pointers to
+// scan, and the hash is the filter hash the caller has already computed.
 type memtable struct {
-	slots   []uint32 // 1 + index into entries; 0 is empty
-	entries []memEntry
-	arena   []byte // IDs and values
-	lastLSN uint64 // the newest WAL record applied
+	slots   []uint32     // 1 + entry index; 0 is empty
+	blocks  [][]memEntry // entryBlock entries each
+	n       int          // entries in use
+	arena   [][]byte     // chunks of IDs and values
+	lastLSN uint64       // the newest WAL record applied
 }
+
+const (
+	entryBlockBits = 14
+	entryBlock     = 1 << entryBlockBits
+	arenaChunk     = 1 << 20
+)
 
 type memEntry struct {
 	hash     uint64
@@ -39,31 +46,44 @@ type memEntry struct {
 }
 
 // span locates bytes in the arena.
-type span struct{ off, len uint32 }
+type span struct{ chunk, off, len uint32 }
 
-// newMemtable returns a memtable sized for hint entries of 16-byte IDs, up
-// to 64Ki of them: a store that writes little should not pay for a large
-// memtable up front.
+// newMemtable returns a memtable whose hash table holds hint entries, up to
+// 64Ki of them, without growing: a store that writes little should not pay
+// for a large memtable up front.
 func newMemtable(hint int) *memtable {
 	hint = min(hint, 1<<16)
 	size := 1024
 	for size < 2*hint {
 		size *= 2
 	}
-	return &memtable{
-		slots:   make([]uint32, size),
-		entries: make([]memEntry, 0, hint),
-		arena:   make([]byte, 0, 16*hint),
-	}
+	return &memtable{slots: make([]uint32, size)}
 }
 
-func (m *memtable) len() int { return len(m.entries) }
+func (m *memtable) len() int { return m.n }
 
-func (m *memtable) bytes(s span) []byte { return m.arena[s.off : s.off+s.len : s.off+s.len] }
+// entry returns the i-th entry.
+func (m *memtable) entry(i int) *memEntry { return &m.blocks[i>>entryBlockBits][i&(entryBlock-1)] }
+
+func (m *memtable) bytes(s span) []byte {
+	if s.len == 0 {
+		return nil
+	}
+	return m.arena[s.chunk][s.off : s.off+s.len : s.off+s.len]
+}
 
 func (m *memtable) store(b []byte) span {
-	s := span{uint32(len(m.arena)), uint32(len(b))}
-	m.arena = append(m.arena, b...)
+	if len(b) == 0 {
+		return span{}
+	}
+	n := len(m.arena)
+	if n == 0 || len(m.arena[n-1])+len(b) > cap(m.arena[n-1]) {
+		m.arena = append(m.arena, make([]byte, 0, max(arenaChunk, len(b))))
+		n++
+	}
+	c := &m.arena[n-1]
+	s := span{uint32(n - 1), uint32(len(*c)), uint32(len(b))}
+	*c = append(*c, b...)
 	return s
 }
 
@@ -75,7 +95,7 @@ func (m *memtable) find(id []byte, hash uint64) *memEntry {
 		if slot == 0 {
 			return nil
 		}
-		e := &m.entries[slot-1]
+		e := m.entry(int(slot - 1))
 		if e.hash == hash && bytes.Equal(m.bytes(e.id), id) {
 			return e
 		}
@@ -87,12 +107,17 @@ func (m *memtable) upsert(id []byte, hash uint64) *memEntry {
 	if e := m.find(id, hash); e != nil {
 		return e
 	}
-	if 2*(len(m.entries)+1) > len(m.slots) {
+	if 2*(m.n+1) > len(m.slots) {
 		m.grow()
 	}
-	m.entries = append(m.entries, memEntry{hash: hash, id: m.store(id)})
-	m.insertSlot(hash, uint32(len(m.entries)))
-	return &m.entries[len(m.entries)-1]
+	if m.n>>entryBlockBits == len(m.blocks) {
+		m.blocks = append(m.blocks, make([]memEntry, entryBlock))
+	}
+	e := m.entry(m.n)
+	*e = memEntry{hash: hash, id: m.store(id)}
+	m.n++
+	m.insertSlot(hash, uint32(m.n))
+	return e
 }
 
 func (m *memtable) insertSlot(hash uint64, slot uint32) {
@@ -106,8 +131,8 @@ func (m *memtable) insertSlot(hash uint64, slot uint32) {
 
 func (m *memtable) grow() {
 	m.slots = make([]uint32, 2*len(m.slots))
-	for i, e := range m.entries {
-		m.insertSlot(e.hash, uint32(i+1))
+	for i := range m.n {
+		m.insertSlot(m.entry(i).hash, uint32(i+1))
 	}
 }
 
