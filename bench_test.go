@@ -2,9 +2,12 @@ package dedup_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math/rand/v2"
+	"sync/atomic"
 	"testing"
 
+	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
@@ -72,26 +75,31 @@ func BenchmarkCheckAndMarkParallel(b *testing.B) {
 	})
 }
 
-// BenchmarkSeenAbsent asks for IDs that were never marked, with 1M live
-// marks, on 2 goroutines.
+// BenchmarkSeenAbsent asks for IDs that were never marked, on 2
+// goroutines, with 1M and 10M live marks.
 func BenchmarkSeenAbsent(b *testing.B) {
-	s := openBench(b, &dedup.Options{Sync: dedup.SyncNone})
-	live := randomIDs(1, 1<<20)
-	for i := 0; i < len(live); i += 4096 {
-		_, err := s.CheckAndMarkBatch(live[i:i+4096], 0)
-		require.NoError(b, err)
-	}
-	absent := randomIDs(2, 1<<16)
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		i := 0
-		for pb.Next() {
-			if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
-				b.Fatal(seen, err)
+	for _, marks := range []int{1 << 20, 10 << 20} {
+		b.Run(fmt.Sprintf("marks=%dM", marks>>20), func(b *testing.B) {
+			s := openBench(b, &dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: marks})
+			live := randomIDs(1, marks)
+			for i := 0; i < len(live); i += 4096 {
+				_, err := s.CheckAndMarkBatch(live[i:i+4096], 0)
+				require.NoError(b, err)
 			}
-			i++
-		}
-	})
+			require.NoError(b, s.Checkpoint(), "settle: no checkpoint runs while Seen is timed")
+			absent := randomIDs(2, 1<<16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
+						b.Fatal(seen, err)
+					}
+					i++
+				}
+			})
+		})
+	}
 }
 
 // BenchmarkHotDuplicates re-checks recently marked IDs in batches of 1024.
@@ -108,5 +116,32 @@ func BenchmarkHotDuplicates(b *testing.B) {
 		if _, err := s.CheckAndMarkBatch(ids[j:j+1024], 0); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// BenchmarkBloomTestAbsent is the baseline for SeenAbsent: bloom/v3 Test of
+// absent IDs on a filter of the same size and rate, on 2 goroutines.
+func BenchmarkBloomTestAbsent(b *testing.B) {
+	for _, marks := range []int{1 << 20, 10 << 20} {
+		b.Run(fmt.Sprintf("marks=%dM", marks>>20), func(b *testing.B) {
+			f := bloom.NewWithEstimates(uint(marks), 0.01)
+			for _, id := range randomIDs(1, marks) {
+				f.Add(id)
+			}
+			absent := randomIDs(2, 1<<16)
+			var falsePositives atomic.Int64
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i, fp := 0, int64(0)
+				for pb.Next() {
+					if f.Test(absent[i&(1<<16-1)]) {
+						fp++
+					}
+					i++
+				}
+				falsePositives.Add(fp)
+			})
+			b.ReportMetric(float64(falsePositives.Load())/float64(b.N), "fp/op")
+		})
 	}
 }

@@ -264,7 +264,7 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		if len(ids) > 1 && s.inBatch.add(k) {
 			continue // a repeat of an ID earlier in the batch
 		}
-		e, live, err := s.idx.Lookup(k, now)
+		e, live, err := s.idx.Lookup(k, s.opts.Clock)
 		if err != nil {
 			return 0, 0, storeError(err)
 		}
@@ -344,7 +344,7 @@ func (s *Store) lookup(id []byte) (index.Entry, bool, error) {
 	if s.closed {
 		return index.Entry{}, false, ErrClosed
 	}
-	e, live, err := s.idx.Lookup(s.idx.Key(id), s.opts.Clock.Now())
+	e, live, err := s.idx.Lookup(s.idx.Key(id), s.opts.Clock)
 	return e, live, storeError(err)
 }
 

@@ -12,7 +12,6 @@ import (
 	"os"
 	"slices"
 
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -146,7 +145,7 @@ func (ix *Index) RebuildFilters() error {
 			f = newGenFilter(g, uint(ix.opts.ExpectedMarks), ix.opts.FalsePositiveRate)
 			filters[g] = f
 		}
-		f.add(bloom.Locations(k[ttl.GenSize:], ix.k), ix.opts.FalsePositiveRate)
+		f.add(locations(k[ttl.GenSize:], ix.k), ix.opts.FalsePositiveRate)
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return wrapPebble(err, "rebuilding filters")

@@ -23,7 +23,6 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
-	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2"
@@ -185,7 +184,7 @@ type Key struct {
 }
 
 // Key hashes id.
-func (ix *Index) Key(id []byte) Key { return Key{ID: id, locs: bloom.Locations(id, ix.k)} }
+func (ix *Index) Key(id []byte) Key { return Key{ID: id, locs: locations(id, ix.k)} }
 
 // Hash returns a 64-bit hash of the key, for the caller's own hash sets.
 func (k Key) Hash() uint64 { return k.locs[0] }
@@ -205,7 +204,7 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		}
 		locs := op.locs
 		if locs == nil {
-			locs = bloom.Locations(op.ID, ix.k)
+			locs = locations(op.ID, ix.k)
 		}
 		f.add(locs, ix.opts.FalsePositiveRate)
 		ix.mem.mark(op, locs[0], lsn)
@@ -219,20 +218,25 @@ func (ix *Index) addGen(f *genFilter) {
 	ix.gens = append(ix.gens, f)
 }
 
-// Lookup returns the live mark of k at now, if there is one. The filters
-// answer first: they cover every mark, in the memtables and in Pebble, so
-// an ID none of them may hold is new without any further look.
-func (ix *Index) Lookup(k Key, now time.Time) (Entry, bool, error) {
+// Lookup returns the live mark of k, if there is one. The filters answer
+// first: they cover every mark, in the memtables and in Pebble, so an ID
+// none of them may hold is new without any further look, not even at the
+// clock.
+func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
 	var buf [8]*genFilter
 	maybe := buf[:0]
-	nowNano := now.UnixNano()
 	for _, f := range ix.gens {
-		if f.end > nowNano && f.test(k.locs) {
+		if f.test(k.locs) {
 			maybe = append(maybe, f)
 		}
 	}
 	if len(maybe) == 0 {
 		return Entry{}, false, nil
+	}
+	now := clock.Now()
+	maybe = slices.DeleteFunc(maybe, func(f *genFilter) bool { return f.end <= now.UnixNano() })
+	if len(maybe) == 0 {
+		return Entry{}, false, nil // only generations that have wholly expired may hold it
 	}
 	if e, ok := ix.mem.get(k.ID, k.Hash()); ok {
 		return ix.mem.live(e, now)

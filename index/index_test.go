@@ -89,7 +89,7 @@ func checkpointIndex(t *testing.T, ix *Index) uint64 {
 
 func lookup(t *testing.T, ix *Index, id string, now time.Time) (Entry, bool) {
 	t.Helper()
-	e, ok, err := ix.Lookup(ix.Key([]byte(id)), now)
+	e, ok, err := ix.Lookup(ix.Key([]byte(id)), ttl.NewFake(now))
 	require.NoError(t, err, "Lookup(%q)", id)
 	return e, ok
 }

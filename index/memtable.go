@@ -5,8 +5,6 @@ import (
 	"slices"
 	"time"
 
-	"github.com/bits-and-blooms/bloom/v3"
-
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -150,7 +148,7 @@ func (m *memtable) mark(op Op, hash uint64, lsn uint64) {
 }
 
 func (m *memtable) forget(id []byte, lsn uint64) {
-	e := m.upsert(id, bloom.Locations(id, 1)[0])
+	e := m.upsert(id, hashID(id))
 	e.lsn, e.deleted, e.forgotten = lsn, true, true
 }
 

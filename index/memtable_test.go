@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -24,7 +23,7 @@ type modelEntry struct {
 }
 
 // memHash is the hash the index gives an ID: the first filter location.
-func memHash(id []byte) uint64 { return bloom.Locations(id, 1)[0] }
+func memHash(id []byte) uint64 { return hashID(id) }
 
 // checkMemtable asserts that m holds exactly what model says.
 func checkMemtable(t *testing.T, m *memtable, model map[string]modelEntry) {
