@@ -417,14 +417,33 @@ func (s *Store) Checkpoint() error {
 	return s.runCheckpoint()
 }
 
-// checkpointer runs a checkpoint each time the memtable fills.
+// checkpointer runs a checkpoint each time the memtable fills, and every
+// ExpiryInterval in which a generation has wholly expired.
 func (s *Store) checkpointer() {
 	defer close(s.done)
-	for range s.checkpoint {
+	tick := time.NewTicker(s.opts.ExpiryInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case _, ok := <-s.checkpoint:
+			if !ok {
+				return
+			}
+		case <-tick.C:
+			if !s.expired() {
+				continue
+			}
+		}
 		if err := s.Checkpoint(); err != nil {
 			return // fail-stop or closed: the error is s.err or ErrClosed
 		}
 	}
+}
+
+func (s *Store) expired() bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return !s.closed && s.idx.Expired(s.opts.Clock.Now())
 }
 
 // runCheckpoint freezes the memtable under the lock, persists it without
@@ -436,7 +455,7 @@ func (s *Store) runCheckpoint() error {
 		s.mu.Unlock()
 		return err
 	}
-	frozen := s.idx.Freeze()
+	frozen := s.idx.Freeze(s.opts.Clock.Now())
 	s.flushing = true
 	s.mu.Unlock()
 

@@ -88,6 +88,12 @@ type Options struct {
 	// SegmentSize is the size WAL segments are preallocated to. Zero means
 	// 64 MiB.
 	SegmentSize int64
+	// ExpiryInterval is how often the store looks for generations whose
+	// marks have all expired, and drops them: one range deletion and one
+	// discarded filter each, with no per-key work. A mark with TTL T leaves
+	// the index by 1.25 × T after it was written plus this interval. Zero
+	// means 10s.
+	ExpiryInterval time.Duration
 
 	// ReadOnly opens the store without writing anything: no WAL replay is
 	// persisted and every write call fails with ErrReadOnly. It still takes
@@ -138,6 +144,9 @@ func (o *Options) withDefaults() Options {
 	if c.SegmentSize == 0 {
 		c.SegmentSize = 64 << 20
 	}
+	if c.ExpiryInterval == 0 {
+		c.ExpiryInterval = 10 * time.Second
+	}
 	if c.Logf == nil {
 		c.Logf = log.Printf
 	}
@@ -173,6 +182,9 @@ func (o *Options) validate() error {
 	}
 	if o.MemtableMarks < 0 {
 		errs = append(errs, fmt.Errorf("MemtableMarks %d is negative", o.MemtableMarks))
+	}
+	if o.ExpiryInterval < 0 {
+		errs = append(errs, fmt.Errorf("ExpiryInterval %v is negative", o.ExpiryInterval))
 	}
 	if o.SegmentSize < 1<<16 {
 		errs = append(errs, fmt.Errorf("SegmentSize %d is below 64KiB", o.SegmentSize))

@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
@@ -159,32 +160,58 @@ func (ix *Index) RebuildFilters() error {
 }
 
 // Frozen is a memtable on its way to Pebble, with the filters as they were
-// when it was frozen.
+// when it was frozen and the generations dropped then.
 type Frozen struct {
 	mem     *memtable
 	filters map[ttl.Gen]*genFilter // clones of the dirty ones; nil for clean
+	dropped []ttl.Gen              // wholly expired: Persist deletes their key ranges
 }
 
 // LSN is the WAL LSN the frozen state covers.
 func (f *Frozen) LSN() uint64 { return f.mem.lastLSN }
 
-// Freeze starts a checkpoint: the memtable stops taking writes and the
-// changed filters are copied. The caller holds the exclusive lock.
-func (ix *Index) Freeze() *Frozen {
+// Dropped returns the generations the checkpoint drops.
+func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
+
+// Freeze starts a checkpoint at now: the memtable stops taking writes, the
+// changed filters are copied, and the generations wholly expired at now
+// leave the read path, their filters discarded. Persist deletes their keys
+// with one range deletion each: no per-key work. The caller holds the
+// exclusive lock.
+func (ix *Index) Freeze(now time.Time) *Frozen {
 	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters))}
 	for g, gf := range ix.filters {
-		if gf.dirty {
+		switch {
+		case gf.end <= now.UnixNano():
+			f.dropped = append(f.dropped, g)
+			delete(ix.filters, g)
+		case gf.dirty:
 			f.filters[g] = gf.clone()
 			gf.dirty = false
-		} else {
+		default:
 			f.filters[g] = nil
 		}
+	}
+	if len(f.dropped) > 0 {
+		slices.Sort(f.dropped)
+		ix.gens = slices.DeleteFunc(ix.gens, func(gf *genFilter) bool { return slices.Contains(f.dropped, gf.gen) })
 	}
 	ix.frozen = append(ix.frozen, ix.mem)
 	next := newMemtable(ix.opts.MemtableMarks)
 	next.lastLSN = ix.mem.lastLSN
 	ix.mem = next
 	return f
+}
+
+// Expired reports whether a generation has wholly expired at now, so that
+// a checkpoint would drop it.
+func (ix *Index) Expired(now time.Time) bool {
+	for _, gf := range ix.gens {
+		if gf.end <= now.UnixNano() {
+			return true
+		}
+	}
+	return false
 }
 
 // Persist ingests a frozen memtable into Pebble, writes the
@@ -243,14 +270,13 @@ func (ix *Index) removeStaleSnapshots() {
 }
 
 // writeMemtable writes the frozen memtable into Pebble as one sorted table,
-// ingested whole: no Pebble memtable, WAL or flush on the way. A forgotten
-// ID's older versions are deleted from every generation that existed when
-// it was frozen, which is every one that can hold them.
+// ingested whole: no Pebble memtable, WAL or flush on the way. The table
+// also holds a range deletion of each dropped generation, and none of the
+// memtable's marks in one. A forgotten ID's older versions are deleted from
+// every generation that existed when it was frozen, which is every one
+// that can hold them.
 func (ix *Index) writeMemtable(f *Frozen) error {
 	m := f.mem
-	if m.len() == 0 {
-		return nil
-	}
 	rows := make([]row, 0, m.len())
 	for i := range m.n {
 		e := m.entry(i)
@@ -261,11 +287,11 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 				}
 			}
 		}
-		if !e.deleted {
+		if !e.deleted && !slices.Contains(f.dropped, e.gen) {
 			rows = append(rows, row{gen: e.gen, entry: uint32(i)})
 		}
 	}
-	if len(rows) == 0 {
+	if len(rows) == 0 && len(f.dropped) == 0 {
 		return nil
 	}
 	for i := range rows {
@@ -292,6 +318,12 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	defer fs.Remove(path) // Pebble links what it ingests
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(file),
 		ix.pebbleOpts.MakeWriterOptions(0, ix.db.FormatMajorVersion().MaxTableFormat()))
+	for _, g := range f.dropped {
+		if err := w.DeleteRange(g.Append(nil), (g + 1).Append(nil)); err != nil {
+			w.Close()
+			return err
+		}
+	}
 	key := make([]byte, 0, 64)
 	value := make([]byte, 0, 64)
 	for _, r := range rows {

@@ -80,7 +80,7 @@ func forgetBatch(ids ...string) *Batch {
 // checkpointIndex runs a whole checkpoint and returns the LSN it covers.
 func checkpointIndex(t *testing.T, ix *Index) uint64 {
 	t.Helper()
-	f := ix.Freeze()
+	f := ix.Freeze(testNow)
 	require.NoError(t, ix.Persist(f))
 	ix.Release(f)
 	require.Equal(t, f.LSN(), ix.CheckpointLSN())
@@ -166,7 +166,7 @@ func TestIndexLookupAcrossGenerations(t *testing.T) {
 	}
 	t.Run("memtable", func(t *testing.T) { check(t, true) })
 
-	f := ix.Freeze()
+	f := ix.Freeze(testNow)
 	assert.Equal(t, uint64(len(ttls)), f.LSN())
 	assert.Zero(t, ix.MemMarks(), "Freeze starts a new memtable")
 	t.Run("frozen", func(t *testing.T) { check(t, true) })
@@ -275,7 +275,7 @@ func TestIndexCheckpointWithoutWritesKeepsLSN(t *testing.T) {
 	closeIndex()
 
 	ix, _ = openIndex(t, testOptions(fs))
-	f := ix.Freeze()
+	f := ix.Freeze(testNow)
 	require.NoError(t, ix.Persist(f))
 	ix.Release(f)
 	assert.Equal(t, uint64(41), ix.CheckpointLSN(), "a checkpoint of nothing new must not move the LSN back")
