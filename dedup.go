@@ -269,14 +269,21 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 			return 0, 0, storeError(err)
 		}
 		if live {
-			wait = max(wait, e.LSN) // a duplicate answer waits for the mark it saw
+			if s.opts.SlidingTTL && e.Deadline < deadline {
+				s.batch.Mark(k, gen, deadline, e.Value) // extend: the newest version decides
+			} else {
+				wait = max(wait, e.LSN) // a duplicate answer waits for the mark it saw
+			}
 			continue
 		}
 		isNew[i] = true
 		fresh++
 		s.batch.Mark(k, gen, deadline, nil)
 	}
-	if fresh > 0 {
+	if limit := s.opts.MaxMarks; limit > 0 && s.idx.Marks()+uint64(len(s.batch.Ops)) > uint64(limit) {
+		return 0, 0, fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), len(s.batch.Ops), limit)
+	}
+	if len(s.batch.Ops) > 0 {
 		if wait, err = s.append(); err != nil {
 			return 0, 0, err
 		}

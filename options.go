@@ -95,6 +95,16 @@ type Options struct {
 	// means 10s.
 	ExpiryInterval time.Duration
 
+	// MaxMarks bounds the marks the store holds, counting expired ones
+	// until their generation is dropped. A write that would go past it
+	// fails with ErrFull and marks nothing; writes resume as generations
+	// expire and are dropped. Zero means no bound.
+	MaxMarks int
+	// SlidingTTL makes a duplicate seen within its TTL extend it: the
+	// mark's deadline moves to now + ttl when that is later. Each such
+	// duplicate costs a WAL record, as a new mark does. Off by default.
+	SlidingTTL bool
+
 	// ReadOnly opens the store without writing anything: no WAL replay is
 	// persisted and every write call fails with ErrReadOnly. It still takes
 	// the lock, so it refuses a store that a running process holds.
@@ -179,6 +189,9 @@ func (o *Options) validate() error {
 	}
 	if o.FalsePositiveRate < 0 || o.FalsePositiveRate >= 1 {
 		errs = append(errs, fmt.Errorf("FalsePositiveRate %v must be in (0, 1)", o.FalsePositiveRate))
+	}
+	if o.MaxMarks < 0 {
+		errs = append(errs, fmt.Errorf("MaxMarks %d is negative", o.MaxMarks))
 	}
 	if o.MemtableMarks < 0 {
 		errs = append(errs, fmt.Errorf("MemtableMarks %d is negative", o.MemtableMarks))

@@ -199,7 +199,7 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		}
 		f := ix.filters[op.Gen]
 		if f == nil {
-			f = newGenFilter(op.Gen, uint(ix.opts.ExpectedMarks), ix.opts.FalsePositiveRate)
+			f = newGenFilter(op.Gen, ix.filterCapacity(op.Gen.Class()), ix.opts.FalsePositiveRate)
 			ix.addGen(f)
 		}
 		locs := op.locs
@@ -210,6 +210,30 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		ix.mem.mark(op, locs[0], lsn)
 	}
 	ix.mem.lastLSN = lsn
+}
+
+// filterCapacity sizes the first filter of a new generation of a span
+// class: for the expected marks, or for as many as the fullest generation
+// of that class holds, so that steady traffic gets one filter per
+// generation rather than a chain.
+func (ix *Index) filterCapacity(class uint) uint {
+	n := uint(ix.opts.ExpectedMarks)
+	for _, f := range ix.gens {
+		if f.gen.Class() == class {
+			n = max(n, f.marks)
+		}
+	}
+	return n
+}
+
+// Marks returns the number of marks the live generations hold, expired
+// ones not yet dropped included.
+func (ix *Index) Marks() uint64 {
+	var n uint64
+	for _, f := range ix.gens {
+		n += uint64(f.marks)
+	}
+	return n
 }
 
 // addGen adds a generation's filter.
@@ -248,6 +272,10 @@ func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
 	}
 	key := make([]byte, ttl.GenSize+len(k.ID))
 	copy(key[ttl.GenSize:], k.ID)
+	// An ID can have versions in several generations (re-marked after
+	// expiry, or slid): the live one with the latest deadline answers.
+	var best Entry
+	found := false
 	for _, f := range maybe {
 		f.gen.Append(key[:0])
 		v, closer, err := ix.db.Get(key)
@@ -262,11 +290,11 @@ func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
 		if err != nil {
 			return Entry{}, false, fmt.Errorf("%w: key %x", err, key)
 		}
-		if e.Deadline.Live(now) {
-			return e, true, nil
+		if e.Deadline.Live(now) && (!found || e.Deadline > best.Deadline) {
+			best, found = e, true
 		}
 	}
-	return Entry{}, false, nil
+	return best, found, nil
 }
 
 func encodeValue(d ttl.Deadline, value []byte) []byte {

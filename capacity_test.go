@@ -1,0 +1,80 @@
+package dedup_test
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// TestMaxMarksFailsClosed checks the capacity bound: a write past MaxMarks
+// fails whole with ErrFull, duplicates are still answered, and writes
+// resume once the marks' generation has expired and been dropped.
+func TestMaxMarksFailsClosed(t *testing.T) {
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 100})
+	require.NoError(t, err)
+	defer s.Close()
+
+	ids := expiryIDs("cap", 150)
+	markAll(t, s, ids[:100], time.Minute)
+
+	_, err = s.CheckAndMark(ids[100], time.Minute)
+	assert.ErrorIs(t, err, dedup.ErrFull)
+	_, err = s.CheckAndMarkBatch(ids[100:110], time.Minute)
+	assert.ErrorIs(t, err, dedup.ErrFull)
+	assert.Zero(t, seenAll(t, s, ids[100:]), "a refused write marks nothing")
+
+	isNew, err := s.CheckAndMark(ids[0], time.Minute)
+	require.NoError(t, err, "a duplicate needs no room")
+	assert.False(t, isNew)
+
+	clock.Advance(2 * time.Minute)
+	require.NoError(t, s.Checkpoint(), "drops the expired generation")
+	markAll(t, s, ids[100:], time.Minute)
+}
+
+// TestSlidingTTL checks that with SlidingTTL a duplicate extends its mark,
+// across a checkpoint and a reopen, and that without it a duplicate does
+// not.
+func TestSlidingTTL(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		sliding bool
+		liveAt  time.Duration // after the first mark; the duplicate comes at 50s
+	}{
+		{"off", false, 59 * time.Second},
+		{"on", true, 109 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Unix(1_700_000_000, 0)
+			clock := ttl.NewFake(start)
+			opts := &dedup.Options{FS: vfs.NewMem(), Clock: clock, SlidingTTL: tc.sliding}
+			s, err := dedup.Open("store", opts)
+			require.NoError(t, err)
+			id := []byte("slide")
+			markAll(t, s, [][]byte{id}, time.Minute)
+			require.NoError(t, s.Checkpoint(), "the first mark goes to Pebble")
+
+			clock.Set(start.Add(50 * time.Second))
+			isNew, err := s.CheckAndMark(id, time.Minute)
+			require.NoError(t, err)
+			assert.False(t, isNew)
+			require.NoError(t, s.Checkpoint())
+			require.NoError(t, s.Close())
+
+			s, err = dedup.Open("store", opts)
+			require.NoError(t, err)
+			defer s.Close()
+			clock.Set(start.Add(tc.liveAt))
+			assert.Equal(t, 1, seenAll(t, s, [][]byte{id}), "live at %v", tc.liveAt)
+			clock.Set(start.Add(tc.liveAt + time.Second))
+			assert.Zero(t, seenAll(t, s, [][]byte{id}), "expired at %v", tc.liveAt+time.Second)
+		})
+	}
+}
