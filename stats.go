@@ -12,8 +12,15 @@ type Stats struct {
 	Generations []GenerationStats
 	// FilterBytes is the memory of all Bloom filters.
 	FilterBytes uint64
-	// IndexDiskBytes is what Pebble uses on disk.
-	IndexDiskBytes uint64
+	// FilterMisses counts lookups that a filter let through and that found
+	// no live mark: its false positives, and marks expired in a generation
+	// not yet dropped. Over lookups of absent IDs it is the measured
+	// false-positive rate.
+	FilterMisses uint64
+	// IndexDiskBytes is what Pebble uses on disk; IndexTableBytes the part
+	// of it in tables that hold live data, without compactions in progress
+	// and files waiting for deletion.
+	IndexDiskBytes, IndexTableBytes uint64
 	// WALSegments is the number of WAL segment files.
 	WALSegments int
 	// LastLSN is the newest WAL record; CheckpointLSN the newest one that
@@ -46,6 +53,7 @@ func (s *Store) Stats() Stats {
 		return st
 	}
 	st.MemtableMarks = s.idx.MemMarks()
+	st.FilterMisses = s.idx.FilterMisses()
 	for _, g := range s.idx.Gens() {
 		st.Generations = append(st.Generations, GenerationStats{
 			Ends: g.Gen.End(), Span: g.Gen.Span(), Marks: g.Marks,
@@ -53,7 +61,7 @@ func (s *Store) Stats() Stats {
 		})
 		st.FilterBytes += g.FilterBytes
 	}
-	st.IndexDiskBytes = s.idx.DiskBytes()
+	st.IndexDiskBytes, st.IndexTableBytes = s.idx.DiskBytes()
 	st.WALSegments = s.log.Segments()
 	st.LastLSN = s.log.LastLSN()
 	st.CheckpointLSN = s.idx.CheckpointLSN()

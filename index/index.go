@@ -23,6 +23,7 @@ import (
 	"fmt"
 	"slices"
 	"sync/atomic"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2"
@@ -73,6 +74,8 @@ type Index struct {
 	frozen  []*memtable // oldest first; being persisted
 	ckpt    checkpoint  // the last one written; owned by Persist
 	ckptLSN atomic.Uint64
+
+	filterMisses atomic.Uint64 // see FilterMisses
 }
 
 // Open opens or creates the index in dir. If the checkpoint names filter
@@ -262,6 +265,20 @@ func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
 	if len(maybe) == 0 {
 		return Entry{}, false, nil // only generations that have wholly expired may hold it
 	}
+	e, live, err := ix.lookupMaybe(k, maybe, now)
+	if err == nil && !live {
+		ix.filterMisses.Add(1)
+	}
+	return e, live, err
+}
+
+// FilterMisses counts the lookups a filter sent on to the memtable or
+// Pebble that found no live mark: false positives, and marks expired in a
+// generation not yet dropped.
+func (ix *Index) FilterMisses() uint64 { return ix.filterMisses.Load() }
+
+// lookupMaybe looks k up in the memtables and in the generations maybe.
+func (ix *Index) lookupMaybe(k Key, maybe []*genFilter, now time.Time) (Entry, bool, error) {
 	if e, ok := ix.mem.get(k.ID, k.Hash()); ok {
 		return ix.mem.live(e, now)
 	}
@@ -333,9 +350,12 @@ func (ix *Index) Gens() []GenStats {
 	return out
 }
 
-// DiskBytes estimates the bytes Pebble uses on disk.
-func (ix *Index) DiskBytes() uint64 {
-	return ix.db.Metrics().DiskSpaceUsage()
+// DiskBytes returns the bytes Pebble uses on disk, and of them the bytes
+// of the tables that hold live data: the rest is compactions in progress
+// and files waiting to be deleted.
+func (ix *Index) DiskBytes() (total, tables uint64) {
+	m := ix.db.Metrics()
+	return m.DiskSpaceUsage(), uint64(m.Total().TablesSize)
 }
 
 // Close closes Pebble. It does not checkpoint: the WAL holds what the
