@@ -92,7 +92,7 @@ func TestChurn(t *testing.T) {
 		t.Logf("cycle %d: false-positive rate %.4f, index tables %d bytes, %d generations", cycle, rate, s.Stats().IndexTableBytes, len(s.Stats().Generations))
 		assert.LessOrEqual(t, rate, 1.5*fpTarget, "cycle %d: the filters' false-positive rate", cycle)
 	}
-	t.Logf("index tables: %d bytes in the steady state, at most %d after (%.2f×), %.1f bytes per live mark",
-		steady, peak, float64(peak)/float64(steady), float64(peak)/float64(liveMarks))
+	t.Logf("index tables: %d bytes in the steady state, at most %d after (%.2f×), %.1f bytes per live mark; filters: %.2f bytes of RAM per live mark",
+		steady, peak, float64(peak)/float64(steady), float64(peak)/float64(liveMarks), float64(s.Stats().FilterBytes)/float64(liveMarks))
 	assert.LessOrEqual(t, float64(peak), 1.3*float64(steady), "the index outgrows its steady state")
 }
