@@ -78,3 +78,33 @@ func TestSlidingTTL(t *testing.T) {
 		})
 	}
 }
+
+// TestMaxMarksDropOldest checks the other policy: at the bound the oldest
+// generation that takes no new marks is dropped, its marks are new again
+// and stay so across reopen; while every generation still takes marks,
+// the write fails with ErrFull.
+func TestMaxMarksDropOldest(t *testing.T) {
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	opts := &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 100, WhenFull: dedup.DropOldest}
+	s, err := dedup.Open("store", opts)
+	require.NoError(t, err)
+
+	old, fresh := expiryIDs("old", 100), expiryIDs("fresh", 50)
+	markAll(t, s, old, time.Minute)
+	_, err = s.CheckAndMark(fresh[0], time.Minute)
+	assert.ErrorIs(t, err, dedup.ErrFull, "the only generation still takes marks: nothing to drop")
+
+	clock.Advance(40 * time.Second) // the old marks' generation no longer takes marks, though they live
+	require.Equal(t, len(old), seenAll(t, s, old))
+	markAll(t, s, fresh, time.Minute)
+	assert.Zero(t, seenAll(t, s, old), "the oldest generation was dropped early")
+	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
+	require.NoError(t, s.Checkpoint(), "the drop is durable from the checkpoint it requests")
+	require.NoError(t, s.Close())
+
+	s, err = dedup.Open("store", opts)
+	require.NoError(t, err)
+	defer s.Close()
+	assert.Zero(t, seenAll(t, s, old), "the early drop is durable")
+	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
+}

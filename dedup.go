@@ -280,8 +280,8 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		fresh++
 		s.batch.Mark(k, gen, deadline, nil)
 	}
-	if limit := s.opts.MaxMarks; limit > 0 && s.idx.Marks()+uint64(len(s.batch.Ops)) > uint64(limit) {
-		return 0, 0, fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), len(s.batch.Ops), limit)
+	if err := s.makeRoom(len(s.batch.Ops)); err != nil {
+		return 0, 0, err
 	}
 	if len(s.batch.Ops) > 0 {
 		if wait, err = s.append(); err != nil {
@@ -289,6 +289,30 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		}
 	}
 	return wait, fresh, nil
+}
+
+// makeRoom applies Options.MaxMarks before n marks are written: it refuses
+// them, or drops the oldest closed generations until they fit. The caller
+// holds s.mu exclusively.
+func (s *Store) makeRoom(n int) error {
+	limit := uint64(s.opts.MaxMarks)
+	if limit == 0 {
+		return nil
+	}
+	dropped := false
+	for s.idx.Marks()+uint64(n) > limit {
+		if s.opts.WhenFull == DropOldest {
+			if _, ok := s.idx.DropOldest(s.opts.Clock.Now()); ok {
+				dropped = true
+				continue
+			}
+		}
+		return fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), n, limit)
+	}
+	if dropped {
+		s.requestCheckpoint() // make the drop durable soon
+	}
+	return nil
 }
 
 // expiry returns the deadline and generation of a mark written at now
@@ -308,10 +332,7 @@ func (s *Store) append() (uint64, error) {
 	}
 	s.idx.Apply(&s.batch, lsn)
 	if s.idx.MemMarks() >= s.opts.MemtableMarks {
-		select {
-		case s.checkpoint <- struct{}{}:
-		default:
-		}
+		s.requestCheckpoint()
 		// Back-pressure: while a checkpoint runs the memtable may grow to
 		// twice its size, and no further.
 		for s.flushing && s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed {
@@ -319,6 +340,14 @@ func (s *Store) append() (uint64, error) {
 		}
 	}
 	return lsn, nil
+}
+
+// requestCheckpoint wakes the checkpointer, if it is not already woken.
+func (s *Store) requestCheckpoint() {
+	select {
+	case s.checkpoint <- struct{}{}:
+	default:
+	}
 }
 
 // durable waits until the WAL record lsn is durable; 0 means nothing to

@@ -44,6 +44,21 @@ func (m SyncMode) String() string {
 	return fmt.Sprintf("SyncMode(%d)", int(m))
 }
 
+// FullPolicy says what a write does when the store holds Options.MaxMarks.
+type FullPolicy int
+
+const (
+	// FailClosed refuses the write with ErrFull and marks nothing of it;
+	// writes resume as generations expire and are dropped. Nothing is
+	// forgotten before its time. This is the default.
+	FailClosed FullPolicy = iota
+	// DropOldest drops the generation that ends first, among those that
+	// take no new marks, so that its marks are new again early; the
+	// effective dedup window shrinks. If no generation can be dropped the
+	// write fails with ErrFull.
+	DropOldest
+)
+
 // Options configures a Store. A nil *Options, or a zero field, means the
 // documented default. Open never writes to the caller's Options.
 type Options struct {
@@ -96,10 +111,11 @@ type Options struct {
 	ExpiryInterval time.Duration
 
 	// MaxMarks bounds the marks the store holds, counting expired ones
-	// until their generation is dropped. A write that would go past it
-	// fails with ErrFull and marks nothing; writes resume as generations
-	// expire and are dropped. Zero means no bound.
+	// until their generation is dropped. Zero means no bound. What a write
+	// that would go past it does is WhenFull's choice.
 	MaxMarks int
+	// WhenFull is the policy at MaxMarks. Zero means FailClosed.
+	WhenFull FullPolicy
 	// SlidingTTL makes a duplicate seen within its TTL extend it: the
 	// mark's deadline moves to now + ttl when that is later. Each such
 	// duplicate costs a WAL record, as a new mark does. Off by default.
@@ -189,6 +205,9 @@ func (o *Options) validate() error {
 	}
 	if o.FalsePositiveRate < 0 || o.FalsePositiveRate >= 1 {
 		errs = append(errs, fmt.Errorf("FalsePositiveRate %v must be in (0, 1)", o.FalsePositiveRate))
+	}
+	if o.WhenFull < FailClosed || o.WhenFull > DropOldest {
+		errs = append(errs, fmt.Errorf("unknown FullPolicy %d", o.WhenFull))
 	}
 	if o.MaxMarks < 0 {
 		errs = append(errs, fmt.Errorf("MaxMarks %d is negative", o.MaxMarks))

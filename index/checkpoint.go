@@ -179,12 +179,13 @@ func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
 // with one range deletion each: no per-key work. The caller holds the
 // exclusive lock.
 func (ix *Index) Freeze(now time.Time) *Frozen {
-	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters))}
+	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters)), dropped: ix.pendingDrops}
+	ix.pendingDrops = nil
 	for g, gf := range ix.filters {
 		switch {
 		case gf.end <= now.UnixNano():
 			f.dropped = append(f.dropped, g)
-			delete(ix.filters, g)
+			ix.dropGen(g)
 		case gf.dirty:
 			f.filters[g] = gf.clone()
 			gf.dirty = false
@@ -192,10 +193,7 @@ func (ix *Index) Freeze(now time.Time) *Frozen {
 			f.filters[g] = nil
 		}
 	}
-	if len(f.dropped) > 0 {
-		slices.Sort(f.dropped)
-		ix.gens = slices.DeleteFunc(ix.gens, func(gf *genFilter) bool { return slices.Contains(f.dropped, gf.gen) })
-	}
+	slices.Sort(f.dropped)
 	ix.frozen = append(ix.frozen, ix.mem)
 	next := newMemtable(ix.opts.MemtableMarks)
 	next.lastLSN = ix.mem.lastLSN

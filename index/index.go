@@ -72,8 +72,11 @@ type Index struct {
 	gens    []*genFilter // the values of filters, for fast iteration
 	mem     *memtable
 	frozen  []*memtable // oldest first; being persisted
-	ckpt    checkpoint  // the last one written; owned by Persist
-	ckptLSN atomic.Uint64
+	// pendingDrops are the generations DropOldest took out, whose keys the
+	// next checkpoint deletes.
+	pendingDrops []ttl.Gen
+	ckpt         checkpoint // the last one written; owned by Persist
+	ckptLSN      atomic.Uint64
 
 	filterMisses atomic.Uint64 // see FilterMisses
 }
@@ -239,6 +242,43 @@ func (ix *Index) Marks() uint64 {
 	return n
 }
 
+// memtablesNewestFirst returns the active memtable and then the frozen
+// ones, newest first.
+func (ix *Index) memtablesNewestFirst() []*memtable {
+	ms := make([]*memtable, 0, 1+len(ix.frozen))
+	ms = append(ms, ix.mem)
+	for i := len(ix.frozen) - 1; i >= 0; i-- {
+		ms = append(ms, ix.frozen[i])
+	}
+	return ms
+}
+
+// DropOldest takes out of the read path the generation that ends first
+// among those that can receive no new mark at now, so that its marks are
+// new again before their time, and returns it. The next checkpoint deletes
+// its keys, as for an expired generation. It returns false if no
+// generation is closed. The caller holds the exclusive lock.
+func (ix *Index) DropOldest(now time.Time) (ttl.Gen, bool) {
+	var oldest *genFilter
+	for _, f := range ix.gens {
+		if f.gen.Closed(now) && (oldest == nil || f.end < oldest.end) {
+			oldest = f
+		}
+	}
+	if oldest == nil {
+		return 0, false
+	}
+	ix.dropGen(oldest.gen)
+	ix.pendingDrops = append(ix.pendingDrops, oldest.gen)
+	return oldest.gen, true
+}
+
+// dropGen discards a generation's filter.
+func (ix *Index) dropGen(g ttl.Gen) {
+	delete(ix.filters, g)
+	ix.gens = slices.DeleteFunc(ix.gens, func(f *genFilter) bool { return f.gen == g })
+}
+
 // addGen adds a generation's filter.
 func (ix *Index) addGen(f *genFilter) {
 	ix.filters[f.gen] = f
@@ -279,12 +319,14 @@ func (ix *Index) FilterMisses() uint64 { return ix.filterMisses.Load() }
 
 // lookupMaybe looks k up in the memtables and in the generations maybe.
 func (ix *Index) lookupMaybe(k Key, maybe []*genFilter, now time.Time) (Entry, bool, error) {
-	if e, ok := ix.mem.get(k.ID, k.Hash()); ok {
-		return ix.mem.live(e, now)
-	}
-	for i := len(ix.frozen) - 1; i >= 0; i-- {
-		if e, ok := ix.frozen[i].get(k.ID, k.Hash()); ok {
-			return ix.frozen[i].live(e, now)
+	// A memtable's version is the newest and decides, unless its
+	// generation was dropped early: then the mark is gone.
+	for _, m := range ix.memtablesNewestFirst() {
+		if e, ok := m.get(k.ID, k.Hash()); ok {
+			if _, live := ix.filters[e.gen]; !live && !e.deleted {
+				return Entry{}, false, nil
+			}
+			return m.live(e, now)
 		}
 	}
 	key := make([]byte, ttl.GenSize+len(k.ID))

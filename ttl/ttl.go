@@ -120,6 +120,18 @@ func (g Gen) End() time.Time {
 	return time.Unix(int64((idx+1)<<g.Class()), 0)
 }
 
+// MinTTL is the shortest TTL whose marks go to generations of g's class.
+func (g Gen) MinTTL() time.Duration {
+	if g.Class() == 0 {
+		return 0
+	}
+	return 4 * g.Span()
+}
+
+// Closed reports whether g can receive no new mark at now: every deadline
+// of its class from now on falls after its end.
+func (g Gen) Closed(now time.Time) bool { return !now.Add(g.MinTTL()).Before(g.End()) }
+
 // Expired reports whether every mark of g has expired at now.
 func (g Gen) Expired(now time.Time) bool { return !now.Before(g.End()) }
 

@@ -62,3 +62,21 @@ func TestFakeClock(t *testing.T) {
 	c.Set(time.Unix(1, 0))
 	assert.Equal(t, time.Unix(1, 0), c.Now())
 }
+
+func TestGenClosed(t *testing.T) {
+	for _, d := range []time.Duration{5 * time.Second, time.Minute, time.Hour, 24 * time.Hour} {
+		now := time.Unix(1_700_000_123, 0)
+		g := GenOf(d, DeadlineOf(now, d))
+		assert.False(t, g.Closed(now), "%v: the generation a mark just went to is open", d)
+		// Once closed, no TTL of the class puts a mark in it.
+		for later := now; !g.Expired(later); later = later.Add(time.Second) {
+			if !g.Closed(later) {
+				continue
+			}
+			for ttl := g.MinTTL(); GenOf(ttl, DeadlineOf(later, ttl)).Class() == g.Class(); ttl += g.Span() / 2 {
+				assert.NotEqual(t, g, GenOf(ttl, DeadlineOf(later, ttl)), "%v: closed at %v, but a %v mark goes to it", d, later, ttl)
+			}
+			break
+		}
+	}
+}
