@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"text/tabwriter"
 	"time"
@@ -25,7 +26,7 @@ func newBench(g *globals) *cobra.Command {
 		Long: `Runs each workload against a fresh store in a temporary directory (or under
 --dir) and prints IDs/s, call latency and the ratio to the raw Pebble baseline,
 all measured in this one run. With no flags it is a quick run of under a minute.`,
-		Args: cobra.NoArgs,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			mode, err := parseSync(sync)
 			if err != nil {
@@ -44,7 +45,7 @@ all measured in this one run. With no flags it is a quick run of under a minute.
 				}
 				defer os.RemoveAll(cfg.Dir)
 			}
-			bar := newBar(int64(cfg.IDs))
+			bar := newBar(cmd.ErrOrStderr(), int64(cfg.IDs))
 			cfg.Progress = func(w string, done int) {
 				bar.Describe(w)
 				bar.Set(done)
@@ -73,15 +74,22 @@ func parseSync(s string) (dedup.SyncMode, error) {
 	return 0, usageError{fmt.Errorf("--sync must be always, interval or none, not %q", s)}
 }
 
-// newBar returns a progress bar on stderr that shows only on a terminal.
-func newBar(max int64) *progressbar.ProgressBar {
+// newBar returns a progress bar on w that shows only if w is a terminal, so
+// that logs and pipes get no control sequences.
+func newBar(w io.Writer, max int64) *progressbar.ProgressBar {
 	return progressbar.NewOptions64(max,
-		progressbar.OptionSetWriter(os.Stderr),
-		progressbar.OptionSetVisibility(term.IsTerminal(int(os.Stderr.Fd()))),
+		progressbar.OptionSetWriter(w),
+		progressbar.OptionSetVisibility(isTerminal(w)),
 		progressbar.OptionShowCount(),
 		progressbar.OptionThrottle(100*time.Millisecond),
 		progressbar.OptionClearOnFinish(),
 	)
+}
+
+// isTerminal reports whether w is a file open on a terminal.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func printResults(cmd *cobra.Command, g *globals, results []bench.Result) error {

@@ -1,4 +1,5 @@
-// Command dedupctl inspects, changes and benchmarks a dedup store.
+// Command dedupctl inspects, changes and benchmarks a dedup store, and
+// filters a stream of lines down to those it has not seen before.
 //
 // Exit codes: 0 ok, 1 an error, 2 a usage error.
 package main
@@ -6,6 +7,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -22,24 +24,29 @@ const (
 type usageError struct{ error }
 
 func main() {
-	os.Exit(run(os.Args[1:]))
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
-func run(args []string) int {
+// run executes the command line args with the given standard streams and
+// returns the exit code. It is main without the process around it, so
+// that tests can run commands in-process.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	root := newRoot()
 	root.SetArgs(args)
-	err := root.Execute()
-	var ue usageError
-	switch {
-	case err == nil:
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	cmd, err := root.ExecuteC()
+	if err == nil {
 		return exitOK
-	case errors.As(err, &ue):
-		fmt.Fprintln(os.Stderr, "dedupctl:", err)
-		return exitUsage
-	default:
-		fmt.Fprintln(os.Stderr, "dedupctl:", err)
-		return exitError
 	}
+	fmt.Fprintln(stderr, "dedupctl:", err)
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+		return exitUsage
+	}
+	return exitError
 }
 
 // globals are the flags every command takes.
@@ -51,8 +58,16 @@ type globals struct {
 func newRoot() *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
-		Use:           "dedupctl",
-		Short:         "Inspect, change and benchmark a dedup store",
+		Use:   "dedupctl",
+		Short: "Inspect, change and benchmark a dedup store",
+		Long: `dedupctl inspects, changes and benchmarks the dedup store under --dir (or
+$DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
+
+Exit codes:
+  0  success
+  1  an error: the store is missing, locked, corrupt, or an I/O failed
+  2  a usage error: an unknown command or flag, a bad flag value, no --dir`,
+		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(*cobra.Command, []string) error {
@@ -61,12 +76,25 @@ func newRoot() *cobra.Command {
 			}
 			return nil
 		},
+		// Runnable, so that an unknown command reaches Args and is a usage
+		// error; with no command it prints the help.
+		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g))
+	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g))
 	return root
+}
+
+// usageArgs makes the error of an argument check a usage error.
+func usageArgs(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := check(cmd, args); err != nil {
+			return usageError{err}
+		}
+		return nil
+	}
 }
 
 // needDir returns the store directory or a usage error.

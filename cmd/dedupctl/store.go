@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -11,19 +12,25 @@ import (
 	"github.com/seed42300104/dedup"
 )
 
-// openStore opens the store under --dir; readOnly stores are never
+// openStore opens the store under --dir with opts, sending the store's
+// operational messages to the command's stderr. A read-only store is never
 // created or changed.
-func (g *globals) openStore(readOnly bool) (*dedup.Store, error) {
+func (g *globals) openStore(cmd *cobra.Command, opts dedup.Options) (*dedup.Store, error) {
 	dir, err := g.needDir()
 	if err != nil {
 		return nil, err
 	}
-	return dedup.Open(dir, &dedup.Options{ReadOnly: readOnly})
+	stderr := cmd.ErrOrStderr()
+	opts.Logf = func(format string, args ...any) {
+		fmt.Fprintf(stderr, "dedupctl: %s\n", strings.TrimSuffix(fmt.Sprintf(format, args...), "\n"))
+	}
+	return dedup.Open(dir, &opts)
 }
 
-// withStore runs fn on the store under --dir and closes it.
-func (g *globals) withStore(readOnly bool, fn func(*dedup.Store) error) (err error) {
-	s, err := g.openStore(readOnly)
+// withStore runs fn on the store under --dir, opened with opts, and closes
+// it.
+func (g *globals) withStore(cmd *cobra.Command, opts dedup.Options, fn func(*dedup.Store) error) (err error) {
+	s, err := g.openStore(cmd, opts)
 	if err != nil {
 		return err
 	}
@@ -35,14 +42,21 @@ func (g *globals) withStore(readOnly bool, fn func(*dedup.Store) error) (err err
 	return fn(s)
 }
 
+// readOnly and readWrite are the options of the commands that only look,
+// and of those that change the store.
+var (
+	readOnly  = dedup.Options{ReadOnly: true}
+	readWrite = dedup.Options{}
+)
+
 func newMark(g *globals) *cobra.Command {
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "mark ID...",
 		Short: "Check-and-mark IDs, as CheckAndMark does; prints whether each was new",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withStore(false, func(s *dedup.Store) error {
+			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
 				ids := make([][]byte, len(args))
 				for i, a := range args {
 					ids[i] = []byte(a)
@@ -63,9 +77,9 @@ func newSeen(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "get ID...",
 		Short: "Tell whether IDs have a live mark, without marking them",
-		Args:  cobra.MinimumNArgs(1),
+		Args:  usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withStore(true, func(s *dedup.Store) error {
+			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				seen := make([]bool, len(args))
 				for i, a := range args {
 					var err error
@@ -83,9 +97,9 @@ func newForget(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "forget ID...",
 		Short: "Remove the marks of IDs, so that they are new again",
-		Args:  cobra.MinimumNArgs(1),
-		RunE: func(_ *cobra.Command, args []string) error {
-			return g.withStore(false, func(s *dedup.Store) error {
+		Args:  usageArgs(cobra.MinimumNArgs(1)),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
 				for _, a := range args {
 					if err := s.Forget([]byte(a)); err != nil {
 						return err
@@ -120,9 +134,9 @@ func newStats(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
 		Short: "Print the store's sizes, generations and WAL state",
-		Args:  cobra.NoArgs,
+		Args:  usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withStore(true, func(s *dedup.Store) error {
+			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				st := s.Stats()
 				out := cmd.OutOrStdout()
 				if g.output == "json" {

@@ -1,0 +1,187 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+
+	"github.com/seed42300104/dedup"
+)
+
+// TestMain lets the scripts run dedupctl as a command: the test binary
+// re-executes itself as main.
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){"dedupctl": main})
+}
+
+// TestScripts runs testdata/script/*.txtar. Besides the standard commands
+// they have:
+//
+//	exits CODE PROG ARGS...   runs PROG and fails unless it exits with CODE
+//	sleep DURATION            sleeps, as time.ParseDuration reads DURATION
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: "testdata/script",
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			"exits": cmdExits,
+			"sleep": cmdSleep,
+		},
+	})
+}
+
+// cmdExits runs a program, like exec, and checks its exit code, which exec
+// cannot tell apart beyond zero and non-zero.
+func cmdExits(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) < 2 {
+		ts.Fatalf("usage: exits CODE PROG ARGS...")
+	}
+	want, err := strconv.Atoi(args[0])
+	ts.Check(err)
+	got := 0
+	if err := ts.Exec(args[1], args[2:]...); err != nil {
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			ts.Fatalf("%s: %v", args[1], err)
+		}
+		got = ee.ExitCode()
+	}
+	if got != want {
+		ts.Fatalf("%s exited with %d, want %d", args[1], got, want)
+	}
+}
+
+func cmdSleep(ts *testscript.TestScript, neg bool, args []string) {
+	if neg || len(args) != 1 {
+		ts.Fatalf("usage: sleep DURATION")
+	}
+	d, err := time.ParseDuration(args[0])
+	ts.Check(err)
+	time.Sleep(d)
+}
+
+// runIn runs dedupctl in this process with stdin and returns its exit
+// code, stdout and stderr.
+func runIn(t *testing.T, stdin []byte, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code = run(args, bytes.NewReader(stdin), &out, &errOut)
+	return code, out.String(), errOut.String()
+}
+
+// TestLockedStore checks that a command on a store that is open elsewhere
+// fails with exit code 1 and names the lock file. The store detects a
+// second Open in the same process too, so the test holds it itself.
+func TestLockedStore(t *testing.T) {
+	dir := t.TempDir()
+	s, err := dedup.Open(dir, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, args := range [][]string{
+		{"get", "x"},
+		{"mark", "x"},
+		{"stats"},
+		{"filter"},
+	} {
+		code, stdout, stderr := runIn(t, []byte("x\n"), append([]string{"--dir", dir}, args...)...)
+		if code != exitError {
+			t.Errorf("%v: exit code %d, want %d", args, code, exitError)
+		}
+		if stdout != "" {
+			t.Errorf("%v: stdout %q, want nothing", args, stdout)
+		}
+		lock := filepath.Join(dir, "LOCK")
+		if !strings.Contains(stderr, "locked") || !strings.Contains(stderr, lock) {
+			t.Errorf("%v: stderr %q does not say %s is locked", args, stderr, lock)
+		}
+	}
+	if seen, err := s.Seen([]byte("x")); err != nil || seen {
+		t.Errorf("Seen(x) = %v, %v after the locked commands; want false, nil", seen, err)
+	}
+}
+
+// TestFilterLargeInput filters a million lines, half of them repeats of
+// earlier ones, and checks that exactly the first occurrences come out, in
+// order, and that the summary counts them.
+func TestFilterLargeInput(t *testing.T) {
+	n := 1_000_000
+	var in, want bytes.Buffer
+	for i := range n {
+		id := i / 2 // even lines: a new ID
+		if i%2 == 1 {
+			id = (i * 7919) % (i/2 + 1) // odd lines: one of the IDs so far
+		}
+		fmt.Fprintf(&in, "event-%08d\n", id)
+		if i%2 == 0 {
+			fmt.Fprintf(&want, "event-%08d\n", id)
+		}
+	}
+	dir := filepath.Join(t.TempDir(), "store")
+
+	start := time.Now()
+	code, stdout, stderr := runIn(t, in.Bytes(), "--dir", dir, "filter")
+	t.Logf("%d lines in %v", n, time.Since(start))
+	if code != exitOK {
+		t.Fatalf("exit code %d, stderr %q", code, stderr)
+	}
+	if stdout != want.String() {
+		t.Errorf("output has %d lines, want the %d first occurrences in order",
+			strings.Count(stdout, "\n"), n/2)
+	}
+	summary := fmt.Sprintf("dedupctl: %d lines read, %d new passed, %d duplicates dropped, 0 bad passed\n", n, n/2, n/2)
+	if stderr != summary {
+		t.Errorf("stderr %q, want %q", stderr, summary)
+	}
+}
+
+// TestFilterIDSize checks the ID size limits: an ID of the store's maximum
+// size passes, a longer one is a bad line rather than a failed batch, and a
+// last line without a newline is read and gets one.
+func TestFilterIDSize(t *testing.T) {
+	longest := strings.Repeat("x", maxIDSize)
+	tooLong := strings.Repeat("y", maxIDSize+1)
+	in := "a\n" + longest + "\n" + tooLong + "\n" + longest + "\nb"
+	dir := filepath.Join(t.TempDir(), "store")
+
+	code, stdout, stderr := runIn(t, []byte(in), "--dir", dir, "filter", "--on-bad", "drop")
+	if code != exitOK {
+		t.Fatalf("exit code %d, stderr %q", code, stderr)
+	}
+	if want := "a\n" + longest + "\nb\n"; stdout != want {
+		t.Errorf("stdout has %d lines, want a, the %d-byte ID and b", strings.Count(stdout, "\n"), maxIDSize)
+	}
+	wantErr := fmt.Sprintf("dedupctl: line 3: ID of %d bytes is over the limit of %d\n"+
+		"dedupctl: 5 lines read, 3 new passed, 1 duplicates dropped, 1 bad dropped\n", maxIDSize+1, maxIDSize)
+	if stderr != wantErr {
+		t.Errorf("stderr %q, want %q", stderr, wantErr)
+	}
+}
+
+// TestFilterLineTooLong checks that a line over the limit ends the run
+// with exit code 1 and names the line, after passing the lines before it.
+func TestFilterLineTooLong(t *testing.T) {
+	in := "a\nb\n" + strings.Repeat("z", maxLine+1) + "\nc\n"
+	dir := filepath.Join(t.TempDir(), "store")
+
+	code, stdout, stderr := runIn(t, []byte(in), "--dir", dir, "filter")
+	if code != exitError {
+		t.Errorf("exit code %d, want %d", code, exitError)
+	}
+	if stdout != "a\nb\n" {
+		t.Errorf("stdout %q, want the two lines before the long one", stdout)
+	}
+	want := "dedupctl: 2 lines read, 2 new passed, 0 duplicates dropped, 0 bad passed\n" +
+		"dedupctl: line 3: longer than the limit of 16 MiB\n"
+	if stderr != want {
+		t.Errorf("stderr %q, want %q", stderr, want)
+	}
+}
