@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -68,17 +69,15 @@ func Open(dir string, opts *Options) (*Store, error) {
 		return nil, err
 	}
 	fs := o.FS
-	if o.ReadOnly {
-		if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err != nil {
-			return nil, fmt.Errorf("%w: %s: %w", ErrNotStore, dir, err)
-		}
-	} else if err := fsutil.MkdirAll(fs, dir); err != nil {
+	if err := checkDir(fs, dir, o.ReadOnly); err != nil {
 		return nil, err
 	}
 	lockPath := fs.PathJoin(dir, lockFile)
 	lock, err := fs.Lock(lockPath)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %w", ErrLocked, lockPath, err)
+	if isLockHeld(err) {
+		return nil, fmt.Errorf("%w: %s is held by a running Store, in this process or another", ErrLocked, lockPath)
+	} else if err != nil {
+		return nil, fmt.Errorf("dedup: locking %s: %w", lockPath, err)
 	}
 	s := &Store{opts: o, dir: dir, lock: lock,
 		checkpoint: make(chan struct{}, 1), done: make(chan struct{})}
@@ -93,6 +92,57 @@ func Open(dir string, opts *Options) (*Store, error) {
 		go s.checkpointer()
 	}
 	return s, nil
+}
+
+// checkDir makes sure dir is a store, or can become one, before Open
+// writes anything in it: a read-only Open needs a FORMAT file; otherwise dir
+// is created if missing, and an existing one must be a directory that
+// holds a store or nothing but the leftovers of an interrupted creation.
+func checkDir(fs vfs.FS, dir string, readOnly bool) error {
+	if readOnly {
+		if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err != nil {
+			return fmt.Errorf("%w: %s: %w", ErrNotStore, dir, err)
+		}
+		return nil
+	}
+	st, err := fs.Stat(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return fsutil.MkdirAll(fs, dir)
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("%w: %s is not a directory", ErrNotStore, dir)
+	}
+	if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err == nil {
+		return nil
+	}
+	return onlyLeftovers(fs, dir)
+}
+
+// onlyLeftovers fails with ErrNotStore unless dir holds nothing but what an
+// interrupted creation of a store leaves.
+func onlyLeftovers(fs vfs.FS, dir string) error {
+	names, err := fs.List(dir)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		switch n {
+		case lockFile, formatFile + ".tmp", indexDir, walDir:
+		default:
+			return fmt.Errorf("%w: %s holds %q and no %s file", ErrNotStore, dir, n, formatFile)
+		}
+	}
+	return nil
+}
+
+// isLockHeld reports whether a Lock error means another holder: fcntl's
+// EAGAIN or EACCES, or Pebble's refusal of a second lock in one process.
+func isLockHeld(err error) bool {
+	return err != nil && (errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) ||
+		strings.Contains(err.Error(), "lock held by current process"))
 }
 
 // recover checks the format, opens the index and replays the WAL into it.
@@ -168,16 +218,8 @@ func (s *Store) checkFormat() (fresh bool, err error) {
 
 func (s *Store) clearInterruptedCreation() error {
 	fs := s.opts.FS
-	names, err := fs.List(s.dir)
-	if err != nil {
+	if err := onlyLeftovers(fs, s.dir); err != nil {
 		return err
-	}
-	for _, n := range names {
-		switch n {
-		case lockFile, formatFile + ".tmp", indexDir, walDir:
-		default:
-			return fmt.Errorf("%w: %s holds %q and no %s file", ErrNotStore, s.dir, n, formatFile)
-		}
 	}
 	for _, n := range []string{indexDir, walDir, formatFile + ".tmp"} {
 		if err := fs.RemoveAll(fs.PathJoin(s.dir, n)); err != nil {

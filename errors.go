@@ -25,7 +25,7 @@ var (
 	ErrReadOnly = errors.New("dedup: store is read-only")
 	// ErrLocked is returned by Open when another Store, in this process or
 	// another, holds the directory.
-	ErrLocked = errors.New("dedup: store locked by another process")
+	ErrLocked = errors.New("dedup: store locked")
 	// ErrCorrupt is returned when stored data fails a check: a CRC, a magic
 	// number, an LSN sequence, a filter snapshot or a Pebble block. The
 	// wrapped error names the file and offset.

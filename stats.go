@@ -5,42 +5,45 @@ import "time"
 // Stats is a snapshot of the store's counters and sizes.
 type Stats struct {
 	// New and Duplicates count CheckAndMark answers since Open.
-	New, Duplicates uint64
+	New        uint64 `json:"new"`
+	Duplicates uint64 `json:"duplicates"`
 	// MemtableMarks is the number of IDs changed since the last checkpoint.
-	MemtableMarks int
+	MemtableMarks int `json:"memtable_marks"`
 	// Generations describes each generation, earliest expiry first.
-	Generations []GenerationStats
+	Generations []GenerationStats `json:"generations"`
 	// FilterBytes is the memory of all Bloom filters.
-	FilterBytes uint64
+	FilterBytes uint64 `json:"filter_bytes"`
 	// FilterMisses counts lookups that a filter let through and that found
 	// no live mark: its false positives, and marks expired in a generation
 	// not yet dropped. Over lookups of absent IDs it is the measured
 	// false-positive rate.
-	FilterMisses uint64
+	FilterMisses uint64 `json:"filter_misses"`
 	// IndexDiskBytes is what Pebble uses on disk; IndexTableBytes the part
 	// of it in tables that hold live data, without compactions in progress
 	// and files waiting for deletion.
-	IndexDiskBytes, IndexTableBytes uint64
+	IndexDiskBytes  uint64 `json:"index_disk_bytes"`
+	IndexTableBytes uint64 `json:"index_table_bytes"`
 	// WALSegments is the number of WAL segment files.
-	WALSegments int
+	WALSegments int `json:"wal_segments"`
 	// LastLSN is the newest WAL record; CheckpointLSN the newest one that
 	// Pebble and the filter snapshots cover.
-	LastLSN, CheckpointLSN uint64
+	LastLSN       uint64 `json:"last_lsn"`
+	CheckpointLSN uint64 `json:"checkpoint_lsn"`
 }
 
 // GenerationStats describes one generation: the marks whose deadlines fall
 // in one time bucket.
 type GenerationStats struct {
 	// Ends is when the generation's last mark expires at the latest.
-	Ends time.Time
+	Ends time.Time `json:"ends"`
 	// Span is the length of its time bucket.
-	Span time.Duration
+	Span time.Duration `json:"span_ns"`
 	// Marks counts the marks added to its filter, live or not.
-	Marks uint64
+	Marks uint64 `json:"marks"`
 	// FilterBytes is its filter memory; FalsePositiveRate the estimated
 	// rate of its filter for an absent ID.
-	FilterBytes       uint64
-	FalsePositiveRate float64
+	FilterBytes       uint64  `json:"filter_bytes"`
+	FalsePositiveRate float64 `json:"false_positive_rate"`
 }
 
 // Stats returns a snapshot of the store's counters. On a closed store it

@@ -1,0 +1,67 @@
+package dedup_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// TestOpenRefusesWhatIsNotAStore checks that Open names what it refuses,
+// with ErrNotStore, and leaves no file behind: not even its LOCK.
+func TestOpenRefusesWhatIsNotAStore(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		prepare  func(t *testing.T, path string)
+		readOnly bool
+	}{
+		{"directory with other files", func(t *testing.T, path string) {
+			require.NoError(t, os.Mkdir(path, 0o755))
+			require.NoError(t, os.WriteFile(filepath.Join(path, "notes.txt"), []byte("mine"), 0o644))
+		}, false},
+		{"a file", func(t *testing.T, path string) {
+			require.NoError(t, os.WriteFile(path, []byte("mine"), 0o644))
+		}, false},
+		{"missing, read-only", func(*testing.T, string) {}, true},
+		{"empty directory, read-only", func(t *testing.T, path string) {
+			require.NoError(t, os.Mkdir(path, 0o755))
+		}, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "target")
+			tc.prepare(t, path)
+			before := listing(t, path)
+			_, err := dedup.Open(path, &dedup.Options{ReadOnly: tc.readOnly})
+			require.ErrorIs(t, err, dedup.ErrNotStore)
+			assert.Contains(t, err.Error(), path)
+			assert.Equal(t, before, listing(t, path), "Open changed what it refused")
+		})
+	}
+}
+
+// listing returns the names in path, or its content if it is a file, or
+// nil if it does not exist.
+func listing(t *testing.T, path string) []string {
+	t.Helper()
+	st, err := os.Stat(path)
+	if os.IsNotExist(err) {
+		return nil
+	}
+	require.NoError(t, err)
+	if !st.IsDir() {
+		b, err := os.ReadFile(path)
+		require.NoError(t, err)
+		return []string{string(b)}
+	}
+	entries, err := os.ReadDir(path)
+	require.NoError(t, err)
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
