@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -202,4 +203,25 @@ func BenchmarkReplay(b *testing.B) {
 		b.StartTimer()
 	}
 	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkColdDuplicates re-checks, in batches of 1024, IDs whose marks a
+// checkpoint has moved to Pebble: 1M of them, in random order.
+func BenchmarkColdDuplicates(b *testing.B) {
+	s := openBench(b, nil)
+	ids := randomIDs(1, 1<<20)
+	for i := 0; i < len(ids); i += 4096 {
+		_, err := s.CheckAndMarkBatch(ids[i:i+4096], 0)
+		require.NoError(b, err)
+	}
+	require.NoError(b, s.Checkpoint(), "the marks go to Pebble")
+	rand.New(rand.NewPCG(3, 3)).Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
+	b.ResetTimer()
+	for i := 0; i < b.N; i += 1024 {
+		j := i & (1<<20 - 1)
+		isNew, err := s.CheckAndMarkBatch(ids[j:j+1024], 0)
+		if err != nil || slices.Contains(isNew, true) {
+			b.Fatal("a cold duplicate was new", err)
+		}
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -45,15 +46,18 @@ type Store struct {
 	// check-and-mark atomic. Reads hold it shared.
 	mu           sync.RWMutex
 	closed       bool
-	err          error         // sticky: a failed checkpoint; writes are refused
-	batch        index.Batch   // reused by writes, under mu
-	buf          []byte        // reused WAL payload, under mu
-	inBatch      batchSet      // IDs already new in the current batch, under mu
-	flushing     bool          // a checkpoint is running
-	flushed      *sync.Cond    // on mu: broadcast when a checkpoint ends
-	checkpoint   chan struct{} // wakes the checkpointer
-	checkpointMu sync.Mutex    // one checkpoint at a time
-	done         chan struct{} // closed when the checkpointer exits
+	err          error          // sticky: a failed checkpoint; writes are refused
+	batch        index.Batch    // reused by writes, under mu
+	buf          []byte         // reused WAL payload, under mu
+	inBatch      batchSet       // IDs already new in the current batch, under mu
+	keys         []index.Key    // the batch's distinct IDs, under mu
+	positions    []int          // where each of keys is in the batch, under mu
+	results      []index.Result // their lookups, under mu
+	flushing     bool           // a checkpoint is running
+	flushed      *sync.Cond     // on mu: broadcast when a checkpoint ends
+	checkpoint   chan struct{}  // wakes the checkpointer
+	checkpointMu sync.Mutex     // one checkpoint at a time
+	done         chan struct{}  // closed when the checkpointer exits
 
 	newMarks, duplicates atomic.Uint64
 }
@@ -301,24 +305,30 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 	deadline, gen := expiry(now, ttl)
 	s.batch.Reset()
 	s.inBatch.reset(len(ids))
+	s.keys, s.positions = s.keys[:0], s.positions[:0]
 	for i, id := range ids {
 		k := s.idx.Key(id)
 		if len(ids) > 1 && s.inBatch.add(k) {
 			continue // a repeat of an ID earlier in the batch
 		}
-		e, live, err := s.idx.Lookup(k, s.opts.Clock)
-		if err != nil {
-			return 0, 0, storeError(err)
-		}
-		if live {
-			if s.opts.SlidingTTL && e.Deadline < deadline {
-				s.batch.Mark(k, gen, deadline, e.Value) // extend: the newest version decides
+		s.keys = append(s.keys, k)
+		s.positions = append(s.positions, i)
+	}
+	s.results = slices.Grow(s.results[:0], len(s.keys))[:len(s.keys)]
+	if err := s.idx.LookupBatch(s.keys, s.opts.Clock, s.results); err != nil {
+		return 0, 0, storeError(err)
+	}
+	for j, r := range s.results {
+		k := s.keys[j]
+		if r.Live {
+			if s.opts.SlidingTTL && r.Entry.Deadline < deadline {
+				s.batch.Mark(k, gen, deadline, r.Entry.Value) // extend: the newest version decides
 			} else {
-				wait = max(wait, e.LSN) // a duplicate answer waits for the mark it saw
+				wait = max(wait, r.Entry.LSN) // a duplicate answer waits for the mark it saw
 			}
 			continue
 		}
-		isNew[i] = true
+		isNew[s.positions[j]] = true
 		fresh++
 		s.batch.Mark(k, gen, deadline, nil)
 	}

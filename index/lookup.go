@@ -1,0 +1,166 @@
+package index
+
+import (
+	"bytes"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// Result is the answer of a lookup: the live mark of a key, if any.
+type Result struct {
+	Entry Entry
+	Live  bool
+}
+
+// Lookup returns the live mark of k, if there is one. The filters answer
+// first: they cover every mark, in the memtables and in Pebble, so an ID
+// none of them may hold is new without any further look, not even at the
+// clock.
+func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
+	var out [1]Result
+	err := ix.LookupBatch([]Key{k}, clock, out[:])
+	return out[0].Entry, out[0].Live, err
+}
+
+// LookupBatch is Lookup for many keys: out[i] answers for keys[i]. The keys
+// that are left to Pebble are read in key order through one iterator,
+// which costs far less per key than a point read each.
+func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) error {
+	var now time.Time
+	var probes []probe
+	var keyBuf []byte
+	var probed []int // indexes of the keys with probes
+	var buf [8]*genFilter
+	for i, k := range keys {
+		out[i] = Result{}
+		maybe := buf[:0]
+		for _, f := range ix.gens {
+			if f.test(k.locs) {
+				maybe = append(maybe, f)
+			}
+		}
+		if len(maybe) == 0 {
+			continue
+		}
+		if now.IsZero() {
+			now = clock.Now()
+		}
+		maybe = slices.DeleteFunc(maybe, func(f *genFilter) bool { return f.end <= now.UnixNano() })
+		if len(maybe) == 0 {
+			continue // only generations that have wholly expired may hold it
+		}
+		if e, live, found := ix.lookupMemtables(k, now); found {
+			out[i] = Result{e, live}
+			if !live {
+				ix.filterMisses.Add(1)
+			}
+			continue
+		}
+		probed = append(probed, i)
+		for _, f := range maybe {
+			start := len(keyBuf)
+			keyBuf = append(f.gen.Append(keyBuf), k.ID...)
+			probes = append(probes, probe{key: i, gen: f.gen, start: start, end: len(keyBuf)})
+		}
+	}
+	if err := ix.readProbes(probes, keyBuf, now, out); err != nil {
+		return err
+	}
+	for _, i := range probed {
+		if !out[i].Live {
+			ix.filterMisses.Add(1)
+		}
+	}
+	return nil
+}
+
+// FilterMisses counts the lookups a filter sent on to the memtable or
+// Pebble that found no live mark: false positives, and marks expired in a
+// generation not yet dropped.
+func (ix *Index) FilterMisses() uint64 { return ix.filterMisses.Load() }
+
+// lookupMemtables looks k up in the memtables, newest first. found says
+// whether one holds a version of k: the newest version decides, since a
+// mark is only written when no live one exists (or, sliding, to extend
+// it). A version in a generation dropped early is gone.
+func (ix *Index) lookupMemtables(k Key, now time.Time) (e Entry, live, found bool) {
+	for _, m := range ix.memtablesNewestFirst() {
+		me, ok := m.get(k.ID, k.Hash())
+		if !ok {
+			continue
+		}
+		if _, kept := ix.filters[me.gen]; !kept && !me.deleted {
+			return Entry{}, false, true
+		}
+		e, live, _ := m.live(me, now)
+		return e, live, true
+	}
+	return Entry{}, false, false
+}
+
+// probe is one Pebble key to read for a lookup: keyBuf[start:end].
+type probe struct {
+	key        int // index of the looked-up key
+	gen        ttl.Gen
+	start, end int
+}
+
+// readProbes reads the probes' keys from Pebble. An ID can have versions in
+// several generations (re-marked after expiry, or slid): the live one with
+// the latest deadline answers. A few probes are point reads; more share
+// one iterator, sought in key order.
+func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []Result) error {
+	found := func(p probe, v []byte) error {
+		e, err := decodeValue(p.gen, v)
+		if err != nil {
+			return fmt.Errorf("%w: key %x", err, keyBuf[p.start:p.end])
+		}
+		if r := &out[p.key]; e.Deadline.Live(now) && (!r.Live || e.Deadline > r.Entry.Deadline) {
+			*r = Result{e, true}
+		}
+		return nil
+	}
+	if len(probes) <= 2 {
+		for _, p := range probes {
+			key := keyBuf[p.start:p.end]
+			v, closer, err := ix.db.Get(key)
+			if err == pebble.ErrNotFound {
+				continue
+			}
+			if err != nil {
+				return wrapPebble(err, fmt.Sprintf("key %x", key))
+			}
+			err = found(p, v)
+			closer.Close()
+			if err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	slices.SortFunc(probes, func(a, b probe) int { return bytes.Compare(keyBuf[a.start:a.end], keyBuf[b.start:b.end]) })
+	it, err := ix.db.NewIter(nil)
+	if err != nil {
+		return wrapPebble(err, "lookup")
+	}
+	for _, p := range probes {
+		key := keyBuf[p.start:p.end]
+		if !it.SeekGE(key) || !bytes.Equal(it.Key(), key) {
+			continue
+		}
+		v, err := it.ValueAndErr()
+		if err == nil {
+			err = found(p, v)
+		}
+		if err != nil {
+			it.Close()
+			return wrapPebble(err, fmt.Sprintf("key %x", key))
+		}
+	}
+	return wrapPebble(it.Close(), "lookup")
+}
