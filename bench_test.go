@@ -12,20 +12,33 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/bench"
 )
 
-// randomIDs returns n random 16-byte IDs from seed.
-func randomIDs(seed uint64, n int) [][]byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	ids := make([][]byte, n)
-	buf := make([]byte, 16*n)
-	for i := range ids {
-		id := buf[16*i : 16*i+16]
-		binary.LittleEndian.PutUint64(id, r.Uint64())
-		binary.LittleEndian.PutUint64(id[8:], r.Uint64())
-		ids[i] = id
+// markInBatches marks ids in batches of 4096.
+func markInBatches(b *testing.B, s *dedup.Store, ids [][]byte) {
+	b.Helper()
+	for i := 0; i < len(ids); i += 4096 {
+		_, err := s.CheckAndMarkBatch(ids[i:min(i+4096, len(ids))], 0)
+		require.NoError(b, err)
 	}
-	return ids
+}
+
+// timeOpen times b.N Opens of the store in dir, and not their Closes;
+// check looks at each opened store, untimed.
+func timeOpen(b *testing.B, dir string, opts *dedup.Options, check func(*dedup.Store)) {
+	b.Helper()
+	b.ResetTimer()
+	for range b.N {
+		s, err := dedup.Open(dir, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		check(s)
+		require.NoError(b, s.Close())
+		b.StartTimer()
+	}
 }
 
 func openBench(b *testing.B, opts *dedup.Options) *dedup.Store {
@@ -43,7 +56,7 @@ func BenchmarkCheckAndMarkBatchNew(b *testing.B) {
 		b.Run("sync="+mode.String(), func(b *testing.B) {
 			s := openBench(b, &dedup.Options{Sync: mode})
 			const batch = 1024
-			ids := randomIDs(1, b.N+batch)
+			ids := bench.RandomIDs(1, b.N+batch)
 			b.ResetTimer()
 			for i := 0; i < b.N; i += batch {
 				isNew, err := s.CheckAndMarkBatch(ids[i:min(i+batch, b.N)], 0)
@@ -82,13 +95,10 @@ func BenchmarkSeenAbsent(b *testing.B) {
 	for _, marks := range []int{1 << 20, 10 << 20} {
 		b.Run(fmt.Sprintf("marks=%dM", marks>>20), func(b *testing.B) {
 			s := openBench(b, &dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: marks})
-			live := randomIDs(1, marks)
-			for i := 0; i < len(live); i += 4096 {
-				_, err := s.CheckAndMarkBatch(live[i:i+4096], 0)
-				require.NoError(b, err)
-			}
+			live := bench.RandomIDs(1, marks)
+			markInBatches(b, s, live)
 			require.NoError(b, s.Checkpoint(), "settle: no checkpoint runs while Seen is timed")
-			absent := randomIDs(2, 1<<16)
+			absent := bench.RandomIDs(2, 1<<16)
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
 				i := 0
@@ -106,11 +116,8 @@ func BenchmarkSeenAbsent(b *testing.B) {
 // BenchmarkHotDuplicates re-checks recently marked IDs in batches of 1024.
 func BenchmarkHotDuplicates(b *testing.B) {
 	s := openBench(b, nil)
-	ids := randomIDs(1, 1<<16)
-	for i := 0; i < len(ids); i += 1024 {
-		_, err := s.CheckAndMarkBatch(ids[i:i+1024], 0)
-		require.NoError(b, err)
-	}
+	ids := bench.RandomIDs(1, 1<<16)
+	markInBatches(b, s, ids)
 	b.ResetTimer()
 	for i := 0; i < b.N; i += 1024 {
 		j := i & (1<<16 - 1)
@@ -126,10 +133,10 @@ func BenchmarkBloomTestAbsent(b *testing.B) {
 	for _, marks := range []int{1 << 20, 10 << 20} {
 		b.Run(fmt.Sprintf("marks=%dM", marks>>20), func(b *testing.B) {
 			f := bloom.NewWithEstimates(uint(marks), 0.01)
-			for _, id := range randomIDs(1, marks) {
+			for _, id := range bench.RandomIDs(1, marks) {
 				f.Add(id)
 			}
-			absent := randomIDs(2, 1<<16)
+			absent := bench.RandomIDs(2, 1<<16)
 			var falsePositives atomic.Int64
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -156,23 +163,11 @@ func BenchmarkOpen(b *testing.B) {
 			opts := &dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: marks}
 			s, err := dedup.Open(dir, opts)
 			require.NoError(b, err)
-			ids := randomIDs(1, marks)
-			for i := 0; i < len(ids); i += 4096 {
-				_, err := s.CheckAndMarkBatch(ids[i:i+4096], 0)
-				require.NoError(b, err)
-			}
+			ids := bench.RandomIDs(1, marks)
+			markInBatches(b, s, ids)
 			require.NoError(b, s.Checkpoint())
 			require.NoError(b, s.Close())
-			b.ResetTimer()
-			for range b.N {
-				s, err := dedup.Open(dir, opts)
-				if err != nil {
-					b.Fatal(err)
-				}
-				b.StopTimer()
-				require.NoError(b, s.Close())
-				b.StartTimer()
-			}
+			timeOpen(b, dir, opts, func(*dedup.Store) {})
 		})
 	}
 }
@@ -185,23 +180,15 @@ func BenchmarkReplay(b *testing.B) {
 	opts := &dedup.Options{Sync: dedup.SyncNone, MemtableMarks: 2 * records}
 	s, err := dedup.Open(dir, opts)
 	require.NoError(b, err)
-	for _, id := range randomIDs(1, records) {
+	for _, id := range bench.RandomIDs(1, records) {
 		_, err := s.CheckAndMark(id, 0)
 		require.NoError(b, err)
 	}
 	require.NoError(b, s.Close())
-	b.ResetTimer()
-	for range b.N {
-		s, err := dedup.Open(dir, opts)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
+	timeOpen(b, dir, opts, func(s *dedup.Store) {
 		st := s.Stats()
 		require.Equal(b, uint64(records), st.LastLSN-st.CheckpointLSN, "every record is replayed")
-		require.NoError(b, s.Close())
-		b.StartTimer()
-	}
+	})
 	b.ReportMetric(float64(records)*float64(b.N)/b.Elapsed().Seconds(), "records/s")
 }
 
@@ -209,11 +196,8 @@ func BenchmarkReplay(b *testing.B) {
 // checkpoint has moved to Pebble: 1M of them, in random order.
 func BenchmarkColdDuplicates(b *testing.B) {
 	s := openBench(b, nil)
-	ids := randomIDs(1, 1<<20)
-	for i := 0; i < len(ids); i += 4096 {
-		_, err := s.CheckAndMarkBatch(ids[i:i+4096], 0)
-		require.NoError(b, err)
-	}
+	ids := bench.RandomIDs(1, 1<<20)
+	markInBatches(b, s, ids)
 	require.NoError(b, s.Checkpoint(), "the marks go to Pebble")
 	rand.New(rand.NewPCG(3, 3)).Shuffle(len(ids), func(i, j int) { ids[i], ids[j] = ids[j], ids[i] })
 	b.ResetTimer()
