@@ -72,7 +72,6 @@ type Log struct {
 	synced   uint64 // highest LSN fsynced
 	// writtenAt and syncedAt are where the written and the synced data end.
 	writtenAt, syncedAt position
-	syncReq             bool     // a Sync call wants an fsync regardless of mode
 	segments            []uint64 // first LSNs of the segment files, oldest first
 	err                 error    // sticky: the first I/O failure; the Log is then fail-stop
 	closed              bool
@@ -237,6 +236,17 @@ func (l *Log) openTail() error {
 	if err != nil {
 		return err
 	}
+	// The records just replayed may be in the page cache only, written by
+	// a process that died before its fsync: make them durable before any
+	// answer rests on them, and before new records vouch for them.
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := fsutil.SyncDir(l.opts.FS, l.dir); err != nil {
+		f.Close()
+		return err
+	}
 	st, err := f.Stat()
 	if err != nil {
 		f.Close()
@@ -343,28 +353,6 @@ func (l *Log) Wait(lsn uint64) error {
 	}
 }
 
-// Sync fsyncs every record appended so far, whatever the sync mode.
-func (l *Log) Sync() error {
-	l.mu.Lock()
-	lsn := l.nextLSN - 1
-	if err := l.usable(); err != nil {
-		l.mu.Unlock()
-		return err
-	}
-	l.syncReq = true
-	l.mu.Unlock()
-	l.wake()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for l.synced < lsn {
-		if err := l.usable(); err != nil {
-			return err
-		}
-		l.cond.Wait()
-	}
-	return nil
-}
-
 func (l *Log) wake() {
 	select {
 	case l.kick <- struct{}{}:
@@ -401,8 +389,6 @@ func (l *Log) flush(sync bool) {
 	l.mu.Lock()
 	chunks := l.pending
 	l.pending = nil
-	sync = sync || l.syncReq
-	l.syncReq = false
 	failed := l.err != nil
 	l.mu.Unlock()
 	if failed {

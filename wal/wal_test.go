@@ -118,3 +118,19 @@ func TestClosedAndReadOnly(t *testing.T) {
 	assert.ErrorIs(t, err, ErrReadOnly)
 	require.NoError(t, l.Close())
 }
+
+// TestOpenSyncsWhatItReplays checks that records a dead process wrote but
+// never fsynced are made durable by the Open that replays them, before
+// anything can rest on them: a power loss right after that Open keeps them.
+func TestOpenSyncsWhatItReplays(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	dead, _ := openLog(t, mem, Options{Sync: SyncNone}, 0)
+	want := appendN(t, dead, 0, 5) // written to the OS, never fsynced; dead is never closed
+
+	l, got := openLog(t, mem, Options{}, 0)
+	require.Equal(t, want, got)
+	afterPowerLoss, replayed := openLog(t, mem.CrashClone(vfs.CrashCloneCfg{}), Options{}, 0)
+	assert.Equal(t, want, replayed, "the replayed records survive a power loss after Open")
+	require.NoError(t, afterPowerLoss.Close())
+	require.NoError(t, l.Close())
+}
