@@ -225,12 +225,47 @@ func (s *Store) clearInterruptedCreation() error {
 	if err := onlyLeftovers(fs, s.dir); err != nil {
 		return err
 	}
+	what, err := storeData(fs, s.dir)
+	if err != nil {
+		return err
+	}
+	if what != "" {
+		return fmt.Errorf("%w: %s has no %s file but holds %s: refusing to start over on it", ErrCorrupt, s.dir, formatFile, what)
+	}
 	for _, n := range []string{indexDir, walDir, formatFile + ".tmp"} {
 		if err := fs.RemoveAll(fs.PathJoin(s.dir, n)); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// storeData names data that only a created store writes: a checkpoint, a
+// Pebble table or a WAL record. An interrupted creation leaves none, since
+// FORMAT is written before Open returns and so before any write.
+func storeData(fs vfs.FS, dir string) (string, error) {
+	if _, err := fs.Stat(fs.PathJoin(dir, indexDir, "CHECKPOINT")); err == nil {
+		return "a checkpoint", nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	tables, err := fs.List(fs.PathJoin(dir, indexDir, "db"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	for _, n := range tables {
+		if strings.HasSuffix(n, ".sst") {
+			return "Pebble table " + n, nil
+		}
+	}
+	written, err := wal.HasRecords(fs, fs.PathJoin(dir, walDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	if written {
+		return "WAL records", nil
+	}
+	return "", nil
 }
 
 func writeFormat(fs vfs.FS, dir string) error {

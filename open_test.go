@@ -65,3 +65,29 @@ func listing(t *testing.T, path string) []string {
 	}
 	return names
 }
+
+// TestOpenWithoutFormatKeepsData checks that a store whose FORMAT file is
+// lost is refused with ErrCorrupt rather than started over, while a
+// creation cut short before any write is started over.
+func TestOpenWithoutFormatKeepsData(t *testing.T) {
+	dir := t.TempDir()
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	_, err = s.CheckAndMark([]byte("kept"), 0)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.NoError(t, os.Remove(filepath.Join(dir, "FORMAT")))
+
+	_, err = dedup.Open(dir, nil)
+	require.ErrorIs(t, err, dedup.ErrCorrupt)
+	assert.Contains(t, err.Error(), "WAL records")
+
+	fresh := t.TempDir()
+	s, err = dedup.Open(fresh, nil)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	require.NoError(t, os.Remove(filepath.Join(fresh, "FORMAT")))
+	s, err = dedup.Open(fresh, nil)
+	require.NoError(t, err, "a store that never took a write is created again")
+	require.NoError(t, s.Close())
+}

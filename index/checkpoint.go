@@ -227,7 +227,9 @@ func (ix *Index) Persist(f *Frozen) error {
 			continue
 		}
 		next.files[g] = next.lsn
-		if err := fsutil.WriteFile(fs, fs.PathJoin(ix.dir, filtersDir, filterName(g, next.lsn)), gf.encode()); err != nil {
+		// Replaced atomically: a checkpoint that covers no new record has
+		// the LSN of the current one, whose snapshots it may be rewriting.
+		if err := fsutil.ReplaceFile(fs, fs.PathJoin(ix.dir, filtersDir, filterName(g, next.lsn)), gf.encode()); err != nil {
 			return err
 		}
 	}

@@ -146,3 +146,29 @@ func allZero(b []byte) bool {
 	}
 	return true
 }
+
+// HasRecords reports whether any segment in dir holds a record, judging by
+// the bytes where its first record would start. It tells a log that was
+// only created from one that was written to.
+func HasRecords(fs vfs.FS, dir string) (bool, error) {
+	firsts, err := listSegments(fs, dir)
+	if err != nil {
+		return false, err
+	}
+	for _, first := range firsts {
+		f, err := fs.Open(fs.PathJoin(dir, segmentName(first)))
+		if err != nil {
+			return false, err
+		}
+		b := make([]byte, recHeaderSize)
+		n, err := f.ReadAt(b, headerSize)
+		f.Close()
+		if err != nil && err != io.EOF {
+			return false, err
+		}
+		if !allZero(b[:n]) {
+			return true, nil
+		}
+	}
+	return false, nil
+}
