@@ -91,3 +91,34 @@ func TestOpenWithoutFormatKeepsData(t *testing.T) {
 	require.NoError(t, err, "a store that never took a write is created again")
 	require.NoError(t, s.Close())
 }
+
+// TestChangingFalsePositiveRateKeepsMarks reopens a store with another
+// FalsePositiveRate, which changes the number of hashes of new filters:
+// the marks in the old filters must still be found, both ways.
+func TestChangingFalsePositiveRateKeepsMarks(t *testing.T) {
+	for _, tc := range []struct {
+		name          string
+		before, after float64
+	}{
+		{"tighter", 0.01, 0.0001},
+		{"looser", 0.0001, 0.01},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ids := expiryIDs("fp", 500)
+			s, err := dedup.Open(dir, &dedup.Options{FalsePositiveRate: tc.before})
+			require.NoError(t, err)
+			markAll(t, s, ids[:250], 0)
+			require.NoError(t, s.Checkpoint(), "half the marks in snapshotted filters")
+			markAll(t, s, ids[250:], 0) // half only in the WAL
+			require.NoError(t, s.Close())
+
+			s, err = dedup.Open(dir, &dedup.Options{FalsePositiveRate: tc.after})
+			require.NoError(t, err)
+			defer s.Close()
+			isNew, err := s.CheckAndMarkBatch(ids, 0)
+			require.NoError(t, err)
+			assert.NotContains(t, isNew, true, "a mark was lost with the old filters")
+		})
+	}
+}

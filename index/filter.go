@@ -53,9 +53,11 @@ func bitsFor(n, k uint, rate float64) uint {
 }
 
 // test reports whether the generation may hold the key hashed to locs.
+// Each filter uses as many of the positions as it has hashes: a store
+// reopened with another FalsePositiveRate keeps the filters it has.
 func (f *genFilter) test(locs []uint64) bool {
 	for _, b := range f.filters {
-		if b.TestLocations(locs) {
+		if b.TestLocations(locs[:b.K()]) {
 			return true
 		}
 	}
@@ -69,7 +71,7 @@ func (f *genFilter) add(locs []uint64, fp float64) {
 	}
 	b := f.filters[len(f.filters)-1]
 	bits := b.BitSet()
-	for _, l := range locs {
+	for _, l := range locs[:b.K()] {
 		bits.Set(uint(l % uint64(b.Cap())))
 	}
 	f.n++

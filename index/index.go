@@ -66,7 +66,7 @@ type Index struct {
 	dir        string
 	db         *pebble.DB
 	pebbleOpts *pebble.Options
-	k          uint // hash count, the same for every filter
+	k          uint // filter positions per key: the most any filter uses
 
 	filters map[ttl.Gen]*genFilter
 	gens    []*genFilter // the values of filters, for fast iteration
@@ -106,6 +106,11 @@ func Open(dir string, opts Options) (*Index, error) {
 	if err := ix.loadFilters(); err != nil {
 		ix.db.Close()
 		return nil, err
+	}
+	for _, f := range ix.gens { // keys get as many positions as any filter uses
+		for _, b := range f.filters {
+			ix.k = max(ix.k, b.K())
+		}
 	}
 	return ix, nil
 }
