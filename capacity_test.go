@@ -108,3 +108,26 @@ func TestMaxMarksDropOldest(t *testing.T) {
 	assert.Zero(t, seenAll(t, s, old), "the early drop is durable")
 	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
 }
+
+// TestSlidingHotIDNeedsNoRoom checks that extending a live mark is not a
+// new mark: a hot ID slid many times neither fills MaxMarks nor grows the
+// filters.
+func TestSlidingHotIDNeedsNoRoom(t *testing.T) {
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 10, SlidingTTL: true})
+	require.NoError(t, err)
+	defer s.Close()
+	hot := []byte("hot")
+	markAll(t, s, [][]byte{hot}, time.Hour)
+	for i := range 100 {
+		clock.Advance(time.Second)
+		isNew, err := s.CheckAndMark(hot, time.Hour)
+		require.NoError(t, err, "extension %d", i)
+		require.False(t, isNew)
+	}
+	var marks uint64
+	for _, g := range s.Stats().Generations {
+		marks += g.Marks
+	}
+	assert.Equal(t, uint64(1), marks, "the extensions stay in the hot ID's generation and count once")
+}

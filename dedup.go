@@ -357,7 +357,7 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		k := s.keys[j]
 		if r.Live {
 			if s.opts.SlidingTTL && r.Entry.Deadline < deadline {
-				s.batch.Mark(k, gen, deadline, r.Entry.Value) // extend: the newest version decides
+				s.batch.Extend(k, gen, deadline, r.Entry.Value) // the newest version decides
 			} else {
 				wait = max(wait, r.Entry.LSN) // a duplicate answer waits for the mark it saw
 			}
@@ -367,7 +367,7 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		fresh++
 		s.batch.Mark(k, gen, deadline, nil)
 	}
-	if err := s.makeRoom(len(s.batch.Ops)); err != nil {
+	if err := s.makeRoom(int(fresh)); err != nil {
 		return 0, 0, err
 	}
 	if len(s.batch.Ops) > 0 {
@@ -378,12 +378,13 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 	return wait, fresh, nil
 }
 
-// makeRoom applies Options.MaxMarks before n marks are written: it refuses
-// them, or drops the oldest closed generations until they fit. The caller
-// holds s.mu exclusively.
+// makeRoom applies Options.MaxMarks before n new marks are written: it
+// refuses them, or drops the oldest closed generations until they fit.
+// Extensions of live marks need no room. The caller holds s.mu
+// exclusively.
 func (s *Store) makeRoom(n int) error {
 	limit := uint64(s.opts.MaxMarks)
-	if limit == 0 {
+	if limit == 0 || n == 0 {
 		return nil
 	}
 	dropped := false

@@ -25,7 +25,7 @@ const (
 	// acknowledged in the last SyncInterval (plus the time one fsync takes).
 	SyncInterval
 	// SyncNone hands each write to the operating system before the call
-	// returns and never fsyncs, except at segment rotation, checkpoint and
+	// returns and never fsyncs the WAL, except at segment rotation and
 	// Close. kill -9 loses nothing; a power loss loses whatever the kernel
 	// had not written back (on Linux up to dirty_expire_centisecs, 30 s by
 	// default).

@@ -21,11 +21,13 @@ var ErrIncompatibleFormat = errors.New("index: incompatible format version")
 const (
 	opMark   = 1
 	opForget = 2
+	opExtend = 3 // a mark that extends a live one: same layout as opMark
 )
 
 // Op is one change to the index.
 type Op struct {
 	Forget   bool
+	Extend   bool // a new deadline for a live mark (sliding TTL), not a new mark
 	ID       []byte
 	Gen      ttl.Gen      // generation of a mark
 	Deadline ttl.Deadline // deadline of a mark
@@ -39,6 +41,7 @@ type Op struct {
 //
 //	mark:   | 1 (1B) | gen (8B) | deadline (8B) | len(id) uvarint | id | len(value) uvarint | value |
 //	forget: | 2 (1B) | len(id) uvarint | id |
+//	extend: | 3 (1B) | as mark |
 //
 // Integers are little-endian. Part of the on-disk format.
 type Batch struct {
@@ -48,6 +51,11 @@ type Batch struct {
 // Mark adds a mark of k.
 func (b *Batch) Mark(k Key, g ttl.Gen, d ttl.Deadline, value []byte) {
 	b.Ops = append(b.Ops, Op{ID: k.ID, Gen: g, Deadline: d, Value: value, locs: k.locs})
+}
+
+// Extend adds a later deadline for the live mark of k, in generation g.
+func (b *Batch) Extend(k Key, g ttl.Gen, d ttl.Deadline, value []byte) {
+	b.Ops = append(b.Ops, Op{Extend: true, ID: k.ID, Gen: g, Deadline: d, Value: value, locs: k.locs})
 }
 
 // Forget adds the removal of every mark of id.
@@ -65,7 +73,11 @@ func (b *Batch) AppendEncoded(buf []byte) []byte {
 			buf = append(buf, op.ID...)
 			continue
 		}
-		buf = append(buf, opMark)
+		kind := byte(opMark)
+		if op.Extend {
+			kind = opExtend
+		}
+		buf = append(buf, kind)
 		buf = binary.LittleEndian.AppendUint64(buf, uint64(op.Gen))
 		buf = binary.LittleEndian.AppendUint64(buf, uint64(op.Deadline))
 		buf = binary.AppendUvarint(buf, uint64(len(op.ID)))
@@ -86,7 +98,8 @@ func DecodeBatch(p []byte, b *Batch) error {
 		switch kind {
 		case opForget:
 			op.Forget = true
-		case opMark:
+		case opMark, opExtend:
+			op.Extend = kind == opExtend
 			if len(p)-off < 16 {
 				return fmt.Errorf("%w: batch offset %d: truncated mark", ErrCorrupt, off)
 			}

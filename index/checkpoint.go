@@ -11,6 +11,7 @@ import (
 	"maps"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
@@ -243,6 +244,24 @@ func (ix *Index) Persist(f *Frozen) error {
 	ix.ckptLSN.Store(next.lsn)
 	ix.removeStaleSnapshots()
 	return nil
+}
+
+// removeIngestLeftovers removes the tables a crash left between their
+// writing and their ingestion: the WAL replay rewrites what they held.
+func (ix *Index) removeIngestLeftovers() {
+	fs := ix.opts.FS
+	names, err := fs.List(ix.dir)
+	if err != nil {
+		ix.logf("dedup/index: listing %s: %v", ix.dir, err)
+		return
+	}
+	for _, n := range names {
+		if strings.HasPrefix(n, "ingest-") && strings.HasSuffix(n, ".sst") {
+			if err := fs.Remove(fs.PathJoin(ix.dir, n)); err != nil {
+				ix.logf("dedup/index: removing a leftover table: %v", err)
+			}
+		}
+	}
 }
 
 // removeStaleSnapshots removes the filter snapshots the checkpoint does not

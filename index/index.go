@@ -55,8 +55,8 @@ type Entry struct {
 	Gen      ttl.Gen
 	Deadline ttl.Deadline
 	Value    []byte
-	// LSN is the WAL record that wrote the mark if it is not yet in
-	// Pebble, else zero.
+	// LSN is the WAL record the answer rests on while it is not yet in
+	// Pebble: the mark's, or for no live mark the forget's; else zero.
 	LSN uint64
 }
 
@@ -106,6 +106,9 @@ func Open(dir string, opts Options) (*Index, error) {
 	if err := ix.loadFilters(); err != nil {
 		ix.db.Close()
 		return nil, err
+	}
+	if !opts.ReadOnly {
+		ix.removeIngestLeftovers()
 	}
 	for _, f := range ix.gens { // keys get as many positions as any filter uses
 		for _, b := range f.filters {
@@ -217,7 +220,11 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		if locs == nil {
 			locs = locations(op.ID, ix.k)
 		}
-		f.add(locs, ix.opts.FalsePositiveRate)
+		// An extension is no new mark: it counts, and takes filter room,
+		// only if it moves the ID into a generation that lacks it.
+		if !op.Extend || !f.test(locs) {
+			f.add(locs, ix.opts.FalsePositiveRate)
+		}
 		ix.mem.mark(op, locs[0], lsn)
 	}
 	ix.mem.lastLSN = lsn

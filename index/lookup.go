@@ -98,6 +98,9 @@ func (ix *Index) lookupMemtables(k Key, now time.Time) (e Entry, live, found boo
 			return Entry{}, false, true
 		}
 		e, live, _ := m.live(me, now)
+		if !live {
+			e.LSN = me.lsn // a "no" that rests on a forget waits for it too
+		}
 		return e, live, true
 	}
 	return Entry{}, false, false

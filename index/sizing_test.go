@@ -45,3 +45,19 @@ func TestNewGenerationSizedFromFullest(t *testing.T) {
 	ix.Apply(&b, 3)
 	assert.Equal(t, uint(1000), ix.filters[g].caps[0], "another span class keeps the expected marks")
 }
+
+// TestOpenRemovesIngestLeftovers checks that a table a crash left before
+// its ingestion is removed by the next Open.
+func TestOpenRemovesIngestLeftovers(t *testing.T) {
+	fs := vfs.NewMem()
+	_, closeIndex := openIndex(t, testOptions(fs))
+	closeIndex()
+	leftover := fs.PathJoin(testDir, "ingest-0000000000000007.sst")
+	f, err := fs.Create(leftover, vfs.WriteCategoryUnspecified)
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	openIndex(t, testOptions(fs))
+	_, err = fs.Stat(leftover)
+	assert.Error(t, err, "the leftover table is removed")
+}
