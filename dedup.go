@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -539,6 +540,19 @@ func (s *Store) Checkpoint() error {
 	s.checkpointMu.Lock()
 	defer s.checkpointMu.Unlock()
 	return s.runCheckpoint()
+}
+
+// Compact checkpoints, which drops the expired generations and the WAL
+// segments behind the checkpoint, then has Pebble compact the whole index,
+// so that the space of dropped and forgotten marks is given back now
+// rather than by Pebble's background compactions.
+func (s *Store) Compact(ctx context.Context) error {
+	s.checkpointMu.Lock()
+	defer s.checkpointMu.Unlock()
+	if err := s.runCheckpoint(); err != nil {
+		return err
+	}
+	return storeError(s.idx.Compact(ctx))
 }
 
 // checkpointer runs a checkpoint each time the memtable fills, and every

@@ -1,6 +1,7 @@
 package dedup_test
 
 import (
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"testing"
@@ -161,4 +162,28 @@ func TestCrashWhileDroppingAGeneration(t *testing.T) {
 			})
 		}
 	}
+}
+
+// TestCompactGivesSpaceBack checks that Compact drops expired generations
+// and gives their disk space back at once, in the index and in the WAL.
+func TestCompactGivesSpaceBack(t *testing.T) {
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	s := openStoreForExpiry(t, &dedup.Options{Clock: clock, SegmentSize: 64 << 10})
+	live := expiryIDs("live", 100)
+	markAll(t, s, live, time.Hour)
+	for i := range 50 {
+		markAll(t, s, expiryIDs(fmt.Sprintf("brief-%02d", i), 100), time.Minute)
+	}
+	wal := s.Stats()
+	require.Greater(t, wal.WALSegments, 1, "the marks fill several WAL segments")
+	require.NoError(t, s.Checkpoint())
+	before := s.Stats()
+
+	clock.Advance(2 * time.Minute)
+	require.NoError(t, s.Compact(context.Background()))
+	after := s.Stats()
+	t.Logf("index tables %d -> %d bytes, WAL %d -> %d bytes", before.IndexTableBytes, after.IndexTableBytes, wal.WALBytes, after.WALBytes)
+	assert.Less(t, after.IndexTableBytes, before.IndexTableBytes/5, "the expired marks' tables are compacted away")
+	assert.Less(t, after.WALBytes, wal.WALBytes, "the WAL segments behind the checkpoint are removed")
+	assert.Equal(t, len(live), seenAll(t, s, live))
 }

@@ -23,8 +23,9 @@ type Stats struct {
 	// and files waiting for deletion.
 	IndexDiskBytes  uint64 `json:"index_disk_bytes"`
 	IndexTableBytes uint64 `json:"index_table_bytes"`
-	// WALSegments is the number of WAL segment files.
-	WALSegments int `json:"wal_segments"`
+	// WALSegments is the number of WAL segment files; WALBytes their size.
+	WALSegments int   `json:"wal_segments"`
+	WALBytes    int64 `json:"wal_bytes"`
 	// LastLSN is the newest WAL record; CheckpointLSN the newest one that
 	// Pebble and the filter snapshots cover.
 	LastLSN       uint64 `json:"last_lsn"`
@@ -66,6 +67,7 @@ func (s *Store) Stats() Stats {
 	}
 	st.IndexDiskBytes, st.IndexTableBytes = s.idx.DiskBytes()
 	st.WALSegments = s.log.Segments()
+	st.WALBytes, _ = s.log.Bytes() // a segment removed meanwhile: the next Stats is right
 	st.LastLSN = s.log.LastLSN()
 	st.CheckpointLSN = s.idx.CheckpointLSN()
 	return st

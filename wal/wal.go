@@ -3,6 +3,7 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -498,6 +499,22 @@ func (l *Log) Segments() int {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return len(l.segments)
+}
+
+// Bytes returns the size of the segment files.
+func (l *Log) Bytes() (int64, error) {
+	l.mu.Lock()
+	firsts := slices.Clone(l.segments)
+	l.mu.Unlock()
+	var n int64
+	for _, first := range firsts {
+		st, err := l.opts.FS.Stat(l.opts.FS.PathJoin(l.dir, segmentName(first)))
+		if err != nil {
+			return 0, err
+		}
+		n += st.Size()
+	}
+	return n, nil
 }
 
 // Remove deletes the segments whose records all have LSNs at or below
