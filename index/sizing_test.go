@@ -61,3 +61,33 @@ func TestOpenRemovesIngestLeftovers(t *testing.T) {
 	_, err = fs.Stat(leftover)
 	assert.Error(t, err, "the leftover table is removed")
 }
+
+// TestVerifyFindsUncoveredKeys checks that Verify lists every Pebble key
+// its generation's filter would call absent.
+func TestVerifyFindsUncoveredKeys(t *testing.T) {
+	ix, _ := openIndex(t, testOptions(vfs.NewMem()))
+	ttlOf := time.Hour
+	g := ttl.GenOf(ttlOf, ttl.DeadlineOf(testNow, ttlOf))
+	var b Batch
+	for i := range 50 {
+		b.Mark(ix.Key(fmt.Appendf(nil, "id-%d", i)), g, ttl.DeadlineOf(testNow, ttlOf), nil)
+	}
+	ix.Apply(&b, 1)
+	checkpointIndex(t, ix)
+
+	c, err := ix.Verify(testNow)
+	require.NoError(t, err)
+	assert.Equal(t, uint64(50), c.Keys)
+	assert.Empty(t, c.Uncovered)
+
+	blank := newGenFilter(g, 1000, 0.01) // as if the snapshot had lost the marks
+	ix.filters[g] = blank
+	ix.gens = []*genFilter{blank}
+	c, err = ix.Verify(testNow)
+	require.NoError(t, err)
+	assert.Len(t, c.Uncovered, 50)
+
+	c, err = ix.Verify(g.End())
+	require.NoError(t, err)
+	assert.Empty(t, c.Uncovered, "an expired generation waits for its drop")
+}

@@ -1,7 +1,7 @@
 // Command dedupctl inspects, changes and benchmarks a dedup store, and
 // filters a stream of lines down to those it has not seen before.
 //
-// Exit codes: 0 ok, 1 an error, 2 a usage error.
+// Exit codes: 0 ok, 1 an error, 2 a usage error, 3 verify found damage.
 package main
 
 import (
@@ -15,9 +15,10 @@ import (
 
 // Exit codes.
 const (
-	exitOK    = 0
-	exitError = 1
-	exitUsage = 2
+	exitOK     = 0
+	exitError  = 1
+	exitUsage  = 2
+	exitDamage = 3 // verify found damage
 )
 
 // usageError marks an error in how the command was called.
@@ -42,9 +43,13 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintln(stderr, "dedupctl:", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	var de damageError
+	switch {
+	case errors.As(err, &ue):
 		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
 		return exitUsage
+	case errors.As(err, &de):
+		return exitDamage
 	}
 	return exitError
 }
@@ -66,7 +71,8 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 Exit codes:
   0  success
   1  an error: the store is missing, locked, corrupt, or an I/O failed
-  2  a usage error: an unknown command or flag, a bad flag value, no --dir`,
+  2  a usage error: an unknown command or flag, a bad flag value, no --dir
+  3  verify found damage`,
 		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -83,7 +89,7 @@ Exit codes:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g))
+	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g), newVerify(g))
 	return root
 }
 
