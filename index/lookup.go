@@ -202,3 +202,58 @@ func (ix *Index) Verify(now time.Time) (Coverage, error) {
 	}
 	return c, wrapPebble(it.Close(), "verify")
 }
+
+// Explanation is what each structure of the index says about one ID.
+type Explanation struct {
+	// Filters lists the generations whose filter may hold the ID.
+	Filters []ttl.Gen
+	// Memtable is the newest version in a memtable, that is in the WAL
+	// tail not yet checkpointed, if any.
+	Memtable *Version
+	// Pebble lists the versions in Pebble, one per generation holding one.
+	Pebble []Version
+}
+
+// Version is one stored version of an ID.
+type Version struct {
+	Gen      ttl.Gen
+	Deadline ttl.Deadline
+	Deleted  bool   // a forget
+	LSN      uint64 // the WAL record, for a memtable version
+}
+
+// Explain reports what the filters, the memtables and Pebble each hold of
+// k, looking in every generation: unlike Lookup it stops at nothing.
+func (ix *Index) Explain(k Key) (Explanation, error) {
+	var x Explanation
+	for _, f := range ix.gens {
+		if f.test(k.locs) {
+			x.Filters = append(x.Filters, f.gen)
+		}
+	}
+	for _, m := range ix.memtablesNewestFirst() {
+		if me, ok := m.get(k.ID, k.Hash()); ok {
+			x.Memtable = &Version{Gen: me.gen, Deadline: me.deadline, Deleted: me.deleted, LSN: me.lsn}
+			break
+		}
+	}
+	key := make([]byte, ttl.GenSize+len(k.ID))
+	copy(key[ttl.GenSize:], k.ID)
+	for _, f := range ix.gens {
+		f.gen.Append(key[:0])
+		v, closer, err := ix.db.Get(key)
+		if err == pebble.ErrNotFound {
+			continue
+		}
+		if err != nil {
+			return x, wrapPebble(err, fmt.Sprintf("key %x", key))
+		}
+		e, err := decodeValue(f.gen, v)
+		closer.Close()
+		if err != nil {
+			return x, fmt.Errorf("%w: key %x", err, key)
+		}
+		x.Pebble = append(x.Pebble, Version{Gen: f.gen, Deadline: e.Deadline})
+	}
+	return x, nil
+}

@@ -1,0 +1,75 @@
+package dedup
+
+import (
+	"time"
+
+	"github.com/seed42300104/dedup/index"
+)
+
+// Explanation says why the store answers as it does for one ID: its
+// answer, and what each structure holds of the ID.
+type Explanation struct {
+	Live     bool      `json:"live"`
+	Deadline time.Time `json:"deadline,omitzero"` // of the live mark
+	// FilterGenerations lists, by their end, the generations whose filter
+	// may hold the ID. Empty means "definitely new".
+	FilterGenerations []time.Time `json:"filter_generations"`
+	// Unflushed is the newest version in the WAL tail not yet
+	// checkpointed, if any: it decides over Pebble.
+	Unflushed *Version `json:"unflushed,omitempty"`
+	// Pebble lists the versions checkpointed to Pebble.
+	Pebble []Version `json:"pebble"`
+}
+
+// Version is one stored version of an ID.
+type Version struct {
+	GenerationEnds time.Time `json:"generation_ends,omitzero"`
+	Deadline       time.Time `json:"deadline,omitzero"`
+	Forgotten      bool      `json:"forgotten,omitempty"`
+	LSN            uint64    `json:"lsn,omitempty"` // its WAL record, if unflushed
+}
+
+// Explain reports what the store answers for id and why. It is for
+// operators; it looks in every generation and is slower than Seen.
+func (s *Store) Explain(id []byte) (Explanation, error) {
+	if err := s.checkID(id); err != nil {
+		return Explanation{}, err
+	}
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return Explanation{}, ErrClosed
+	}
+	k := s.idx.Key(id)
+	e, live, err := s.idx.Lookup(k, s.opts.Clock)
+	if err != nil {
+		return Explanation{}, storeError(err)
+	}
+	ix, err := s.idx.Explain(k)
+	if err != nil {
+		return Explanation{}, storeError(err)
+	}
+	x := Explanation{Live: live, FilterGenerations: []time.Time{}, Pebble: []Version{}}
+	if live {
+		x.Deadline = e.Deadline.Time()
+	}
+	for _, g := range ix.Filters {
+		x.FilterGenerations = append(x.FilterGenerations, g.End())
+	}
+	if v := ix.Memtable; v != nil {
+		u := version(*v)
+		x.Unflushed = &u
+	}
+	for _, v := range ix.Pebble {
+		x.Pebble = append(x.Pebble, version(v))
+	}
+	return x, nil
+}
+
+func version(v index.Version) Version {
+	out := Version{Forgotten: v.Deleted, LSN: v.LSN}
+	if !v.Deleted {
+		out.GenerationEnds, out.Deadline = v.Gen.End(), v.Deadline.Time()
+	}
+	return out
+}
