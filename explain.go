@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"bytes"
 	"time"
 
 	"github.com/seed42300104/dedup/index"
@@ -72,4 +73,35 @@ func version(v index.Version) Version {
 		out.GenerationEnds, out.Deadline = v.Gen.End(), v.Deadline.Time()
 	}
 	return out
+}
+
+// Mark is one stored mark, as Scan yields it.
+type Mark struct {
+	ID       []byte
+	Deadline time.Time // zero for a forget
+	// Live is true for the mark the store answers with; with all, Scan
+	// also yields expired, forgotten and superseded versions, not live.
+	Live bool
+}
+
+// Scan calls fn for each ID that has a live mark, once, in no promised
+// order, and stops when fn returns false. IDs without prefix are skipped.
+// With all it also yields the versions that are not live. Writes wait
+// while it runs: it is for operators and exports.
+func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed {
+		return ErrClosed
+	}
+	return storeError(s.idx.Scan(s.opts.Clock.Now(), all, func(m index.Mark) bool {
+		if !bytes.HasPrefix(m.ID, prefix) {
+			return true
+		}
+		out := Mark{ID: m.ID, Live: m.Live}
+		if m.Entry.Deadline != 0 {
+			out.Deadline = m.Entry.Deadline.Time()
+		}
+		return fn(out)
+	}))
 }

@@ -54,3 +54,50 @@ func TestExplain(t *testing.T) {
 	_, err = s.Explain(nil)
 	assert.ErrorIs(t, err, dedup.ErrEmptyID)
 }
+
+// TestScan checks that Scan yields each live ID once, wherever its mark
+// is (WAL tail or Pebble, one or several versions), and with all also the
+// versions that are not live.
+func TestScan(t *testing.T) {
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, SlidingTTL: true})
+	require.NoError(t, err)
+	defer s.Close()
+
+	markAll(t, s, expiryIDs("pebble", 5), time.Hour)
+	markAll(t, s, expiryIDs("brief", 3), time.Minute)
+	require.NoError(t, s.Checkpoint())
+	markAll(t, s, expiryIDs("tail", 5), time.Hour)
+	clock.Advance(2 * time.Minute)                              // the brief marks expire
+	_, err = s.CheckAndMark([]byte("pebble-000"), 24*time.Hour) // slides: a second version
+	require.NoError(t, err)
+	require.NoError(t, s.Forget([]byte("tail-004")))
+
+	live := map[string]int{}
+	require.NoError(t, s.Scan(nil, false, func(m dedup.Mark) bool {
+		assert.True(t, m.Live)
+		live[string(m.ID)]++
+		return true
+	}))
+	assert.Len(t, live, 9, "5 in Pebble and 4 in the WAL tail are live")
+	for id, n := range live {
+		assert.Equal(t, 1, n, "%s yielded once", id)
+	}
+	assert.NotContains(t, live, "brief-000")
+	assert.NotContains(t, live, "tail-004")
+
+	var versions, notLive int
+	require.NoError(t, s.Scan([]byte("pebble-000"), true, func(m dedup.Mark) bool {
+		versions++
+		if !m.Live {
+			notLive++
+		}
+		return true
+	}))
+	assert.Equal(t, 2, versions, "the slid mark and the version it superseded")
+	assert.Equal(t, 1, notLive)
+
+	n := 0
+	require.NoError(t, s.Scan(nil, false, func(dedup.Mark) bool { n++; return n < 3 }))
+	assert.Equal(t, 3, n, "Scan stops when fn says so")
+}

@@ -257,3 +257,75 @@ func (ix *Index) Explain(k Key) (Explanation, error) {
 	}
 	return x, nil
 }
+
+// Mark is one stored version of an ID, as Scan yields it.
+type Mark struct {
+	ID    []byte
+	Entry Entry
+	Live  bool // the version Lookup answers with, live at now
+}
+
+// Scan calls fn for each ID with a live mark at now, once, with the
+// version Lookup answers with; with all, also for the other versions
+// (expired, forgotten, superseded) with Live false. It reads the memtables
+// and then Pebble in key order; fn returns false to stop. The caller holds
+// the shared lock.
+func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
+	clock := fixedClock(now)
+	for _, m := range ix.memtablesNewestFirst() {
+		for i := range m.n {
+			me := m.entry(i)
+			id := m.bytes(me.id)
+			k := Key{ID: id, locs: locations(id, ix.k)}
+			e, live, err := ix.Lookup(k, clock)
+			if err != nil {
+				return err
+			}
+			current := live && e.LSN == me.lsn
+			stored := Entry{Gen: me.gen, Deadline: me.deadline, LSN: me.lsn}
+			if me.deleted {
+				stored = Entry{LSN: me.lsn} // a forget has no deadline
+			}
+			if (current || all) && !fn(Mark{ID: slices.Clone(id), Entry: stored, Live: current}) {
+				return nil
+			}
+		}
+	}
+	it, err := ix.db.NewIter(nil)
+	if err != nil {
+		return wrapPebble(err, "scan")
+	}
+	for it.First(); it.Valid(); it.Next() {
+		key := it.Key()
+		if len(key) <= ttl.GenSize {
+			continue
+		}
+		g, id := ttl.DecodeGen(key), key[ttl.GenSize:]
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return wrapPebble(err, fmt.Sprintf("key %x", key))
+		}
+		stored, err := decodeValue(g, v)
+		if err != nil {
+			it.Close()
+			return fmt.Errorf("%w: key %x", err, key)
+		}
+		e, live, err := ix.Lookup(Key{ID: id, locs: locations(id, ix.k)}, clock)
+		if err != nil {
+			it.Close()
+			return err
+		}
+		current := live && e.LSN == 0 && e.Gen == g
+		if (current || all) && !fn(Mark{ID: slices.Clone(id), Entry: stored, Live: current}) {
+			break
+		}
+	}
+	return wrapPebble(it.Close(), "scan")
+}
+
+// fixedClock is a clock stopped at one time, so that a scan answers for
+// one instant.
+type fixedClock time.Time
+
+func (c fixedClock) Now() time.Time { return time.Time(c) }

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"time"
+	"unicode/utf8"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seed42300104/dedup"
+)
+
+func newScan(g *globals) *cobra.Command {
+	var prefix string
+	var limit int
+	var expired bool
+	cmd := &cobra.Command{
+		Use:   "scan",
+		Short: "Stream the live marks, one per line (JSON lines with -o json)",
+		Long: `Streams the IDs that have a live mark, each once, with their deadline. With
+--expired it also streams the versions that are not live: expired,
+forgotten, or superseded by a later mark of the same ID.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if limit < 0 {
+				return usageError{fmt.Errorf("--limit must not be negative")}
+			}
+			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
+				now := time.Now()
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				n := 0
+				var werr error
+				err := s.Scan([]byte(prefix), expired, func(m dedup.Mark) bool {
+					if g.output == "json" {
+						rec := exportRecord(m)
+						rec.Live, rec.State = &m.Live, state(m, now)
+						werr = enc.Encode(rec)
+					} else {
+						werr = writeMarkLine(cmd.OutOrStdout(), m, now)
+					}
+					n++
+					return werr == nil && (limit == 0 || n < limit)
+				})
+				if err != nil {
+					return err
+				}
+				return werr
+			})
+		},
+	}
+	cmd.Flags().StringVar(&prefix, "prefix", "", "only IDs that start with this")
+	cmd.Flags().IntVar(&limit, "limit", 0, "stop after this many lines (0: no limit)")
+	cmd.Flags().BoolVar(&expired, "expired", false, "also the versions that are not live")
+	return cmd
+}
+
+func newExport(g *globals) *cobra.Command {
+	return &cobra.Command{
+		Use:   "export",
+		Short: `Stream the live marks as JSON lines: {"id": ..., "deadline": ...}`,
+		Long: `Streams every live mark as a JSON line {"id": ..., "deadline": ...}, for
+moving marks between systems. An ID that is not valid UTF-8 is base64-encoded,
+with "id_base64": true.`,
+		Args: usageArgs(cobra.NoArgs),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				var werr error
+				err := s.Scan(nil, false, func(m dedup.Mark) bool {
+					werr = enc.Encode(exportRecord(m))
+					return werr == nil
+				})
+				if err != nil {
+					return err
+				}
+				return werr
+			})
+		},
+	}
+}
+
+// record is one mark as a JSON line.
+type record struct {
+	ID       string     `json:"id"`
+	IDBase64 bool       `json:"id_base64,omitempty"`
+	Deadline *time.Time `json:"deadline,omitempty"`
+	Live     *bool      `json:"live,omitempty"`
+	State    string     `json:"state,omitempty"`
+}
+
+func exportRecord(m dedup.Mark) record {
+	r := record{ID: string(m.ID)}
+	if !utf8.Valid(m.ID) {
+		r.ID, r.IDBase64 = base64.StdEncoding.EncodeToString(m.ID), true
+	}
+	if !m.Deadline.IsZero() {
+		d := m.Deadline.UTC()
+		r.Deadline = &d
+	}
+	return r
+}
+
+// state names what a scanned version is.
+func state(m dedup.Mark, now time.Time) string {
+	switch {
+	case m.Live:
+		return "live"
+	case m.Deadline.IsZero():
+		return "forgotten"
+	case !now.Before(m.Deadline):
+		return "expired"
+	}
+	return "superseded"
+}
+
+func writeMarkLine(w io.Writer, m dedup.Mark, now time.Time) error {
+	r := exportRecord(m)
+	deadline := "-"
+	if r.Deadline != nil {
+		deadline = r.Deadline.Format(time.RFC3339Nano)
+	}
+	_, err := fmt.Fprintf(w, "%s\t%s\t%s\n", r.ID, deadline, state(m, now))
+	return err
+}
