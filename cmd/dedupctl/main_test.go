@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/rogpeppe/go-internal/testscript"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
 )
@@ -184,4 +186,20 @@ func TestFilterLineTooLong(t *testing.T) {
 	if stderr != want {
 		t.Errorf("stderr %q, want %q", stderr, want)
 	}
+}
+
+// TestExportBase64 checks that export base64-encodes an ID that is not
+// valid UTF-8, and says so.
+func TestExportBase64(t *testing.T) {
+	dir := t.TempDir()
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	_, err = s.CheckAndMarkBatch([][]byte{{0xff, 0xfe}, []byte("plain")}, 0)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+
+	code, stdout, stderr := runIn(t, nil, "--dir", dir, "export")
+	require.Equal(t, 0, code, stderr)
+	assert.Regexp(t, `(?m)^\{"id":"//4=","id_base64":true,"deadline":"[^"]+"\}$`, stdout)
+	assert.Regexp(t, `(?m)^\{"id":"plain","deadline":"[^"]+"\}$`, stdout)
 }
