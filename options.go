@@ -44,6 +44,9 @@ func (m SyncMode) String() string {
 	return fmt.Sprintf("SyncMode(%d)", int(m))
 }
 
+// DefaultMaxTTL is Options.MaxTTL when it is zero.
+const DefaultMaxTTL = 7 * 24 * time.Hour
+
 // FullPolicy says what a write does when the store holds Options.MaxMarks.
 type FullPolicy int
 
@@ -147,7 +150,7 @@ func (o *Options) withDefaults() Options {
 		c.DefaultTTL = 24 * time.Hour
 	}
 	if c.MaxTTL == 0 {
-		c.MaxTTL = 7 * 24 * time.Hour
+		c.MaxTTL = DefaultMaxTTL
 	}
 	if c.MaxIDSize == 0 {
 		c.MaxIDSize = 4096

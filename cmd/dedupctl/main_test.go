@@ -203,3 +203,30 @@ func TestExportBase64(t *testing.T) {
 	assert.Regexp(t, `(?m)^\{"id":"//4=","id_base64":true,"deadline":"[^"]+"\}$`, stdout)
 	assert.Regexp(t, `(?m)^\{"id":"plain","deadline":"[^"]+"\}$`, stdout)
 }
+
+// TestImportSkipsExpired checks that import marks each ID until its own
+// deadline, skips the expired ones, and decodes base64 IDs.
+func TestImportSkipsExpired(t *testing.T) {
+	dir := t.TempDir()
+	soon, later := time.Now().Add(time.Hour).UTC(), time.Now().Add(48*time.Hour).UTC()
+	in := fmt.Sprintf(`{"id":"soon","deadline":%q}
+{"id":"gone","deadline":"2001-01-01T00:00:00Z"}
+{"id":"//4=","id_base64":true,"deadline":%q}
+`, soon.Format(time.RFC3339Nano), later.Format(time.RFC3339Nano))
+	code, stdout, stderr := runIn(t, []byte(in), "--dir", dir, "import")
+	require.Equal(t, 0, code, stderr)
+	assert.Equal(t, "2 marks added, 0 already present, 1 expired and skipped\n", stdout)
+
+	s, err := dedup.Open(dir, &dedup.Options{ReadOnly: true})
+	require.NoError(t, err)
+	defer s.Close()
+	for id, want := range map[string]time.Time{"soon": soon, "\xff\xfe": later} {
+		x, err := s.Explain([]byte(id))
+		require.NoError(t, err)
+		assert.True(t, x.Live, "%q", id)
+		assert.WithinDuration(t, want, x.Deadline, time.Second, "%q keeps its deadline", id)
+	}
+	x, err := s.Explain([]byte("gone"))
+	require.NoError(t, err)
+	assert.False(t, x.Live)
+}
