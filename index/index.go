@@ -298,10 +298,6 @@ func (ix *Index) addGen(f *genFilter) {
 	ix.gens = append(ix.gens, f)
 }
 
-func encodeValue(d ttl.Deadline, value []byte) []byte {
-	return append(binary.LittleEndian.AppendUint64(make([]byte, 0, 8+len(value)), uint64(d)), value...)
-}
-
 func decodeValue(g ttl.Gen, v []byte) (Entry, error) {
 	if len(v) < 8 {
 		return Entry{}, fmt.Errorf("%w: value of %d bytes", ErrCorrupt, len(v))
