@@ -381,3 +381,11 @@ type row struct {
 func (ix *Index) Release(f *Frozen) {
 	ix.frozen = slices.DeleteFunc(ix.frozen, func(m *memtable) bool { return m == f.mem })
 }
+
+// ReadCheckpointLSN returns the WAL LSN the checkpoint of the index in dir
+// covers, without opening the index: zero for an index never
+// checkpointed.
+func ReadCheckpointLSN(fs vfs.FS, dir string) (uint64, error) {
+	c, err := readCheckpoint(fs, dir)
+	return c.lsn, err
+}

@@ -1,7 +1,7 @@
 // Command dedupctl inspects, changes and benchmarks a dedup store, and
 // filters a stream of lines down to those it has not seen before.
 //
-// Exit codes: 0 ok, 1 an error, 2 a usage error, 3 verify found damage.
+// Exit codes: 0 ok, 1 an error, 2 a usage error, 3 verify or repair found damage.
 package main
 
 import (
@@ -18,7 +18,7 @@ const (
 	exitOK     = 0
 	exitError  = 1
 	exitUsage  = 2
-	exitDamage = 3 // verify found damage
+	exitDamage = 3 // verify or repair found damage
 )
 
 // usageError marks an error in how the command was called.
@@ -72,7 +72,7 @@ Exit codes:
   0  success
   1  an error: the store is missing, locked, corrupt, or an I/O failed
   2  a usage error: an unknown command or flag, a bad flag value, no --dir
-  3  verify found damage`,
+  3  verify or repair found damage (repair without --yes)`,
 		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -89,7 +89,7 @@ Exit codes:
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
-	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g), newVerify(g), newExplain(g), newScan(g), newExport(g), newImport(g))
+	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g), newVerify(g), newExplain(g), newScan(g), newExport(g), newImport(g), newRepair(g))
 	return root
 }
 

@@ -1,0 +1,62 @@
+package dedup_test
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// TestRepair damages a record in the middle of the WAL: Open fails, Repair
+// without apply only reports, and with apply cuts the log at the last good
+// record, after which Open succeeds with every mark before the damage.
+func TestRepair(t *testing.T) {
+	dir := t.TempDir()
+	opts := &dedup.Options{SegmentSize: 64 << 10}
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err)
+	ids := expiryIDs("rep", 300)
+	for _, id := range ids { // one record each
+		_, err := s.CheckAndMark(id, 0)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Close())
+
+	segments, err := filepath.Glob(filepath.Join(dir, "wal", "*.wal"))
+	require.NoError(t, err)
+	require.Len(t, segments, 1)
+	b, err := os.ReadFile(segments[0])
+	require.NoError(t, err)
+	const damaged = 32 + 100*56 + 30 // inside record 101: 56 bytes each, after a 32-byte header
+	b[damaged] ^= 0xff
+	require.NoError(t, os.WriteFile(segments[0], b, 0o644))
+	_, err = dedup.Open(dir, opts)
+	require.ErrorIs(t, err, dedup.ErrCorrupt)
+
+	d, err := dedup.Repair(dir, opts, false)
+	require.NoError(t, err)
+	require.NotNil(t, d)
+	assert.Equal(t, uint64(101), d.FirstLost, "records 1-100 are good")
+	assert.Equal(t, uint64(300), d.LastLost)
+	assert.Equal(t, 199, d.Lost, "record 101 is unreadable; 102-300 are counted")
+	_, err = dedup.Open(dir, opts)
+	require.ErrorIs(t, err, dedup.ErrCorrupt, "without apply nothing changes")
+
+	_, err = dedup.Repair(dir, opts, true)
+	require.NoError(t, err)
+	_, err = os.Stat(segments[0] + ".broken")
+	require.NoError(t, err, "the damaged segment is kept aside")
+	s, err = dedup.Open(dir, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	assert.Equal(t, 100, seenAll(t, s, ids[:100]), "the marks before the damage survive")
+	assert.Zero(t, seenAll(t, s, ids[100:]), "the cut records are gone")
+
+	d, err = dedup.Repair(dir, opts, false)
+	assert.ErrorIs(t, err, dedup.ErrLocked, "an open store is not repaired")
+	assert.Nil(t, d)
+}
