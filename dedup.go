@@ -587,6 +587,32 @@ func (s *Store) Verify() (VerifyReport, error) {
 	return r, storeError(err)
 }
 
+// Snapshot writes a consistent copy of the store into dir, which must not
+// exist: a store directory that Open can use, here or on another machine,
+// to move a whole store (a Kafka partition's, say). It checkpoints first,
+// so that the copy is mostly Pebble tables, linked where the filesystem
+// allows; writes wait while the copy is made.
+func (s *Store) Snapshot(dir string) error {
+	fs := s.opts.FS
+	if _, err := fs.Stat(dir); err == nil {
+		return fmt.Errorf("dedup: snapshot: %s already exists", dir)
+	}
+	s.checkpointMu.Lock()
+	defer s.checkpointMu.Unlock()
+	if err := s.runCheckpoint(); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.idx.CopyTo(fs.PathJoin(dir, indexDir)); err != nil {
+		return storeError(err)
+	}
+	if err := s.log.CopyTo(fs.PathJoin(dir, walDir)); err != nil {
+		return storeError(err)
+	}
+	return writeFormat(fs, dir)
+}
+
 // checkpointer runs a checkpoint each time the memtable fills, and every
 // ExpiryInterval in which a generation has wholly expired.
 func (s *Store) checkpointer() {

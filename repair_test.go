@@ -60,3 +60,32 @@ func TestRepair(t *testing.T) {
 	assert.ErrorIs(t, err, dedup.ErrLocked, "an open store is not repaired")
 	assert.Nil(t, d)
 }
+
+// TestSnapshot checks that a snapshot is a store of its own: it holds
+// every mark made before it, none made after, and opens anywhere.
+func TestSnapshot(t *testing.T) {
+	dir := t.TempDir()
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	defer s.Close()
+	before, after := expiryIDs("before", 200), expiryIDs("after", 10)
+	markAll(t, s, before[:100], 0)
+	require.NoError(t, s.Checkpoint())
+	markAll(t, s, before[100:], 0)
+
+	snap := filepath.Join(t.TempDir(), "snap")
+	require.NoError(t, s.Snapshot(snap))
+	assert.Error(t, s.Snapshot(snap), "a snapshot never overwrites")
+	markAll(t, s, after, 0)
+
+	moved := filepath.Join(t.TempDir(), "moved")
+	require.NoError(t, os.Rename(snap, moved), "a snapshot can be moved whole")
+	c, err := dedup.Open(moved, nil)
+	require.NoError(t, err)
+	defer c.Close()
+	assert.Equal(t, len(before), seenAll(t, c, before))
+	assert.Zero(t, seenAll(t, c, after), "marks made after the snapshot are not in it")
+	r, err := c.Verify()
+	require.NoError(t, err)
+	assert.Empty(t, r.Uncovered)
+}

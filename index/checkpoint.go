@@ -389,3 +389,28 @@ func ReadCheckpointLSN(fs vfs.FS, dir string) (uint64, error) {
 	c, err := readCheckpoint(fs, dir)
 	return c.lsn, err
 }
+
+// CopyTo writes a consistent copy of the index into dir, which must not
+// exist: Pebble's own checkpoint (hard links where it can), the filter
+// snapshots and the CHECKPOINT naming them. The caller holds the lock that
+// keeps checkpoints out, and has just run one, so the copy covers exactly
+// the WAL up to CheckpointLSN.
+func (ix *Index) CopyTo(dir string) error {
+	fs := ix.opts.FS
+	if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
+		return err
+	}
+	if err := ix.db.Checkpoint(fs.PathJoin(dir, "db")); err != nil {
+		return wrapPebble(err, "checkpoint copy")
+	}
+	names := []string{checkpointFile}
+	for g, lsn := range ix.ckpt.files {
+		names = append(names, fs.PathJoin(filtersDir, filterName(g, lsn)))
+	}
+	for _, n := range names {
+		if err := fsutil.CopyFile(fs, fs.PathJoin(ix.dir, n), fs.PathJoin(dir, n)); err != nil {
+			return err
+		}
+	}
+	return errors.Join(fsutil.SyncDir(fs, fs.PathJoin(dir, filtersDir)), fsutil.SyncDir(fs, dir))
+}

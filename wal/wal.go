@@ -517,6 +517,26 @@ func (l *Log) Bytes() (int64, error) {
 	return n, nil
 }
 
+// CopyTo copies the segment files into dir, which it creates, fsyncing
+// each. Records being written meanwhile may be cut short in the copy, as
+// by a crash: its Open truncates them.
+func (l *Log) CopyTo(dir string) error {
+	fs := l.opts.FS
+	l.mu.Lock()
+	firsts := slices.Clone(l.segments)
+	l.mu.Unlock()
+	if err := fsutil.MkdirAll(fs, dir); err != nil {
+		return err
+	}
+	for _, first := range firsts {
+		name := segmentName(first)
+		if err := fsutil.CopyFile(fs, fs.PathJoin(l.dir, name), fs.PathJoin(dir, name)); err != nil {
+			return err
+		}
+	}
+	return fsutil.SyncDir(fs, dir)
+}
+
 // Remove deletes the segments whose records all have LSNs at or below
 // upTo, oldest first. The newest segment is always kept.
 func (l *Log) Remove(upTo uint64) error {

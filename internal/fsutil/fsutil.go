@@ -78,3 +78,13 @@ func ReplaceFile(fs vfs.FS, path string, p []byte) error {
 	}
 	return SyncDir(fs, fs.PathDir(path))
 }
+
+// CopyFile copies src to a new file dst and fsyncs it. The caller syncs
+// the directory when the new entry must be durable.
+func CopyFile(fs vfs.FS, src, dst string) error {
+	p, err := ReadFile(fs, src)
+	if err != nil {
+		return err
+	}
+	return WriteFile(fs, dst, p)
+}
