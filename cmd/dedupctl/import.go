@@ -23,7 +23,7 @@ func newImport(g *globals) *cobra.Command {
 as export writes them, and marks each ID until its deadline. It reads and
 checks the whole input first and changes nothing if any line is bad,
 naming each bad line. Marks whose deadline has passed are skipped. The
-store is created if missing.`,
+store is created if missing. On a terminal a progress bar shows on stderr.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			marks, err := readImport(cmd.InOrStdin())
@@ -32,7 +32,10 @@ store is created if missing.`,
 			}
 			return g.withStore(cmd, dedup.Options{Sync: dedup.SyncNone}, func(s *dedup.Store) error {
 				var added, present, expired int
+				bar := newBar(cmd.ErrOrStderr(), int64(len(marks)))
+				defer bar.Finish()
 				for _, m := range marks {
+					bar.Add(1)
 					ttl := time.Until(m.deadline)
 					if ttl <= 0 {
 						expired++
