@@ -9,8 +9,6 @@ var (
 	ErrEmptyID = errors.New("dedup: empty ID")
 	// ErrIDTooLong is returned for an ID longer than Options.MaxIDSize.
 	ErrIDTooLong = errors.New("dedup: ID too long")
-	// ErrValueTooLarge is returned for a value above Options.MaxValueSize.
-	ErrValueTooLarge = errors.New("dedup: value too large")
 	// ErrInvalidTTL is returned for a negative TTL or one above
 	// Options.MaxTTL.
 	ErrInvalidTTL = errors.New("dedup: invalid TTL")

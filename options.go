@@ -81,9 +81,6 @@ type Options struct {
 	// MaxIDSize is the longest ID accepted, in bytes; a longer one is
 	// ErrIDTooLong. Zero means 4096.
 	MaxIDSize int
-	// MaxValueSize is the largest value stored beside an ID. Zero means
-	// 1 MiB.
-	MaxValueSize int
 
 	// Sync is the durability mode. Zero means SyncAlways.
 	Sync SyncMode
@@ -155,9 +152,6 @@ func (o *Options) withDefaults() Options {
 	if c.MaxIDSize == 0 {
 		c.MaxIDSize = 4096
 	}
-	if c.MaxValueSize == 0 {
-		c.MaxValueSize = 1 << 20
-	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = 10 * time.Millisecond
 	}
@@ -193,9 +187,6 @@ func (o *Options) validate() error {
 	}
 	if o.MaxIDSize < 0 || o.MaxIDSize > 1<<20 {
 		errs = append(errs, fmt.Errorf("MaxIDSize %d must be in (0, 1MiB]", o.MaxIDSize))
-	}
-	if o.MaxValueSize < 0 {
-		errs = append(errs, fmt.Errorf("MaxValueSize %d is negative", o.MaxValueSize))
 	}
 	if o.Sync < SyncAlways || o.Sync > SyncNone {
 		errs = append(errs, fmt.Errorf("unknown %v", o.Sync))
