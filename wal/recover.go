@@ -84,6 +84,33 @@ type scan struct {
 	tornEnd int64
 }
 
+// firstNeeded returns the index of the first segment that may hold a record
+// above after: the segments before it are wholly at or below it, and the
+// caller removes them.
+func firstNeeded(firsts []uint64, after uint64) int {
+	i := 0
+	for i+1 < len(firsts) && firsts[i+1] <= after+1 {
+		i++
+	}
+	return i
+}
+
+// scanInLog scans segment i of the log whose segments start at firsts,
+// checking that it holds LSN next, the one after everything before it,
+// and that it ends where segment i+1 begins.
+func scanInLog(path string, b []byte, firsts []uint64, i int, next, after uint64, fn func(uint64, []byte) error) (scan, error) {
+	first, last := firsts[i], i == len(firsts)-1
+	if first > next {
+		return scan{}, fmt.Errorf("%w: %s: LSN gap: expected a segment holding LSN %d", ErrCorrupt, path, next)
+	}
+	s, err := scanSegment(path, b, first, after, last, fn)
+	if err == nil && !last && s.next != firsts[i+1] {
+		err = fmt.Errorf("%w: %s: offset %d: segment ends at LSN %d but the next starts at %d",
+			ErrCorrupt, path, s.end, s.next-1, firsts[i+1])
+	}
+	return s, err
+}
+
 // scanSegment reads the records of one segment, calling fn for each with
 // an LSN above after, and decides what follows the last valid record. last
 // says whether this is the newest segment, the only one that may end in a

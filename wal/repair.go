@@ -2,7 +2,6 @@ package wal
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -35,25 +34,14 @@ func Repair(fs vfs.FS, dir string, after uint64, apply bool) (*Damage, error) {
 	if err != nil {
 		return nil, err
 	}
-	start := 0
-	for start+1 < len(firsts) && firsts[start+1] <= after+1 {
-		start++
-	}
 	next := after + 1
-	for i := start; i < len(firsts); i++ {
+	for i := firstNeeded(firsts, after); i < len(firsts); i++ {
 		path := fs.PathJoin(dir, segmentName(firsts[i]))
 		b, err := fsutil.ReadFile(fs, path)
 		if err != nil {
 			return nil, err
 		}
-		last := i == len(firsts)-1
-		s, err := scanSegment(path, b, firsts[i], after, last, func(uint64, []byte) error { return nil })
-		switch {
-		case firsts[i] > next:
-			err = fmt.Errorf("%w: %s: LSN gap: expected a segment holding LSN %d", ErrCorrupt, path, next)
-		case err == nil && !last && s.next != firsts[i+1]:
-			err = fmt.Errorf("%w: %s: offset %d: segment ends at LSN %d but the next starts at %d", ErrCorrupt, path, s.end, s.next-1, firsts[i+1])
-		}
+		s, err := scanInLog(path, b, firsts, i, next, after, func(uint64, []byte) error { return nil })
 		if err == nil {
 			next = max(next, s.next)
 			continue

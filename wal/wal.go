@@ -160,14 +160,8 @@ func (l *Log) recover(after uint64, fn func(uint64, []byte) error) error {
 		}
 	}
 	l.segments = firsts
-	// Segments wholly at or below after are not needed; the caller will
-	// remove them.
-	start := 0
-	for start+1 < len(firsts) && firsts[start+1] <= after+1 {
-		start++
-	}
 	next := after + 1
-	for i := start; i < len(firsts); i++ {
+	for i := firstNeeded(firsts, after); i < len(firsts); i++ {
 		first := firsts[i]
 		last := i == len(firsts)-1
 		path := fs.PathJoin(l.dir, segmentName(first))
@@ -175,16 +169,9 @@ func (l *Log) recover(after uint64, fn func(uint64, []byte) error) error {
 		if err != nil {
 			return err
 		}
-		if first > next {
-			return fmt.Errorf("%w: %s: LSN gap: expected a segment holding LSN %d", ErrCorrupt, path, next)
-		}
-		s, err := scanSegment(path, b, first, after, last, fn)
+		s, err := scanInLog(path, b, firsts, i, next, after, fn)
 		if err != nil {
 			return err
-		}
-		if !last && s.next != firsts[i+1] {
-			return fmt.Errorf("%w: %s: offset %d: segment ends at LSN %d but the next starts at %d",
-				ErrCorrupt, path, s.end, s.next-1, firsts[i+1])
 		}
 		next = max(next, s.next)
 		if last {
