@@ -77,12 +77,9 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err := checkDir(fs, dir, o.ReadOnly); err != nil {
 		return nil, err
 	}
-	lockPath := fs.PathJoin(dir, lockFile)
-	lock, err := fs.Lock(lockPath)
-	if isLockHeld(err) {
-		return nil, fmt.Errorf("%w: %s is held by a running Store, in this process or another", ErrLocked, lockPath)
-	} else if err != nil {
-		return nil, fmt.Errorf("dedup: locking %s: %w", lockPath, err)
+	lock, err := lockStore(fs, dir)
+	if err != nil {
+		return nil, err
 	}
 	s := &Store{opts: o, dir: dir, lock: lock,
 		checkpoint: make(chan struct{}, 1), done: make(chan struct{})}
@@ -143,11 +140,20 @@ func onlyLeftovers(fs vfs.FS, dir string) error {
 	return nil
 }
 
-// isLockHeld reports whether a Lock error means another holder: fcntl's
-// EAGAIN or EACCES, or Pebble's refusal of a second lock in one process.
-func isLockHeld(err error) bool {
-	return err != nil && (errors.Is(err, syscall.EAGAIN) || errors.Is(err, syscall.EACCES) ||
-		strings.Contains(err.Error(), "lock held by current process"))
+// lockStore takes the store's LOCK file. A lock held elsewhere, by fcntl's
+// EAGAIN or EACCES or Pebble's refusal of a second lock in one process, is
+// ErrLocked naming the file.
+func lockStore(fs vfs.FS, dir string) (io.Closer, error) {
+	path := fs.PathJoin(dir, lockFile)
+	lock, err := fs.Lock(path)
+	switch {
+	case err == nil:
+		return lock, nil
+	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EACCES),
+		strings.Contains(err.Error(), "lock held by current process"):
+		return nil, fmt.Errorf("%w: %s is held by a running Store, in this process or another", ErrLocked, path)
+	}
+	return nil, fmt.Errorf("dedup: locking %s: %w", path, err)
 }
 
 // recover checks the format, opens the index and replays the WAL into it.

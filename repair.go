@@ -20,12 +20,9 @@ func Repair(dir string, opts *Options, apply bool) (*wal.Damage, error) {
 	if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrNotStore, dir, err)
 	}
-	lockPath := fs.PathJoin(dir, lockFile)
-	lock, err := fs.Lock(lockPath)
-	if isLockHeld(err) {
-		return nil, fmt.Errorf("%w: %s is held by a running Store", ErrLocked, lockPath)
-	} else if err != nil {
-		return nil, fmt.Errorf("dedup: locking %s: %w", lockPath, err)
+	lock, err := lockStore(fs, dir)
+	if err != nil {
+		return nil, err
 	}
 	defer lock.Close()
 	after, err := index.ReadCheckpointLSN(fs, fs.PathJoin(dir, indexDir))
