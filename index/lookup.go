@@ -113,35 +113,41 @@ type probe struct {
 	start, end int
 }
 
+// get is a point read of the Pebble key of generation g.
+func (ix *Index) get(key []byte, g ttl.Gen) (Entry, bool, error) {
+	v, closer, err := ix.db.Get(key)
+	if err == pebble.ErrNotFound {
+		return Entry{}, false, nil
+	}
+	if err != nil {
+		return Entry{}, false, wrapPebble(err, fmt.Sprintf("key %x", key))
+	}
+	defer closer.Close()
+	e, err := decodeValue(g, v)
+	if err != nil {
+		return Entry{}, false, fmt.Errorf("%w: key %x", err, key)
+	}
+	return e, true, nil
+}
+
 // readProbes reads the probes' keys from Pebble. An ID can have versions in
 // several generations (re-marked after expiry, or slid): the live one with
 // the latest deadline answers. A few probes are point reads; more share
 // one iterator, sought in key order.
 func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []Result) error {
-	found := func(p probe, v []byte) error {
-		e, err := decodeValue(p.gen, v)
-		if err != nil {
-			return fmt.Errorf("%w: key %x", err, keyBuf[p.start:p.end])
-		}
+	keep := func(p probe, e Entry) {
 		if r := &out[p.key]; e.Deadline.Live(now) && (!r.Live || e.Deadline > r.Entry.Deadline) {
 			*r = Result{e, true}
 		}
-		return nil
 	}
 	if len(probes) <= 2 {
 		for _, p := range probes {
-			key := keyBuf[p.start:p.end]
-			v, closer, err := ix.db.Get(key)
-			if err == pebble.ErrNotFound {
-				continue
-			}
-			if err != nil {
-				return wrapPebble(err, fmt.Sprintf("key %x", key))
-			}
-			err = found(p, v)
-			closer.Close()
+			e, ok, err := ix.get(keyBuf[p.start:p.end], p.gen)
 			if err != nil {
 				return err
+			}
+			if ok {
+				keep(p, e)
 			}
 		}
 		return nil
@@ -157,13 +163,15 @@ func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []
 			continue
 		}
 		v, err := it.ValueAndErr()
+		var e Entry
 		if err == nil {
-			err = found(p, v)
+			e, err = decodeValue(p.gen, v)
 		}
 		if err != nil {
 			it.Close()
-			return wrapPebble(err, fmt.Sprintf("key %x", key))
+			return fmt.Errorf("%w: key %x", wrapPebble(err, "lookup"), key)
 		}
+		keep(p, e)
 	}
 	return wrapPebble(it.Close(), "lookup")
 }
@@ -240,20 +248,14 @@ func (ix *Index) Explain(k Key) (Explanation, error) {
 	key := make([]byte, ttl.GenSize+len(k.ID))
 	copy(key[ttl.GenSize:], k.ID)
 	for _, f := range ix.gens {
-		f.gen.Append(key[:0])
-		v, closer, err := ix.db.Get(key)
-		if err == pebble.ErrNotFound {
-			continue
-		}
+		f.gen.Append(key[:0]) // the ID follows in key
+		e, ok, err := ix.get(key, f.gen)
 		if err != nil {
-			return x, wrapPebble(err, fmt.Sprintf("key %x", key))
+			return x, err
 		}
-		e, err := decodeValue(f.gen, v)
-		closer.Close()
-		if err != nil {
-			return x, fmt.Errorf("%w: key %x", err, key)
+		if ok {
+			x.Pebble = append(x.Pebble, Version{Gen: f.gen, Deadline: e.Deadline})
 		}
-		x.Pebble = append(x.Pebble, Version{Gen: f.gen, Deadline: e.Deadline})
 	}
 	return x, nil
 }
