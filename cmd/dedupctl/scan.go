@@ -32,22 +32,16 @@ forgotten, or superseded by a later mark of the same ID.`,
 				now := time.Now()
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				n := 0
-				var werr error
-				err := s.Scan([]byte(prefix), expired, func(m dedup.Mark) bool {
-					if g.output == "json" {
-						rec := exportRecord(m)
-						rec.Live, rec.State = &m.Live, state(m, now)
-						werr = enc.Encode(rec)
-					} else {
-						werr = writeMarkLine(cmd.OutOrStdout(), m, now)
-					}
+				return scanEach(s, []byte(prefix), expired, func(m dedup.Mark) (bool, error) {
 					n++
-					return werr == nil && (limit == 0 || n < limit)
+					more := limit == 0 || n < limit
+					if g.output != "json" {
+						return more, writeMarkLine(cmd.OutOrStdout(), m, now)
+					}
+					rec := exportRecord(m)
+					rec.Live, rec.State = &m.Live, state(m, now)
+					return more, enc.Encode(rec)
 				})
-				if err != nil {
-					return err
-				}
-				return werr
 			})
 		},
 	}
@@ -68,18 +62,27 @@ with "id_base64": true.`,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				enc := json.NewEncoder(cmd.OutOrStdout())
-				var werr error
-				err := s.Scan(nil, false, func(m dedup.Mark) bool {
-					werr = enc.Encode(exportRecord(m))
-					return werr == nil
+				return scanEach(s, nil, false, func(m dedup.Mark) (bool, error) {
+					return true, enc.Encode(exportRecord(m))
 				})
-				if err != nil {
-					return err
-				}
-				return werr
 			})
 		},
 	}
+}
+
+// scanEach runs write on each mark Scan yields, until write says stop or
+// fails, and returns the first error of either.
+func scanEach(s *dedup.Store, prefix []byte, all bool, write func(dedup.Mark) (more bool, err error)) error {
+	var werr error
+	err := s.Scan(prefix, all, func(m dedup.Mark) bool {
+		var more bool
+		more, werr = write(m)
+		return more && werr == nil
+	})
+	if err != nil {
+		return err
+	}
+	return werr
 }
 
 // record is one mark as a JSON line.
