@@ -1,6 +1,8 @@
 package dedup_test
 
 import (
+	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -130,4 +132,72 @@ func TestSlidingHotIDNeedsNoRoom(t *testing.T) {
 		marks += g.Marks
 	}
 	assert.Equal(t, uint64(1), marks, "the extensions stay in the hot ID's generation and count once")
+}
+
+// TestEffectiveWindow checks the effective window stat against the age of
+// the oldest mark still seen, which it may exceed by no more than the time
+// between two writes: as marks age in, in the steady state, across a
+// reopen that replays the WAL and one that loads the filter snapshots,
+// and when DropOldest forgets the oldest marks early.
+func TestEffectiveWindow(t *testing.T) {
+	const (
+		ttlOf   = time.Minute
+		step    = 5 * time.Second
+		perStep = 5
+	)
+	fs := vfs.NewMem()
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	opts := &dedup.Options{FS: fs, Clock: clock, MaxMarks: 60, WhenFull: dedup.DropOldest}
+	s, err := dedup.Open("store", opts)
+	require.NoError(t, err)
+	defer func() { s.Close() }()
+	assert.Zero(t, s.Stats().EffectiveWindow, "an empty store remembers nothing")
+
+	var ids [][]byte
+	var writes []time.Time
+	oldestLiveAge := func() time.Duration {
+		for i, id := range ids {
+			seen, err := s.Seen(id)
+			require.NoError(t, err)
+			if seen {
+				return clock.Now().Sub(writes[i])
+			}
+		}
+		return 0
+	}
+	check := func(when string) time.Duration {
+		t.Helper()
+		age, window := oldestLiveAge(), s.Stats().EffectiveWindow
+		require.GreaterOrEqual(t, window, age, "%s: the window is below the oldest live mark's age", when)
+		require.LessOrEqual(t, window, age+step, "%s: the window is more than one write older than the oldest live mark", when)
+		return window
+	}
+	reopen := func() {
+		require.NoError(t, s.Close())
+		s, err = dedup.Open("store", opts)
+		require.NoError(t, err)
+	}
+
+	dropped := false
+	for n := range 40 {
+		batch := expiryIDs(fmt.Sprintf("w%02d", n), perStep)
+		markAll(t, s, batch, ttlOf)
+		ids, writes = append(ids, batch...), append(writes, slices.Repeat([]time.Time{clock.Now()}, perStep)...)
+		clock.Advance(step)
+		window := check(fmt.Sprintf("step %d", n))
+		if window < ttlOf && clock.Now().Sub(writes[0]) > ttlOf {
+			dropped = true // DropOldest made room: the store forgets early
+		}
+		switch n {
+		case 10:
+			reopen() // the write times come back from the WAL
+			check("after a reopen that replays the WAL")
+		case 20:
+			require.NoError(t, s.Checkpoint())
+			reopen() // ... and from the filter snapshots
+			check("after a reopen from a checkpoint")
+		}
+		require.NoError(t, s.Checkpoint())
+	}
+	assert.True(t, dropped, "MaxMarks never made DropOldest shrink the window")
 }

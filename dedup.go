@@ -346,6 +346,7 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 	now := s.opts.Clock.Now()
 	deadline, gen := expiry(now, ttl)
 	s.batch.Reset()
+	s.batch.Time = now.UnixNano()
 	s.inBatch.reset(len(ids))
 	s.keys, s.positions = s.keys[:0], s.positions[:0]
 	for i, id := range ids {

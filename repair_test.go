@@ -1,6 +1,7 @@
 package dedup_test
 
 import (
+	"encoding/binary"
 	"os"
 	"path/filepath"
 	"testing"
@@ -31,8 +32,10 @@ func TestRepair(t *testing.T) {
 	require.Len(t, segments, 1)
 	b, err := os.ReadFile(segments[0])
 	require.NoError(t, err)
-	const damaged = 32 + 100*56 + 30 // inside record 101: 56 bytes each, after a 32-byte header
-	b[damaged] ^= 0xff
+	// Records follow a 32-byte segment header; each is a 24-byte header,
+	// whose length field is at offset 4, and its payload, padded to 8.
+	record := (24 + int(binary.LittleEndian.Uint32(b[32+4:])) + 7) &^ 7
+	b[32+100*record+30] ^= 0xff // inside record 101
 	require.NoError(t, os.WriteFile(segments[0], b, 0o644))
 	_, err = dedup.Open(dir, opts)
 	require.ErrorIs(t, err, dedup.ErrCorrupt)

@@ -11,6 +11,12 @@ type Stats struct {
 	MemtableMarks int `json:"memtable_marks"`
 	// Generations describes each generation, earliest expiry first.
 	Generations []GenerationStats `json:"generations"`
+	// EffectiveWindow is how far back the store remembers: the age of its
+	// oldest live mark, estimated from each generation's first write and
+	// longest TTL (never less than the true age, exact for marks of one
+	// TTL written steadily). It equals the TTL in the steady state and
+	// falls below it when DropOldest forgets marks early.
+	EffectiveWindow time.Duration `json:"effective_window_ns"`
 	// FilterBytes is the memory of all Bloom filters.
 	FilterBytes uint64 `json:"filter_bytes"`
 	// FilterMisses counts lookups that a filter let through and that found
@@ -58,6 +64,7 @@ func (s *Store) Stats() Stats {
 	}
 	st.MemtableMarks = s.idx.MemMarks()
 	st.FilterMisses = s.idx.FilterMisses()
+	st.EffectiveWindow = s.idx.Window(s.opts.Clock.Now())
 	for _, g := range s.idx.Gens() {
 		st.Generations = append(st.Generations, GenerationStats{
 			Ends: g.Gen.End(), Span: g.Gen.Span(), Marks: g.Marks,

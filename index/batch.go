@@ -22,6 +22,7 @@ const (
 	opMark   = 1
 	opForget = 2
 	opExtend = 3 // a mark that extends a live one: same layout as opMark
+	opTime   = 4 // when the ops after it were written
 )
 
 // Op is one change to the index.
@@ -37,15 +38,21 @@ type Op struct {
 
 // Batch is the ops of one WAL record, applied atomically.
 //
-// Its encoding, the WAL payload, is a sequence of ops:
+// Its encoding, the WAL payload, is an optional write time and a sequence
+// of ops:
 //
+//	time:   | 4 (1B) | Unix nanoseconds (8B) |, first if present
 //	mark:   | 1 (1B) | gen (8B) | deadline (8B) | len(id) uvarint | id | len(value) uvarint | value |
 //	forget: | 2 (1B) | len(id) uvarint | id |
 //	extend: | 3 (1B) | as mark |
 //
 // Integers are little-endian. Part of the on-disk format.
 type Batch struct {
-	Ops []Op
+	// Time is when the batch was written, in Unix nanoseconds; zero if
+	// unknown. With the deadlines it tells each generation's oldest write
+	// and longest TTL, from which Index.Window is estimated.
+	Time int64
+	Ops  []Op
 }
 
 // Mark adds a mark of k.
@@ -62,10 +69,14 @@ func (b *Batch) Extend(k Key, g ttl.Gen, d ttl.Deadline, value []byte) {
 func (b *Batch) Forget(id []byte) { b.Ops = append(b.Ops, Op{Forget: true, ID: id}) }
 
 // Reset empties b, keeping its memory.
-func (b *Batch) Reset() { b.Ops = b.Ops[:0] }
+func (b *Batch) Reset() { b.Time, b.Ops = 0, b.Ops[:0] }
 
 // AppendEncoded appends the encoding of b to buf.
 func (b *Batch) AppendEncoded(buf []byte) []byte {
+	if b.Time != 0 {
+		buf = append(buf, opTime)
+		buf = binary.LittleEndian.AppendUint64(buf, uint64(b.Time))
+	}
 	for _, op := range b.Ops {
 		if op.Forget {
 			buf = append(buf, opForget)
@@ -91,7 +102,17 @@ func (b *Batch) AppendEncoded(buf []byte) []byte {
 // DecodeBatch decodes a WAL payload into b, which aliases p.
 func DecodeBatch(p []byte, b *Batch) error {
 	b.Reset()
-	for off := 0; off < len(p); {
+	off := 0
+	if len(p) > 0 && p[0] == opTime {
+		if len(p) < 9 {
+			return fmt.Errorf("%w: batch offset 1: truncated time", ErrCorrupt)
+		}
+		if b.Time = int64(binary.LittleEndian.Uint64(p[1:])); b.Time == 0 {
+			return fmt.Errorf("%w: batch offset 1: zero time", ErrCorrupt)
+		}
+		off = 9
+	}
+	for off < len(p) {
 		kind := p[off]
 		off++
 		var op Op

@@ -60,6 +60,11 @@ func TestBatchRoundTrip(t *testing.T) {
 		{"64KiB value", func(b *Batch) {
 			b.Mark(Key{ID: []byte("k")}, 3, 4, bigValue)
 		}},
+		{"write time", func(b *Batch) {
+			b.Time = 1_700_000_000_123_456_789
+			b.Mark(Key{ID: []byte("id-1")}, 7, 1_000, nil)
+		}},
+		{"write time alone", func(b *Batch) { b.Time = -1 }},
 		{"mixed", func(b *Batch) {
 			b.Mark(Key{ID: []byte("a")}, 1, 10, nil)
 			b.Forget([]byte("a"))
@@ -78,6 +83,7 @@ func TestBatchRoundTrip(t *testing.T) {
 			var out Batch
 			require.NoError(t, DecodeBatch(enc, &out))
 			assert.Equal(t, normalized(&in), normalized(&out))
+			assert.Equal(t, in.Time, out.Time)
 			assert.Equal(t, enc, out.AppendEncoded(nil), "re-encoding the decoded batch")
 
 			prefix := []byte("prefix")
@@ -122,7 +128,10 @@ func TestDecodeBatchCorrupt(t *testing.T) {
 		{"value length past end", markHeader(1, 'a', 3, 'v')},
 		{"value length missing", markHeader(1, 'a')},
 		{"huge length", binary.AppendUvarint([]byte{opForget}, 1<<63)},
-		{"unknown op", []byte{4, 1, 'a'}},
+		{"unknown op", []byte{5, 1, 'a'}},
+		{"truncated time", []byte{opTime, 1, 2, 3}},
+		{"zero time", append([]byte{opTime}, make([]byte, 8)...)},
+		{"time after an op", append(bytes.Clone(mark), opTime, 1, 0, 0, 0, 0, 0, 0, 0)},
 		{"truncated extend", []byte{opExtend, 1, 'a'}},
 		{"zero op", []byte{0}},
 		{"unknown op after a valid one", append(bytes.Clone(mark), 0x7f)},

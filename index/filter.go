@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"math"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 
@@ -26,6 +27,11 @@ type genFilter struct {
 	n       uint   // marks added to the newest filter
 	marks   uint   // marks added in all
 	dirty   bool   // changed since the last snapshot
+
+	// firstWrite is the earliest write time of its marks and maxTTL their
+	// longest TTL, in nanoseconds; zero where unknown (a filter rebuilt
+	// from Pebble, or marks written by a build that did not record times).
+	firstWrite, maxTTL int64
 }
 
 func newGenFilter(g ttl.Gen, capacity uint, fp float64) *genFilter {
@@ -79,6 +85,32 @@ func (f *genFilter) add(locs []uint64, fp float64) {
 	f.dirty = true
 }
 
+// wrote records that a mark with the given deadline was written at t, for
+// window. A zero t is unknown and changes nothing.
+func (f *genFilter) wrote(t int64, deadline ttl.Deadline) {
+	if t == 0 {
+		return
+	}
+	if f.firstWrite == 0 || t < f.firstWrite {
+		f.firstWrite = t
+	}
+	f.maxTTL = max(f.maxTTL, int64(deadline)-t)
+	f.dirty = true
+}
+
+// window returns at most how long ago the oldest mark of the generation
+// still live at now was written: no earlier than its first write, and no
+// longer ago than its longest TTL. Where those are unknown it assumes the
+// longest TTL of the generation's span class.
+func (f *genFilter) window(now int64) time.Duration {
+	first, longest := f.firstWrite, f.maxTTL
+	if first == 0 {
+		longest = int64(8 * f.gen.Span()) // a class's TTLs are under 8 spans
+		first = f.end - int64(f.gen.Span()) - longest
+	}
+	return time.Duration(min(now-first, longest))
+}
+
 // bytes is the filter memory of the generation.
 func (f *genFilter) bytes() uint64 {
 	var n uint64
@@ -116,6 +148,7 @@ func (f *genFilter) clone() *genFilter {
 // Filter snapshot file:
 //
 //	| magic "dedupflt" (8B) | version (4B) | filters (4B) | gen (8B) | marks (8B) | n (8B) |
+//	| first write (8B) | longest TTL (8B) |
 //	| per filter: capacity (8B), bloom/v3 WriteTo encoding |
 //	| CRC32C of all the above (4B) |
 //
@@ -123,7 +156,8 @@ func (f *genFilter) clone() *genFilter {
 // Part of the on-disk format.
 const (
 	filterMagic   = "dedupflt"
-	filterVersion = 1
+	filterVersion = 2
+	filterHeader  = 48 // after the magic
 )
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
@@ -131,12 +165,14 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 func (f *genFilter) encode() []byte {
 	var buf bytes.Buffer
 	buf.WriteString(filterMagic)
-	var h [32]byte
+	var h [filterHeader]byte
 	binary.LittleEndian.PutUint32(h[0:], filterVersion)
 	binary.LittleEndian.PutUint32(h[4:], uint32(len(f.filters)))
 	binary.LittleEndian.PutUint64(h[8:], uint64(f.gen))
 	binary.LittleEndian.PutUint64(h[16:], uint64(f.marks))
 	binary.LittleEndian.PutUint64(h[24:], uint64(f.n))
+	binary.LittleEndian.PutUint64(h[32:], uint64(f.firstWrite))
+	binary.LittleEndian.PutUint64(h[40:], uint64(f.maxTTL))
 	buf.Write(h[:])
 	for i, b := range f.filters {
 		buf.Write(binary.LittleEndian.AppendUint64(nil, uint64(f.caps[i])))
@@ -148,7 +184,7 @@ func (f *genFilter) encode() []byte {
 }
 
 func decodeGenFilter(path string, p []byte) (*genFilter, error) {
-	const fixed = len(filterMagic) + 32
+	const fixed = len(filterMagic) + filterHeader
 	if len(p) < fixed+4 {
 		return nil, fmt.Errorf("%w: %s: offset 0: short filter snapshot (%d bytes)", ErrCorrupt, path, len(p))
 	}
@@ -165,10 +201,12 @@ func decodeGenFilter(path string, p []byte) (*genFilter, error) {
 	}
 	g := ttl.Gen(binary.LittleEndian.Uint64(h[8:]))
 	f := &genFilter{
-		gen:   g,
-		end:   g.End().UnixNano(),
-		marks: uint(binary.LittleEndian.Uint64(h[16:])),
-		n:     uint(binary.LittleEndian.Uint64(h[24:])),
+		gen:        g,
+		end:        g.End().UnixNano(),
+		marks:      uint(binary.LittleEndian.Uint64(h[16:])),
+		n:          uint(binary.LittleEndian.Uint64(h[24:])),
+		firstWrite: int64(binary.LittleEndian.Uint64(h[32:])),
+		maxTTL:     int64(binary.LittleEndian.Uint64(h[40:])),
 	}
 	r := bytes.NewReader(body[fixed:])
 	for range binary.LittleEndian.Uint32(h[4:]) {

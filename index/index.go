@@ -226,6 +226,7 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		if !op.Extend || !f.test(locs) {
 			f.add(locs, ix.opts.FalsePositiveRate)
 		}
+		f.wrote(b.Time, op.Deadline)
 		ix.mem.mark(op, locs[0], lsn)
 	}
 	ix.mem.lastLSN = lsn
@@ -253,6 +254,21 @@ func (ix *Index) Marks() uint64 {
 		n += uint64(f.marks)
 	}
 	return n
+}
+
+// Window estimates how far back the store remembers at now: the age of
+// its oldest live mark, from each generation's first write and longest
+// TTL. It is never less than the true age; it is exact for a generation
+// whose marks share one TTL and are written steadily, and it shrinks when
+// DropOldest forgets marks early. It is zero when no mark is live.
+func (ix *Index) Window(now time.Time) time.Duration {
+	var w time.Duration
+	for _, f := range ix.gens {
+		if !f.gen.Expired(now) {
+			w = max(w, f.window(now.UnixNano()))
+		}
+	}
+	return w
 }
 
 // memtablesNewestFirst returns the active memtable and then the frozen

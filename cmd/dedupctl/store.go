@@ -144,6 +144,12 @@ func newStats(g *globals) *cobra.Command {
 				}
 				w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 				fmt.Fprintf(w, "format version\t%d\n", dedup.FormatVersion)
+				var marks uint64
+				for _, gen := range st.Generations {
+					marks += gen.Marks
+				}
+				fmt.Fprintf(w, "marks\t%d\n", marks)
+				fmt.Fprintf(w, "effective window\t%v\n", st.EffectiveWindow)
 				fmt.Fprintf(w, "memtable marks\t%d\n", st.MemtableMarks)
 				fmt.Fprintf(w, "filter bytes\t%d\n", st.FilterBytes)
 				fmt.Fprintf(w, "index disk bytes\t%d\n", st.IndexDiskBytes)
