@@ -201,3 +201,98 @@ func TestEffectiveWindow(t *testing.T) {
 	}
 	assert.True(t, dropped, "MaxMarks never made DropOldest shrink the window")
 }
+
+// baseDiskBytes returns what a store in dir uses on disk with one mark:
+// mostly its WAL segment, preallocated up to SegmentSize.
+func baseDiskBytes(t *testing.T, dir string, opts *dedup.Options) int64 {
+	t.Helper()
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	markAll(t, s, expiryIDs("base", 1), time.Second)
+	require.NoError(t, s.Checkpoint())
+	st := s.Stats()
+	return int64(st.IndexDiskBytes) + st.WALBytes
+}
+
+// fillDisk writes batches of new marks with a checkpoint after each, which
+// measures the disk, until one fails; it returns that error and the IDs
+// written before it.
+func fillDisk(t *testing.T, s *dedup.Store, prefix string, d time.Duration) ([][]byte, error) {
+	t.Helper()
+	var written [][]byte
+	for n := range 1000 {
+		batch := expiryIDs(fmt.Sprintf("%s%03d", prefix, n), 500)
+		if _, err := s.CheckAndMarkBatch(batch, d); err != nil {
+			return written, err
+		}
+		written = append(written, batch...)
+		require.NoError(t, s.Checkpoint())
+	}
+	t.Fatal("the store never reached MaxDiskBytes")
+	return nil, nil
+}
+
+// TestMaxDiskBytesFailsClosed checks the disk bound: once a checkpoint
+// measures the store at MaxDiskBytes, writes of new marks fail whole with
+// ErrFull while duplicates are still answered, and they resume once the
+// marks have expired and their space is given back.
+func TestMaxDiskBytesFailsClosed(t *testing.T) {
+	dir := t.TempDir()
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	opts := &dedup.Options{Clock: clock, SegmentSize: 1 << 20}
+	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + 256<<10
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	written, err := fillDisk(t, s, "full", time.Minute)
+	require.ErrorIs(t, err, dedup.ErrFull)
+	st := s.Stats()
+	assert.GreaterOrEqual(t, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes, "ErrFull below the bound")
+	assert.Equal(t, len(written), seenAll(t, s, written), "nothing is dropped under FailClosed")
+	isNew, err := s.CheckAndMark(written[0], time.Minute)
+	require.NoError(t, err, "a duplicate needs no room")
+	assert.False(t, isNew)
+
+	clock.Advance(2 * time.Minute)
+	require.NoError(t, s.Checkpoint(), "drops the expired generations and compacts their range")
+	markAll(t, s, expiryIDs("after", 500), time.Minute)
+	assert.Eventually(t, func() bool {
+		st := s.Stats()
+		return int64(st.IndexDiskBytes)+st.WALBytes < opts.MaxDiskBytes
+	}, 10*time.Second, 10*time.Millisecond, "the expired marks' space never came back")
+}
+
+// TestMaxDiskBytesDropOldest checks the other policy at the disk bound: the
+// oldest closed generation is dropped early, the space comes back, writes
+// go on, and the effective window shows how much shorter it is than the
+// TTL.
+func TestMaxDiskBytesDropOldest(t *testing.T) {
+	dir := t.TempDir()
+	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	opts := &dedup.Options{Clock: clock, SegmentSize: 1 << 20, WhenFull: dedup.DropOldest}
+	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + 256<<10
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err)
+	defer s.Close()
+	const ttlOf = time.Hour
+	var gens [][][]byte // the IDs written in each 20-minute step, oldest first
+	for step := range 12 {
+		var ids [][]byte
+		for n := range 10 {
+			batch := expiryIDs(fmt.Sprintf("s%02d-%02d", step, n), 500)
+			markAll(t, s, batch, ttlOf)
+			ids = append(ids, batch...)
+			require.NoError(t, s.Checkpoint())
+		}
+		gens = append(gens, ids)
+		clock.Advance(ttlOf / 3)
+	}
+	st := s.Stats()
+	assert.Less(t, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes+256<<10,
+		"the store stays within the bound plus what one checkpoint writes")
+	assert.Zero(t, seenAll(t, s, gens[7]), "older marks were dropped early")
+	assert.Equal(t, len(gens[11]), seenAll(t, s, gens[11]), "the newest marks are kept")
+	assert.Less(t, st.EffectiveWindow, ttlOf, "the effective window shows the early drops")
+	t.Logf("effective window %v against a TTL of %v; %d bytes on disk, bound %d", st.EffectiveWindow, ttlOf, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes)
+}

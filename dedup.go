@@ -54,6 +54,8 @@ type Store struct {
 	keys         []index.Key    // the batch's distinct IDs, under mu
 	positions    []int          // where each of keys is in the batch, under mu
 	results      []index.Result // their lookups, under mu
+	diskBytes    int64          // on disk at Open or the last checkpoint, under mu
+	dropPending  bool           // a drop for MaxDiskBytes awaits its checkpoint, under mu
 	flushing     bool           // a checkpoint is running
 	flushed      *sync.Cond     // on mu: broadcast when a checkpoint ends
 	checkpoint   chan struct{}  // wakes the checkpointer
@@ -88,6 +90,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
+	s.diskBytes = s.measureDisk()
 	if o.ReadOnly {
 		close(s.done)
 	} else {
@@ -386,29 +389,52 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 	return wait, fresh, nil
 }
 
-// makeRoom applies Options.MaxMarks before n new marks are written: it
+// makeRoom applies the capacity bounds before n new marks are written: it
 // refuses them, or drops the oldest closed generations until they fit.
 // Extensions of live marks need no room. The caller holds s.mu
 // exclusively.
 func (s *Store) makeRoom(n int) error {
-	limit := uint64(s.opts.MaxMarks)
-	if limit == 0 || n == 0 {
+	if n == 0 {
 		return nil
 	}
 	dropped := false
-	for s.idx.Marks()+uint64(n) > limit {
-		if s.opts.WhenFull == DropOldest {
-			if _, ok := s.idx.DropOldest(s.opts.Clock.Now()); ok {
-				dropped = true
-				continue
-			}
+	for limit := uint64(s.opts.MaxMarks); limit > 0 && s.idx.Marks()+uint64(n) > limit; dropped = true {
+		if !s.dropOldest() {
+			return fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), n, limit)
 		}
-		return fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), n, limit)
+	}
+	// The disk is measured at checkpoints, so one drop at a time: the next
+	// measure, after the checkpoint that gives its space back, decides
+	// whether another is needed.
+	if limit := s.opts.MaxDiskBytes; limit > 0 && s.diskBytes >= limit && !s.dropPending {
+		if !s.dropOldest() {
+			if s.idx.MemMarks() > 0 {
+				s.requestCheckpoint() // measure again once the WAL behind it is gone
+			}
+			return fmt.Errorf("%w: %d bytes on disk at the last checkpoint, MaxDiskBytes %d", ErrFull, s.diskBytes, limit)
+		}
+		s.dropPending, dropped = true, true
 	}
 	if dropped {
-		s.requestCheckpoint() // make the drop durable soon
+		s.requestCheckpoint() // make the drop durable, and its space free, soon
 	}
 	return nil
+}
+
+// dropOldest drops the oldest closed generation if WhenFull allows it and
+// there is one. The caller holds s.mu exclusively.
+func (s *Store) dropOldest() bool {
+	if s.opts.WhenFull != DropOldest {
+		return false
+	}
+	_, ok := s.idx.DropOldest(s.opts.Clock.Now())
+	return ok
+}
+
+// measureDisk returns the bytes the index and the WAL keep on disk.
+func (s *Store) measureDisk() int64 {
+	wal, _ := s.log.Bytes() // a segment removed meanwhile: the next measure is right
+	return int64(s.idx.KeptBytes()) + wal
 }
 
 // expiry returns the deadline and generation of a mark written at now
@@ -679,6 +705,15 @@ func (s *Store) runCheckpoint() error {
 	}
 	if err := s.log.Remove(frozen.LSN()); err != nil {
 		s.opts.Logf("dedup: removing WAL segments behind LSN %d: %v", frozen.LSN(), err)
+	}
+	if s.opts.MaxDiskBytes > 0 {
+		if err := s.idx.CompactGens(frozen.Dropped()); err != nil {
+			s.opts.Logf("dedup: compacting dropped generations: %v", err) // Pebble's own compactions get to them later
+		}
+		disk := s.measureDisk()
+		s.mu.Lock()
+		s.diskBytes, s.dropPending = disk, false
+		s.mu.Unlock()
 	}
 	return nil
 }

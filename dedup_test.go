@@ -189,6 +189,9 @@ func TestInvalidOptions(t *testing.T) {
 		{name: "negative ExpectedMarks", opts: dedup.Options{ExpectedMarks: -1}},
 		{name: "negative MemtableMarks", opts: dedup.Options{MemtableMarks: -1}},
 		{name: "SegmentSize below 64KiB", opts: dedup.Options{SegmentSize: 1 << 10}},
+		{name: "negative MaxMarks", opts: dedup.Options{MaxMarks: -1}},
+		{name: "negative MaxDiskBytes", opts: dedup.Options{MaxDiskBytes: -1}},
+		{name: "unknown FullPolicy", opts: dedup.Options{WhenFull: dedup.DropOldest + 1}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -14,8 +14,10 @@ var (
 	ErrInvalidTTL = errors.New("dedup: invalid TTL")
 	// ErrInvalidOptions is returned by Open for options that make no sense.
 	ErrInvalidOptions = errors.New("dedup: invalid options")
-	// ErrFull is returned by a write that would take the store past
-	// Options.MaxMarks; nothing of it is applied.
+	// ErrFull is returned by a write of new marks that would take the
+	// store past Options.MaxMarks, or that comes once it has reached
+	// Options.MaxDiskBytes, when WhenFull drops nothing; nothing of it is
+	// applied.
 	ErrFull = errors.New("dedup: store full")
 	// ErrClosed is returned by every call on a closed Store.
 	ErrClosed = errors.New("dedup: store closed")

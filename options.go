@@ -47,7 +47,8 @@ func (m SyncMode) String() string {
 // DefaultMaxTTL is Options.MaxTTL when it is zero.
 const DefaultMaxTTL = 7 * 24 * time.Hour
 
-// FullPolicy says what a write does when the store holds Options.MaxMarks.
+// FullPolicy says what a write of new marks does when the store is at a
+// capacity bound, Options.MaxMarks or Options.MaxDiskBytes.
 type FullPolicy int
 
 const (
@@ -114,7 +115,17 @@ type Options struct {
 	// until their generation is dropped. Zero means no bound. What a write
 	// that would go past it does is WhenFull's choice.
 	MaxMarks int
-	// WhenFull is the policy at MaxMarks. Zero means FailClosed.
+	// MaxDiskBytes bounds the bytes the store uses on disk, Pebble's and
+	// the WAL's, as measured at Open and after each checkpoint: writes of
+	// new marks meet WhenFull once the last measure reached it. It is a
+	// soft bound, passed by at most what is written between two
+	// checkpoints (MemtableMarks marks, and the WAL's 4 MiB preallocation
+	// ahead of its records). With a bound set, a checkpoint that drops
+	// generations also compacts their key ranges, so that the space comes
+	// back at once. Zero means no bound.
+	MaxDiskBytes int64
+	// WhenFull is the policy at MaxMarks and MaxDiskBytes. Zero means
+	// FailClosed.
 	WhenFull FullPolicy
 	// SlidingTTL makes a duplicate seen within its TTL extend it: the
 	// mark's deadline moves to now + ttl when that is later. Each such
@@ -202,6 +213,9 @@ func (o *Options) validate() error {
 	}
 	if o.WhenFull < FailClosed || o.WhenFull > DropOldest {
 		errs = append(errs, fmt.Errorf("unknown FullPolicy %d", o.WhenFull))
+	}
+	if o.MaxDiskBytes < 0 {
+		errs = append(errs, fmt.Errorf("MaxDiskBytes %d is negative", o.MaxDiskBytes))
 	}
 	if o.MaxMarks < 0 {
 		errs = append(errs, fmt.Errorf("MaxMarks %d is negative", o.MaxMarks))

@@ -354,6 +354,14 @@ func (ix *Index) DiskBytes() (total, tables uint64) {
 	return m.DiskSpaceUsage(), uint64(m.Total().TablesSize)
 }
 
+// KeptBytes returns the bytes Pebble uses on disk, less the obsolete
+// files it is deleting: what a capacity bound should count right after a
+// compaction.
+func (ix *Index) KeptBytes() uint64 {
+	m := ix.db.Metrics()
+	return m.DiskSpaceUsage() - m.Table.Local.ObsoleteSize - m.BlobFiles.Local.ObsoleteSize
+}
+
 // Compact has Pebble compact the whole index now, giving back the space of
 // dropped generations and deleted marks at once rather than when its
 // background compactions get to them.
@@ -361,6 +369,17 @@ func (ix *Index) Compact(ctx context.Context) error {
 	// Keys start with a generation, whose first byte is a span class far
 	// below 0xff.
 	return wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
+}
+
+// CompactGens has Pebble compact the key ranges of dropped generations,
+// so that their space is given back now.
+func (ix *Index) CompactGens(gens []ttl.Gen) error {
+	for _, g := range gens {
+		if err := ix.db.Compact(context.Background(), g.Append(nil), (g + 1).Append(nil), false); err != nil {
+			return wrapPebble(err, "compact")
+		}
+	}
+	return nil
 }
 
 // Close closes Pebble. It does not checkpoint: the WAL holds what the
