@@ -1,0 +1,218 @@
+package dedup_test
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// The drop kill test's child is configured through these variables.
+const (
+	dropChildDirEnv   = "DEDUP_DROP_CHILD_DIR"   // store directory; its presence makes TestCrashDropChild run
+	dropChildStartEnv = "DEDUP_DROP_CHILD_START" // sequence number of the child's first ID
+	dropChildTimeEnv  = "DEDUP_DROP_CHILD_TIME"  // the child's fake time at start, Unix nanoseconds
+)
+
+const (
+	dropShortTTL = 10 * time.Second // a generation of these ends every 2 s
+	dropLongTTL  = time.Hour
+	dropStep     = 3 * time.Second // fake time between the child's checkpoints
+	dropPerCall  = 40
+)
+
+// dropTTLOf returns the TTL the child marks id with, which its name says.
+func dropTTLOf(id []byte) time.Duration {
+	if bytes.HasPrefix(id, []byte("short-")) {
+		return dropShortTTL
+	}
+	return dropLongTTL
+}
+
+func dropOptions(clock ttl.Clock) *dedup.Options {
+	return &dedup.Options{Clock: clock, SegmentSize: 64 << 10, MemtableMarks: 1000}
+}
+
+// TestCrashKillWhileDropping kills, with SIGKILL, a child that marks IDs
+// with a short and a long TTL while its fake clock runs fast enough for
+// most of its checkpoints to drop an expired generation, so the kills land
+// in and around drops: range deletions ingested, filter snapshots removed,
+// CHECKPOINT replaced. After each kill the store is reopened at the child's
+// last time: every acknowledged mark whose deadline has not passed is
+// seen, none whose deadline has passed is, Verify finds no damage and no
+// uncovered key, and a checkpoint leaves no key of an ended generation.
+// DEDUP_CRASH_CYCLES sets the number of cycles, as for TestCrashKill.
+func TestCrashKillWhileDropping(t *testing.T) {
+	cycles := 5
+	if v := os.Getenv(crashCyclesEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "%s=%q", crashCyclesEnv, v)
+		cycles = n
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, %d cycles", seed, cycles)
+	rng := rand.New(rand.NewPCG(seed, 0))
+
+	dir := t.TempDir()
+	deadlines := map[string]time.Time{} // acknowledged IDs
+	now := time.Unix(1_700_000_000, 0)
+	next, drops := 0, 0
+	for cycle := range cycles {
+		delay := killMinDelay + time.Duration(rng.Int64N(int64(killMaxDelay-killMinDelay)))
+		out := runDropChild(t, dir, next, now, delay)
+		last := now
+		sc := bufio.NewScanner(bytes.NewReader(out[:bytes.LastIndexByte(out, '\n')+1]))
+		for sc.Scan() {
+			// "ack <id> <deadline ns>" or "now <ns> <generations dropped>"
+			f := strings.Fields(sc.Text())
+			require.Len(t, f, 3, "child line %q", sc.Text())
+			n, err := strconv.ParseInt(f[2], 10, 64)
+			require.NoError(t, err)
+			switch f[0] {
+			case "ack":
+				deadlines[f[1]] = time.Unix(0, n)
+				seq, err := strconv.Atoi(f[1][strings.IndexByte(f[1], '-')+1:])
+				require.NoError(t, err)
+				next = max(next, seq+1)
+			case "now":
+				ns, err := strconv.ParseInt(f[1], 10, 64)
+				require.NoError(t, err)
+				last, drops = time.Unix(0, ns), drops+int(n)
+			}
+		}
+		// The child may have marked a call's IDs past the last it
+		// acknowledged, and moved its clock once more, without saying so.
+		next += dropPerCall
+		now = last.Add(dropStep)
+		verifyAfterDropKill(t, cycle, dir, now, deadlines)
+		if t.Failed() {
+			t.Fatalf("cycle %d failed (child killed after %v)", cycle, delay)
+		}
+	}
+	t.Logf("%d marks acknowledged, %d generations dropped by the children", len(deadlines), drops)
+	require.NotZero(t, drops, "the children never dropped a generation: the test does not test drops")
+}
+
+// runDropChild starts the drop child and kills it after delay.
+func runDropChild(t *testing.T, dir string, start int, now time.Time, delay time.Duration) []byte {
+	t.Helper()
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDropChild$")
+	cmd.Env = append(os.Environ(),
+		dropChildDirEnv+"="+dir,
+		dropChildStartEnv+"="+strconv.Itoa(start),
+		dropChildTimeEnv+"="+strconv.FormatInt(now.UnixNano(), 10),
+	)
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	require.NoError(t, cmd.Start())
+	time.Sleep(delay)
+	_ = cmd.Process.Signal(syscall.SIGKILL) // fails only if the child exited, reported below
+	err := cmd.Wait()
+	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
+	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Fatalf("drop child exited on its own (%v):\nstdout:\n%s\nstderr:\n%s",
+			err, outputTail(stdout.Bytes()), outputTail(stderr.Bytes()))
+	}
+	return stdout.Bytes()
+}
+
+func verifyAfterDropKill(t *testing.T, cycle int, dir string, now time.Time, deadlines map[string]time.Time) {
+	t.Helper()
+	s, err := dedup.Open(dir, dropOptions(ttl.NewFake(now)))
+	require.NoError(t, err, "cycle %d: reopening after the kill", cycle)
+	defer func() { require.NoError(t, s.Close(), "cycle %d: closing", cycle) }()
+
+	var lost, resurrected []string
+	for id, dl := range deadlines {
+		seen, err := s.Seen([]byte(id))
+		require.NoError(t, err)
+		switch live := now.Before(dl); {
+		case live && !seen:
+			lost = append(lost, id)
+		case !live && seen:
+			resurrected = append(resurrected, id)
+		}
+	}
+	assertNoIDs(t, lost, "cycle %d: live marks lost", cycle)
+	assertNoIDs(t, resurrected, "cycle %d: expired marks seen", cycle)
+
+	report, err := s.Verify()
+	require.NoError(t, err, "cycle %d: Verify", cycle)
+	assert.Empty(t, report.Uncovered, "cycle %d: keys no filter covers", cycle)
+
+	require.NoError(t, s.Checkpoint(), "cycle %d: the checkpoint that finishes interrupted drops", cycle)
+	var stale []string
+	require.NoError(t, s.Scan(nil, true, func(m dedup.Mark) bool {
+		if m.Deadline.IsZero() {
+			return true
+		}
+		if g := ttl.GenOf(dropTTLOf(m.ID), ttl.DeadlineOf(m.Deadline, 0)); g.Expired(now) {
+			stale = append(stale, string(m.ID))
+		}
+		return true
+	}))
+	assertNoIDs(t, stale, "cycle %d: keys of ended generations left after a checkpoint", cycle)
+}
+
+// TestCrashDropChild is the child process of TestCrashKillWhileDropping,
+// not a test of its own: without DEDUP_DROP_CHILD_DIR it does nothing.
+// Each round it marks fresh IDs with the short and the long TTL, printing
+// "ack <id> <deadline>" for each, moves its fake clock on and checkpoints,
+// printing "now <time> <generations dropped>".
+func TestCrashDropChild(t *testing.T) {
+	dir := os.Getenv(dropChildDirEnv)
+	if dir == "" {
+		return
+	}
+	next, err := strconv.Atoi(os.Getenv(dropChildStartEnv))
+	require.NoError(t, err)
+	ns, err := strconv.ParseInt(os.Getenv(dropChildTimeEnv), 10, 64)
+	require.NoError(t, err)
+	clock := ttl.NewFake(time.Unix(0, ns))
+
+	s, err := dedup.Open(dir, dropOptions(clock))
+	require.NoError(t, err)
+	var line bytes.Buffer
+	for {
+		for _, kind := range []string{"short", "long"} {
+			ids := make([][]byte, dropPerCall)
+			for i := range ids {
+				ids[i] = fmt.Appendf(nil, "%s-%d", kind, next)
+				next++
+			}
+			d := dropTTLOf(ids[0])
+			isNew, err := s.CheckAndMarkBatch(ids, d)
+			require.NoError(t, err)
+			line.Reset()
+			for i, id := range ids {
+				require.True(t, isNew[i], "a fresh ID %s is not new", id)
+				fmt.Fprintf(&line, "ack %s %d\n", id, clock.Now().Add(d).UnixNano())
+			}
+			_, err = os.Stdout.Write(line.Bytes())
+			require.NoError(t, err)
+		}
+		clock.Advance(dropStep)
+		dropped := 0 // the generations this checkpoint drops
+		for _, g := range s.Stats().Generations {
+			if !g.Ends.After(clock.Now()) {
+				dropped++
+			}
+		}
+		require.NoError(t, s.Checkpoint())
+		_, err = fmt.Fprintf(os.Stdout, "now %d %d\n", clock.Now().UnixNano(), dropped)
+		require.NoError(t, err)
+	}
+}
