@@ -90,7 +90,9 @@ func Open(dir string, opts *Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s.diskBytes = s.measureDisk()
+	if o.MaxDiskBytes > 0 {
+		s.diskBytes = s.measureDisk()
+	}
 	if o.ReadOnly {
 		close(s.done)
 	} else {
@@ -431,9 +433,13 @@ func (s *Store) dropOldest() bool {
 	return ok
 }
 
-// measureDisk returns the bytes the index and the WAL keep on disk.
+// measureDisk returns the bytes the index and the WAL keep on disk, for
+// MaxDiskBytes.
 func (s *Store) measureDisk() int64 {
-	wal, _ := s.log.Bytes() // a segment removed meanwhile: the next measure is right
+	wal, err := s.log.Bytes()
+	if err != nil { // a segment removed meanwhile: the next measure is right
+		s.opts.Logf("dedup: measuring the WAL for MaxDiskBytes: %v", err)
+	}
 	return int64(s.idx.KeptBytes()) + wal
 }
 

@@ -29,6 +29,12 @@ type Stats struct {
 	// and files waiting for deletion.
 	IndexDiskBytes  uint64 `json:"index_disk_bytes"`
 	IndexTableBytes uint64 `json:"index_table_bytes"`
+	// CompactionTime is how long Pebble has spent compacting since Open;
+	// ReclaimTime the part of it spent on data it dropped rather than wrote
+	// out (expired generations, forgotten marks), in proportion to bytes:
+	// the background cost of giving their space back.
+	CompactionTime time.Duration `json:"compaction_ns"`
+	ReclaimTime    time.Duration `json:"reclaim_ns"`
 	// WALSegments is the number of WAL segment files; WALBytes their size.
 	WALSegments int   `json:"wal_segments"`
 	WALBytes    int64 `json:"wal_bytes"`
@@ -73,6 +79,7 @@ func (s *Store) Stats() Stats {
 		st.FilterBytes += g.FilterBytes
 	}
 	st.IndexDiskBytes, st.IndexTableBytes = s.idx.DiskBytes()
+	st.CompactionTime, st.ReclaimTime = s.idx.CompactionTimes()
 	st.WALSegments = s.log.Segments()
 	st.WALBytes, _ = s.log.Bytes() // a segment removed meanwhile: the next Stats is right
 	st.LastLSN = s.log.LastLSN()

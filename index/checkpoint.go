@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/objstorage/objstorageprovider"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -328,41 +329,79 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 		return bytes.Compare(m.bytes(m.entry(int(a.entry)).id), m.bytes(m.entry(int(b.entry)).id))
 	})
 
+	// One table per generation: a new generation's first table overlaps
+	// nothing and goes straight to the bottom level, and a dropped
+	// generation's tables hold nothing else, so excising its key range
+	// deletes them whole instead of rewriting their neighbours.
+	var paths []string
+	defer func() {
+		for _, p := range paths {
+			ix.opts.FS.Remove(p) // Pebble links what it ingests
+		}
+	}()
+	for len(rows) > 0 {
+		n := 1
+		for n < len(rows) && rows[n].gen == rows[0].gen {
+			n++
+		}
+		gen := rows[:n]
+		rows = rows[n:]
+		err := ix.writeTable(&paths, m.lastLSN, func(w *sstable.Writer) error {
+			key := make([]byte, 0, 64)
+			value := make([]byte, 0, 64)
+			for _, r := range gen {
+				e := m.entry(int(r.entry))
+				key = append(r.gen.Append(key[:0]), m.bytes(e.id)...)
+				if r.delete {
+					if err := w.Delete(key); err != nil {
+						return err
+					}
+					continue
+				}
+				value = append(binary.LittleEndian.AppendUint64(value[:0], uint64(e.deadline)), m.bytes(e.value)...)
+				if err := w.Set(key, value); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	if len(paths) > 0 {
+		if err := ix.db.Ingest(context.Background(), paths); err != nil {
+			return wrapPebble(err, "ingesting a checkpoint")
+		}
+	}
+	// A crash between the ingestion, the excisions and the CHECKPOINT that
+	// follows is safe: the dropped generations are expired, or dropped
+	// early by DropOldest, and the next checkpoint drops them again.
+	for _, g := range f.dropped {
+		if err := ix.db.Excise(context.Background(), pebble.KeyRange{Start: g.Append(nil), End: (g + 1).Append(nil)}); err != nil {
+			return wrapPebble(err, "dropping a generation")
+		}
+	}
+	return nil
+}
+
+// writeTable writes a table to ingest for the checkpoint of lsn, its keys
+// added by fill, and appends its path to paths.
+func (ix *Index) writeTable(paths *[]string, lsn uint64, fill func(*sstable.Writer) error) error {
 	fs := ix.opts.FS
-	path := fs.PathJoin(ix.dir, fmt.Sprintf("ingest-%016x.sst", m.lastLSN))
+	path := fs.PathJoin(ix.dir, fmt.Sprintf("ingest-%016x-%d.sst", lsn, len(*paths)))
 	file, err := fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
-	defer fs.Remove(path) // Pebble links what it ingests
+	*paths = append(*paths, path)
 	w := sstable.NewWriter(objstorageprovider.NewFileWritable(file),
 		ix.pebbleOpts.MakeWriterOptions(0, ix.db.FormatMajorVersion().MaxTableFormat()))
-	for _, g := range f.dropped {
-		if err := w.DeleteRange(g.Append(nil), (g + 1).Append(nil)); err != nil {
-			w.Close()
-			return err
-		}
-	}
-	key := make([]byte, 0, 64)
-	value := make([]byte, 0, 64)
-	for _, r := range rows {
-		e := m.entry(int(r.entry))
-		key = append(r.gen.Append(key[:0]), m.bytes(e.id)...)
-		if r.delete {
-			err = w.Delete(key)
-		} else {
-			value = append(binary.LittleEndian.AppendUint64(value[:0], uint64(e.deadline)), m.bytes(e.value)...)
-			err = w.Set(key, value)
-		}
-		if err != nil {
-			w.Close()
-			return err
-		}
-	}
-	if err := w.Close(); err != nil {
+	if err := fill(w); err != nil {
+		w.Close()
 		return err
 	}
-	return wrapPebble(ix.db.Ingest(context.Background(), []string{path}), path)
+	return w.Close()
 }
 
 // row is one key of an ingested table: a mark, or the deletion of an older

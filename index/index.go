@@ -80,6 +80,42 @@ type Index struct {
 	ckptLSN      atomic.Uint64
 
 	filterMisses atomic.Uint64 // see FilterMisses
+	compactions  compactionTimes
+}
+
+// compactionTimes adds up Pebble's compactions as they end.
+type compactionTimes struct {
+	total   atomic.Int64 // nanoseconds compacting
+	reclaim atomic.Int64 // the part of total spent on input not written out
+}
+
+// ended records a finished compaction. Its time is shared between the
+// bytes it wrote out and those it dropped (expired generations, forgotten
+// and superseded marks) in proportion to their size.
+func (c *compactionTimes) ended(info pebble.CompactionInfo) {
+	if info.Err != nil {
+		return
+	}
+	var in, out uint64
+	for _, l := range info.Input {
+		for _, t := range l.Tables {
+			in += t.Size
+		}
+	}
+	for _, t := range info.Output.Tables {
+		out += t.Size
+	}
+	c.total.Add(int64(info.Duration))
+	if in > out {
+		c.reclaim.Add(int64(float64(info.Duration) * float64(in-out) / float64(in)))
+	}
+}
+
+// CompactionTimes returns how long Pebble has spent compacting since Open,
+// and how much of that went to data it dropped rather than wrote out: the
+// cost of giving back the space of expired and forgotten marks.
+func (ix *Index) CompactionTimes() (total, reclaim time.Duration) {
+	return time.Duration(ix.compactions.total.Load()), time.Duration(ix.compactions.reclaim.Load())
 }
 
 // Open opens or creates the index in dir. If the checkpoint names filter
@@ -101,7 +137,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
 	ix.mem.lastLSN = ck.lsn
-	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts); err != nil {
+	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts, &ix.compactions); err != nil {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
@@ -119,7 +155,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	return ix, nil
 }
 
-func openPebble(dir string, opts Options) (*pebble.DB, *pebble.Options, error) {
+func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *pebble.Options, error) {
 	if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
 			return nil, nil, err
@@ -128,15 +164,21 @@ func openPebble(dir string, opts Options) (*pebble.DB, *pebble.Options, error) {
 	cache := pebble.NewCache(opts.CacheSize)
 	defer cache.Unref()
 	po := &pebble.Options{
-		FS:           opts.FS,
-		Cache:        cache,
-		DisableWAL:   true,
-		MemTableSize: 64 << 20,
-		ReadOnly:     opts.ReadOnly,
-		Logger:       quietLogger{opts.Logf},
+		FS:         opts.FS,
+		Cache:      cache,
+		DisableWAL: true,
+		// Dropping a generation excises its key range, which needs
+		// virtual tables.
+		FormatMajorVersion: pebble.FormatVirtualSSTables,
+		MemTableSize:       64 << 20,
+		ReadOnly:           opts.ReadOnly,
+		Logger:             quietLogger{opts.Logf},
 		// Corruption is returned to the caller as ErrCorrupt; Pebble's
 		// default listener would end the process.
-		EventListener: &pebble.EventListener{DataCorruption: func(pebble.DataCorruptionInfo) {}},
+		EventListener: &pebble.EventListener{
+			DataCorruption: func(pebble.DataCorruptionInfo) {},
+			CompactionEnd:  times.ended,
+		},
 	}
 	// Random IDs do not compress; a per-table filter saves a block read
 	// for most Gets of a key the table does not hold.
