@@ -29,10 +29,11 @@ type Stats struct {
 	// and files waiting for deletion.
 	IndexDiskBytes  uint64 `json:"index_disk_bytes"`
 	IndexTableBytes uint64 `json:"index_table_bytes"`
-	// CompactionTime is how long Pebble has spent compacting since Open;
-	// ReclaimTime the part of it spent on data it dropped rather than wrote
-	// out (expired generations, forgotten marks), in proportion to bytes:
-	// the background cost of giving their space back.
+	// CompactionTime is how long Pebble has spent compacting since Open.
+	// ReclaimTime is the background cost of giving the space of expired
+	// and forgotten marks back: the time spent excising dropped
+	// generations, plus the share of compactions spent on data they
+	// dropped rather than wrote out, in proportion to bytes.
 	CompactionTime time.Duration `json:"compaction_ns"`
 	ReclaimTime    time.Duration `json:"reclaim_ns"`
 	// WALSegments is the number of WAL segment files; WALBytes their size.

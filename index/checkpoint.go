@@ -378,9 +378,11 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	// follows is safe: the dropped generations are expired, or dropped
 	// early by DropOldest, and the next checkpoint drops them again.
 	for _, g := range f.dropped {
+		start := time.Now()
 		if err := ix.db.Excise(context.Background(), pebble.KeyRange{Start: g.Append(nil), End: (g + 1).Append(nil)}); err != nil {
 			return wrapPebble(err, "dropping a generation")
 		}
+		ix.compactions.reclaim.Add(int64(time.Since(start)))
 	}
 	return nil
 }

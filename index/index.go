@@ -83,10 +83,12 @@ type Index struct {
 	compactions  compactionTimes
 }
 
-// compactionTimes adds up Pebble's compactions as they end.
+// compactionTimes adds up the time Pebble spends compacting, and the time
+// spent giving space back: excising dropped generations, and the part of
+// compactions spent on input they did not write out.
 type compactionTimes struct {
 	total   atomic.Int64 // nanoseconds compacting
-	reclaim atomic.Int64 // the part of total spent on input not written out
+	reclaim atomic.Int64 // nanoseconds reclaiming
 }
 
 // ended records a finished compaction. Its time is shared between the
@@ -112,8 +114,9 @@ func (c *compactionTimes) ended(info pebble.CompactionInfo) {
 }
 
 // CompactionTimes returns how long Pebble has spent compacting since Open,
-// and how much of that went to data it dropped rather than wrote out: the
-// cost of giving back the space of expired and forgotten marks.
+// and how long excising dropped generations and compacting away data that
+// was not written out took: the cost of giving back the space of expired
+// and forgotten marks.
 func (ix *Index) CompactionTimes() (total, reclaim time.Duration) {
 	return time.Duration(ix.compactions.total.Load()), time.Duration(ix.compactions.reclaim.Load())
 }
