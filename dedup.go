@@ -713,9 +713,6 @@ func (s *Store) runCheckpoint() error {
 		s.opts.Logf("dedup: removing WAL segments behind LSN %d: %v", frozen.LSN(), err)
 	}
 	if s.opts.MaxDiskBytes > 0 {
-		if err := s.idx.CompactGens(frozen.Dropped()); err != nil {
-			s.opts.Logf("dedup: compacting dropped generations: %v", err) // Pebble's own compactions get to them later
-		}
 		disk := s.measureDisk()
 		s.mu.Lock()
 		s.diskBytes, s.dropPending = disk, false

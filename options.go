@@ -120,9 +120,8 @@ type Options struct {
 	// new marks meet WhenFull once the last measure reached it. It is a
 	// soft bound, passed by at most what is written between two
 	// checkpoints (MemtableMarks marks, and the WAL's 4 MiB preallocation
-	// ahead of its records). With a bound set, a checkpoint that drops
-	// generations also compacts their key ranges, so that the space comes
-	// back at once. Zero means no bound.
+	// ahead of its records). A dropped generation's space comes back at
+	// the checkpoint that drops it. Zero means no bound.
 	MaxDiskBytes int64
 	// WhenFull is the policy at MaxMarks and MaxDiskBytes. Zero means
 	// FailClosed.

@@ -416,17 +416,6 @@ func (ix *Index) Compact(ctx context.Context) error {
 	return wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
 }
 
-// CompactGens has Pebble compact the key ranges of dropped generations,
-// so that their space is given back now.
-func (ix *Index) CompactGens(gens []ttl.Gen) error {
-	for _, g := range gens {
-		if err := ix.db.Compact(context.Background(), g.Append(nil), (g + 1).Append(nil), false); err != nil {
-			return wrapPebble(err, "compact")
-		}
-	}
-	return nil
-}
-
 // Close closes Pebble. It does not checkpoint: the WAL holds what the
 // memtable held.
 func (ix *Index) Close() error { return ix.db.Close() }
