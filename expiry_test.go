@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/bench"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -186,4 +187,49 @@ func TestCompactGivesSpaceBack(t *testing.T) {
 	assert.Less(t, after.IndexTableBytes, before.IndexTableBytes/5, "the expired marks' tables are compacted away")
 	assert.Less(t, after.WALBytes, wal.WALBytes, "the WAL segments behind the checkpoint are removed")
 	assert.Equal(t, len(live), seenAll(t, s, live))
+}
+
+// BenchmarkSeenAbsentGenerations is what the span of a generation trades
+// against: the cost of Seen for an absent ID, on 2 goroutines, as the same
+// 1M live marks are spread over more live generations, each with its own
+// filter to test. Marks of one TTL have 5 to 9 live generations (a span
+// is the largest power of two seconds not above TTL/4); with a one-hour
+// TTL, 8.
+func BenchmarkSeenAbsentGenerations(b *testing.B) {
+	const marks = 1 << 20
+	for _, gens := range []int{1, 2, 4, 8} {
+		b.Run(fmt.Sprintf("generations=%d", gens), func(b *testing.B) {
+			// A one-hour TTL has a 512 s span: starting where the first
+			// deadlines open a bucket, each step fills one generation.
+			const span = 512
+			clock := ttl.NewFake(time.Unix((1_700_000_000+3600)/span*span-3600, 0))
+			s, err := dedup.Open(b.TempDir(), &dedup.Options{Clock: clock, Sync: dedup.SyncNone, ExpectedMarks: marks / gens})
+			require.NoError(b, err)
+			defer s.Close()
+			ids := bench.RandomIDs(1, marks)
+			per := marks / gens
+			for g := range gens {
+				if g > 0 {
+					clock.Advance(span * time.Second)
+				}
+				for i := g * per; i < (g+1)*per; i += 4096 {
+					_, err := s.CheckAndMarkBatch(ids[i:min(i+4096, (g+1)*per)], time.Hour)
+					require.NoError(b, err)
+				}
+			}
+			require.NoError(b, s.Checkpoint())
+			require.Len(b, s.Stats().Generations, gens)
+			absent := bench.RandomIDs(2, 1<<16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				i := 0
+				for pb.Next() {
+					if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
+						b.Fatal(seen, err)
+					}
+					i++
+				}
+			})
+		})
+	}
 }
