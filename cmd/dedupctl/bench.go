@@ -3,14 +3,11 @@ package main
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"os"
 	"text/tabwriter"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
-	"golang.org/x/term"
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
@@ -72,24 +69,6 @@ func parseSync(s string) (dedup.SyncMode, error) {
 		}
 	}
 	return 0, usageError{fmt.Errorf("--sync must be always, interval or none, not %q", s)}
-}
-
-// newBar returns a progress bar on w that shows only if w is a terminal, so
-// that logs and pipes get no control sequences.
-func newBar(w io.Writer, max int64) *progressbar.ProgressBar {
-	return progressbar.NewOptions64(max,
-		progressbar.OptionSetWriter(w),
-		progressbar.OptionSetVisibility(isTerminal(w)),
-		progressbar.OptionShowCount(),
-		progressbar.OptionThrottle(100*time.Millisecond),
-		progressbar.OptionClearOnFinish(),
-	)
-}
-
-// isTerminal reports whether w is a file open on a terminal.
-func isTerminal(w io.Writer) bool {
-	f, ok := w.(*os.File)
-	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 func printResults(cmd *cobra.Command, g *globals, results []bench.Result) error {

@@ -17,12 +17,16 @@ func newCompact(g *globals) *cobra.Command {
 		Long: `Checkpoints the store, which drops the generations whose marks have all
 expired and removes the WAL segments behind the checkpoint, then has Pebble
 compact the whole index so that their space is given back at once. Prints
-the sizes before and after.`,
+the sizes before and after. On a terminal a spinner shows on stderr while
+it runs.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
 				before := s.Stats()
-				if err := s.Compact(cmd.Context()); err != nil {
+				spin := newSpinner(cmd.ErrOrStderr(), "compacting")
+				err := s.Compact(cmd.Context())
+				spin.Finish()
+				if err != nil {
 					return err
 				}
 				return printCompaction(cmd, g, before, s.Stats())

@@ -57,12 +57,20 @@ func newExport(g *globals) *cobra.Command {
 		Short: `Stream the live marks as JSON lines: {"id": ..., "deadline": ...}`,
 		Long: `Streams every live mark as a JSON line {"id": ..., "deadline": ...}, for
 moving marks between systems. An ID that is not valid UTF-8 is base64-encoded,
-with "id_base64": true.`,
+with "id_base64": true. When stderr is a terminal and stdout is not, a
+spinner on stderr counts the marks.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				enc := json.NewEncoder(cmd.OutOrStdout())
+				progress := cmd.ErrOrStderr()
+				if isTerminal(cmd.OutOrStdout()) {
+					progress = io.Discard // the marks themselves show it, and a spinner would garble them
+				}
+				spin := newSpinner(progress, "exporting")
+				defer spin.Finish()
 				return scanEach(s, nil, false, func(m dedup.Mark) (bool, error) {
+					spin.Add(1)
 					return true, enc.Encode(exportRecord(m))
 				})
 			})

@@ -15,14 +15,18 @@ func newSnapshot(g *globals) *cobra.Command {
 		Long: `Checkpoints the store and writes a consistent copy of it into DEST, which
 must not exist: Pebble's checkpoint (hard links where it can), the filter
 snapshots and the WAL. DEST is a store directory: move it to another machine
-and use it as --dir there. Writes to the store wait while the copy is made.`,
+and use it as --dir there. Writes to the store wait while the copy is made.
+On a terminal a spinner shows on stderr while it runs.`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
-				if err := s.Snapshot(args[0]); err != nil {
+				spin := newSpinner(cmd.ErrOrStderr(), "copying")
+				err := s.Snapshot(args[0])
+				spin.Finish()
+				if err != nil {
 					return err
 				}
-				_, err := fmt.Fprintf(cmd.OutOrStdout(), "snapshot written to %s\n", args[0])
+				_, err = fmt.Fprintf(cmd.OutOrStdout(), "snapshot written to %s\n", args[0])
 				return err
 			})
 		},

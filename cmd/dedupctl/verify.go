@@ -20,7 +20,8 @@ func newVerify(g *globals) *cobra.Command {
 		Long: `Reads every WAL record (CRC, LSN sequence), every Pebble block (checksum)
 and every key in Pebble, checking that its generation's filter covers it.
 It opens the store read-only and changes nothing. Exit code 3 means damage,
-with a report; 0 means none was found.`,
+with a report; 0 means none was found. On a terminal a spinner shows on
+stderr while it reads.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := g.openStore(cmd, readOnly)
@@ -31,7 +32,9 @@ with a report; 0 means none was found.`,
 				return err
 			}
 			defer s.Close()
+			spin := newSpinner(cmd.ErrOrStderr(), "verifying")
 			r, err := s.Verify()
+			spin.Finish()
 			if errors.Is(err, dedup.ErrCorrupt) {
 				return damageError{err}
 			}
