@@ -15,8 +15,11 @@ import (
 // blocks, with IDs and values in chunked arena memory: growing it never
 // copies what it holds, the garbage collector has no per-entry pointers to
 // scan, and the hash is the filter hash the caller has already computed.
+// A slot keeps the top half of its entry's hash, so a probe passes over
+// the entries of other IDs without reading them: one cache miss fewer per
+// lookup of a new ID.
 type memtable struct {
-	slots   []uint32     // 1 + entry index; 0 is empty
+	slots   []uint64     // hash>>32 << 32 | 1 + entry index; 0 is empty
 	blocks  [][]memEntry // entryBlock entries each
 	n       int          // entries in use
 	arena   [][]byte     // chunks of IDs and values
@@ -55,7 +58,7 @@ func newMemtable(hint int) *memtable {
 	for size < 2*hint {
 		size *= 2
 	}
-	return &memtable{slots: make([]uint32, size)}
+	return &memtable{slots: make([]uint64, size)}
 }
 
 func (m *memtable) len() int { return m.n }
@@ -93,7 +96,10 @@ func (m *memtable) find(id []byte, hash uint64) *memEntry {
 		if slot == 0 {
 			return nil
 		}
-		e := m.entry(int(slot - 1))
+		if slot>>32 != hash>>32 {
+			continue
+		}
+		e := m.entry(int(uint32(slot) - 1))
 		if e.hash == hash && bytes.Equal(m.bytes(e.id), id) {
 			return e
 		}
@@ -114,23 +120,24 @@ func (m *memtable) upsert(id []byte, hash uint64) *memEntry {
 	e := m.entry(m.n)
 	*e = memEntry{hash: hash, id: m.store(id)}
 	m.n++
-	m.insertSlot(hash, uint32(m.n))
+	m.insertSlot(hash, m.n-1)
 	return e
 }
 
-func (m *memtable) insertSlot(hash uint64, slot uint32) {
+// insertSlot points a free slot for hash at entry i.
+func (m *memtable) insertSlot(hash uint64, i int) {
 	mask := uint64(len(m.slots) - 1)
-	i := hash & mask
-	for m.slots[i] != 0 {
-		i = (i + 1) & mask
+	j := hash & mask
+	for m.slots[j] != 0 {
+		j = (j + 1) & mask
 	}
-	m.slots[i] = slot
+	m.slots[j] = hash>>32<<32 | uint64(i+1)
 }
 
 func (m *memtable) grow() {
-	m.slots = make([]uint32, 2*len(m.slots))
+	m.slots = make([]uint64, 2*len(m.slots))
 	for i := range m.n {
-		m.insertSlot(m.entry(i).hash, uint32(i+1))
+		m.insertSlot(m.entry(i).hash, i)
 	}
 }
 
