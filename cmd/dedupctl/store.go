@@ -145,13 +145,16 @@ func newStats(g *globals) *cobra.Command {
 				w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 				fmt.Fprintf(w, "format version\t%d\n", dedup.FormatVersion)
 				var marks uint64
+				miss := 1.0 // that no filter lets an absent ID through
 				for _, gen := range st.Generations {
 					marks += gen.Marks
+					miss *= 1 - gen.FalsePositiveRate
 				}
 				fmt.Fprintf(w, "marks\t%d\n", marks)
 				fmt.Fprintf(w, "effective window\t%v\n", st.EffectiveWindow)
 				fmt.Fprintf(w, "memtable marks\t%d\n", st.MemtableMarks)
 				fmt.Fprintf(w, "filter bytes\t%d\n", st.FilterBytes)
+				fmt.Fprintf(w, "filter FP estimate\t%.4f\n", 1-miss)
 				fmt.Fprintf(w, "index disk bytes\t%d\n", st.IndexDiskBytes)
 				fmt.Fprintf(w, "WAL segments\t%d\n", st.WALSegments)
 				fmt.Fprintf(w, "last LSN\t%d\n", st.LastLSN)
