@@ -10,8 +10,15 @@ var (
 	// ErrIDTooLong is returned for an ID longer than Options.MaxIDSize.
 	ErrIDTooLong = errors.New("dedup: ID too long")
 	// ErrInvalidTTL is returned for a negative TTL or one above
-	// Options.MaxTTL.
+	// Options.MaxTTL, and for a lease not within (0, TTL].
 	ErrInvalidTTL = errors.New("dedup: invalid TTL")
+	// ErrValueTooLarge is returned by Begin and Complete when a record's
+	// fingerprint and result pass Options.MaxValueSize.
+	ErrValueTooLarge = errors.New("dedup: value too large")
+	// ErrStaleToken is returned by Complete and Release with a token that
+	// no longer holds the key: another owner took it over after the lease
+	// ended, or it was released, completed (for Release) or expired.
+	ErrStaleToken = errors.New("dedup: stale token")
 	// ErrInvalidOptions is returned by Open for options that make no sense.
 	ErrInvalidOptions = errors.New("dedup: invalid options")
 	// ErrFull is returned by a write of new marks that would take the

@@ -12,6 +12,8 @@ import (
 type Explanation struct {
 	Live     bool      `json:"live"`
 	Deadline time.Time `json:"deadline,omitzero"` // of the live mark
+	// Record is the live mark's idempotency record, if it has one.
+	Record *Record `json:"record,omitempty"`
 	// FilterGenerations lists, by their end, the generations whose filter
 	// may hold the ID. Empty means "definitely new".
 	FilterGenerations []time.Time `json:"filter_generations"`
@@ -53,6 +55,9 @@ func (s *Store) Explain(id []byte) (Explanation, error) {
 	x := Explanation{Live: live, FilterGenerations: []time.Time{}, Pebble: []Version{}}
 	if live {
 		x.Deadline = e.Deadline.Time()
+		if x.Record, err = recordOf(e); err != nil {
+			return Explanation{}, err
+		}
 	}
 	for _, g := range ix.Filters {
 		x.FilterGenerations = append(x.FilterGenerations, g.End())
@@ -79,6 +84,8 @@ func version(v index.Version) Version {
 type Mark struct {
 	ID       []byte
 	Deadline time.Time // zero for a forget
+	// Record is the mark's idempotency record, if it has one.
+	Record *Record
 	// Live is true for the mark the store answers with; with all, Scan
 	// also yields expired, forgotten and superseded versions, not live.
 	Live bool
@@ -94,7 +101,8 @@ func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
 	if s.closed {
 		return ErrClosed
 	}
-	return storeError(s.idx.Scan(s.opts.Clock.Now(), all, func(m index.Mark) bool {
+	var err error // a record that does not decode
+	serr := s.idx.Scan(s.opts.Clock.Now(), all, func(m index.Mark) bool {
 		if !bytes.HasPrefix(m.ID, prefix) {
 			return true
 		}
@@ -102,6 +110,13 @@ func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
 		if m.Entry.Deadline != 0 {
 			out.Deadline = m.Entry.Deadline.Time()
 		}
+		if out.Record, err = recordOf(m.Entry); err != nil {
+			return false
+		}
 		return fn(out)
-	}))
+	})
+	if serr != nil {
+		return storeError(serr)
+	}
+	return err
 }

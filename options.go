@@ -79,6 +79,10 @@ type Options struct {
 	// MaxTTL is the largest TTL accepted; a larger one is ErrInvalidTTL.
 	// Zero means 7 days.
 	MaxTTL time.Duration
+	// MaxValueSize bounds what an idempotency record stores, its
+	// fingerprint and result together, in bytes; more is ErrValueTooLarge.
+	// Zero means 1 MiB.
+	MaxValueSize int
 	// MaxIDSize is the longest ID accepted, in bytes; a longer one is
 	// ErrIDTooLong. Zero means 4096.
 	MaxIDSize int
@@ -162,6 +166,9 @@ func (o *Options) withDefaults() Options {
 	if c.MaxIDSize == 0 {
 		c.MaxIDSize = 4096
 	}
+	if c.MaxValueSize == 0 {
+		c.MaxValueSize = 1 << 20
+	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = 10 * time.Millisecond
 	}
@@ -197,6 +204,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxIDSize < 0 || o.MaxIDSize > 1<<20 {
 		errs = append(errs, fmt.Errorf("MaxIDSize %d must be in (0, 1MiB]", o.MaxIDSize))
+	}
+	if o.MaxValueSize < 0 || o.MaxValueSize > 64<<20 {
+		errs = append(errs, fmt.Errorf("MaxValueSize %d must be in (0, 64MiB]", o.MaxValueSize))
 	}
 	if o.Sync < SyncAlways || o.Sync > SyncNone {
 		errs = append(errs, fmt.Errorf("unknown %v", o.Sync))

@@ -284,7 +284,7 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 				return err
 			}
 			current := live && e.LSN == me.lsn
-			stored := Entry{Gen: me.gen, Deadline: me.deadline, LSN: me.lsn}
+			stored := Entry{Gen: me.gen, Deadline: me.deadline, LSN: me.lsn, Value: slices.Clone(m.bytes(me.value))}
 			if me.deleted {
 				stored = Entry{LSN: me.lsn} // a forget has no deadline
 			}
