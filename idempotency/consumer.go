@@ -1,0 +1,105 @@
+package idempotency
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/seed42300104/dedup"
+)
+
+// Consumer is the idempotent consumer: it runs a message's handler only
+// if the message's ID has not been processed, marks the ID only if the
+// handler succeeds, and releases it if the handler fails, so that a
+// redelivery runs it again. Two consumers given the same ID at once do not
+// both run it: one holds a lease, the other is told the ID is busy.
+type Consumer struct {
+	// Store keeps the IDs.
+	Store *dedup.Store
+	// TTL is how long a processed ID is remembered. Zero means the store's
+	// DefaultTTL.
+	TTL time.Duration
+	// Lease is how long a handler may run before another consumer may take
+	// its ID over, as after a crash. Zero means one minute.
+	Lease time.Duration
+}
+
+// Status is what Process did with a message.
+type Status int
+
+const (
+	// Processed: the handler ran and succeeded; the ID is marked.
+	Processed Status = iota + 1
+	// Duplicate: the ID was processed before; the handler did not run.
+	Duplicate
+	// Busy: another consumer's lease on the ID is live; the handler did
+	// not run. Redeliver the message later.
+	Busy
+	// Failed: the handler ran and failed; the ID is released.
+	Failed
+)
+
+func (s Status) String() string {
+	switch s {
+	case Processed:
+		return "processed"
+	case Duplicate:
+		return "duplicate"
+	case Busy:
+		return "busy"
+	case Failed:
+		return "failed"
+	}
+	return fmt.Sprintf("Status(%d)", int(s))
+}
+
+// Process runs fn for the message id unless it has been processed. The
+// error is fn's, for Failed, or the store's. If fn panics, the ID is
+// released and the panic goes on.
+func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
+	lease := c.Lease
+	if lease == 0 {
+		lease = time.Minute
+	}
+	claim, err := c.Store.Begin(id, nil, lease, c.TTL)
+	if err != nil {
+		return 0, err
+	}
+	switch claim.Outcome {
+	case dedup.Completed, dedup.Mismatch: // without fingerprints no mismatch arises
+		return Duplicate, nil
+	case dedup.InProgress:
+		return Busy, nil
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			c.Store.Release(id, claim.Token) // so that a redelivery runs it again
+			panic(p)
+		}
+	}()
+	if err := fn(); err != nil {
+		return Failed, errors.Join(err, c.Store.Release(id, claim.Token))
+	}
+	if err := c.Store.Complete(id, claim.Token, nil); err != nil {
+		return 0, fmt.Errorf("idempotency: the handler of %q succeeded but its ID could not be marked: %w", id, err)
+	}
+	return Processed, nil
+}
+
+// Result is what ProcessBatch did with one message.
+type Result struct {
+	Status Status
+	Err    error
+}
+
+// ProcessBatch is Process for each message of a polled batch, keyed by its
+// own ID (a batch is not one unit: Powertools' lesson), in order: fn(i)
+// handles the message ids[i]. One message's failure does not stop the
+// others; each result says what happened to its message.
+func (c *Consumer) ProcessBatch(ids [][]byte, fn func(i int) error) []Result {
+	out := make([]Result, len(ids))
+	for i, id := range ids {
+		out[i].Status, out[i].Err = c.Process(id, func() error { return fn(i) })
+	}
+	return out
+}

@@ -1,0 +1,128 @@
+package idempotency_test
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
+)
+
+func TestProcessMarksOnlyOnSuccess(t *testing.T) {
+	c := &idempotency.Consumer{Store: openStore(t)}
+	runs := 0
+	fail := errors.New("downstream unavailable")
+
+	st, err := c.Process([]byte("m1"), func() error { runs++; return fail })
+	assert.Equal(t, idempotency.Failed, st)
+	assert.ErrorIs(t, err, fail)
+	st, err = c.Process([]byte("m1"), func() error { runs++; return nil })
+	require.NoError(t, err)
+	assert.Equal(t, idempotency.Processed, st, "a failure leaves no mark")
+	st, err = c.Process([]byte("m1"), func() error { runs++; return nil })
+	require.NoError(t, err)
+	assert.Equal(t, idempotency.Duplicate, st)
+	assert.Equal(t, 2, runs)
+
+	assert.PanicsWithValue(t, "bug", func() {
+		c.Process([]byte("m2"), func() error { panic("bug") })
+	})
+	st, err = c.Process([]byte("m2"), func() error { return nil })
+	require.NoError(t, err)
+	assert.Equal(t, idempotency.Processed, st, "a panic leaves no mark")
+}
+
+func TestProcessBusyWhileAnotherHoldsTheLease(t *testing.T) {
+	s := openStore(t)
+	claim, err := s.Begin([]byte("m"), nil, time.Minute, 0)
+	require.NoError(t, err)
+	c := &idempotency.Consumer{Store: s}
+	st, err := c.Process([]byte("m"), func() error { t.Fatal("ran while busy"); return nil })
+	require.NoError(t, err)
+	assert.Equal(t, idempotency.Busy, st)
+	require.NoError(t, s.Release([]byte("m"), claim.Token))
+	st, err = c.Process([]byte("m"), func() error { return nil })
+	require.NoError(t, err)
+	assert.Equal(t, idempotency.Processed, st)
+}
+
+// TestProcessBatchKeysEachRecord checks that a batch is keyed per message:
+// a repeat inside the batch is a duplicate, a failure fails only its own
+// message, and a redelivered batch runs only what failed.
+func TestProcessBatchKeysEachRecord(t *testing.T) {
+	c := &idempotency.Consumer{Store: openStore(t)}
+	ids := [][]byte{[]byte("a"), []byte("b"), []byte("a"), []byte("c")}
+	var ran []int
+	bFailed := false
+	handle := func(i int) error {
+		ran = append(ran, i)
+		if string(ids[i]) == "b" && !bFailed {
+			bFailed = true
+			return errors.New("b fails the first time")
+		}
+		return nil
+	}
+	got := c.ProcessBatch(ids, handle)
+	want := []idempotency.Status{idempotency.Processed, idempotency.Failed, idempotency.Duplicate, idempotency.Processed}
+	for i, r := range got {
+		assert.Equal(t, want[i], r.Status, "message %d", i)
+	}
+	assert.Error(t, got[1].Err)
+	assert.Equal(t, []int{0, 1, 3}, ran)
+
+	ran = nil
+	got = c.ProcessBatch(ids, handle)
+	want = []idempotency.Status{idempotency.Duplicate, idempotency.Processed, idempotency.Duplicate, idempotency.Duplicate}
+	for i, r := range got {
+		assert.Equal(t, want[i], r.Status, "redelivery, message %d", i)
+		assert.NoError(t, r.Err)
+	}
+	assert.Equal(t, []int{1}, ran)
+}
+
+// TestConsumersProcessEachMessageOnce runs several consumers over the same
+// stream, each message delivered to all of them, retrying while busy:
+// every message's handler runs exactly once in all.
+func TestConsumersProcessEachMessageOnce(t *testing.T) {
+	s, err := dedup.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer s.Close()
+	const messages, consumers = 200, 4
+	var mu sync.Mutex
+	runs := map[string]int{}
+	var wg sync.WaitGroup
+	for range consumers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := &idempotency.Consumer{Store: s}
+			for m := range messages {
+				id := fmt.Sprintf("msg-%d", m)
+				for {
+					st, err := c.Process([]byte(id), func() error {
+						mu.Lock()
+						runs[id]++
+						mu.Unlock()
+						return nil
+					})
+					assert.NoError(t, err)
+					if st != idempotency.Busy {
+						break
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	require.Len(t, runs, messages)
+	for id, n := range runs {
+		assert.Equal(t, 1, n, "%s ran %d times", id, n)
+	}
+}

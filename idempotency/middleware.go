@@ -1,0 +1,435 @@
+// Package idempotency makes HTTP handlers and message consumers
+// idempotent over a dedup.Store: a repeated request gets the stored
+// response of the first, and a redelivered message is not processed again.
+//
+// Middleware follows draft-ietf-httpapi-idempotency-key-header and
+// Stripe's behaviour. The first request with a key runs the handler under
+// a lease; its status, chosen headers and body (5xx included) are stored
+// for Options.TTL and replayed byte for byte, with "Idempotent-Replayed:
+// true", to every repeat. A repeat while the first runs gets 409, a key
+// reused for another request 422, a missing (when required) or malformed
+// key 400, each with an application/problem+json body (RFC 9457). If the
+// handler panics, or its client goes away, the lease is released so that a
+// retry runs it again.
+//
+// Consumer gives message consumers the same in one call: run a handler
+// for a message ID only if the ID has not been processed, mark it only if
+// the handler succeeds, and release it if not.
+package idempotency
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"maps"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/seed42300104/dedup"
+)
+
+// Options configures Middleware. A nil *Options, or a zero field, means the
+// documented default; Middleware never writes to the caller's Options.
+type Options struct {
+	// KeyHeader is the request header that carries the key. Zero means
+	// "Idempotency-Key".
+	KeyHeader string
+	// Required makes a request without a key fail with 400. Otherwise it
+	// passes through to the handler.
+	Required bool
+	// Methods are the methods the middleware applies to; requests with
+	// other methods pass through untouched. Nil means POST and PATCH.
+	Methods []string
+	// TTL is how long a response is kept and replayed. Zero means 24h.
+	TTL time.Duration
+	// Lease is how long a request may run before a repeat may take its key
+	// over and run the handler again. Zero means one minute.
+	Lease time.Duration
+	// Fingerprint identifies a request, so that a key reused for another
+	// request gets 422. The request's body can be read and is restored
+	// afterwards. Nil means SHA-256 of the method, the request URI and the
+	// body.
+	Fingerprint func(*http.Request) ([]byte, error)
+	// Scope is the namespace of a request's key, such as the authenticated
+	// account: Stripe scopes keys per account, so that one client cannot
+	// replay another's response. Nil means one namespace.
+	Scope func(*http.Request) string
+	// MaxKeyLength bounds a key, in bytes. Zero means 255, Stripe's limit.
+	MaxKeyLength int
+	// MaxBodyBytes bounds the request body read for the fingerprint; a
+	// larger body gets 413. Zero means 1 MiB.
+	MaxBodyBytes int64
+	// Headers are the response headers stored and replayed. Nil means
+	// Content-Type, Content-Encoding, Content-Language, Location, ETag,
+	// Last-Modified and Cache-Control.
+	Headers []string
+	// Logf reports what cannot be told to the client, such as a response
+	// that could not be stored. Nil means log.Printf.
+	Logf func(format string, args ...any)
+}
+
+// ReplayedHeader marks a replayed response.
+const ReplayedHeader = "Idempotent-Replayed"
+
+func (o *Options) withDefaults() Options {
+	var c Options
+	if o != nil {
+		c = *o
+	}
+	if c.KeyHeader == "" {
+		c.KeyHeader = "Idempotency-Key"
+	}
+	if c.Methods == nil {
+		c.Methods = []string{http.MethodPost, http.MethodPatch}
+	}
+	if c.TTL == 0 {
+		c.TTL = 24 * time.Hour
+	}
+	if c.Lease == 0 {
+		c.Lease = time.Minute
+	}
+	if c.Fingerprint == nil {
+		c.Fingerprint = DefaultFingerprint
+	}
+	if c.MaxKeyLength == 0 {
+		c.MaxKeyLength = 255
+	}
+	if c.MaxBodyBytes == 0 {
+		c.MaxBodyBytes = 1 << 20
+	}
+	if c.Headers == nil {
+		c.Headers = []string{"Content-Type", "Content-Encoding", "Content-Language", "Location", "ETag", "Last-Modified", "Cache-Control"}
+	}
+	if c.Logf == nil {
+		c.Logf = log.Printf
+	}
+	return c
+}
+
+// DefaultFingerprint is SHA-256 of the method, the request URI and the
+// body.
+func DefaultFingerprint(r *http.Request) ([]byte, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s %s\n", r.Method, r.URL.RequestURI())
+	if _, err := io.Copy(h, r.Body); err != nil {
+		return nil, err
+	}
+	return h.Sum(nil), nil
+}
+
+// Middleware returns middleware that makes the requests it applies to
+// idempotent by their key, over store.
+func Middleware(store *dedup.Store, opts *Options) func(http.Handler) http.Handler {
+	o := opts.withDefaults()
+	return func(next http.Handler) http.Handler {
+		return &handler{store: store, opts: o, next: next}
+	}
+}
+
+type handler struct {
+	store *dedup.Store
+	opts  Options
+	next  http.Handler
+}
+
+func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !slices.Contains(h.opts.Methods, r.Method) {
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	raw, ok := r.Header[http.CanonicalHeaderKey(h.opts.KeyHeader)]
+	if !ok {
+		if h.opts.Required {
+			problem(w, http.StatusBadRequest, "Idempotency key missing", fmt.Sprintf("This request needs an %s header.", h.opts.KeyHeader))
+			return
+		}
+		h.next.ServeHTTP(w, r)
+		return
+	}
+	key, err := parseKey(raw, h.opts.MaxKeyLength)
+	if err != nil {
+		problem(w, http.StatusBadRequest, "Malformed idempotency key", fmt.Sprintf("The %s header: %v.", h.opts.KeyHeader, err))
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
+	if err != nil {
+		if errors.As(err, new(*http.MaxBytesError)) {
+			problem(w, http.StatusRequestEntityTooLarge, "Request body too large", fmt.Sprintf("An idempotent request's body may have at most %d bytes.", h.opts.MaxBodyBytes))
+			return
+		}
+		problem(w, http.StatusBadRequest, "Unreadable request body", err.Error())
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+	fp, err := h.opts.Fingerprint(r)
+	if err != nil {
+		problem(w, http.StatusBadRequest, "Request cannot be fingerprinted", err.Error())
+		return
+	}
+	r.Body = io.NopCloser(bytes.NewReader(body))
+
+	id := storeKey(h.opts.Scope, r, key)
+	claim, err := h.store.Begin(id, fp, h.opts.Lease, h.opts.TTL)
+	if err != nil {
+		h.opts.Logf("idempotency: key %q: %v", key, err)
+		problem(w, http.StatusInternalServerError, "Idempotency store unavailable", "The request was not run; retry it with the same key.")
+		return
+	}
+	switch claim.Outcome {
+	case dedup.Completed:
+		h.replay(w, key, claim.Result)
+	case dedup.InProgress:
+		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(claim.LeaseEnds).Seconds()+0.5))))
+		problem(w, http.StatusConflict, "Request in progress", "A request with this idempotency key is still being processed; retry later.")
+	case dedup.Mismatch:
+		problem(w, http.StatusUnprocessableEntity, "Idempotency key reused", "This idempotency key was used with a different request.")
+	case dedup.Acquired:
+		h.run(w, r, key, id, claim.Token)
+	}
+}
+
+// run runs the handler under the lease of token and stores its response;
+// if the handler panics or its client goes away, it releases the lease.
+func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []byte, token uint64) {
+	rec := &recorder{ResponseWriter: w, headers: h.opts.Headers}
+	released := false
+	release := func(why string) {
+		released = true
+		if err := h.store.Release(id, token); err != nil {
+			h.opts.Logf("idempotency: key %q: releasing after %s: %v", key, why, err)
+		}
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			if !released {
+				release("a panic")
+			}
+			panic(p)
+		}
+	}()
+	h.next.ServeHTTP(rec, r)
+	if r.Context().Err() != nil {
+		release("the client went away")
+		return
+	}
+	if err := h.store.Complete(id, token, rec.encode()); err != nil {
+		h.opts.Logf("idempotency: key %q: storing the response: %v", key, err)
+		release("failing to store the response")
+	}
+}
+
+func (h *handler) replay(w http.ResponseWriter, key string, stored []byte) {
+	resp, err := decodeResponse(stored)
+	if err != nil {
+		h.opts.Logf("idempotency: key %q: %v", key, err)
+		problem(w, http.StatusInternalServerError, "Stored response unreadable", "The response stored for this idempotency key cannot be read.")
+		return
+	}
+	for name, values := range resp.header {
+		w.Header()[name] = values
+	}
+	w.Header().Set(ReplayedHeader, "true")
+	w.WriteHeader(resp.status)
+	w.Write(resp.body)
+}
+
+// storeKey is the store ID of a key: a prefix of its own, so that keys do
+// not meet other IDs in the store, then the scope, then the key.
+func storeKey(scope func(*http.Request) string, r *http.Request, key string) []byte {
+	id := []byte("idempotency\x00")
+	if scope != nil {
+		id = append(id, scope(r)...)
+	}
+	id = append(id, 0)
+	return append(id, key...)
+}
+
+// parseKey checks a key header: one field, either a structured-field
+// string as the draft specifies ("..." with \" and \\ escapes) or, as
+// Stripe accepts, bare visible ASCII; 1 to max bytes either way.
+func parseKey(values []string, maxLen int) (string, error) {
+	if len(values) != 1 {
+		return "", fmt.Errorf("%d fields, not one", len(values))
+	}
+	v := values[0]
+	var key []byte
+	if len(v) >= 1 && v[0] == '"' {
+		for i := 1; ; i++ {
+			if i >= len(v) {
+				return "", errors.New("an unterminated string")
+			}
+			c := v[i]
+			switch {
+			case c == '\\':
+				if i+1 >= len(v) || (v[i+1] != '"' && v[i+1] != '\\') {
+					return "", errors.New("a bad escape")
+				}
+				i++
+				key = append(key, v[i])
+				continue
+			case c == '"':
+				if i != len(v)-1 {
+					return "", errors.New("text after the string")
+				}
+			case c < 0x20 || c > 0x7e:
+				return "", fmt.Errorf("byte 0x%02x", c)
+			default:
+				key = append(key, c)
+				continue
+			}
+			break
+		}
+	} else {
+		for i := 0; i < len(v); i++ {
+			if c := v[i]; c <= 0x20 || c > 0x7e || c == '"' {
+				return "", fmt.Errorf("byte 0x%02x", c)
+			}
+		}
+		key = []byte(v)
+	}
+	switch {
+	case len(key) == 0:
+		return "", errors.New("it is empty")
+	case len(key) > maxLen:
+		return "", fmt.Errorf("%d bytes, more than %d", len(key), maxLen)
+	}
+	return string(key), nil
+}
+
+// problem writes an RFC 9457 problem details response.
+func problem(w http.ResponseWriter, status int, title, detail string) {
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+	}{"about:blank", title, status, detail})
+}
+
+// recorder passes a response through to the client and keeps a copy.
+type recorder struct {
+	http.ResponseWriter
+	headers []string // which to keep
+	status  int
+	header  http.Header // the kept headers, as they were when the status was written
+	body    bytes.Buffer
+}
+
+func (rec *recorder) WriteHeader(status int) {
+	if rec.status != 0 {
+		return
+	}
+	rec.status = status
+	rec.header = http.Header{}
+	for _, name := range rec.headers {
+		if v := rec.Header().Values(name); len(v) > 0 {
+			rec.header[http.CanonicalHeaderKey(name)] = slices.Clone(v)
+		}
+	}
+	rec.ResponseWriter.WriteHeader(status)
+}
+
+func (rec *recorder) Write(p []byte) (int, error) {
+	rec.WriteHeader(http.StatusOK)
+	rec.body.Write(p)
+	return rec.ResponseWriter.Write(p)
+}
+
+// Unwrap lets http.ResponseController reach the client's writer.
+func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
+
+// A stored response:
+//
+//	| version 1 (1B) | status (2B) | headers uvarint | per header: name, values uvarint, values |
+//	| body |
+//
+// Strings are uvarint-prefixed; integers little-endian. It is stored in
+// the key's record.
+const responseVersion = 1
+
+func (rec *recorder) encode() []byte {
+	rec.WriteHeader(http.StatusOK) // a handler that wrote nothing answered 200
+	b := []byte{responseVersion}
+	b = binary.LittleEndian.AppendUint16(b, uint16(rec.status))
+	b = binary.AppendUvarint(b, uint64(len(rec.header)))
+	for _, name := range slices.Sorted(maps.Keys(rec.header)) {
+		b = appendString(b, name)
+		b = binary.AppendUvarint(b, uint64(len(rec.header[name])))
+		for _, v := range rec.header[name] {
+			b = appendString(b, v)
+		}
+	}
+	return append(b, rec.body.Bytes()...)
+}
+
+func appendString(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+var errBadResponse = errors.New("idempotency: a stored response does not decode")
+
+func decodeResponse(b []byte) (response, error) {
+	if len(b) < 3 || b[0] != responseVersion {
+		return response{}, errBadResponse
+	}
+	r := response{status: int(binary.LittleEndian.Uint16(b[1:])), header: http.Header{}}
+	b = b[3:]
+	n, err := readUvarint(&b)
+	if err != nil {
+		return response{}, err
+	}
+	for range n {
+		name, err := readString(&b)
+		if err != nil {
+			return response{}, err
+		}
+		nv, err := readUvarint(&b)
+		if err != nil {
+			return response{}, err
+		}
+		for range nv {
+			v, err := readString(&b)
+			if err != nil {
+				return response{}, err
+			}
+			r.header[name] = append(r.header[name], v)
+		}
+	}
+	r.body = b
+	return r, nil
+}
+
+func readUvarint(b *[]byte) (uint64, error) {
+	n, w := binary.Uvarint(*b)
+	if w <= 0 || n > uint64(len(*b)) {
+		return 0, errBadResponse
+	}
+	*b = (*b)[w:]
+	return n, nil
+}
+
+func readString(b *[]byte) (string, error) {
+	n, err := readUvarint(b)
+	if err != nil || n > uint64(len(*b)) {
+		return "", errBadResponse
+	}
+	s := string((*b)[:n])
+	*b = (*b)[n:]
+	return s, nil
+}

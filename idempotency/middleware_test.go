@@ -1,0 +1,276 @@
+package idempotency_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
+)
+
+func openStore(t *testing.T) *dedup.Store {
+	t.Helper()
+	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem()})
+	require.NoError(t, err)
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// charge is a payment-like handler: it counts its runs and answers with a
+// new charge ID, so that a replay is told from a second run.
+type charge struct {
+	runs   atomic.Int64
+	status int
+}
+
+func (c *charge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := c.runs.Add(1)
+	body, _ := io.ReadAll(r.Body)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Location", fmt.Sprintf("/charges/ch_%d", n))
+	w.Header().Set("Set-Cookie", "session=1")
+	status := c.status
+	if status == 0 {
+		status = http.StatusCreated
+	}
+	w.WriteHeader(status)
+	fmt.Fprintf(w, `{"id":"ch_%d","request":%q}`, n, body)
+}
+
+func serve(h http.Handler, method, key, body string) *httptest.ResponseRecorder {
+	r := httptest.NewRequest(method, "/charges", strings.NewReader(body))
+	if key != "" {
+		r.Header.Set("Idempotency-Key", key)
+	}
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	return w
+}
+
+// requireProblem checks an RFC 9457 problem response.
+func requireProblem(t *testing.T, w *httptest.ResponseRecorder, status int) {
+	t.Helper()
+	require.Equal(t, status, w.Code, w.Body.String())
+	assert.Equal(t, "application/problem+json", w.Header().Get("Content-Type"))
+	var p struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail"`
+	}
+	require.NoError(t, json.Unmarshal(w.Body.Bytes(), &p))
+	assert.Equal(t, status, p.Status)
+	assert.NotEmpty(t, p.Title)
+	assert.NotEmpty(t, p.Detail)
+}
+
+func TestRepeatReplaysTheStoredResponse(t *testing.T) {
+	for _, status := range []int{http.StatusCreated, http.StatusInternalServerError} {
+		t.Run(fmt.Sprint(status), func(t *testing.T) {
+			c := &charge{status: status}
+			h := idempotency.Middleware(openStore(t), nil)(c)
+			first := serve(h, http.MethodPost, "key-1", `{"amount":100}`)
+			require.Equal(t, status, first.Code)
+			assert.Empty(t, first.Header().Get(idempotency.ReplayedHeader))
+
+			for range 3 {
+				again := serve(h, http.MethodPost, "key-1", `{"amount":100}`)
+				assert.Equal(t, status, again.Code, "5xx are stored and replayed too")
+				assert.Equal(t, first.Body.Bytes(), again.Body.Bytes(), "the body byte for byte")
+				assert.Equal(t, "application/json", again.Header().Get("Content-Type"))
+				assert.Equal(t, "/charges/ch_1", again.Header().Get("Location"))
+				assert.Empty(t, again.Header().Get("Set-Cookie"), "only the chosen headers are stored")
+				assert.Equal(t, "true", again.Header().Get(idempotency.ReplayedHeader))
+			}
+			assert.Equal(t, int64(1), c.runs.Load(), "the handler ran once")
+
+			other := serve(h, http.MethodPost, "key-2", `{"amount":100}`)
+			assert.Equal(t, "/charges/ch_2", other.Header().Get("Location"), "another key runs again")
+		})
+	}
+}
+
+func TestBadRequests(t *testing.T) {
+	c := &charge{}
+	h := idempotency.Middleware(openStore(t), &idempotency.Options{Required: true})(c)
+	require.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "used", `{"amount":100}`).Code)
+
+	tests := []struct {
+		name, key, body string
+		status          int
+	}{
+		{"missing key", "", `{}`, http.StatusBadRequest},
+		{"key too long", strings.Repeat("k", 256), `{}`, http.StatusBadRequest},
+		{"control byte", "a\x01b", `{}`, http.StatusBadRequest},
+		{"space in a bare key", "a b", `{}`, http.StatusBadRequest},
+		{"unterminated string", `"abc`, `{}`, http.StatusBadRequest},
+		{"text after the string", `"abc"x`, `{}`, http.StatusBadRequest},
+		{"bad escape", `"a\qb"`, `{}`, http.StatusBadRequest},
+		{"empty string", `""`, `{}`, http.StatusBadRequest},
+		{"reused with another body", "used", `{"amount":999}`, http.StatusUnprocessableEntity},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			requireProblem(t, serve(h, http.MethodPost, tt.key, tt.body), tt.status)
+		})
+	}
+	assert.Equal(t, int64(1), c.runs.Load(), "no bad request reached the handler")
+
+	// A structured-field string names the same key as its bare form.
+	assert.Equal(t, "true", serve(h, http.MethodPost, `"used"`, `{"amount":100}`).Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, http.StatusCreated, serve(h, http.MethodPost, strings.Repeat("k", 255), `{}`).Code, "255 bytes is allowed")
+}
+
+func TestOtherMethodsAndNoKeyPassThrough(t *testing.T) {
+	c := &charge{}
+	h := idempotency.Middleware(openStore(t), nil)(c)
+	for range 2 {
+		w := serve(h, http.MethodGet, "key", "")
+		assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader))
+		w = serve(h, http.MethodPost, "", "{}") // a key is not required by default
+		assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader))
+	}
+	assert.Equal(t, int64(4), c.runs.Load())
+}
+
+func TestBodyTooLarge(t *testing.T) {
+	c := &charge{}
+	h := idempotency.Middleware(openStore(t), &idempotency.Options{MaxBodyBytes: 10})(c)
+	requireProblem(t, serve(h, http.MethodPost, "k", strings.Repeat("x", 11)), http.StatusRequestEntityTooLarge)
+	assert.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "k", strings.Repeat("x", 10)).Code)
+}
+
+func TestScopeSeparatesKeys(t *testing.T) {
+	c := &charge{}
+	h := idempotency.Middleware(openStore(t), &idempotency.Options{
+		Scope: func(r *http.Request) string { return r.Header.Get("Account") },
+	})(c)
+	for _, account := range []string{"acct_1", "acct_2", "acct_1"} {
+		r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}"))
+		r.Header.Set("Idempotency-Key", "same")
+		r.Header.Set("Account", account)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	assert.Equal(t, int64(2), c.runs.Load(), "one run per account")
+}
+
+// TestConcurrentIdenticalRequests sends the same request many times at
+// once: the handler runs once, the others get 409 while it runs, and every
+// retry after it ends gets its response.
+func TestConcurrentIdenticalRequests(t *testing.T) {
+	running, finish := make(chan struct{}), make(chan struct{})
+	var runs atomic.Int64
+	h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if runs.Add(1) == 1 {
+			close(running)
+		}
+		<-finish
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "charged once")
+	}))
+
+	first := make(chan *httptest.ResponseRecorder)
+	go func() { first <- serve(h, http.MethodPost, "same", "{}") }()
+	<-running
+	var wg sync.WaitGroup
+	codes := make([]int, 16)
+	for i := range codes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w := serve(h, http.MethodPost, "same", "{}")
+			codes[i] = w.Code
+			if w.Code == http.StatusConflict {
+				assert.NotEmpty(t, w.Header().Get("Retry-After"))
+			}
+		}()
+	}
+	wg.Wait()
+	for _, code := range codes {
+		assert.Equal(t, http.StatusConflict, code, "while the first request runs")
+	}
+	close(finish)
+	assert.Equal(t, http.StatusCreated, (<-first).Code)
+	for range 4 {
+		w := serve(h, http.MethodPost, "same", "{}")
+		assert.Equal(t, "charged once", w.Body.String())
+		assert.Equal(t, "true", w.Header().Get(idempotency.ReplayedHeader))
+	}
+	assert.Equal(t, int64(1), runs.Load())
+}
+
+// TestPanicAndGoneClientRelease checks that the lease is released when the
+// handler panics or its client goes away, so that a retry runs it again.
+func TestPanicAndGoneClientRelease(t *testing.T) {
+	var runs atomic.Int64
+	var mode atomic.Value
+	h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		switch mode.Load() {
+		case "panic":
+			panic("handler bug")
+		case "cancel":
+			<-r.Context().Done()
+			return
+		}
+		io.WriteString(w, "ok")
+	}))
+
+	mode.Store("panic")
+	assert.PanicsWithValue(t, "handler bug", func() { serve(h, http.MethodPost, "p", "{}") }, "the panic goes on")
+	mode.Store("ok")
+	w := serve(h, http.MethodPost, "p", "{}")
+	assert.Equal(t, "ok", w.Body.String())
+	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
+
+	mode.Store("cancel")
+	ctx, cancel := context.WithCancel(context.Background())
+	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}")).WithContext(ctx)
+	r.Header.Set("Idempotency-Key", "c")
+	done := make(chan struct{})
+	go func() { h.ServeHTTP(httptest.NewRecorder(), r); close(done) }()
+	time.Sleep(10 * time.Millisecond)
+	cancel()
+	<-done
+	mode.Store("ok")
+	w = serve(h, http.MethodPost, "c", "{}")
+	assert.Equal(t, "ok", w.Body.String())
+	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
+	assert.Equal(t, int64(4), runs.Load())
+}
+
+// TestReplayOverRealHTTP runs the middleware behind a real server and
+// client: the replay is the same bytes on the wire.
+func TestReplayOverRealHTTP(t *testing.T) {
+	srv := httptest.NewServer(idempotency.Middleware(openStore(t), nil)(&charge{}))
+	defer srv.Close()
+	post := func() (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/charges", strings.NewReader(`{"amount":5}`))
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", `"8e03978e-40d5-43e8-bc93-6894a57f9324"`)
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(b)
+	}
+	r1, b1 := post()
+	r2, b2 := post()
+	assert.Equal(t, r1.StatusCode, r2.StatusCode)
+	assert.Equal(t, b1, b2)
+	assert.Equal(t, "true", r2.Header.Get(idempotency.ReplayedHeader))
+}
