@@ -1,0 +1,84 @@
+// Command payments is a payment-style HTTP API made idempotent with
+// dedup's middleware: a client that retries POST /charges with the same
+// Idempotency-Key charges once and gets the first response back.
+//
+//	go run ./examples/payments -dir /tmp/payments -addr localhost:8080
+//	curl -i -X POST localhost:8080/charges -H 'Idempotency-Key: order-1' -d '{"amount":1000,"currency":"eur"}'
+//
+// Run the curl twice: the second answer is the first, byte for byte, with
+// "Idempotent-Replayed: true". The same key with another body gets 422.
+package main
+
+import (
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log"
+	"net/http"
+	"sync"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
+)
+
+func main() {
+	dir := flag.String("dir", "payments-store", "the dedup store's directory")
+	addr := flag.String("addr", "localhost:8080", "where to listen")
+	flag.Parse()
+	store, err := dedup.Open(*dir, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer store.Close()
+	log.Printf("listening on %s, store in %s", *addr, *dir)
+	log.Fatal(http.ListenAndServe(*addr, newServer(store, &ledger{})))
+}
+
+// newServer returns the API: POST /charges, idempotent by key (required),
+// and GET /charges to list what was charged.
+func newServer(store *dedup.Store, l *ledger) http.Handler {
+	mux := http.NewServeMux()
+	idem := idempotency.Middleware(store, &idempotency.Options{Required: true})
+	mux.Handle("POST /charges", idem(http.HandlerFunc(l.charge)))
+	mux.HandleFunc("GET /charges", l.list)
+	return mux
+}
+
+// ledger stands in for the payment processor: every charge it makes is
+// money moved, so a retried request must not make a second one.
+type ledger struct {
+	mu      sync.Mutex
+	charges []charge
+}
+
+type charge struct {
+	ID       string `json:"id"`
+	Amount   int64  `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+func (l *ledger) charge(w http.ResponseWriter, r *http.Request) {
+	var req struct {
+		Amount   int64  `json:"amount"`
+		Currency string `json:"currency"`
+	}
+	if err := json.NewDecoder(r.Body).Decode(&req); err != nil || req.Amount <= 0 || req.Currency == "" {
+		http.Error(w, `{"error":"amount and currency are required"}`, http.StatusBadRequest)
+		return
+	}
+	l.mu.Lock()
+	c := charge{ID: fmt.Sprintf("ch_%d", len(l.charges)+1), Amount: req.Amount, Currency: req.Currency}
+	l.charges = append(l.charges, c)
+	l.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Location", "/charges/"+c.ID)
+	w.WriteHeader(http.StatusCreated)
+	json.NewEncoder(w).Encode(c)
+}
+
+func (l *ledger) list(w http.ResponseWriter, _ *http.Request) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	json.NewEncoder(w).Encode(l.charges)
+}

@@ -1,0 +1,82 @@
+package main
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// TestRetriedChargeChargesOnce drives the API as a retrying client would,
+// over real HTTP, across a restart of the server on the same store.
+func TestRetriedChargeChargesOnce(t *testing.T) {
+	dir := t.TempDir()
+	store, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	l := &ledger{}
+	srv := httptest.NewServer(newServer(store, l))
+
+	post := func(srv *httptest.Server, key, body string) (*http.Response, string) {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/charges", strings.NewReader(body))
+		require.NoError(t, err)
+		if key != "" {
+			req.Header.Set("Idempotency-Key", key)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, string(b)
+	}
+
+	// Eight retries of one request at once, then more one by one.
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, _ := post(srv, "order-1", `{"amount":1000,"currency":"eur"}`)
+			assert.Contains(t, []int{http.StatusCreated, http.StatusConflict}, resp.StatusCode)
+		}()
+	}
+	wg.Wait()
+	first, body := post(srv, "order-1", `{"amount":1000,"currency":"eur"}`)
+	require.Equal(t, http.StatusCreated, first.StatusCode)
+	assert.Equal(t, "true", first.Header.Get("Idempotent-Replayed"))
+	assert.JSONEq(t, `{"id":"ch_1","amount":1000,"currency":"eur"}`, body)
+
+	resp, _ := post(srv, "order-1", `{"amount":5,"currency":"eur"}`)
+	assert.Equal(t, http.StatusUnprocessableEntity, resp.StatusCode, "the key reused for another charge")
+	resp, _ = post(srv, "", `{"amount":5,"currency":"eur"}`)
+	assert.Equal(t, http.StatusBadRequest, resp.StatusCode, "a key is required")
+	resp, _ = post(srv, "order-2", `{"amount":5,"currency":"eur"}`)
+	assert.Equal(t, http.StatusCreated, resp.StatusCode)
+	srv.Close()
+	require.NoError(t, store.Close())
+
+	// The server restarts on the same store: the replay survives it.
+	store, err = dedup.Open(dir, nil)
+	require.NoError(t, err)
+	defer store.Close()
+	srv = httptest.NewServer(newServer(store, l))
+	defer srv.Close()
+	resp, again := post(srv, "order-1", `{"amount":1000,"currency":"eur"}`)
+	assert.Equal(t, http.StatusCreated, resp.StatusCode)
+	assert.Equal(t, body, again)
+
+	var charges []charge
+	listResp, err := http.Get(srv.URL + "/charges")
+	require.NoError(t, err)
+	defer listResp.Body.Close()
+	require.NoError(t, json.NewDecoder(listResp.Body).Decode(&charges))
+	assert.Len(t, charges, 2, "two orders, two charges, however many retries")
+}
