@@ -175,7 +175,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 
-	id := storeKey(h.opts.Scope, r, key)
+	var scope string
+	if h.opts.Scope != nil {
+		scope = h.opts.Scope(r)
+	}
+	id := StoreKey(scope, key)
 	claim, err := h.store.Begin(id, fp, h.opts.Lease, h.opts.TTL)
 	if err != nil {
 		h.opts.Logf("idempotency: key %q: %v", key, err)
@@ -240,16 +244,20 @@ func (h *handler) replay(w http.ResponseWriter, key string, stored []byte) {
 	w.Write(resp.body)
 }
 
-// storeKey is the store ID of a key: a prefix of its own, so that keys do
-// not meet other IDs in the store, then the scope, then the key.
-func storeKey(scope func(*http.Request) string, r *http.Request, key string) []byte {
-	id := []byte("idempotency\x00")
-	if scope != nil {
-		id = append(id, scope(r)...)
-	}
+// StoreKey is the store ID under which Middleware keeps a key's record:
+// a prefix of its own, so that keys do not meet other IDs in the store,
+// then the scope, then the key. dedupctl uses it to find a request's
+// record.
+func StoreKey(scope, key string) []byte {
+	id := make([]byte, 0, len(keyPrefix)+len(scope)+1+len(key))
+	id = append(id, keyPrefix...)
+	id = append(id, scope...)
 	id = append(id, 0)
 	return append(id, key...)
 }
+
+// keyPrefix starts every StoreKey. Part of the stored format.
+const keyPrefix = "idempotency\x00"
 
 // parseKey checks a key header: one field, either a structured-field
 // string as the draft specifies ("..." with \" and \\ escapes) or, as

@@ -10,17 +10,30 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
 )
 
 func newExplain(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var httpKeys bool
+	var scope string
+	cmd := &cobra.Command{
 		Use:   "explain ID...",
 		Short: "Tell whether IDs are live, and what the filters, the unflushed WAL tail and Pebble hold of each",
-		Args:  usageArgs(cobra.MinimumNArgs(1)),
+		Long: `Tells whether each ID is live, its deadline, and what each structure holds
+of it: the filters, the WAL tail not yet checkpointed, and Pebble. For a key
+with an idempotency record it also shows the record's state, its lease's
+token and end, its request fingerprint and the size of its stored result.
+With --http the arguments are Idempotency-Key values of the HTTP middleware
+(in --scope), not store IDs.`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				for _, a := range args {
-					x, err := s.Explain([]byte(a))
+					id := []byte(a)
+					if httpKeys {
+						id = idempotency.StoreKey(scope, a)
+					}
+					x, err := s.Explain(id)
 					if err != nil {
 						return err
 					}
@@ -32,6 +45,9 @@ func newExplain(g *globals) *cobra.Command {
 			})
 		},
 	}
+	cmd.Flags().BoolVar(&httpKeys, "http", false, "the IDs are Idempotency-Key values of the HTTP middleware")
+	cmd.Flags().StringVar(&scope, "scope", "", "with --http, the scope (Options.Scope) the keys are in")
+	return cmd
 }
 
 func printExplanation(cmd *cobra.Command, g *globals, id string, x dedup.Explanation) error {
@@ -47,6 +63,11 @@ func printExplanation(cmd *cobra.Command, g *globals, id string, x dedup.Explana
 	fmt.Fprintf(w, "live\t%v\n", x.Live)
 	if x.Live {
 		fmt.Fprintf(w, "deadline\t%s\n", stamp(x.Deadline))
+	}
+	if r := x.Record; r != nil {
+		fmt.Fprintf(w, "record\t%s\n", describeRecord(*r, time.Now()))
+		fmt.Fprintf(w, "fingerprint\t%x\n", r.Fingerprint)
+		fmt.Fprintf(w, "result\t%d bytes\n", len(r.Result))
 	}
 	filters := "none: definitely new"
 	if len(x.FilterGenerations) > 0 {
@@ -77,6 +98,19 @@ func describeVersion(v dedup.Version) string {
 		return "forgotten"
 	}
 	return fmt.Sprintf("mark until %s, generation ending %s", stamp(v.Deadline), stamp(v.GenerationEnds))
+}
+
+// describeRecord says what state a record is in and, in progress, who
+// holds its lease and until when.
+func describeRecord(r dedup.Record, now time.Time) string {
+	if r.State == dedup.StateCompleted {
+		return fmt.Sprintf("completed (token %d)", r.Token)
+	}
+	lease := "live"
+	if !now.Before(r.LeaseEnds) {
+		lease = "ended: the next Begin takes it over"
+	}
+	return fmt.Sprintf("in progress: lease of token %d until %s, %s", r.Token, stamp(r.LeaseEnds), lease)
 }
 
 func stamp(t time.Time) string { return t.UTC().Format(time.RFC3339Nano) }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
 )
 
 // TestMain lets the scripts run dedupctl as a command: the test binary
@@ -229,4 +231,62 @@ func TestImportSkipsExpired(t *testing.T) {
 	x, err := s.Explain([]byte("gone"))
 	require.NoError(t, err)
 	assert.False(t, x.Live)
+}
+
+// TestRecordsInExplainAndScan checks what operators see of idempotency
+// records: explain shows a record's state, lease, fingerprint and result
+// size, also by the HTTP middleware's key; scan --state in-progress lists
+// the leases of work never completed, ended ones included.
+func TestRecordsInExplainAndScan(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "s")
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	stuck, err := s.Begin([]byte("job-stuck"), []byte{0xab, 0xcd}, time.Millisecond, time.Hour)
+	require.NoError(t, err)
+	_, err = s.Begin([]byte("job-running"), nil, time.Hour, 2*time.Hour)
+	require.NoError(t, err)
+	done, err := s.Begin([]byte("job-done"), nil, time.Minute, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Complete([]byte("job-done"), done.Token, []byte("twelve bytes")))
+	httpKey, err := s.Begin(idempotency.StoreKey("acct_1", "order-9"), nil, time.Minute, time.Hour)
+	require.NoError(t, err)
+	require.NoError(t, s.Complete(idempotency.StoreKey("acct_1", "order-9"), httpKey.Token, []byte("resp")))
+	_, err = s.CheckAndMark([]byte("plain"), 0)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	time.Sleep(2 * time.Millisecond) // job-stuck's lease ends
+
+	code, out, errOut := runIn(t, nil, "--dir", dir, "explain", "job-stuck", "job-done", "plain")
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, fmt.Sprintf(`record +in progress: lease of token %d until \S+, ended`, stuck.Token), out)
+	assert.Contains(t, out, "fingerprint  abcd")
+	assert.Regexp(t, fmt.Sprintf(`record +completed \(token %d\)`, done.Token), out)
+	assert.Regexp(t, `result +12 bytes`, out)
+	assert.Equal(t, 2, strings.Count(out, "record "), "plain has no record")
+
+	code, out, errOut = runIn(t, nil, "--dir", dir, "explain", "--http", "--scope", "acct_1", "order-9")
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `record +completed`, out)
+	assert.Regexp(t, `result +4 bytes`, out)
+
+	code, out, errOut = runIn(t, nil, "--dir", dir, "scan", "--state", "in-progress")
+	require.Equal(t, 0, code, errOut)
+	lines := strings.Split(strings.TrimSpace(out), "\n")
+	require.Len(t, lines, 2, out)
+	slices.Sort(lines) // scan promises no order
+	assert.Regexp(t, `^job-running\t\S+\tin-progress\tin progress: lease of token \d+ until \S+, live$`, lines[0])
+	assert.Regexp(t, `^job-stuck\t\S+\tin-progress\tin progress: lease of token \d+ until \S+, ended`, lines[1])
+
+	code, out, errOut = runIn(t, nil, "--dir", dir, "scan", "--state", "completed")
+	require.Equal(t, 0, code, errOut)
+	assert.Regexp(t, `(?m)^"idempotency\\x00acct_1\\x00order-9"\t\S+\tcompleted$`, out, "a key with NUL bytes is quoted")
+	assert.Regexp(t, `(?m)^job-done\t\S+\tcompleted$`, out)
+	assert.NotContains(t, out, "plain")
+
+	code, out, errOut = runIn(t, nil, "--dir", dir, "-o", "json", "scan", "--state", "in-progress")
+	require.Equal(t, 0, code, errOut)
+	assert.Contains(t, out, `"state":"in-progress","record":{"state":1,"token":`)
+
+	code, _, _ = runIn(t, nil, "--dir", dir, "scan", "--state", "stuck")
+	assert.Equal(t, 2, code, "an unknown state is a usage error")
 }

@@ -5,7 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -14,32 +17,46 @@ import (
 )
 
 func newScan(g *globals) *cobra.Command {
-	var prefix string
+	var prefix, only string
 	var limit int
 	var expired bool
 	cmd := &cobra.Command{
 		Use:   "scan",
 		Short: "Stream the live marks, one per line (JSON lines with -o json)",
-		Long: `Streams the IDs that have a live mark, each once, with their deadline. With
---expired it also streams the versions that are not live: expired,
-forgotten, or superseded by a later mark of the same ID.`,
+		Long: `Streams the IDs that have a live mark, each once, with their deadline and
+state: live, or for a key with an idempotency record in-progress (with its
+lease's token and end) or completed. With --expired it also streams the
+versions that are not live: expired, forgotten, or superseded by a later
+mark of the same ID. --state keeps one state only: --state in-progress
+lists the leases, live or ended, of work begun and never completed.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if limit < 0 {
 				return usageError{fmt.Errorf("--limit must not be negative")}
+			}
+			switch only {
+			case "", "live", "in-progress", "completed":
+			case "expired", "forgotten", "superseded":
+				expired = true
+			default:
+				return usageError{fmt.Errorf("--state must be live, in-progress, completed, expired, forgotten or superseded, not %q", only)}
 			}
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				now := time.Now()
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				n := 0
 				return scanEach(s, []byte(prefix), expired, func(m dedup.Mark) (bool, error) {
+					st := state(m, now)
+					if only != "" && st != only {
+						return true, nil
+					}
 					n++
 					more := limit == 0 || n < limit
 					if g.output != "json" {
-						return more, writeMarkLine(cmd.OutOrStdout(), m, now)
+						return more, writeMarkLine(cmd.OutOrStdout(), m, st, now)
 					}
 					rec := exportRecord(m)
-					rec.Live, rec.State = &m.Live, state(m, now)
+					rec.Live, rec.State, rec.Record = &m.Live, st, m.Record
 					return more, enc.Encode(rec)
 				})
 			})
@@ -48,6 +65,7 @@ forgotten, or superseded by a later mark of the same ID.`,
 	cmd.Flags().StringVar(&prefix, "prefix", "", "only IDs that start with this")
 	cmd.Flags().IntVar(&limit, "limit", 0, "stop after this many lines (0: no limit)")
 	cmd.Flags().BoolVar(&expired, "expired", false, "also the versions that are not live")
+	cmd.Flags().StringVar(&only, "state", "", "only this state: live, in-progress, completed, expired, forgotten or superseded")
 	return cmd
 }
 
@@ -95,11 +113,12 @@ func scanEach(s *dedup.Store, prefix []byte, all bool, write func(dedup.Mark) (m
 
 // record is one mark as a JSON line.
 type record struct {
-	ID       string     `json:"id"`
-	IDBase64 bool       `json:"id_base64,omitempty"`
-	Deadline *time.Time `json:"deadline,omitempty"`
-	Live     *bool      `json:"live,omitempty"`
-	State    string     `json:"state,omitempty"`
+	ID       string        `json:"id"`
+	IDBase64 bool          `json:"id_base64,omitempty"`
+	Deadline *time.Time    `json:"deadline,omitempty"`
+	Live     *bool         `json:"live,omitempty"`
+	State    string        `json:"state,omitempty"`
+	Record   *dedup.Record `json:"record,omitempty"`
 }
 
 func exportRecord(m dedup.Mark) record {
@@ -114,9 +133,12 @@ func exportRecord(m dedup.Mark) record {
 	return r
 }
 
-// state names what a scanned version is.
+// state names what a scanned version is: a live mark with an idempotency
+// record is in the record's state.
 func state(m dedup.Mark, now time.Time) string {
 	switch {
+	case m.Live && m.Record != nil:
+		return m.Record.State.String()
 	case m.Live:
 		return "live"
 	case m.Deadline.IsZero():
@@ -127,12 +149,22 @@ func state(m dedup.Mark, now time.Time) string {
 	return "superseded"
 }
 
-func writeMarkLine(w io.Writer, m dedup.Mark, now time.Time) error {
+// writeMarkLine writes a mark as "ID deadline state", tab-separated, and
+// for a record in progress its lease. An ID that is not printable (the
+// HTTP middleware's keys hold NUL bytes) is quoted.
+func writeMarkLine(w io.Writer, m dedup.Mark, state string, now time.Time) error {
 	r := exportRecord(m)
+	if !r.IDBase64 && strings.ContainsFunc(r.ID, func(c rune) bool { return !unicode.IsPrint(c) }) {
+		r.ID = strconv.Quote(r.ID)
+	}
 	deadline := "-"
 	if r.Deadline != nil {
 		deadline = r.Deadline.Format(time.RFC3339Nano)
 	}
-	_, err := fmt.Fprintf(w, "%s\t%s\t%s\n", r.ID, deadline, state(m, now))
+	line := fmt.Sprintf("%s\t%s\t%s", r.ID, deadline, state)
+	if m.Live && m.Record != nil && m.Record.State == dedup.StateInProgress {
+		line += "\t" + describeRecord(*m.Record, now)
+	}
+	_, err := fmt.Fprintln(w, line)
 	return err
 }
