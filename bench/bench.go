@@ -38,7 +38,7 @@ type Config struct {
 	// Concurrency is the number of goroutines that share the IDs, each
 	// calling with its own contiguous part.
 	Concurrency int
-	// Shape is the form of the IDs.
+	// Shape is the form of the IDs. Zero means Bytes16.
 	Shape Shape
 	// Sync is the durability of the store and of the baselines that write.
 	Sync dedup.SyncMode
@@ -109,9 +109,11 @@ type trial struct {
 	// external, if set, reports the CPU time and memory of a server
 	// process: Run adds their growth to the row's.
 	external func() (cpu time.Duration, mem int64, err error)
-	close    func() error
+	// close releases what setup opened or started.
+	close func() error
 }
 
+// count is the number of live marks, or 0 where it is meaningless.
 func (t trial) count() int {
 	if t.marks == nil {
 		return 0
@@ -143,6 +145,12 @@ type row struct {
 func Run(cfg Config) ([]Result, error) {
 	if cfg.IDs <= 0 || cfg.Batch <= 0 || cfg.Concurrency <= 0 {
 		return nil, fmt.Errorf("bench: IDs, Batch and Concurrency must be positive")
+	}
+	if cfg.Shape == "" {
+		cfg.Shape = Bytes16
+	}
+	if !slices.Contains(Shapes, cfg.Shape) {
+		return nil, fmt.Errorf("bench: unknown ID shape %q (known: %v)", cfg.Shape, Shapes)
 	}
 	var rows []row
 	for _, names := range []struct {
@@ -185,6 +193,8 @@ func setRatios(results []Result) {
 	}
 }
 
+// runRow sets r up in a fresh directory under cfg.Dir, times it and removes
+// the directory.
 func runRow(cfg Config, in *inputs, r row) (Result, error) {
 	if r.single {
 		cfg.Batch = 1

@@ -166,9 +166,14 @@ func TestIDShapes(t *testing.T) {
 	assert.NotEqual(t, IDs(UUID, 7, 10), IDs(UUID, 8, 10))
 }
 
-func TestUnknownRow(t *testing.T) {
+func TestUnknownRowOrShape(t *testing.T) {
 	cfg := smallConfig(t)
 	cfg.Workloads = []string{"nope"}
 	_, err := Run(cfg)
 	assert.ErrorContains(t, err, `unknown row "nope"`)
+
+	cfg = smallConfig(t)
+	cfg.Shape = "ulid"
+	_, err = Run(cfg)
+	assert.ErrorContains(t, err, `unknown ID shape "ulid"`)
 }
