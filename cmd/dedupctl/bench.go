@@ -32,7 +32,8 @@ IDs, resident memory and disk bytes per live mark, and the ratio to each
 baseline, all measured in this one run.
 
 Workloads: ` + strings.Join(bench.Workloads, ", ") + `.
-Baselines: ` + strings.Join(bench.Baselines, ", ") + `; --baseline none runs none.
+Baselines: ` + strings.Join(bench.Baselines, ", ") + `.
+--workload none or --baseline none runs none of them.
 The Redis baseline starts its own redis-server from PATH, persisting as --sync
 asks; without one it is skipped, and says so.
 
@@ -52,8 +53,10 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 			if cfg.IDs <= 0 || cfg.Batch <= 0 || cfg.Concurrency <= 0 {
 				return usageError{fmt.Errorf("--ids, --batch and --concurrency must be positive")}
 			}
-			if slices.Equal(cfg.Baselines, []string{"none"}) {
-				cfg.Baselines = nil
+			for _, list := range []*[]string{&cfg.Workloads, &cfg.Baselines} {
+				if slices.Equal(*list, []string{"none"}) {
+					*list = nil
+				}
 			}
 			for _, w := range slices.Concat(cfg.Workloads, cfg.Baselines) {
 				if !slices.Contains(bench.Workloads, w) && !slices.Contains(bench.Baselines, w) {
@@ -94,11 +97,11 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 	}
 	f := cmd.Flags()
 	f.IntVar(&cfg.IDs, "ids", 1_000_000, "IDs per workload and baseline")
-	f.IntVar(&cfg.Batch, "batch", 1024, "IDs per call (1, 64 and 1024 are the issue's sizes)")
+	f.IntVar(&cfg.Batch, "batch", 1024, "IDs per call; rows whose API takes one ID use 1")
 	f.IntVar(&cfg.Concurrency, "concurrency", 1, "goroutines sharing the IDs")
 	f.StringVar(&shape, "shape", string(bench.Bytes16), "ID shape: bytes16 (16 random bytes) or uuid (36-byte string)")
 	f.StringVar(&sync, "sync", "always", "durability of the store and the baselines: always, interval or none")
-	f.StringSliceVar(&cfg.Workloads, "workload", cfg.Workloads, "workloads to run")
+	f.StringSliceVar(&cfg.Workloads, "workload", cfg.Workloads, "workloads to run, or none")
 	f.StringSliceVar(&cfg.Baselines, "baseline", cfg.Baselines, "baselines to run, or none")
 	f.StringVar(&results, "results", "", "directory to write results.json and chart.svg to (default: write nothing)")
 	return cmd
