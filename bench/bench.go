@@ -1,170 +1,384 @@
 // Package bench runs the store's benchmark workloads and the baselines
 // they are compared with, in one process, so that every figure is a ratio
 // measured on the same machine at the same time.
+//
+// A row is a workload (the store under one mix of IDs) or a baseline (what
+// a user would use instead: raw bloom/v3, raw Pebble, a hand-written Pebble
+// loop, Redis). Each row gets a fresh directory. Its setup (marking IDs a
+// workload re-checks, filling a filter or a Pebble) is untimed; Run times
+// only the calls, and reads the process's CPU time, RSS and the row's disk
+// use around them.
 package bench
 
 import (
-	"encoding/binary"
+	"errors"
 	"fmt"
-	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"runtime/debug"
 	"slices"
+	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
-
-	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/seed42300104/dedup"
 )
 
-// Config is one benchmark run.
+// Config is one benchmark run. Every row of the run uses the same IDs,
+// batch size, concurrency and durability.
 type Config struct {
-	// Dir holds the stores; each workload gets a fresh subdirectory.
+	// Dir holds the rows' directories, each removed after its row.
 	Dir string
-	// IDs is the number of IDs each workload checks.
+	// IDs is the number of IDs each row feeds to its calls.
 	IDs int
-	// Batch is the number of IDs per call.
+	// Batch is the number of IDs per call. Rows whose API takes one ID
+	// (Seen, bloom Test, Pebble Get) use 1.
 	Batch int
-	// Sync is the durability of the store and of the baselines.
+	// Concurrency is the number of goroutines that share the IDs, each
+	// calling with its own contiguous part.
+	Concurrency int
+	// Shape is the form of the IDs. Zero means Bytes16.
+	Shape Shape
+	// Sync is the durability of the store and of the baselines that write.
 	Sync dedup.SyncMode
-	// Progress, if set, is told how many IDs a workload has done.
-	Progress func(workload string, done int)
+	// Workloads and Baselines name the rows to run, in order, from
+	// Workloads and Baselines (the package variables).
+	Workloads, Baselines []string
+	// Progress, if set, is told every 100ms, and at the end of a row, how
+	// many of its IDs are done. It is never called concurrently.
+	Progress func(row string, done int)
 }
 
-// Result is what one workload measured.
+// TTL is the time to live of every mark the rows write, in the store and
+// in Redis alike.
+const TTL = 24 * time.Hour
+
+// Result is what one row measured.
 type Result struct {
-	Workload string        `json:"workload"`
-	IDs      int           `json:"ids"`
-	Batch    int           `json:"batch"`
-	Elapsed  time.Duration `json:"elapsed_ns"`
-	// P50 and P99 are the latencies of one call.
+	Workload    string        `json:"workload"`
+	Baseline    bool          `json:"baseline"`
+	Shape       Shape         `json:"shape"`
+	Sync        string        `json:"sync"`
+	IDs         int           `json:"ids"`
+	Batch       int           `json:"batch"`
+	Concurrency int           `json:"concurrency"`
+	Elapsed     time.Duration `json:"elapsed_ns"`
+	// P50 and P99 are the latencies of one call (a batch, or one ID),
+	// from a sample of the calls.
 	P50 time.Duration `json:"p50_ns"`
 	P99 time.Duration `json:"p99_ns"`
-	// New counts the IDs reported new.
+	// New counts the IDs a write reported new; for a read (Seen, Test,
+	// Get) it counts the IDs reported present.
 	New int `json:"new"`
+	// CPUPerMillion is the CPU time, user and system, per million IDs, in
+	// seconds: this process's, plus redis-server's for the Redis row.
+	CPUPerMillion float64 `json:"cpu_seconds_per_million"`
+	// RSSPerMark is the growth of resident memory per live mark, in bytes:
+	// this process's after a GC, or redis-server's used_memory. Zero where
+	// the row holds no marks.
+	RSSPerMark float64 `json:"rss_bytes_per_mark,omitempty"`
+	// DiskPerMark is the row's directory size per live mark, in bytes, as
+	// du counts it (preallocated WAL space included). Zero where the row
+	// keeps nothing on disk.
+	DiskPerMark float64 `json:"disk_bytes_per_mark,omitempty"`
+	// Ratios is this row's IDs/s over each baseline's that ran.
+	Ratios map[string]float64 `json:"ratios,omitempty"`
+	// Skipped says why the row did not run; the other fields are then zero.
+	Skipped string `json:"skipped,omitempty"`
 }
 
 // IDsPerSecond is the throughput.
-func (r Result) IDsPerSecond() float64 { return float64(r.IDs) / r.Elapsed.Seconds() }
-
-// Workloads lists the workloads Run knows, in the order it runs them.
-var Workloads = []string{"new", "hot-duplicates", "pebble-batch-insert"}
-
-// Run runs the named workloads.
-func Run(cfg Config, workloads []string) ([]Result, error) {
-	var out []Result
-	for _, w := range workloads {
-		if !slices.Contains(Workloads, w) {
-			return nil, fmt.Errorf("bench: unknown workload %q (known: %v)", w, Workloads)
-		}
-		dir, err := os.MkdirTemp(cfg.Dir, w+"-")
-		if err != nil {
-			return nil, err
-		}
-		r, err := run(cfg, w, dir)
-		os.RemoveAll(dir)
-		if err != nil {
-			return nil, fmt.Errorf("bench: %s: %w", w, err)
-		}
-		out = append(out, r)
+func (r Result) IDsPerSecond() float64 {
+	if r.Elapsed <= 0 {
+		return 0
 	}
+	return float64(r.IDs) / r.Elapsed.Seconds()
+}
+
+// trial is a row after its untimed setup: what Run times and measures.
+type trial struct {
+	// call handles one batch and returns how many IDs it found new (or,
+	// for a read, present).
+	call func(ids [][]byte) (int, error)
+	// marks is the number of live marks once the calls are done; nil
+	// means RSS and disk per mark are meaningless for the row.
+	marks func() int
+	// dir is measured for disk per mark; "" means nothing is on disk.
+	dir string
+	// external, if set, reports the CPU time and memory of a server
+	// process: Run adds their growth to the row's.
+	external func() (cpu time.Duration, mem int64, err error)
+	// close releases what setup opened or started.
+	close func() error
+}
+
+// count is the number of live marks, or 0 where it is meaningless.
+func (t trial) count() int {
+	if t.marks == nil {
+		return 0
+	}
+	return t.marks()
+}
+
+// errSkip makes Run skip a row and say why.
+type errSkip struct{ reason string }
+
+func (e errSkip) Error() string { return e.reason }
+
+// row is a workload or a baseline.
+type row struct {
+	name     string
+	baseline bool
+	// single says the row's API takes one ID per call.
+	single bool
+	// input returns the IDs the calls get, building every set of IDs the
+	// row uses, so that they exist before the row's memory is measured.
+	input func(in *inputs) [][]byte
+	// setup prepares the row in dir, untimed.
+	setup func(cfg Config, in *inputs, dir string) (trial, error)
+}
+
+// Run runs cfg's workloads and then its baselines, and returns a result per
+// row with its ratios to every baseline that ran. A baseline that cannot
+// run here (no redis-server) is a Result with Skipped set, not an error.
+func Run(cfg Config) ([]Result, error) {
+	if cfg.IDs <= 0 || cfg.Batch <= 0 || cfg.Concurrency <= 0 {
+		return nil, fmt.Errorf("bench: IDs, Batch and Concurrency must be positive")
+	}
+	if cfg.Shape == "" {
+		cfg.Shape = Bytes16
+	}
+	if !slices.Contains(Shapes, cfg.Shape) {
+		return nil, fmt.Errorf("bench: unknown ID shape %q (known: %v)", cfg.Shape, Shapes)
+	}
+	var rows []row
+	for _, names := range []struct {
+		names []string
+		known []row
+	}{{cfg.Workloads, workloads}, {cfg.Baselines, baselines}} {
+		for _, name := range names.names {
+			i := slices.IndexFunc(names.known, func(r row) bool { return r.name == name })
+			if i < 0 {
+				return nil, fmt.Errorf("bench: unknown row %q (workloads: %v; baselines: %v)", name, Workloads, Baselines)
+			}
+			rows = append(rows, names.known[i])
+		}
+	}
+	in := &inputs{shape: cfg.Shape, n: cfg.IDs}
+	var out []Result
+	for _, r := range rows {
+		res, err := runRow(cfg, in, r)
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", r.name, err)
+		}
+		out = append(out, res)
+	}
+	setRatios(out)
 	return out, nil
 }
 
-func run(cfg Config, workload, dir string) (Result, error) {
-	ids := RandomIDs(1, cfg.IDs)
-	switch workload {
-	case "pebble-batch-insert":
-		return pebbleInsert(cfg, dir, ids)
+// setRatios sets each result's ratio to every baseline that ran.
+func setRatios(results []Result) {
+	for i := range results {
+		for _, b := range results {
+			if !b.Baseline || b.Skipped != "" || results[i].Skipped != "" || b.IDsPerSecond() == 0 {
+				continue
+			}
+			if results[i].Ratios == nil {
+				results[i].Ratios = map[string]float64{}
+			}
+			results[i].Ratios[b.Workload] = results[i].IDsPerSecond() / b.IDsPerSecond()
+		}
 	}
-	s, err := dedup.Open(dir, &dedup.Options{Sync: cfg.Sync})
+}
+
+// runRow sets r up in a fresh directory under cfg.Dir, times it and removes
+// the directory.
+func runRow(cfg Config, in *inputs, r row) (Result, error) {
+	if r.single {
+		cfg.Batch = 1
+	}
+	res := Result{Workload: r.name, Baseline: r.baseline, Shape: cfg.Shape, Sync: cfg.Sync.String(),
+		IDs: cfg.IDs, Batch: cfg.Batch, Concurrency: cfg.Concurrency}
+	dir, err := os.MkdirTemp(cfg.Dir, r.name+"-")
 	if err != nil {
-		return Result{}, err
+		return res, err
 	}
-	defer s.Close()
-	if workload == "hot-duplicates" {
-		if _, err := batches(cfg, "mark", ids, func(b [][]byte) (int, error) { return checkBatch(s, b) }); err != nil {
-			return Result{}, err
-		}
-	}
-	return batches(cfg, workload, ids, func(b [][]byte) (int, error) { return checkBatch(s, b) })
-}
+	defer os.RemoveAll(dir)
 
-func checkBatch(s *dedup.Store, b [][]byte) (int, error) {
-	isNew, err := s.CheckAndMarkBatch(b, 0)
-	n := 0
-	for _, v := range isNew {
-		if v {
-			n++
-		}
+	ids := r.input(in) // input, not the row's memory
+	rss0 := rss()
+	t, err := r.setup(cfg, in, dir)
+	if skip := (errSkip{}); errors.As(err, &skip) {
+		res.Skipped = skip.reason
+		return res, nil
 	}
-	return n, err
-}
-
-// batches feeds ids to call in batches and times each call.
-func batches(cfg Config, workload string, ids [][]byte, call func([][]byte) (int, error)) (Result, error) {
-	r := Result{Workload: workload, IDs: len(ids), Batch: cfg.Batch}
-	lat := make([]time.Duration, 0, len(ids)/cfg.Batch+1)
-	start := time.Now()
-	for i := 0; i < len(ids); i += cfg.Batch {
-		t := time.Now()
-		n, err := call(ids[i:min(i+cfg.Batch, len(ids))])
-		if err != nil {
-			return r, err
-		}
-		lat = append(lat, time.Since(t))
-		r.New += n
-		if cfg.Progress != nil {
-			cfg.Progress(workload, min(i+cfg.Batch, len(ids)))
-		}
-	}
-	r.Elapsed = time.Since(start)
-	slices.Sort(lat)
-	r.P50, r.P99 = lat[len(lat)/2], lat[len(lat)*99/100]
-	return r, nil
-}
-
-// pebbleInsert is the baseline of the index alone: raw Pebble batch
-// inserts with Pebble's own WAL at the same durability.
-func pebbleInsert(cfg Config, dir string, ids [][]byte) (Result, error) {
-	db, err := pebble.Open(dir, &pebble.Options{Logger: silent{}})
 	if err != nil {
-		return Result{}, err
+		return res, err
 	}
-	defer db.Close()
-	wo := pebble.NoSync
-	if cfg.Sync == dedup.SyncAlways {
-		wo = pebble.Sync
+	err = measure(cfg, r.name, ids, t, rss0, &res)
+	return res, errors.Join(err, t.close())
+}
+
+// measure times t's calls and reads the CPU, memory and disk they used.
+func measure(cfg Config, name string, ids [][]byte, t trial, rss0 int64, res *Result) error {
+	var cpu0, cpu1 time.Duration
+	var mem0, mem1 int64
+	var err error
+	if t.external != nil {
+		if cpu0, mem0, err = t.external(); err != nil {
+			return err
+		}
 	}
-	val := make([]byte, 8)
-	return batches(cfg, "pebble-batch-insert", ids, func(b [][]byte) (int, error) {
-		batch := db.NewBatch()
-		defer batch.Close()
-		for _, id := range b {
-			if err := batch.Set(id, val, nil); err != nil {
-				return 0, err
+	self0 := cpuTime()
+	if err := timeCalls(cfg, name, ids, t.call, res); err != nil {
+		return err
+	}
+	cpu := cpuTime() - self0
+	if t.external != nil {
+		if cpu1, mem1, err = t.external(); err != nil {
+			return err
+		}
+		cpu += cpu1 - cpu0
+	}
+	res.CPUPerMillion = cpu.Seconds() / float64(len(ids)) * 1e6
+	if marks := t.count(); marks > 0 {
+		grown := float64(rss() - rss0)
+		if t.external != nil {
+			grown = float64(mem1 - mem0)
+		}
+		res.RSSPerMark = max(grown, 0) / float64(marks)
+		if t.dir != "" {
+			res.DiskPerMark = float64(diskUsage(t.dir)) / float64(marks)
+		}
+	}
+	return nil
+}
+
+// sampleCalls is how many IDs pass between two timed calls: timing every
+// call of a 100ns Seen would cost as much as the call.
+const sampleCalls = 64
+
+// timeCalls feeds ids to call on cfg.Concurrency goroutines and fills in
+// the elapsed time, the call latencies and the count of new IDs.
+func timeCalls(cfg Config, name string, ids [][]byte, call func([][]byte) (int, error), res *Result) error {
+	every := max(1, sampleCalls/cfg.Batch)
+	parts := split(ids, cfg.Concurrency)
+	lats := make([][]time.Duration, len(parts))
+	for i, p := range parts {
+		lats[i] = make([]time.Duration, 0, len(p)/cfg.Batch/every+1)
+	}
+	var done, found atomic.Int64
+	stop := make(chan struct{})
+	progressDone := make(chan struct{})
+	go func() {
+		defer close(progressDone)
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if cfg.Progress != nil {
+					cfg.Progress(name, int(done.Load()))
+				}
 			}
 		}
-		return len(b), batch.Commit(wo)
-	})
-}
+	}()
 
-// RandomIDs returns n random 16-byte IDs drawn from seed.
-func RandomIDs(seed uint64, n int) [][]byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	buf := make([]byte, 16*n)
-	ids := make([][]byte, n)
-	for i := range ids {
-		id := buf[16*i : 16*i+16]
-		binary.LittleEndian.PutUint64(id, r.Uint64())
-		binary.LittleEndian.PutUint64(id[8:], r.Uint64())
-		ids[i] = id
+	errs := make([]error, len(parts))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for g, part := range parts {
+		wg.Go(func() {
+			for c, i := 0, 0; i < len(part); c, i = c+1, i+cfg.Batch {
+				b := part[i:min(i+cfg.Batch, len(part))]
+				timed := c%every == 0
+				var t0 time.Time
+				if timed {
+					t0 = time.Now()
+				}
+				n, err := call(b)
+				if err != nil {
+					errs[g] = err
+					return
+				}
+				if timed {
+					lats[g] = append(lats[g], time.Since(t0))
+				}
+				found.Add(int64(n))
+				done.Add(int64(len(b)))
+			}
+		})
 	}
-	return ids
+	wg.Wait()
+	res.Elapsed = time.Since(start)
+	close(stop)
+	<-progressDone
+	if cfg.Progress != nil {
+		cfg.Progress(name, int(done.Load()))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	res.New = int(found.Load())
+	all := slices.Concat(lats...)
+	slices.Sort(all)
+	if len(all) > 0 {
+		res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
+	}
+	return nil
 }
 
-// silent drops Pebble's informational logging.
-type silent struct{}
+// split cuts ids into n contiguous parts of nearly equal length.
+func split(ids [][]byte, n int) [][][]byte {
+	n = min(n, max(len(ids), 1))
+	parts := make([][][]byte, n)
+	for i := range parts {
+		parts[i] = ids[len(ids)*i/n : len(ids)*(i+1)/n]
+	}
+	return parts
+}
 
-func (silent) Infof(string, ...any)              {}
-func (silent) Errorf(string, ...any)             {}
-func (silent) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }
+// cpuTime is the CPU time, user and system, this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// rss is the process's resident memory after a GC that returns free memory
+// to the system, or 0 where /proc is missing.
+func rss() int64 {
+	debug.FreeOSMemory()
+	var size, resident int64
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	if _, err := fmt.Sscan(string(b), &size, &resident); err != nil {
+		return 0
+	}
+	return resident * int64(os.Getpagesize())
+}
+
+// diskUsage is the space the files under dir take, as du counts it.
+func diskUsage(dir string) int64 {
+	var total int64
+	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		if info, err := d.Info(); err == nil {
+			if st, ok := info.Sys().(*syscall.Stat_t); ok {
+				total += st.Blocks * 512
+			}
+		}
+		return nil
+	})
+	return total
+}

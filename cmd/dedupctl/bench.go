@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -14,25 +16,50 @@ import (
 )
 
 func newBench(g *globals) *cobra.Command {
-	cfg := bench.Config{}
-	var sync string
-	workloads := bench.Workloads
+	cfg := bench.Config{Workloads: bench.Workloads, Baselines: bench.Baselines}
+	var sync, shape, results string
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Run the benchmark workloads against a fresh store and the baselines",
-		Long: `Runs each workload against a fresh store in a temporary directory (or under
---dir) and prints IDs/s, call latency and the ratio to the raw Pebble baseline,
-all measured in this one run. With no flags it is a quick run of under a minute.`,
+		Long: `Runs each workload against a fresh store, and each baseline (raw bloom/v3,
+raw Pebble, the hand-written Pebble Get-then-Set loop, Redis SET NX EX) in a
+fresh directory of its own, in a temporary directory (or under --dir), and
+prints per row IDs/s, p50 and p99 latency per call, CPU-seconds per million
+IDs, resident memory and disk bytes per live mark, and the ratio to each
+baseline, all measured in this one run.
+
+Workloads: ` + strings.Join(bench.Workloads, ", ") + `.
+Baselines: ` + strings.Join(bench.Baselines, ", ") + `.
+--workload none or --baseline none runs none of them.
+The Redis baseline starts its own redis-server from PATH, persisting as --sync
+asks; without one it is skipped, and says so.
+
+With no flags it is the quick run of the README, under a minute. --results DIR
+also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			mode, err := parseSync(sync)
 			if err != nil {
 				return err
 			}
-			if cfg.IDs <= 0 || cfg.Batch <= 0 {
-				return usageError{fmt.Errorf("--ids and --batch must be positive")}
-			}
 			cfg.Sync = mode
+			cfg.Shape = bench.Shape(shape)
+			if !slices.Contains(bench.Shapes, cfg.Shape) {
+				return usageError{fmt.Errorf("--shape must be one of %v, not %q", bench.Shapes, shape)}
+			}
+			if cfg.IDs <= 0 || cfg.Batch <= 0 || cfg.Concurrency <= 0 {
+				return usageError{fmt.Errorf("--ids, --batch and --concurrency must be positive")}
+			}
+			for _, list := range []*[]string{&cfg.Workloads, &cfg.Baselines} {
+				if slices.Equal(*list, []string{"none"}) {
+					*list = nil
+				}
+			}
+			for _, w := range slices.Concat(cfg.Workloads, cfg.Baselines) {
+				if !slices.Contains(bench.Workloads, w) && !slices.Contains(bench.Baselines, w) {
+					return usageError{fmt.Errorf("unknown workload or baseline %q", w)}
+				}
+			}
 			if cfg.Dir == "" {
 				cfg.Dir = g.dir
 			}
@@ -41,24 +68,41 @@ all measured in this one run. With no flags it is a quick run of under a minute.
 					return err
 				}
 				defer os.RemoveAll(cfg.Dir)
+			} else if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+				return err
 			}
 			bar := newBar(cmd.ErrOrStderr(), int64(cfg.IDs))
-			cfg.Progress = func(w string, done int) {
-				bar.Describe(w)
+			cfg.Progress = func(row string, done int) {
+				bar.Describe(row)
 				bar.Set(done)
 			}
-			results, err := bench.Run(cfg, workloads)
+			rows, err := bench.Run(cfg)
 			bar.Finish()
 			if err != nil {
 				return err
 			}
-			return printResults(cmd, g, results)
+			for _, r := range rows {
+				if r.Skipped != "" {
+					fmt.Fprintf(cmd.ErrOrStderr(), "bench: %s skipped: %s\n", r.Workload, r.Skipped)
+				}
+			}
+			if results != "" {
+				if err := bench.WriteResults(results, rows); err != nil {
+					return err
+				}
+			}
+			return printResults(cmd, g, rows)
 		},
 	}
-	cmd.Flags().IntVar(&cfg.IDs, "ids", 1_000_000, "IDs per workload")
-	cmd.Flags().IntVar(&cfg.Batch, "batch", 1024, "IDs per call")
-	cmd.Flags().StringVar(&sync, "sync", "always", "durability: always, interval or none")
-	cmd.Flags().StringSliceVar(&workloads, "workload", workloads, "workloads to run")
+	f := cmd.Flags()
+	f.IntVar(&cfg.IDs, "ids", 1_000_000, "IDs per workload and baseline")
+	f.IntVar(&cfg.Batch, "batch", 1024, "IDs per call; rows whose API takes one ID use 1")
+	f.IntVar(&cfg.Concurrency, "concurrency", 1, "goroutines sharing the IDs")
+	f.StringVar(&shape, "shape", string(bench.Bytes16), "ID shape: bytes16 (16 random bytes) or uuid (36-byte string)")
+	f.StringVar(&sync, "sync", "always", "durability of the store and the baselines: always, interval or none")
+	f.StringSliceVar(&cfg.Workloads, "workload", cfg.Workloads, "workloads to run, or none")
+	f.StringSliceVar(&cfg.Baselines, "baseline", cfg.Baselines, "baselines to run, or none")
+	f.StringVar(&results, "results", "", "directory to write results.json and chart.svg to (default: write nothing)")
 	return cmd
 }
 
@@ -71,26 +115,70 @@ func parseSync(s string) (dedup.SyncMode, error) {
 	return 0, usageError{fmt.Errorf("--sync must be always, interval or none, not %q", s)}
 }
 
+// printResults prints the rows as JSON or as a table with a ratio column
+// per baseline that ran.
 func printResults(cmd *cobra.Command, g *globals, results []bench.Result) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
 		return json.NewEncoder(out).Encode(results)
 	}
-	var base float64
+	var base []string
 	for _, r := range results {
-		if r.Workload == "pebble-batch-insert" {
-			base = r.IDsPerSecond()
+		if r.Baseline && r.Skipped == "" {
+			base = append(base, r.Workload)
 		}
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "workload\tIDs\tbatch\tIDs/s\tp50/call\tp99/call\tnew\tvs pebble\t")
+	fmt.Fprint(w, "row\tIDs/s\tp50/call\tp99/call\tCPU-s/M IDs\tRSS B/mark\tdisk B/mark\tnew\t")
+	for _, b := range base {
+		fmt.Fprintf(w, "vs %s\t", b)
+	}
+	fmt.Fprintln(w)
 	for _, r := range results {
-		ratio := "-"
-		if base > 0 {
-			ratio = fmt.Sprintf("%.2fx", r.IDsPerSecond()/base)
+		if r.Skipped != "" {
+			fmt.Fprintf(w, "%s\tskipped\t\t\t\t\t\t\t%s\n", r.Workload, strings.Repeat("\t", len(base)))
+			continue
 		}
-		fmt.Fprintf(w, "%s\t%d\t%d\t%.0f\t%v\t%v\t%d\t%s\t\n", r.Workload, r.IDs, r.Batch, r.IDsPerSecond(),
-			r.P50.Round(time.Microsecond), r.P99.Round(time.Microsecond), r.New, ratio)
+		fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%.2f\t%s\t%s\t%d\t", r.Workload, si(r.IDsPerSecond()),
+			short(r.P50), short(r.P99),
+			r.CPUPerMillion, orDash(r.RSSPerMark), orDash(r.DiskPerMark), r.New)
+		for _, b := range base {
+			fmt.Fprintf(w, "%.2fx\t", r.Ratios[b])
+		}
+		fmt.Fprintln(w)
+	}
+	if len(results) > 0 {
+		r := results[0]
+		fmt.Fprintf(w, "\n%d %s IDs per row, batch %d (1 for one-ID APIs), %d goroutines, sync %s\n",
+			r.IDs, r.Shape, r.Batch, r.Concurrency, r.Sync)
 	}
 	return w.Flush()
+}
+
+// si prints a rate with an M or K suffix and three significant digits.
+func si(x float64) string {
+	switch {
+	case x >= 1e6:
+		return fmt.Sprintf("%.3gM", x/1e6)
+	case x >= 1e3:
+		return fmt.Sprintf("%.3gK", x/1e3)
+	}
+	return fmt.Sprintf("%.3g", x)
+}
+
+// short rounds d to three significant digits.
+func short(d time.Duration) time.Duration {
+	for unit := time.Nanosecond; ; unit *= 10 {
+		if d < 1000*unit {
+			return d.Round(unit)
+		}
+	}
+}
+
+// orDash prints bytes per mark, or "-" where the row has none.
+func orDash(x float64) string {
+	if x == 0 {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f", x)
 }

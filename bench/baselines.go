@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/cockroachdb/pebble/v2"
+	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
+
+	"github.com/seed42300104/dedup"
+)
+
+// Baselines lists what the store is compared with, in the order Run runs
+// them:
+//
+//   - bloom-test: bloom/v3 Test of absent IDs, on a filter of the store's
+//     size and rate holding the run's IDs: the limit of seen-absent;
+//   - bloom-test-and-add: bloom/v3 TestAndAdd of new IDs, behind a mutex
+//     when goroutines share it: the limit of the filter part of new;
+//   - pebble-batch-insert: raw Pebble batches with Pebble's WAL at the same
+//     durability: the limit of the index;
+//   - pebble-get: Pebble Get of IDs flushed to its tables: the limit of
+//     cold-duplicates;
+//   - pebble-get-then-set: the hand-written dedup, a Pebble Get per ID and
+//     a Set if absent, committed per batch at the same durability;
+//   - redis-set-nx: SET id 1 NX EX ttl, pipelined per batch, against a
+//     redis-server persisting as the durability asks (see redis.go).
+//
+// The Pebble baselines are tuned as a user would tune them for this job:
+// a bloom filter per table, no compression (random IDs do not compress),
+// 64 MiB memtables, and a 1 GiB block cache. Pebble reserves its memtables
+// out of the block cache, so a cache the size of the store's index (64
+// MiB) would cache no block at all and read every filter from the file.
+var Baselines = names(baselines)
+
+var baselines = []row{
+	{name: "bloom-test", baseline: true, single: true, input: marksThenAbsent, setup: func(cfg Config, in *inputs, _ string) (trial, error) {
+		f := newFilter(cfg)
+		for _, id := range in.marked() {
+			f.Add(id)
+		}
+		return trial{
+			call: func(ids [][]byte) (int, error) {
+				n := 0
+				for _, id := range ids {
+					n += count(f.Test(id))
+				}
+				return n, nil
+			},
+			marks: func() int { return cfg.IDs },
+			close: func() error { return nil },
+		}, nil
+	}},
+	{name: "bloom-test-and-add", baseline: true, single: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, _ string) (trial, error) {
+		f := newFilter(cfg)
+		var mu sync.Mutex // taken when goroutines share f
+		shared := cfg.Concurrency > 1
+		return trial{
+			call: func(ids [][]byte) (int, error) {
+				if shared {
+					mu.Lock()
+					defer mu.Unlock()
+				}
+				n := 0
+				for _, id := range ids {
+					n += count(!f.TestAndAdd(id))
+				}
+				return n, nil
+			},
+			marks: func() int { return cfg.IDs },
+			close: func() error { return nil },
+		}, nil
+	}},
+	{name: "pebble-batch-insert", baseline: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return pebbleTrial(cfg, dir, nil, func(db *pebble.DB, ids [][]byte) (int, error) {
+			b := db.NewBatch()
+			defer b.Close()
+			for _, id := range ids {
+				if err := b.Set(id, pebbleValue, nil); err != nil {
+					return 0, err
+				}
+			}
+			return len(ids), b.Commit(writeOptions(cfg))
+		})
+	}},
+	{name: "pebble-get", baseline: true, single: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		fill := func(db *pebble.DB) error {
+			for i := 0; i < cfg.IDs; i += 1024 {
+				b := db.NewBatch()
+				for _, id := range in.marked()[i:min(i+1024, cfg.IDs)] {
+					b.Set(id, pebbleValue, nil)
+				}
+				if err := b.Commit(pebble.NoSync); err != nil {
+					return err
+				}
+			}
+			return db.Flush() // the IDs are in tables, as cold marks are
+		}
+		return pebbleTrial(cfg, dir, fill, func(db *pebble.DB, ids [][]byte) (int, error) {
+			n := 0
+			for _, id := range ids {
+				found, err := pebbleHas(db, id)
+				if err != nil {
+					return n, err
+				}
+				n += count(found)
+			}
+			return n, nil
+		})
+	}},
+	{name: "pebble-get-then-set", baseline: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return pebbleTrial(cfg, dir, nil, func(db *pebble.DB, ids [][]byte) (int, error) {
+			b := db.NewBatch()
+			defer b.Close()
+			for _, id := range ids {
+				found, err := pebbleHas(db, id)
+				if err != nil {
+					return 0, err
+				}
+				if !found {
+					if err := b.Set(id, pebbleValue, nil); err != nil {
+						return 0, err
+					}
+				}
+			}
+			return int(b.Count()), b.Commit(writeOptions(cfg))
+		})
+	}},
+	{name: "redis-set-nx", baseline: true, input: (*inputs).marked, setup: redisTrial},
+}
+
+// newFilter is a bloom/v3 filter of the size and rate the store gives a
+// generation sized for the run's IDs.
+func newFilter(cfg Config) *bloom.BloomFilter {
+	return bloom.NewWithEstimates(uint(cfg.IDs), 0.01)
+}
+
+// pebbleValue is the value of the Pebble baselines' keys: 8 bytes, as the
+// store's index holds a deadline and an LSN per key.
+var pebbleValue = make([]byte, 8)
+
+// writeOptions is Pebble's durability closest to the store's: Sync for
+// SyncAlways, and NoSync otherwise, as Pebble has no timed fsync.
+func writeOptions(cfg Config) *pebble.WriteOptions {
+	if cfg.Sync == dedup.SyncAlways {
+		return pebble.Sync
+	}
+	return pebble.NoSync
+}
+
+// pebbleTrial opens a tuned Pebble in dir, runs fill on
+// it, untimed, and times call.
+func pebbleTrial(cfg Config, dir string, fill func(*pebble.DB) error, call func(*pebble.DB, [][]byte) (int, error)) (trial, error) {
+	cache := pebble.NewCache(1 << 30)
+	defer cache.Unref()
+	opts := &pebble.Options{Cache: cache, MemTableSize: 64 << 20, Logger: silent{}}
+	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
+	}
+	db, err := pebble.Open(dir, opts)
+	if err != nil {
+		return trial{}, err
+	}
+	if fill != nil {
+		if err := fill(db); err != nil {
+			db.Close()
+			return trial{}, err
+		}
+	}
+	return trial{
+		call:  func(ids [][]byte) (int, error) { return call(db, ids) },
+		marks: func() int { return cfg.IDs },
+		dir:   dir,
+		close: db.Close,
+	}, nil
+}
+
+// pebbleHas reports whether db holds key.
+func pebbleHas(db *pebble.DB, key []byte) (bool, error) {
+	_, closer, err := db.Get(key)
+	if errors.Is(err, pebble.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, closer.Close()
+}
+
+// silent drops Pebble's informational logging.
+type silent struct{}
+
+func (silent) Infof(string, ...any)              {}
+func (silent) Errorf(string, ...any)             {}
+func (silent) Fatalf(format string, args ...any) { panic(fmt.Sprintf(format, args...)) }

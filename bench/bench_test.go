@@ -1,0 +1,179 @@
+package bench
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+func smallConfig(t *testing.T) Config {
+	return Config{Dir: t.TempDir(), IDs: 2000, Batch: 64, Concurrency: 2, Shape: Bytes16, Sync: dedup.SyncAlways}
+}
+
+func TestRunRows(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Workloads, cfg.Baselines = Workloads, Baselines
+	var progressed []string
+	cfg.Progress = func(row string, done int) {
+		if !slices.Contains(progressed, row) {
+			progressed = append(progressed, row)
+		}
+	}
+	results, err := Run(cfg)
+	require.NoError(t, err)
+
+	var got []string
+	byName := map[string]Result{}
+	for _, r := range results {
+		got = append(got, r.Workload)
+		byName[r.Workload] = r
+	}
+	require.Equal(t, slices.Concat(Workloads, Baselines), got, "one row per workload and baseline, in order")
+	assert.Equal(t, got, progressed, "every row reports progress")
+
+	// What each row found says it ran the mix it claims.
+	want := map[string]int{
+		"new": 2000, "hot-duplicates": 0, "cold-duplicates": 0,
+		"pebble-batch-insert": 2000, "pebble-get": 2000, "pebble-get-then-set": 2000, "redis-set-nx": 2000,
+	}
+	for _, r := range results {
+		if r.Skipped != "" {
+			assert.Equal(t, "redis-set-nx", r.Workload, "only Redis may be skipped")
+			continue
+		}
+		assert.Positive(t, r.IDsPerSecond(), r.Workload)
+		assert.Positive(t, r.P50, r.Workload)
+		assert.GreaterOrEqual(t, r.P99, r.P50, r.Workload)
+		assert.Positive(t, r.CPUPerMillion, r.Workload)
+		assert.Equal(t, r.Baseline, slices.Contains(Baselines, r.Workload), r.Workload)
+		if n, ok := want[r.Workload]; ok {
+			assert.Equal(t, n, r.New, "%s: new", r.Workload)
+		}
+	}
+	assert.Greater(t, byName["bloom-test-and-add"].New, 1950, "bloom-test-and-add: new but for false positives")
+	mix := byName["segment-mix"].New
+	assert.True(t, mix < 2000 && mix > 1950, "segment-mix: %d of 2000 new; want about 0.6%% duplicates", mix)
+	assert.Less(t, byName["zipf"].New, 1000, "zipf: most draws repeat a few IDs")
+	assert.Less(t, byName["seen-absent"].New, 100, "seen-absent: only false positives are seen")
+	assert.Less(t, byName["bloom-test"].New, 100, "bloom-test: only false positives are seen")
+
+	// Rows whose API takes one ID run with batch 1.
+	for _, name := range []string{"seen-absent", "bloom-test", "bloom-test-and-add", "pebble-get"} {
+		assert.Equal(t, 1, byName[name].Batch, name)
+	}
+	assert.Equal(t, 64, byName["new"].Batch)
+	assert.Positive(t, byName["new"].DiskPerMark, "the store is on disk")
+	assert.Zero(t, byName["bloom-test"].DiskPerMark, "a filter is not on disk")
+}
+
+func TestRatiosAreOverEachBaseline(t *testing.T) {
+	results := []Result{
+		{Workload: "new", IDs: 1000, Elapsed: time.Second},
+		{Workload: "pebble-batch-insert", Baseline: true, IDs: 1000, Elapsed: 4 * time.Second},
+		{Workload: "bloom-test", Baseline: true, IDs: 1000, Elapsed: time.Second / 10},
+		{Workload: "redis-set-nx", Baseline: true, Skipped: "no redis"},
+	}
+	setRatios(results)
+	assert.Equal(t, map[string]float64{"pebble-batch-insert": 4, "bloom-test": 0.1}, results[0].Ratios)
+	assert.Equal(t, map[string]float64{"pebble-batch-insert": 1, "bloom-test": 0.025}, results[1].Ratios)
+	assert.Nil(t, results[3].Ratios, "a skipped row has no ratios")
+}
+
+func TestRedisSkippedWithoutServer(t *testing.T) {
+	t.Setenv("PATH", "")
+	cfg := smallConfig(t)
+	cfg.Workloads, cfg.Baselines = []string{"new"}, []string{"pebble-batch-insert", "redis-set-nx"}
+	results, err := Run(cfg)
+	require.NoError(t, err)
+	require.Len(t, results, 3)
+	assert.Empty(t, results[1].Skipped, "only the Redis row is skipped")
+	assert.Contains(t, results[2].Skipped, "redis-server not found on PATH")
+	assert.NotContains(t, results[0].Ratios, "redis-set-nx")
+	assert.Contains(t, results[0].Ratios, "pebble-batch-insert")
+}
+
+func TestRedisPersistsAsTheStore(t *testing.T) {
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Skip("redis-server not on PATH")
+	}
+	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncNone} {
+		t.Run(mode.String(), func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.Sync, cfg.Baselines = mode, []string{"redis-set-nx"}
+			results, err := Run(cfg)
+			require.NoError(t, err)
+			r := results[0]
+			assert.Empty(t, r.Skipped)
+			assert.Equal(t, 2000, r.New)
+			assert.Positive(t, r.RSSPerMark, "used_memory grows with the keys")
+			if mode == dedup.SyncAlways {
+				assert.Positive(t, r.DiskPerMark, "the AOF holds the keys")
+			} else {
+				assert.Zero(t, r.DiskPerMark, "no persistence")
+			}
+		})
+	}
+}
+
+func TestWriteResults(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Workloads, cfg.Baselines = []string{"new", "seen-absent"}, []string{"bloom-test"}
+	results, err := Run(cfg)
+	require.NoError(t, err)
+	dir := filepath.Join(t.TempDir(), "results")
+	require.NoError(t, WriteResults(dir, results))
+
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	require.NoError(t, err)
+	var rows []map[string]any
+	require.NoError(t, json.Unmarshal(b, &rows))
+	require.Len(t, rows, 3)
+	for _, key := range []string{"workload", "baseline", "shape", "sync", "ids", "batch", "concurrency",
+		"elapsed_ns", "p50_ns", "p99_ns", "new", "cpu_seconds_per_million", "ratios"} {
+		assert.Contains(t, rows[0], key)
+	}
+	assert.Equal(t, "new", rows[0]["workload"])
+	assert.Contains(t, rows[0]["ratios"], "bloom-test")
+
+	svg, err := os.ReadFile(filepath.Join(dir, "chart.svg"))
+	require.NoError(t, err)
+	assert.True(t, bytes.HasPrefix(svg, []byte("<?xml")), "chart.svg starts with %.20q", svg)
+	for _, name := range []string{"new", "seen-absent", "bloom-test"} {
+		assert.Contains(t, string(svg), name, "the chart names every row")
+	}
+}
+
+func TestIDShapes(t *testing.T) {
+	uuid := regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`)
+	for _, id := range IDs(UUID, 1, 100) {
+		assert.Regexp(t, uuid, string(id))
+	}
+	for _, id := range IDs(Bytes16, 1, 100) {
+		assert.Len(t, id, 16)
+	}
+	assert.Equal(t, IDs(UUID, 7, 10), IDs(UUID, 7, 10), "a seed gives the same IDs")
+	assert.NotEqual(t, IDs(UUID, 7, 10), IDs(UUID, 8, 10))
+}
+
+func TestUnknownRowOrShape(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Workloads = []string{"nope"}
+	_, err := Run(cfg)
+	assert.ErrorContains(t, err, `unknown row "nope"`)
+
+	cfg = smallConfig(t)
+	cfg.Shape = "ulid"
+	_, err = Run(cfg)
+	assert.ErrorContains(t, err, `unknown ID shape "ulid"`)
+}

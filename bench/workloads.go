@@ -1,0 +1,139 @@
+package bench
+
+import (
+	"github.com/seed42300104/dedup"
+)
+
+// Workloads lists the store's workloads, in the order Run runs them:
+//
+//   - new: every ID new;
+//   - hot-duplicates: every ID marked just before, still in the memtable;
+//   - cold-duplicates: every ID marked before and checkpointed to Pebble;
+//   - segment-mix: new IDs with 0.6% repeats of earlier ones, the mix
+//     Segment publishes;
+//   - zipf: IDs drawn with Zipf skew ZipfS, mostly repeats of a few;
+//   - seen-absent: Seen of IDs never marked, with IDs live marks
+//     checkpointed in the store.
+var Workloads = names(workloads)
+
+var workloads = []row{
+	{name: "new", input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return storeTrial(cfg, dir, dedup.Options{}, nil, markCalls)
+	}},
+	{name: "hot-duplicates", input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		// The memtable holds every mark, so that all are hot.
+		return storeTrial(cfg, dir, dedup.Options{MemtableMarks: 2 * cfg.IDs}, func(s *dedup.Store) error {
+			return markAll(s, in.marked())
+		}, markCalls)
+	}},
+	{name: "cold-duplicates", input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return storeTrial(cfg, dir, dedup.Options{}, func(s *dedup.Store) error {
+			if err := markAll(s, in.marked()); err != nil {
+				return err
+			}
+			return s.Checkpoint()
+		}, markCalls)
+	}},
+	{name: "segment-mix", input: (*inputs).segment, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return storeTrial(cfg, dir, dedup.Options{}, nil, markCalls)
+	}},
+	{name: "zipf", input: (*inputs).zipf, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return storeTrial(cfg, dir, dedup.Options{}, nil, markCalls)
+	}},
+	{name: "seen-absent", single: true, input: marksThenAbsent, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return storeTrial(cfg, dir, dedup.Options{}, func(s *dedup.Store) error {
+			if err := markAll(s, in.marked()); err != nil {
+				return err
+			}
+			return s.Checkpoint() // no checkpoint runs while Seen is timed
+		}, seenCalls)
+	}},
+}
+
+// marksThenAbsent is the input of the rows that fill an index with marked
+// and then look up absent.
+func marksThenAbsent(in *inputs) [][]byte {
+	in.marked()
+	return in.absent()
+}
+
+// storeTrial opens a store in dir with o, the run's durability and filters
+// sized for the run's IDs, runs fill on it, untimed, and times calls(s).
+func storeTrial(cfg Config, dir string, o dedup.Options, fill func(*dedup.Store) error,
+	calls func(*dedup.Store) func([][]byte) (int, error)) (trial, error) {
+	o.Sync = cfg.Sync
+	o.ExpectedMarks = cfg.IDs
+	s, err := dedup.Open(dir, &o)
+	if err != nil {
+		return trial{}, err
+	}
+	if fill != nil {
+		if err := fill(s); err != nil {
+			s.Close()
+			return trial{}, err
+		}
+	}
+	return trial{
+		call:  calls(s),
+		marks: func() int { return int(s.Stats().New) },
+		dir:   dir,
+		close: s.Close,
+	}, nil
+}
+
+// markCalls marks with CheckAndMark (one ID) or CheckAndMarkBatch, and
+// counts the new IDs.
+func markCalls(s *dedup.Store) func([][]byte) (int, error) {
+	return func(ids [][]byte) (int, error) {
+		if len(ids) == 1 {
+			isNew, err := s.CheckAndMark(ids[0], TTL)
+			return count(isNew), err
+		}
+		isNew, err := s.CheckAndMarkBatch(ids, TTL)
+		return count(isNew...), err
+	}
+}
+
+// seenCalls asks Seen of each ID and counts those seen.
+func seenCalls(s *dedup.Store) func([][]byte) (int, error) {
+	return func(ids [][]byte) (int, error) {
+		n := 0
+		for _, id := range ids {
+			seen, err := s.Seen(id)
+			if err != nil {
+				return n, err
+			}
+			n += count(seen)
+		}
+		return n, nil
+	}
+}
+
+// markAll marks ids in batches of 1024.
+func markAll(s *dedup.Store, ids [][]byte) error {
+	for i := 0; i < len(ids); i += 1024 {
+		if _, err := s.CheckAndMarkBatch(ids[i:min(i+1024, len(ids))], TTL); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// count is the number of true values.
+func count(vs ...bool) int {
+	n := 0
+	for _, v := range vs {
+		if v {
+			n++
+		}
+	}
+	return n
+}
+
+func names(rows []row) []string {
+	var out []string
+	for _, r := range rows {
+		out = append(out, r.name)
+	}
+	return out
+}
