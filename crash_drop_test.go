@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -101,26 +102,39 @@ func TestCrashKillWhileDropping(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("cycle %d failed (child killed after %v)", cycle, delay)
 		}
+		// Time passes before the next child, up to two short TTLs, so that
+		// its first checkpoint, however slow its start, drops generations.
+		now = now.Add(time.Duration(rng.Int64N(int64(2 * dropShortTTL))))
 	}
 	t.Logf("%d marks acknowledged, %d generations dropped by the children", len(deadlines), drops)
 	require.NotZero(t, drops, "the children never dropped a generation: the test does not test drops")
 }
 
-// runDropChild starts the drop child and kills it after delay.
+// runDropChild starts the drop child and kills it once it has opened the
+// store and run for delay more: under the race detector a child takes
+// long to start, and a kill before its first write would test nothing.
 func runDropChild(t *testing.T, dir string, start int, now time.Time, delay time.Duration) []byte {
 	t.Helper()
-	var stdout, stderr bytes.Buffer
+	var stderr bytes.Buffer
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDropChild$")
 	cmd.Env = append(os.Environ(),
 		dropChildDirEnv+"="+dir,
 		dropChildStartEnv+"="+strconv.Itoa(start),
 		dropChildTimeEnv+"="+strconv.FormatInt(now.UnixNano(), 10),
 	)
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	cmd.Stderr = &stderr
+	pipe, err := cmd.StdoutPipe()
+	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
-	time.Sleep(delay)
+	out := bufio.NewReader(pipe)
+	opened, err := out.ReadString('\n')
+	if err == nil && opened == "open\n" {
+		time.Sleep(delay)
+	}
 	_ = cmd.Process.Signal(syscall.SIGKILL) // fails only if the child exited, reported below
-	err := cmd.Wait()
+	rest, _ := io.ReadAll(out)
+	stdout := bytes.NewBuffer(rest)
+	err = cmd.Wait()
 	ws, _ := cmd.ProcessState.Sys().(syscall.WaitStatus)
 	if !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
 		t.Fatalf("drop child exited on its own (%v):\nstdout:\n%s\nstderr:\n%s",
@@ -171,7 +185,7 @@ func verifyAfterDropKill(t *testing.T, cycle int, dir string, now time.Time, dea
 // not a test of its own: without DEDUP_DROP_CHILD_DIR it does nothing.
 // Each round it marks fresh IDs with the short and the long TTL, printing
 // "ack <id> <deadline>" for each, moves its fake clock on and checkpoints,
-// printing "now <time> <generations dropped>".
+// printing "now <time> <generations dropped>". It says "open" first.
 func TestCrashDropChild(t *testing.T) {
 	dir := os.Getenv(dropChildDirEnv)
 	if dir == "" {
@@ -184,6 +198,8 @@ func TestCrashDropChild(t *testing.T) {
 	clock := ttl.NewFake(time.Unix(0, ns))
 
 	s, err := dedup.Open(dir, dropOptions(clock))
+	require.NoError(t, err)
+	_, err = os.Stdout.WriteString("open\n")
 	require.NoError(t, err)
 	var line bytes.Buffer
 	for {
