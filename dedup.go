@@ -175,7 +175,7 @@ func (s *Store) recover() (err error) {
 		ExpectedMarks:     s.opts.ExpectedMarks,
 		FalsePositiveRate: s.opts.FalsePositiveRate,
 		MemtableMarks:     s.opts.MemtableMarks,
-		CacheSize:         64 << 20,
+		CacheSize:         s.opts.CacheSize,
 		ReadOnly:          s.opts.ReadOnly,
 		Logf:              s.opts.Logf,
 	})

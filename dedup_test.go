@@ -191,6 +191,8 @@ func TestInvalidOptions(t *testing.T) {
 		{name: "SegmentSize below 64KiB", opts: dedup.Options{SegmentSize: 1 << 10}},
 		{name: "negative MaxMarks", opts: dedup.Options{MaxMarks: -1}},
 		{name: "negative MaxDiskBytes", opts: dedup.Options{MaxDiskBytes: -1}},
+		{name: "negative CacheSize", opts: dedup.Options{CacheSize: -1}},
+		{name: "negative MaxValueSize", opts: dedup.Options{MaxValueSize: -1}},
 		{name: "unknown FullPolicy", opts: dedup.Options{WhenFull: dedup.DropOldest + 1}},
 	}
 	for _, tc := range tests {

@@ -79,6 +79,11 @@ type Options struct {
 	// MaxTTL is the largest TTL accepted; a larger one is ErrInvalidTTL.
 	// Zero means 7 days.
 	MaxTTL time.Duration
+	// CacheSize is the memory of Pebble's block cache, in bytes: duplicates
+	// of marks already checkpointed are read through it, so a store whose
+	// index outgrows it answers them from the file system. Zero means
+	// 64 MiB.
+	CacheSize int64
 	// MaxValueSize bounds what an idempotency record stores, its
 	// fingerprint and result together, in bytes; more is ErrValueTooLarge.
 	// Zero means 1 MiB.
@@ -169,6 +174,9 @@ func (o *Options) withDefaults() Options {
 	if c.MaxValueSize == 0 {
 		c.MaxValueSize = 1 << 20
 	}
+	if c.CacheSize == 0 {
+		c.CacheSize = 64 << 20
+	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = 10 * time.Millisecond
 	}
@@ -204,6 +212,9 @@ func (o *Options) validate() error {
 	}
 	if o.MaxIDSize < 0 || o.MaxIDSize > 1<<20 {
 		errs = append(errs, fmt.Errorf("MaxIDSize %d must be in (0, 1MiB]", o.MaxIDSize))
+	}
+	if o.CacheSize < 0 {
+		errs = append(errs, fmt.Errorf("CacheSize %d is negative", o.CacheSize))
 	}
 	if o.MaxValueSize < 0 || o.MaxValueSize > 64<<20 {
 		errs = append(errs, fmt.Errorf("MaxValueSize %d must be in (0, 64MiB]", o.MaxValueSize))

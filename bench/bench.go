@@ -42,6 +42,8 @@ type Config struct {
 	Shape Shape
 	// Sync is the durability of the store and of the baselines that write.
 	Sync dedup.SyncMode
+	// CacheSize is the store's Options.CacheSize. Zero means its default.
+	CacheSize int64
 	// Workloads and Baselines name the rows to run, in order, from
 	// Workloads and Baselines (the package variables).
 	Workloads, Baselines []string

@@ -63,6 +63,7 @@ func storeTrial(cfg Config, dir string, o dedup.Options, fill func(*dedup.Store)
 	calls func(*dedup.Store) func([][]byte) (int, error)) (trial, error) {
 	o.Sync = cfg.Sync
 	o.ExpectedMarks = cfg.IDs
+	o.CacheSize = cfg.CacheSize
 	s, err := dedup.Open(dir, &o)
 	if err != nil {
 		return trial{}, err

@@ -100,6 +100,7 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 	f.IntVar(&cfg.Concurrency, "concurrency", 1, "goroutines sharing the IDs")
 	f.StringVar(&shape, "shape", string(bench.Bytes16), "ID shape: bytes16 (16 random bytes) or uuid (36-byte string)")
 	f.StringVar(&sync, "sync", "always", "durability of the store and the baselines: always, interval or none")
+	f.Int64Var(&cfg.CacheSize, "cache", 0, "the store's block cache in bytes (Options.CacheSize; 0: its default, 64 MiB)")
 	f.StringSliceVar(&cfg.Workloads, "workload", cfg.Workloads, "workloads to run, or none")
 	f.StringSliceVar(&cfg.Baselines, "baseline", cfg.Baselines, "baselines to run, or none")
 	f.StringVar(&results, "results", "", "directory to write results.json and chart.svg to (default: write nothing)")
