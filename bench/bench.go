@@ -134,6 +134,8 @@ type row struct {
 	baseline bool
 	// single says the row's API takes one ID per call.
 	single bool
+	// whole says the row takes all its IDs in one call, on one goroutine.
+	whole bool
 	// input returns the IDs the calls get, building every set of IDs the
 	// row uses, so that they exist before the row's memory is measured.
 	input func(in *inputs) [][]byte
@@ -200,6 +202,9 @@ func setRatios(results []Result) {
 func runRow(cfg Config, in *inputs, r row) (Result, error) {
 	if r.single {
 		cfg.Batch = 1
+	}
+	if r.whole {
+		cfg.Batch, cfg.Concurrency = cfg.IDs, 1
 	}
 	res := Result{Workload: r.name, Baseline: r.baseline, Shape: cfg.Shape, Sync: cfg.Sync.String(),
 		IDs: cfg.IDs, Batch: cfg.Batch, Concurrency: cfg.Concurrency}

@@ -44,7 +44,7 @@ func TestRunRows(t *testing.T) {
 
 	// What each row found says it ran the mix it claims.
 	want := map[string]int{
-		"new": 2000, "hot-duplicates": 0, "cold-duplicates": 0,
+		"new": 2000, "hot-duplicates": 0, "cold-duplicates": 0, "open": 2000, "replay": 2000,
 		"pebble-batch-insert": 2000, "pebble-get": 2000, "pebble-get-then-set": 2000, "redis-set-nx": 2000,
 	}
 	for _, r := range results {
@@ -67,6 +67,10 @@ func TestRunRows(t *testing.T) {
 	assert.Less(t, byName["zipf"].New, 1000, "zipf: most draws repeat a few IDs")
 	assert.Less(t, byName["seen-absent"].New, 100, "seen-absent: only false positives are seen")
 	assert.Less(t, byName["bloom-test"].New, 100, "bloom-test: only false positives are seen")
+	for _, name := range []string{"open", "replay"} {
+		assert.Equal(t, 2000, byName[name].Batch, "%s: one call recovers every mark", name)
+		assert.Equal(t, 1, byName[name].Concurrency, name)
+	}
 
 	// Rows whose API takes one ID run with batch 1.
 	for _, name := range []string{"seen-absent", "bloom-test", "bloom-test-and-add", "pebble-get"} {

@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"errors"
+	"fmt"
+
 	"github.com/seed42300104/dedup"
 )
 
@@ -13,7 +16,13 @@ import (
 //     Segment publishes;
 //   - zipf: IDs drawn with Zipf skew ZipfS, mostly repeats of a few;
 //   - seen-absent: Seen of IDs never marked, with IDs live marks
-//     checkpointed in the store.
+//     checkpointed in the store;
+//   - open: Open (and Close) of a store holding IDs live marks, all
+//     checkpointed: recovery loads the filter snapshots;
+//   - replay: Open (and Close) of a store whose WAL holds IDs records of
+//     one mark each after its checkpoint: recovery replays them all.
+//
+// The recovery rows count marks recovered per second, in one call.
 var Workloads = names(workloads)
 
 var workloads = []row{
@@ -48,6 +57,59 @@ var workloads = []row{
 			return s.Checkpoint() // no checkpoint runs while Seen is timed
 		}, seenCalls)
 	}},
+	{name: "open", whole: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return recoveryTrial(cfg, dir, in.marked(), func(s *dedup.Store) error {
+			if err := markAll(s, in.marked()); err != nil {
+				return err
+			}
+			return s.Checkpoint()
+		})
+	}},
+	{name: "replay", whole: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
+		return recoveryTrial(cfg, dir, in.marked(), func(s *dedup.Store) error {
+			for _, id := range in.marked() { // a WAL record each
+				if _, err := s.CheckAndMark(id, TTL); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}},
+}
+
+// recoveryTrial fills a store in dir, untimed, without a checkpoint of its
+// own and without fsyncs until Close, and times Opens of it: each call
+// opens the store, checks that it holds the marks, and closes it.
+func recoveryTrial(cfg Config, dir string, marked [][]byte, fill func(*dedup.Store) error) (trial, error) {
+	o := dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: cfg.IDs, MemtableMarks: 2 * cfg.IDs, CacheSize: cfg.CacheSize}
+	s, err := dedup.Open(dir, &o)
+	if err != nil {
+		return trial{}, err
+	}
+	if err := errors.Join(fill(s), s.Close()); err != nil {
+		return trial{}, err
+	}
+	o.Sync = cfg.Sync
+	probe := marked[len(marked)-1]
+	return trial{
+		call: func(ids [][]byte) (int, error) {
+			s, err := dedup.Open(dir, &o)
+			if err != nil {
+				return 0, err
+			}
+			seen, err := s.Seen(probe)
+			if err := errors.Join(err, s.Close()); err != nil {
+				return 0, err
+			}
+			if !seen {
+				return 0, fmt.Errorf("the reopened store lost the mark of %x", probe)
+			}
+			return len(ids), nil
+		},
+		marks: func() int { return len(marked) },
+		dir:   dir,
+		close: func() error { return nil },
+	}, nil
 }
 
 // marksThenAbsent is the input of the rows that fill an index with marked
