@@ -98,19 +98,25 @@ func BenchmarkSeenAbsent(b *testing.B) {
 			live := bench.RandomIDs(1, marks)
 			markInBatches(b, s, live)
 			require.NoError(b, s.Checkpoint(), "settle: no checkpoint runs while Seen is timed")
-			absent := bench.RandomIDs(2, 1<<16)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				i := 0
-				for pb.Next() {
-					if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
-						b.Fatal(seen, err)
-					}
-					i++
-				}
-			})
+			seenAbsentInParallel(b, s)
 		})
 	}
+}
+
+// seenAbsentInParallel times b.N Seen calls of IDs never marked, on
+// GOMAXPROCS goroutines.
+func seenAbsentInParallel(b *testing.B, s *dedup.Store) {
+	absent := bench.RandomIDs(2, 1<<16)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		i := 0
+		for pb.Next() {
+			if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
+				b.Fatal(seen, err)
+			}
+			i++
+		}
+	})
 }
 
 // BenchmarkHotDuplicates re-checks recently marked IDs in batches of 1024.

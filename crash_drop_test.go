@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"strconv"
@@ -57,15 +56,7 @@ func dropOptions(clock ttl.Clock) *dedup.Options {
 // uncovered key, and a checkpoint leaves no key of an ended generation.
 // DEDUP_CRASH_CYCLES sets the number of cycles, as for TestCrashKill.
 func TestCrashKillWhileDropping(t *testing.T) {
-	cycles := 5
-	if v := os.Getenv(crashCyclesEnv); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(t, err, "%s=%q", crashCyclesEnv, v)
-		cycles = n
-	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %d cycles", seed, cycles)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	cycles, rng := killCycles(t)
 
 	dir := t.TempDir()
 	deadlines := map[string]time.Time{} // acknowledged IDs

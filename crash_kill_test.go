@@ -52,15 +52,7 @@ func killID(n int) string { return "id-" + strconv.Itoa(n) }
 // cycles; the checks grow with the IDs of all cycles, so a soak of 200 needs
 // a go test -timeout above the default 10m.
 func TestCrashKill(t *testing.T) {
-	cycles := 5
-	if v := os.Getenv(crashCyclesEnv); v != "" {
-		n, err := strconv.Atoi(v)
-		require.NoError(t, err, "%s=%q", crashCyclesEnv, v)
-		cycles = n
-	}
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d, %d cycles", seed, cycles)
-	rng := rand.New(rand.NewPCG(seed, 0))
+	cycles, rng := killCycles(t)
 
 	dir := t.TempDir()
 	h := newKillHistory()
@@ -74,6 +66,20 @@ func TestCrashKill(t *testing.T) {
 		}
 	}
 	t.Logf("%d IDs attempted, %d acknowledged", len(h.tried), len(h.acked))
+}
+
+// killCycles returns the number of kill cycles to run, DEDUP_CRASH_CYCLES
+// or 5, and a random source whose seed it logs.
+func killCycles(t *testing.T) (int, *rand.Rand) {
+	cycles := 5
+	if v := os.Getenv(crashCyclesEnv); v != "" {
+		n, err := strconv.Atoi(v)
+		require.NoError(t, err, "%s=%q", crashCyclesEnv, v)
+		cycles = n
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d, %d cycles", seed, cycles)
+	return cycles, rand.New(rand.NewPCG(seed, 0))
 }
 
 // runKilledChild starts the child on dir, kills it after delay and returns

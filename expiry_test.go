@@ -219,17 +219,7 @@ func BenchmarkSeenAbsentGenerations(b *testing.B) {
 			}
 			require.NoError(b, s.Checkpoint())
 			require.Len(b, s.Stats().Generations, gens)
-			absent := bench.RandomIDs(2, 1<<16)
-			b.ResetTimer()
-			b.RunParallel(func(pb *testing.PB) {
-				i := 0
-				for pb.Next() {
-					if seen, err := s.Seen(absent[i&(1<<16-1)]); err != nil || seen {
-						b.Fatal(seen, err)
-					}
-					i++
-				}
-			})
+			seenAbsentInParallel(b, s)
 		})
 	}
 }
