@@ -41,14 +41,33 @@ func MkdirAll(fs vfs.FS, dir string) error {
 	return SyncDir(fs, parent)
 }
 
-// ReadFile reads the whole of a file.
+// ReadFile reads the whole of a file, into one buffer of its size: a WAL
+// segment is tens of MiB, and growing a buffer to that costs as much as
+// replaying it.
 func ReadFile(fs vfs.FS, path string) ([]byte, error) {
 	f, err := fs.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	return io.ReadAll(f)
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, 0, st.Size()+1) // one more byte, to see the end without growing
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) { // the file grew since Stat
+			b = append(b, 0)[:len(b)]
+		}
+	}
 }
 
 // WriteFile creates path holding p and fsyncs it. The caller syncs the
