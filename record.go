@@ -247,11 +247,11 @@ func (s *Store) settle(key []byte, token uint64, fn func(index.Key, index.Entry,
 // one (prev) is given a later deadline than prev's, so that it answers
 // whatever generation each lives in. The caller holds s.mu exclusively.
 func (s *Store) writeRecord(k index.Key, prev index.Entry, replaces bool, now time.Time, r Record) (uint64, ttl.Deadline, error) {
-	deadline := ttl.DeadlineOf(now, r.TTL)
-	if replaces {
-		deadline = max(deadline, prev.Deadline+1)
+	deadline, gen := expiry(now, r.TTL)
+	if replaces && deadline <= prev.Deadline {
+		deadline = prev.Deadline + 1
+		gen = ttl.GenOf(r.TTL, deadline)
 	}
-	gen := ttl.GenOf(r.TTL, deadline)
 	s.batch.Reset()
 	s.batch.Time = now.UnixNano()
 	if replaces {
