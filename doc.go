@@ -9,6 +9,13 @@
 // does the same for many IDs in one WAL record. Seen only asks, Forget
 // removes a mark. Options configures a Store; Stats reports on one.
 //
+// A mark can carry an idempotency Record instead: Begin starts work on a
+// key under a lease with a fencing token and reports a Claim (acquired,
+// in progress, completed with its result, or a fingerprint mismatch);
+// Complete stores the result and Release gives the key up leaving no
+// mark. Package idempotency builds HTTP middleware and an idempotent
+// message consumer on them.
+//
 // # Data path
 //
 // A check-and-mark hashes the ID once and asks the Bloom filters of the
@@ -16,8 +23,9 @@
 // further look. Otherwise the memtable and then Pebble are asked. New IDs
 // are appended to the write-ahead log as one record, applied to the
 // memtable and the filters, and the call returns once the record is
-// durable. A checkpoint later writes the memtable to Pebble as a sorted
-// table, snapshots the filters and lets the WAL segments behind it go.
+// durable. A checkpoint later writes the memtable to Pebble as one sorted
+// table per generation, excises the generations whose marks have all
+// expired, snapshots the filters and lets the WAL segments behind it go.
 //
 // # Guarantees
 //
