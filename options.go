@@ -114,7 +114,7 @@ type Options struct {
 	// 64 MiB.
 	SegmentSize int64
 	// ExpiryInterval is how often the store looks for generations whose
-	// marks have all expired, and drops them: one range deletion and one
+	// marks have all expired, and drops them: one excised key range and one
 	// discarded filter each, with no per-key work. A mark with TTL T leaves
 	// the index by 1.25 × T after it was written plus this interval. Zero
 	// means 10s.

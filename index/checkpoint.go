@@ -178,7 +178,7 @@ func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
 // Freeze starts a checkpoint at now: the memtable stops taking writes, the
 // changed filters are copied, and the generations wholly expired at now
 // leave the read path, their filters discarded. Persist deletes their keys
-// with one range deletion each: no per-key work. The caller holds the
+// by excising each one's key range: no per-key work. The caller holds the
 // exclusive lock.
 func (ix *Index) Freeze(now time.Time) *Frozen {
 	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters)), dropped: ix.pendingDrops}
@@ -289,12 +289,12 @@ func (ix *Index) removeStaleSnapshots() {
 	}
 }
 
-// writeMemtable writes the frozen memtable into Pebble as one sorted table,
-// ingested whole: no Pebble memtable, WAL or flush on the way. The table
-// also holds a range deletion of each dropped generation, and none of the
-// memtable's marks in one. A forgotten ID's older versions are deleted from
-// every generation that existed when it was frozen, which is every one
-// that can hold them.
+// writeMemtable writes the frozen memtable into Pebble as one sorted table
+// per generation, ingested together: no Pebble memtable, WAL or flush on
+// the way. None of the memtable's marks in a dropped generation is
+// written, and each dropped generation's key range is then excised. A
+// forgotten ID's older versions are deleted from every generation that
+// existed when it was frozen, which is every one that can hold them.
 func (ix *Index) writeMemtable(f *Frozen) error {
 	m := f.mem
 	rows := make([]row, 0, m.len())
