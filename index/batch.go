@@ -33,7 +33,7 @@ type Op struct {
 	Gen      ttl.Gen      // generation of a mark
 	Deadline ttl.Deadline // deadline of a mark
 	Value    []byte       // optional value of a mark
-	locs     []uint64     // the ID's filter hash, if known
+	hash     filterHash   // the ID's filter hash, if known
 }
 
 // Batch is the ops of one WAL record, applied atomically.
@@ -57,12 +57,12 @@ type Batch struct {
 
 // Mark adds a mark of k.
 func (b *Batch) Mark(k Key, g ttl.Gen, d ttl.Deadline, value []byte) {
-	b.Ops = append(b.Ops, Op{ID: k.ID, Gen: g, Deadline: d, Value: value, locs: k.locs})
+	b.Ops = append(b.Ops, Op{ID: k.ID, Gen: g, Deadline: d, Value: value, hash: k.hash})
 }
 
 // Extend adds a later deadline for the live mark of k, in generation g.
 func (b *Batch) Extend(k Key, g ttl.Gen, d ttl.Deadline, value []byte) {
-	b.Ops = append(b.Ops, Op{Extend: true, ID: k.ID, Gen: g, Deadline: d, Value: value, locs: k.locs})
+	b.Ops = append(b.Ops, Op{Extend: true, ID: k.ID, Gen: g, Deadline: d, Value: value, hash: k.hash})
 }
 
 // Forget adds the removal of every mark of id.

@@ -17,7 +17,7 @@ import (
 func normalized(b *Batch) []Op {
 	ops := make([]Op, len(b.Ops))
 	for i, op := range b.Ops {
-		op.locs = nil
+		op.hash = filterHash{}
 		if len(op.Value) == 0 {
 			op.Value = nil
 		}

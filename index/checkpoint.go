@@ -148,7 +148,7 @@ func (ix *Index) RebuildFilters() error {
 			f = newGenFilter(g, uint(ix.opts.ExpectedMarks), ix.opts.FalsePositiveRate)
 			filters[g] = f
 		}
-		f.add(locations(k[ttl.GenSize:], ix.k), ix.opts.FalsePositiveRate)
+		f.add(hashOf(k[ttl.GenSize:]), ix.opts.FalsePositiveRate)
 	}
 	if err := errors.Join(it.Error(), it.Close()); err != nil {
 		return wrapPebble(err, "rebuilding filters")

@@ -58,26 +58,28 @@ func bitsFor(n, k uint, rate float64) uint {
 	return uint(math.Ceil(-float64(k) * float64(n) / math.Log(1-math.Pow(rate, 1/float64(k)))))
 }
 
-// test reports whether the generation may hold the key hashed to locs.
-// Each filter uses as many of the positions as it has hashes: a store
-// reopened with another FalsePositiveRate keeps the filters it has.
-func (f *genFilter) test(locs []uint64) bool {
+// test reports whether the generation may hold the key hashed to h.
+// Each filter uses as many positions as it has hashes: a store reopened
+// with another FalsePositiveRate keeps the filters it has.
+func (f *genFilter) test(h filterHash) bool {
+	var buf [stackPositions]uint64
 	for _, b := range f.filters {
-		if b.TestLocations(locs[:b.K()]) {
+		if b.TestLocations(h.positions(&buf, b.K())) {
 			return true
 		}
 	}
 	return false
 }
 
-// add records the key hashed to locs, growing the chain if it is full.
-func (f *genFilter) add(locs []uint64, fp float64) {
+// add records the key hashed to h, growing the chain if it is full.
+func (f *genFilter) add(h filterHash, fp float64) {
 	if f.n >= f.caps[len(f.caps)-1] {
 		f.grow(2*f.caps[len(f.caps)-1], fp)
 	}
 	b := f.filters[len(f.filters)-1]
 	bits := b.BitSet()
-	for _, l := range locs[:b.K()] {
+	var buf [stackPositions]uint64
+	for _, l := range h.positions(&buf, b.K()) {
 		bits.Set(uint(l % uint64(b.Cap())))
 	}
 	f.n++

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -20,19 +19,16 @@ const (
 	testFP       = 0.01
 )
 
-// testK is the hash count of a filter sized for testCapacity at testFP.
-var _, testK = bloom.EstimateParameters(testCapacity, testFP)
-
-// testLocs hashes the i-th key of a key space, as the index would.
-func testLocs(space string, i int) []uint64 {
-	return bloom.Locations(fmt.Appendf(nil, "%s-%d", space, i), testK)
+// testHash hashes the i-th key of a key space, as the index would.
+func testHash(space string, i int) filterHash {
+	return hashOf(fmt.Appendf(nil, "%s-%d", space, i))
 }
 
 // filledFilter returns a generation filter holding keys 0..n-1 of "present".
 func filledFilter(n int) *genFilter {
 	f := newGenFilter(ttl.Gen(2<<56|12345), testCapacity, testFP)
 	for i := range n {
-		f.add(testLocs("present", i), testFP)
+		f.add(testHash("present", i), testFP)
 	}
 	return f
 }
@@ -41,7 +37,7 @@ func filledFilter(n int) *genFilter {
 func measuredFPRate(f *genFilter, absent int) float64 {
 	var fp int
 	for i := range absent {
-		if f.test(testLocs("absent", i)) {
+		if f.test(testHash("absent", i)) {
 			fp++
 		}
 	}
@@ -67,7 +63,7 @@ func TestGenFilterChain(t *testing.T) {
 	assert.True(t, f.dirty)
 
 	for i := range n {
-		if !f.test(testLocs("present", i)) {
+		if !f.test(testHash("present", i)) {
 			require.Failf(t, "false negative", "key %d of %d was added but tests absent", i, n)
 		}
 	}
@@ -86,7 +82,7 @@ func TestGenFilterWithinCapacity(t *testing.T) {
 	assert.LessOrEqual(t, measured, 1.5*testFP)
 	assertWithin2x(t, measured, f.fpRate())
 
-	f.add(testLocs("present", testCapacity), testFP)
+	f.add(testHash("present", testCapacity), testFP)
 	assert.Len(t, f.filters, 2, "the next mark starts a new filter")
 }
 
@@ -115,11 +111,11 @@ func TestGenFilterEncodeRoundTrip(t *testing.T) {
 				assert.True(t, f.filters[i].Equal(got.filters[i]), "filter %d", i)
 			}
 			for i := range tt.n {
-				require.True(t, got.test(testLocs("present", i)), "key %d lost in the round trip", i)
+				require.True(t, got.test(testHash("present", i)), "key %d lost in the round trip", i)
 			}
 			for i := range 1000 {
-				locs := testLocs("absent", i)
-				assert.Equal(t, f.test(locs), got.test(locs), "absent key %d", i)
+				h := testHash("absent", i)
+				assert.Equal(t, f.test(h), got.test(h), "absent key %d", i)
 			}
 			assert.Equal(t, f.encode(), got.encode(), "re-encoding")
 		})
@@ -197,7 +193,7 @@ func TestGenFilterClone(t *testing.T) {
 	f := filledFilter(1500)
 	c := f.clone()
 	for i := range 3000 {
-		f.add(testLocs("later", i), testFP)
+		f.add(testHash("later", i), testFP)
 	}
 	assert.Equal(t, uint(1500), c.marks, "the clone keeps the marks it was taken with")
 	assert.Equal(t, []uint{1000, 2000}, c.caps)
@@ -207,7 +203,7 @@ func TestGenFilterClone(t *testing.T) {
 	}
 	var leaked int
 	for i := range 3000 {
-		if c.test(testLocs("later", i)) {
+		if c.test(testHash("later", i)) {
 			leaked++
 		}
 	}

@@ -26,7 +26,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2"
 	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -67,7 +66,6 @@ type Index struct {
 	dir        string
 	db         *pebble.DB
 	pebbleOpts *pebble.Options
-	k          uint // filter positions per key: the most any filter uses
 
 	filters map[ttl.Gen]*genFilter
 	gens    []*genFilter // the values of filters, for fast iteration
@@ -131,8 +129,7 @@ func Open(dir string, opts Options) (*Index, error) {
 			return nil, err
 		}
 	}
-	_, k := bloom.EstimateParameters(uint(opts.ExpectedMarks), opts.FalsePositiveRate)
-	ix := &Index{opts: opts, dir: dir, k: k, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(opts.MemtableMarks)}
+	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(opts.MemtableMarks)}
 	ck, err := readCheckpoint(fs, dir)
 	if err != nil {
 		return nil, err
@@ -149,11 +146,6 @@ func Open(dir string, opts Options) (*Index, error) {
 	}
 	if !opts.ReadOnly {
 		ix.removeIngestLeftovers()
-	}
-	for _, f := range ix.gens { // keys get as many positions as any filter uses
-		for _, b := range f.filters {
-			ix.k = max(ix.k, b.K())
-		}
 	}
 	return ix, nil
 }
@@ -250,14 +242,14 @@ func (ix *Index) Replay(lsn uint64, p []byte) error {
 // mark that may follow it.
 type Key struct {
 	ID   []byte
-	locs []uint64
+	hash filterHash
 }
 
 // Key hashes id.
-func (ix *Index) Key(id []byte) Key { return Key{ID: id, locs: locations(id, ix.k)} }
+func (ix *Index) Key(id []byte) Key { return Key{ID: id, hash: hashOf(id)} }
 
 // Hash returns a 64-bit hash of the key, for the caller's own hash sets.
-func (k Key) Hash() uint64 { return k.locs[0] }
+func (k Key) Hash() uint64 { return k.hash.h1 }
 
 // Apply applies b, written by the WAL record lsn, to the memtable and the
 // filters. The caller holds the exclusive lock.
@@ -272,17 +264,17 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 			f = newGenFilter(op.Gen, ix.filterCapacity(op.Gen.Class()), ix.opts.FalsePositiveRate)
 			ix.addGen(f)
 		}
-		locs := op.locs
-		if locs == nil {
-			locs = locations(op.ID, ix.k)
+		h := op.hash
+		if h.h2 == 0 { // replayed: not hashed yet
+			h = hashOf(op.ID)
 		}
 		// An extension is no new mark: it counts, and takes filter room,
 		// only if it moves the ID into a generation that lacks it.
-		if !op.Extend || !f.test(locs) {
-			f.add(locs, ix.opts.FalsePositiveRate)
+		if !op.Extend || !f.test(h) {
+			f.add(h, ix.opts.FalsePositiveRate)
 		}
 		f.wrote(b.Time, op.Deadline)
-		ix.mem.mark(op, locs[0], lsn)
+		ix.mem.mark(op, h.h1, lsn)
 	}
 	ix.mem.lastLSN = lsn
 }

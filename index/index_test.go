@@ -347,7 +347,7 @@ func TestIndexRebuildFilters(t *testing.T) {
 			if !assert.NotNil(t, f, "no filter for generation %x", uint64(e.Gen)) {
 				return
 			}
-			if !f.test(ix.Key([]byte(m.id)).locs) {
+			if !f.test(ix.Key([]byte(m.id)).hash) {
 				assert.Failf(t, "false negative", "the filter misses %q", m.id)
 				return
 			}

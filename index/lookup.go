@@ -40,7 +40,7 @@ func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) error {
 		out[i] = Result{}
 		maybe := buf[:0]
 		for _, f := range ix.gens {
-			if f.test(k.locs) {
+			if f.test(k.hash) {
 				maybe = append(maybe, f)
 			}
 		}
@@ -206,7 +206,7 @@ func (ix *Index) Verify(now time.Time) (Coverage, error) {
 		if g.Expired(now) {
 			continue
 		}
-		if f := ix.filters[g]; f == nil || !f.test(locations(k[ttl.GenSize:], ix.k)) {
+		if f := ix.filters[g]; f == nil || !f.test(hashOf(k[ttl.GenSize:])) {
 			c.Uncovered = append(c.Uncovered, fmt.Sprintf("%x", k))
 		}
 	}
@@ -237,7 +237,7 @@ type Version struct {
 func (ix *Index) Explain(k Key) (Explanation, error) {
 	var x Explanation
 	for _, f := range ix.gens {
-		if f.test(k.locs) {
+		if f.test(k.hash) {
 			x.Filters = append(x.Filters, f.gen)
 		}
 	}
@@ -280,7 +280,7 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 		for i := range m.n {
 			me := m.entry(i)
 			id := m.bytes(me.id)
-			k := Key{ID: id, locs: locations(id, ix.k)}
+			k := ix.Key(id)
 			e, live, err := ix.Lookup(k, clock)
 			if err != nil {
 				return err
@@ -315,7 +315,7 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 			it.Close()
 			return fmt.Errorf("%w: key %x", err, key)
 		}
-		e, live, err := ix.Lookup(Key{ID: id, locs: locations(id, ix.k)}, clock)
+		e, live, err := ix.Lookup(ix.Key(id), clock)
 		if err != nil {
 			it.Close()
 			return err
