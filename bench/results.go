@@ -103,19 +103,20 @@ func (rateTicks) Ticks(lo, hi float64) []plot.Tick {
 	ticks := plot.LogTicks{}.Ticks(lo, hi)
 	for i, t := range ticks {
 		if t.Label != "" {
-			ticks[i].Label = rateLabel(t.Value)
+			ticks[i].Label = Rate(t.Value)
 		}
 	}
 	return ticks
 }
 
-// rateLabel prints a power of ten with a K or M suffix.
-func rateLabel(x float64) string {
+// Rate prints a rate with a K or M suffix and three significant digits,
+// as the table and the chart's axis show it.
+func Rate(x float64) string {
 	switch {
 	case x >= 1e6:
-		return fmt.Sprintf("%gM", x/1e6)
+		return fmt.Sprintf("%.3gM", x/1e6)
 	case x >= 1e3:
-		return fmt.Sprintf("%gK", x/1e3)
+		return fmt.Sprintf("%.3gK", x/1e3)
 	}
-	return fmt.Sprintf("%g", x)
+	return fmt.Sprintf("%.3g", x)
 }

@@ -140,7 +140,7 @@ func printResults(cmd *cobra.Command, g *globals, results []bench.Result) error 
 			fmt.Fprintf(w, "%s\tskipped\t\t\t\t\t\t\t%s\n", r.Workload, strings.Repeat("\t", len(base)))
 			continue
 		}
-		fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%.2f\t%s\t%s\t%d\t", r.Workload, si(r.IDsPerSecond()),
+		fmt.Fprintf(w, "%s\t%s\t%v\t%v\t%.2f\t%s\t%s\t%d\t", r.Workload, bench.Rate(r.IDsPerSecond()),
 			short(r.P50), short(r.P99),
 			r.CPUPerMillion, orDash(r.RSSPerMark), orDash(r.DiskPerMark), r.New)
 		for _, b := range base {
@@ -154,17 +154,6 @@ func printResults(cmd *cobra.Command, g *globals, results []bench.Result) error 
 			r.IDs, r.Shape, r.Batch, r.Concurrency, r.Sync)
 	}
 	return w.Flush()
-}
-
-// si prints a rate with an M or K suffix and three significant digits.
-func si(x float64) string {
-	switch {
-	case x >= 1e6:
-		return fmt.Sprintf("%.3gM", x/1e6)
-	case x >= 1e3:
-		return fmt.Sprintf("%.3gK", x/1e3)
-	}
-	return fmt.Sprintf("%.3g", x)
 }
 
 // short rounds d to three significant digits.
