@@ -267,6 +267,55 @@ func testLinearizable(t *testing.T, opts *dedup.Options) {
 	}
 }
 
+// TestSeenWhileFiltersChange has Seen, which answers an absent ID
+// without the store's lock, race writers that grow filter chains, open
+// generations and checkpoint. Every ID acknowledged before a Seen starts
+// must be seen, and IDs never marked must not be.
+func TestSeenWhileFiltersChange(t *testing.T) {
+	const ids = 4000
+	clock := ttl.NewFake(epoch)
+	s, _ := openStore(t, &dedup.Options{Clock: clock, MemtableMarks: 64, ExpectedMarks: 16, Sync: dedup.SyncNone})
+	marked := make([][]byte, ids)
+	for i := range marked {
+		marked[i] = fmt.Appendf(nil, "marked-%d", i)
+	}
+	var acked atomic.Int64 // marked[:acked] are acknowledged
+	var done atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer done.Store(true)
+		for i := 0; i < ids; i += 8 {
+			// TTLs of several span classes open new generations.
+			ttls := []time.Duration{time.Minute, time.Hour, 24 * time.Hour, 100 * time.Hour}
+			_, err := s.CheckAndMarkBatch(marked[i:i+8], ttls[i/8%len(ttls)])
+			if !assert.NoError(t, err) {
+				return
+			}
+			acked.Store(int64(i + 8))
+		}
+	})
+	for r := range 2 {
+		wg.Go(func() {
+			for i := 0; !done.Load(); i++ {
+				n := acked.Load()
+				if n > 0 {
+					id := marked[rand.Int64N(n)]
+					seen, err := s.Seen(id)
+					if !assert.NoError(t, err) || !assert.True(t, seen, "%s was acknowledged before Seen", id) {
+						return
+					}
+				}
+				seen, err := s.Seen(fmt.Appendf(nil, "absent-%d-%d", r, i))
+				if !assert.NoError(t, err) || !assert.False(t, seen) {
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	assert.Greater(t, s.Stats().FilterMisses, uint64(0), "some absent IDs must pass a filter and be answered under the lock")
+}
+
 // TestSetModelRejectsViolations makes sure the model can fail a history, so
 // that TestLinearizable passing means something.
 func TestSetModelRejectsViolations(t *testing.T) {

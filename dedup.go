@@ -46,7 +46,7 @@ type Store struct {
 	// to its WAL append and index update, which is what makes
 	// check-and-mark atomic. Reads hold it shared.
 	mu           sync.RWMutex
-	closed       bool
+	closed       atomic.Bool    // set under mu
 	err          error          // sticky: a failed checkpoint; writes are refused
 	batch        index.Batch    // reused by writes, under mu
 	buf          []byte         // reused WAL payload, under mu
@@ -463,7 +463,7 @@ func (s *Store) append() (uint64, error) {
 		s.requestCheckpoint()
 		// Back-pressure: while a checkpoint runs the memtable may grow to
 		// twice its size, and no further.
-		for s.flushing && s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed {
+		for s.flushing && s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed.Load() {
 			s.flushed.Wait()
 		}
 	}
@@ -492,7 +492,14 @@ func (s *Store) Seen(id []byte) (bool, error) {
 	if err := s.checkID(id); err != nil {
 		return false, err
 	}
-	e, live, err := s.lookup(id)
+	if s.closed.Load() {
+		return false, ErrClosed
+	}
+	k := s.idx.Key(id)
+	if !s.idx.MayHold(k) {
+		return false, nil // certain without the lock
+	}
+	e, live, err := s.lookup(k)
 	if err != nil {
 		return false, err
 	}
@@ -502,13 +509,13 @@ func (s *Store) Seen(id []byte) (bool, error) {
 	return live, nil
 }
 
-func (s *Store) lookup(id []byte) (index.Entry, bool, error) {
+func (s *Store) lookup(k index.Key) (index.Entry, bool, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return index.Entry{}, false, ErrClosed
 	}
-	e, live, err := s.idx.Lookup(s.idx.Key(id), s.opts.Clock)
+	e, live, err := s.idx.Lookup(k, s.opts.Clock)
 	return e, live, storeError(err)
 }
 
@@ -560,7 +567,7 @@ func (s *Store) checkTTL(d time.Duration) (time.Duration, error) {
 // check-and-marks that would find a duplicate. The caller holds s.mu.
 func (s *Store) writable() error {
 	switch {
-	case s.closed:
+	case s.closed.Load():
 		return ErrClosed
 	case s.opts.ReadOnly:
 		return ErrReadOnly
@@ -613,7 +620,7 @@ type VerifyReport struct {
 func (s *Store) Verify() (VerifyReport, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return VerifyReport{}, ErrClosed
 	}
 	var r VerifyReport
@@ -678,7 +685,7 @@ func (s *Store) checkpointer() {
 func (s *Store) expired() bool {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return !s.closed && s.idx.Expired(s.opts.Clock.Now())
+	return !s.closed.Load() && s.idx.Expired(s.opts.Clock.Now())
 }
 
 // runCheckpoint freezes the memtable under the lock, persists it without
@@ -726,11 +733,11 @@ func (s *Store) runCheckpoint() error {
 // failure that made the store fail-stop, if any. Calling it twice is fine.
 func (s *Store) Close() error {
 	s.mu.Lock()
-	if s.closed {
+	if s.closed.Load() {
 		s.mu.Unlock()
 		return nil
 	}
-	s.closed = true
+	s.closed.Store(true)
 	s.flushed.Broadcast()
 	s.mu.Unlock()
 	if !s.opts.ReadOnly {

@@ -20,7 +20,7 @@
 //
 // A check-and-mark hashes the ID once and asks the Bloom filters of the
 // live generations first: an ID none of them may hold is new without any
-// further look. Otherwise the memtable and then Pebble are asked. New IDs
+// further look, and Seen answers it without taking the store's lock. Otherwise the memtable and then Pebble are asked. New IDs
 // are appended to the write-ahead log as one record, applied to the
 // memtable and the filters, and the call returns once the record is
 // durable. A checkpoint later writes the memtable to Pebble as one sorted

@@ -40,7 +40,7 @@ func (s *Store) Explain(id []byte) (Explanation, error) {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return Explanation{}, ErrClosed
 	}
 	k := s.idx.Key(id)
@@ -98,7 +98,7 @@ type Mark struct {
 func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return ErrClosed
 	}
 	var err error // a record that does not decode

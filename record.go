@@ -272,7 +272,7 @@ func (s *Store) Record(key []byte) (Record, bool, error) {
 	if err := s.checkID(key); err != nil {
 		return Record{}, false, err
 	}
-	e, live, err := s.lookup(key)
+	e, live, err := s.lookup(s.idx.Key(key))
 	if err != nil || !live || len(e.Value) == 0 {
 		return Record{}, false, err
 	}

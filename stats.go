@@ -66,7 +66,7 @@ func (s *Store) Stats() Stats {
 	st := Stats{New: s.newMarks.Load(), Duplicates: s.duplicates.Load()}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed.Load() {
 		return st
 	}
 	st.MemtableMarks = s.idx.MemMarks()

@@ -97,8 +97,9 @@ func readCheckpoint(fs vfs.FS, dir string) (checkpoint, error) {
 	return c, nil
 }
 
-// loadFilters loads the snapshots the checkpoint names. If one is missing
-// it rebuilds every filter from Pebble instead. A damaged one is
+// loadFilters loads the snapshots the checkpoint names. If one is missing,
+// or of the layout before blocks, it rebuilds every filter from Pebble
+// instead. A damaged one is
 // ErrCorrupt: the caller decides whether to rebuild.
 func (ix *Index) loadFilters() error {
 	fs := ix.opts.FS
@@ -113,6 +114,10 @@ func (ix *Index) loadFilters() error {
 			return err
 		}
 		f, err := decodeGenFilter(path, p)
+		if errors.Is(err, errUnblocked) {
+			ix.logf("dedup/index: %v; rebuilding the filters from Pebble", err)
+			return ix.RebuildFilters()
+		}
 		if err != nil {
 			return err
 		}
@@ -158,6 +163,7 @@ func (ix *Index) RebuildFilters() error {
 	for _, f := range filters {
 		ix.addGen(f)
 	}
+	ix.publish()
 	return nil
 }
 

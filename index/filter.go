@@ -3,15 +3,21 @@ package index
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"hash/crc32"
 	"math"
+	"sync/atomic"
 	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 
 	"github.com/seed42300104/dedup/ttl"
 )
+
+// errUnblocked marks a filter snapshot of format version 2, whose layout
+// this build no longer reads: Open rebuilds the filters from Pebble.
+var errUnblocked = errors.New("filter snapshot of the unblocked layout (version 2)")
 
 // genFilter is the Bloom filter of one generation. It is a chain: when the
 // generation outgrows the marks its newest filter was sized for, a filter
@@ -41,50 +47,108 @@ func newGenFilter(g ttl.Gen, capacity uint, fp float64) *genFilter {
 }
 
 func (f *genFilter) grow(capacity uint, fp float64) {
+	capacity = max(capacity, 1)
+	var k uint
 	if len(f.filters) == 0 {
-		f.filters = append(f.filters, bloom.NewWithEstimates(capacity, fp))
+		_, k = bloom.EstimateParameters(capacity, fp)
 	} else {
-		k := f.filters[0].K()
-		rate := fp / math.Pow(4, float64(len(f.filters)))
-		f.filters = append(f.filters, bloom.New(bitsFor(capacity, k, rate), k))
+		k = f.filters[0].K()
+		fp /= math.Pow(4, float64(len(f.filters)))
 	}
+	f.filters = append(f.filters, bloom.New(bitsFor(capacity, k, fp), k))
 	f.caps = append(f.caps, capacity)
 	f.n = 0
 }
 
-// bitsFor is the size of a filter of n keys and k hashes with the given
-// false-positive rate: the inverse of rate = (1 - e^(-kn/m))^k.
+// bitsFor is the size, in whole blocks, of the smallest blocked filter of
+// n keys and k hashes whose false-positive rate is at most rate.
 func bitsFor(n, k uint, rate float64) uint {
-	return uint(math.Ceil(-float64(k) * float64(n) / math.Log(1-math.Pow(rate, 1/float64(k)))))
+	// A blocked filter needs at least the bits of a classic one:
+	// rate = (1 - e^(-kn/m))^k solved for m.
+	classic := math.Ceil(-float64(k) * float64(n) / math.Log(1-math.Pow(rate, 1/float64(k))))
+	hi := max(uint(classic)/blockBits, 1)
+	for blockedRate(hi*blockBits, n, k) > rate {
+		hi *= 2
+	}
+	lo := hi/2 + 1
+	for lo < hi {
+		mid := (lo + hi) / 2
+		if blockedRate(mid*blockBits, n, k) <= rate {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return hi * blockBits
+}
+
+// blockedRate is the false-positive rate of a blocked filter of m bits
+// and k hashes holding n keys. The keys per block are Poisson distributed;
+// a block holding j keys answers a false positive as a classic filter of
+// blockBits bits would.
+func blockedRate(m, n, k uint) float64 {
+	lambda := float64(n) * blockBits / float64(m)
+	if lambda == 0 {
+		return 0
+	}
+	spread := 12*math.Sqrt(lambda) + 12
+	var rate float64
+	for j := max(0, math.Floor(lambda-spread)); j <= lambda+spread; j++ {
+		lg, _ := math.Lgamma(j + 1)
+		p := math.Exp(j*math.Log(lambda) - lambda - lg)
+		rate += p * math.Pow(1-math.Pow(1-1.0/blockBits, j*float64(k)), float64(k))
+	}
+	return min(rate, 1)
 }
 
 // test reports whether the generation may hold the key hashed to h.
-// Each filter uses as many positions as it has hashes: a store reopened
-// with another FalsePositiveRate keeps the filters it has.
+// Each filter uses as many bits as it has hashes: a store reopened with
+// another FalsePositiveRate keeps the filters it has.
 func (f *genFilter) test(h filterHash) bool {
-	var buf [stackPositions]uint64
 	for _, b := range f.filters {
-		if b.TestLocations(h.positions(&buf, b.K())) {
+		if mayContain(b, h) {
 			return true
 		}
 	}
 	return false
 }
 
-// add records the key hashed to h, growing the chain if it is full.
-func (f *genFilter) add(h filterHash, fp float64) {
+// mayContain reports whether b may hold the key hashed to h. Bits are
+// read and set atomically, so that MayHold can test them without a lock
+// while Apply adds marks.
+func mayContain(b *bloom.BloomFilter, h filterHash) bool {
+	blk, bits := blockOf(b, h), h.bits()
+	for range b.K() {
+		if p := bits.next(); atomic.LoadUint64(&blk[p/64])&(1<<(p%64)) == 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// blockOf returns the words of h's block in b.
+func blockOf(b *bloom.BloomFilter, h filterHash) *[blockWords]uint64 {
+	w := b.BitSet().Words()
+	return (*[blockWords]uint64)(w[h.block(uint64(len(w)/blockWords))*blockWords:])
+}
+
+// add records the key hashed to h, growing the chain if it is full, and
+// reports whether it grew.
+func (f *genFilter) add(h filterHash, fp float64) (grew bool) {
 	if f.n >= f.caps[len(f.caps)-1] {
 		f.grow(2*f.caps[len(f.caps)-1], fp)
+		grew = true
 	}
 	b := f.filters[len(f.filters)-1]
-	bits := b.BitSet()
-	var buf [stackPositions]uint64
-	for _, l := range h.positions(&buf, b.K()) {
-		bits.Set(uint(l % uint64(b.Cap())))
+	blk, bits := blockOf(b, h), h.bits()
+	for range b.K() {
+		p := bits.next()
+		atomic.OrUint64(&blk[p/64], 1<<(p%64))
 	}
 	f.n++
 	f.marks++
 	f.dirty = true
+	return grew
 }
 
 // wrote records that a mark with the given deadline was written at t, for
@@ -131,8 +195,7 @@ func (f *genFilter) fpRate() float64 {
 		if i == len(f.filters)-1 {
 			n = f.n
 		}
-		k, m := float64(b.K()), float64(b.Cap())
-		miss *= 1 - math.Pow(1-math.Exp(-k*float64(n)/m), k)
+		miss *= 1 - blockedRate(b.Cap(), n, b.K())
 	}
 	return 1 - miss
 }
@@ -155,10 +218,13 @@ func (f *genFilter) clone() *genFilter {
 //	| CRC32C of all the above (4B) |
 //
 // Little-endian except the bloom encoding (big-endian, bloom/v3's own).
-// Part of the on-disk format.
+// Each filter is whole blocks of blockBits bits, laid out as block and
+// bit say. Version 2 had the same encoding but spread an ID's bits over
+// the whole filter; Open rebuilds such filters from Pebble. Part of the
+// on-disk format.
 const (
 	filterMagic   = "dedupflt"
-	filterVersion = 2
+	filterVersion = 3
 	filterHeader  = 48 // after the magic
 )
 
@@ -198,7 +264,11 @@ func decodeGenFilter(path string, p []byte) (*genFilter, error) {
 		return nil, fmt.Errorf("%w: %s: offset %d: filter snapshot CRC mismatch", ErrCorrupt, path, len(body))
 	}
 	h := body[len(filterMagic):]
-	if v := binary.LittleEndian.Uint32(h); v != filterVersion {
+	switch v := binary.LittleEndian.Uint32(h); v {
+	case filterVersion:
+	case 2:
+		return nil, fmt.Errorf("%s: %w", path, errUnblocked)
+	default:
 		return nil, fmt.Errorf("%w: %s: filter format version %d", ErrIncompatibleFormat, path, v)
 	}
 	g := ttl.Gen(binary.LittleEndian.Uint64(h[8:]))
@@ -216,9 +286,13 @@ func decodeGenFilter(path string, p []byte) (*genFilter, error) {
 		if err := binary.Read(r, binary.LittleEndian, &c); err != nil {
 			return nil, fmt.Errorf("%w: %s: offset %d: %v", ErrCorrupt, path, len(body)-r.Len(), err)
 		}
+		at := len(body) - r.Len()
 		b := &bloom.BloomFilter{}
 		if _, err := b.ReadFrom(r); err != nil {
 			return nil, fmt.Errorf("%w: %s: offset %d: %v", ErrCorrupt, path, len(body)-r.Len(), err)
+		}
+		if b.Cap() == 0 || b.Cap()%blockBits != 0 || b.K() == 0 || b.K() > blockBits {
+			return nil, fmt.Errorf("%w: %s: offset %d: filter of %d bits and %d hashes", ErrCorrupt, path, at, b.Cap(), b.K())
 		}
 		f.filters = append(f.filters, b)
 		f.caps = append(f.caps, uint(c))

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -172,6 +173,11 @@ func TestDecodeGenFilterDamaged(t *testing.T) {
 			p := bytes.Clone(valid)
 			binary.LittleEndian.PutUint32(p[len(filterMagic)+4:], 3)
 			return reseal(p)
+		}, ErrCorrupt},
+		{"filter not whole blocks", func() []byte {
+			f := filledFilter(0)
+			f.filters[0] = bloom.New(blockBits+64, 7)
+			return f.encode()
 		}, ErrCorrupt},
 		{"trailing bytes", func() []byte {
 			p := bytes.Clone(valid)

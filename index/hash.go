@@ -1,17 +1,19 @@
 package index
 
-import "github.com/cespare/xxhash/v2"
+import (
+	"math/bits"
+
+	"github.com/cespare/xxhash/v2"
+)
 
 // hashID is the 64-bit hash of an ID that the memtable and the filters
 // share. Part of the on-disk format: the filter snapshots hold its bits.
 func hashID(id []byte) uint64 { return xxhash.Sum64(id) }
 
-// filterHash is an ID's filter hash for double hashing (Kirsch and
-// Mitzenmacher): its i-th filter position is h1 + i·h2, with h2 an odd mix
-// of h1. bloom/v3 takes the positions modulo each filter's size, so one
-// hashing serves every filter of every generation. It replaces bloom/v3's
-// own murmur hashing, which costs several times as much for a short ID.
-// The zero value, whose h2 is even, means not computed.
+// filterHash is an ID's filter hash. h1 picks the ID's block in a filter;
+// h2, an odd mix of h1, places its bits in the block. One hashing serves every filter of every
+// generation, whatever their sizes. The zero value, whose h2 is even,
+// means not computed.
 type filterHash struct{ h1, h2 uint64 }
 
 func hashOf(id []byte) filterHash {
@@ -19,22 +21,44 @@ func hashOf(id []byte) filterHash {
 	return filterHash{h1, mix(h1) | 1}
 }
 
-// stackPositions is how many filter positions fit the buffer a test or add
-// keeps on its stack; a filter with more hashes (a rate under about 1e-19)
-// gets them on the heap.
-const stackPositions = 64
+// blockBits is the size of a filter block, one 64-byte cache line. All of
+// an ID's bits in a filter lie in one block, so a test or an add costs one
+// cache miss rather than one per hash (Putze, Sanders and Singler,
+// "Cache-, hash- and space-efficient Bloom filters"). The price is a
+// higher false-positive rate for the same bits, which sizing pays for.
+const (
+	blockBits  = 512
+	blockWords = blockBits / 64
+)
 
-// positions writes h's first k filter positions into buf, or a larger
-// slice if k does not fit, and returns them.
-func (h filterHash) positions(buf *[stackPositions]uint64, k uint) []uint64 {
-	locs := buf[:0]
-	if k > stackPositions {
-		locs = make([]uint64, 0, k)
+// block returns the index of h's block among n blocks.
+func (h filterHash) block(n uint64) uint64 {
+	hi, _ := bits.Mul64(h.h1, n)
+	return hi
+}
+
+// bits returns the positions of h's bits in its block: 9-bit slices of
+// h2 (bar its always-set lowest bit), and of remixes of it after every
+// seventh.
+func (h filterHash) bits() blockPositions { return blockPositions{h.h2 >> 1, positionsPerWord} }
+
+// positionsPerWord is how many 9-bit positions one 64-bit hash yields.
+const positionsPerWord = 63 / 9
+
+// blockPositions yields the positions of one ID's bits in a block.
+type blockPositions struct {
+	x    uint64
+	left int
+}
+
+func (p *blockPositions) next() uint64 {
+	if p.left == 0 {
+		p.x, p.left = mix(p.x), positionsPerWord
 	}
-	for i := range uint64(k) {
-		locs = append(locs, h.h1+i*h.h2)
-	}
-	return locs
+	pos := p.x % blockBits
+	p.x /= blockBits
+	p.left--
+	return pos
 }
 
 // mix is the splitmix64 finaliser.

@@ -12,7 +12,8 @@
 // generation is one contiguous key range; values are the 8-byte deadline
 // followed by the mark's value.
 //
-// Concurrency: Lookup may run concurrently with other Lookups. Apply,
+// Concurrency: MayHold may run concurrently with anything. Lookup may run
+// concurrently with other Lookups. Apply,
 // Freeze and Release need the caller's exclusive lock against everything
 // else. Persist needs no lock, and at most one runs at a time.
 package index
@@ -26,6 +27,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2"
 	pebblebloom "github.com/cockroachdb/pebble/v2/bloom"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -69,8 +71,12 @@ type Index struct {
 
 	filters map[ttl.Gen]*genFilter
 	gens    []*genFilter // the values of filters, for fast iteration
-	mem     *memtable
-	frozen  []*memtable // oldest first; being persisted
+	// chains is what MayHold reads without a lock: the filters of each
+	// generation in gens. It is replaced, never changed, when a
+	// generation comes or goes or a chain grows.
+	chains atomic.Pointer[[][]*bloom.BloomFilter]
+	mem    *memtable
+	frozen []*memtable // oldest first; being persisted
 	// pendingDrops are the generations DropOldest took out, whose keys the
 	// next checkpoint deletes.
 	pendingDrops []ttl.Gen
@@ -144,6 +150,7 @@ func Open(dir string, opts Options) (*Index, error) {
 		ix.db.Close()
 		return nil, err
 	}
+	ix.publish()
 	if !opts.ReadOnly {
 		ix.removeIngestLeftovers()
 	}
@@ -270,8 +277,8 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 		}
 		// An extension is no new mark: it counts, and takes filter room,
 		// only if it moves the ID into a generation that lacks it.
-		if !op.Extend || !f.test(h) {
-			f.add(h, ix.opts.FalsePositiveRate)
+		if (!op.Extend || !f.test(h)) && f.add(h, ix.opts.FalsePositiveRate) {
+			ix.publish()
 		}
 		f.wrote(b.Time, op.Deadline)
 		ix.mem.mark(op, h.h1, lsn)
@@ -353,12 +360,37 @@ func (ix *Index) DropOldest(now time.Time) (ttl.Gen, bool) {
 func (ix *Index) dropGen(g ttl.Gen) {
 	delete(ix.filters, g)
 	ix.gens = slices.DeleteFunc(ix.gens, func(f *genFilter) bool { return f.gen == g })
+	ix.publish()
 }
 
 // addGen adds a generation's filter.
 func (ix *Index) addGen(f *genFilter) {
 	ix.filters[f.gen] = f
 	ix.gens = append(ix.gens, f)
+	ix.publish()
+}
+
+// publish replaces the chains MayHold reads with the current ones.
+func (ix *Index) publish() {
+	chains := make([][]*bloom.BloomFilter, len(ix.gens))
+	for i, f := range ix.gens {
+		chains[i] = f.filters
+	}
+	ix.chains.Store(&chains)
+}
+
+// MayHold reports whether a live mark of k may exist: false is certain.
+// It takes no lock and may run concurrently with anything, Apply
+// included, so an absent ID is answered without the store's lock.
+func (ix *Index) MayHold(k Key) bool {
+	for _, chain := range *ix.chains.Load() {
+		for _, b := range chain {
+			if mayContain(b, k.hash) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func decodeValue(g ttl.Gen, v []byte) (Entry, error) {

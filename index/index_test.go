@@ -1,7 +1,9 @@
 package index
 
 import (
+	"encoding/binary"
 	"fmt"
+	"hash/crc32"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed42300104/dedup/internal/fsutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -386,7 +389,9 @@ func TestIndexRebuildFilters(t *testing.T) {
 		}
 		checkFilters(t, ix)
 
-		ix.Apply(markBatch(ix, mark{id: "new", ttl: time.Hour}), 3)
+		added := mark{id: "new", ttl: time.Hour}
+		ix.Apply(markBatch(ix, added), 3)
+		marks = append(marks, added) // the subtests after this one see it
 		lsn := checkpointIndex(t, ix)
 		after, err := fs.List(dir)
 		require.NoError(t, err)
@@ -394,5 +399,29 @@ func TestIndexRebuildFilters(t *testing.T) {
 		for _, name := range after {
 			assert.True(t, strings.HasSuffix(name, fmt.Sprintf("-%016x.bloom", lsn)), "snapshot %s", name)
 		}
+	})
+
+	t.Run("Open with a snapshot of the unblocked layout", func(t *testing.T) {
+		// The subtest before closed its index at its end.
+		dir := fs.PathJoin(testDir, filtersDir)
+		names, err := fs.List(dir)
+		require.NoError(t, err)
+		require.NotEmpty(t, names)
+		path := fs.PathJoin(dir, names[0])
+		p, err := fsutil.ReadFile(fs, path)
+		require.NoError(t, err)
+		binary.LittleEndian.PutUint32(p[len(filterMagic):], 2)
+		p = binary.LittleEndian.AppendUint32(p[:len(p)-4], crc32.Checksum(p[:len(p)-4], crcTable))
+		require.NoError(t, fsutil.WriteFile(fs, path, p))
+
+		var logs []string
+		opts := testOptions(fs)
+		opts.Logf = func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) }
+		ix, _ = openIndex(t, opts)
+		if assert.Len(t, logs, 1) {
+			assert.Contains(t, logs[0], names[0])
+			assert.Contains(t, logs[0], "rebuilding")
+		}
+		checkFilters(t, ix)
 	})
 }
