@@ -44,7 +44,8 @@ type Store struct {
 
 	// mu orders the write path: a write holds it exclusively from its check
 	// to its WAL append and index update, which is what makes
-	// check-and-mark atomic. Reads hold it shared.
+	// check-and-mark atomic. Reads hold it shared, except a Seen that no
+	// filter can hold, which needs no lock (index.MayHold).
 	mu           sync.RWMutex
 	closed       atomic.Bool    // set under mu
 	err          error          // sticky: a failed checkpoint; writes are refused

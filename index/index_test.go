@@ -366,6 +366,22 @@ func TestIndexRebuildFilters(t *testing.T) {
 		}
 	}
 
+	// reopenRebuilding opens the index, which must say it rebuilds the
+	// filters because of the snapshot named name, and checks the filters.
+	reopenRebuilding := func(t *testing.T, name string) *Index {
+		t.Helper()
+		var logs []string
+		opts := testOptions(fs)
+		opts.Logf = func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) }
+		ix, _ := openIndex(t, opts)
+		if assert.Len(t, logs, 1) {
+			assert.Contains(t, logs[0], name)
+			assert.Contains(t, logs[0], "rebuilding")
+		}
+		checkFilters(t, ix)
+		return ix
+	}
+
 	t.Run("RebuildFilters", func(t *testing.T) {
 		require.NoError(t, ix.RebuildFilters())
 		checkFilters(t, ix)
@@ -379,15 +395,7 @@ func TestIndexRebuildFilters(t *testing.T) {
 		require.NotEmpty(t, names)
 		require.NoError(t, fs.Remove(fs.PathJoin(dir, names[0])))
 
-		var logs []string
-		opts := testOptions(fs)
-		opts.Logf = func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) }
-		ix, _ = openIndex(t, opts)
-		if assert.Len(t, logs, 1) {
-			assert.Contains(t, logs[0], names[0])
-			assert.Contains(t, logs[0], "rebuilding")
-		}
-		checkFilters(t, ix)
+		ix = reopenRebuilding(t, names[0])
 
 		added := mark{id: "new", ttl: time.Hour}
 		ix.Apply(markBatch(ix, added), 3)
@@ -414,14 +422,6 @@ func TestIndexRebuildFilters(t *testing.T) {
 		p = binary.LittleEndian.AppendUint32(p[:len(p)-4], crc32.Checksum(p[:len(p)-4], crcTable))
 		require.NoError(t, fsutil.WriteFile(fs, path, p))
 
-		var logs []string
-		opts := testOptions(fs)
-		opts.Logf = func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) }
-		ix, _ = openIndex(t, opts)
-		if assert.Len(t, logs, 1) {
-			assert.Contains(t, logs[0], names[0])
-			assert.Contains(t, logs[0], "rebuilding")
-		}
-		checkFilters(t, ix)
+		ix = reopenRebuilding(t, names[0])
 	})
 }
