@@ -62,7 +62,10 @@ func TestCrashKillWhileDropping(t *testing.T) {
 	deadlines := map[string]time.Time{} // acknowledged IDs
 	now := time.Unix(1_700_000_000, 0)
 	next, drops := 0, 0
-	for cycle := range cycles {
+	// A child slowed down by the race detector on a busy machine may be
+	// killed before its first checkpoint; cycles go on, up to four times
+	// as many, until some child has dropped a generation.
+	for cycle := 0; cycle < cycles || drops == 0 && cycle < 4*cycles; cycle++ {
 		delay := killMinDelay + time.Duration(rng.Int64N(int64(killMaxDelay-killMinDelay)))
 		out := runDropChild(t, dir, next, now, delay)
 		last := now
@@ -93,9 +96,10 @@ func TestCrashKillWhileDropping(t *testing.T) {
 		if t.Failed() {
 			t.Fatalf("cycle %d failed (child killed after %v)", cycle, delay)
 		}
-		// Time passes before the next child, up to two short TTLs, so that
-		// its first checkpoint, however slow its start, drops generations.
-		now = now.Add(time.Duration(rng.Int64N(int64(2 * dropShortTTL))))
+		// Time passes before the next child, past the end of every short
+		// generation written so far (a short TTL and a 2 s span), so that
+		// its first checkpoint, however slow its start, drops them.
+		now = now.Add(dropShortTTL + 2*time.Second + time.Duration(rng.Int64N(int64(dropShortTTL))))
 	}
 	t.Logf("%d marks acknowledged, %d generations dropped by the children", len(deadlines), drops)
 	require.NotZero(t, drops, "the children never dropped a generation: the test does not test drops")
