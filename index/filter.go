@@ -104,8 +104,12 @@ func blockedRate(m, n, k uint) float64 {
 // test reports whether the generation may hold the key hashed to h.
 // Each filter uses as many bits as it has hashes: a store reopened with
 // another FalsePositiveRate keeps the filters it has.
-func (f *genFilter) test(h filterHash) bool {
-	for _, b := range f.filters {
+func (f *genFilter) test(h filterHash) bool { return chainMayContain(f.filters, h) }
+
+// chainMayContain reports whether any filter of a chain may hold the key
+// hashed to h.
+func chainMayContain(chain []*bloom.BloomFilter, h filterHash) bool {
+	for _, b := range chain {
 		if mayContain(b, h) {
 			return true
 		}

@@ -11,9 +11,9 @@ import (
 func hashID(id []byte) uint64 { return xxhash.Sum64(id) }
 
 // filterHash is an ID's filter hash. h1 picks the ID's block in a filter;
-// h2, an odd mix of h1, places its bits in the block. One hashing serves every filter of every
-// generation, whatever their sizes. The zero value, whose h2 is even,
-// means not computed.
+// h2, an odd mix of h1, places its bits in the block. One hashing serves
+// every filter of every generation, whatever their sizes. The zero value,
+// whose h2 is even, means not computed.
 type filterHash struct{ h1, h2 uint64 }
 
 func hashOf(id []byte) filterHash {

@@ -384,10 +384,8 @@ func (ix *Index) publish() {
 // included, so an absent ID is answered without the store's lock.
 func (ix *Index) MayHold(k Key) bool {
 	for _, chain := range *ix.chains.Load() {
-		for _, b := range chain {
-			if mayContain(b, k.hash) {
-				return true
-			}
+		if chainMayContain(chain, k.hash) {
+			return true
 		}
 	}
 	return false
