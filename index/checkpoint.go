@@ -1,8 +1,6 @@
 package index
 
 import (
-	"bytes"
-	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -203,9 +201,7 @@ func (ix *Index) Freeze(now time.Time) *Frozen {
 	}
 	slices.Sort(f.dropped)
 	ix.frozen = append(ix.frozen, ix.mem)
-	next := newMemtable(ix.opts.MemtableMarks)
-	next.lastLSN = ix.mem.lastLSN
-	ix.mem = next
+	ix.mem = nextMemtable(ix.mem, ix.opts.MemtableMarks)
 	return f
 }
 
@@ -303,37 +299,30 @@ func (ix *Index) removeStaleSnapshots() {
 // existed when it was frozen, which is every one that can hold them.
 func (ix *Index) writeMemtable(f *Frozen) error {
 	m := f.mem
-	rows := make([]row, 0, m.len())
-	for i := range m.n {
-		e := m.entry(i)
-		if e.forgotten {
-			for g := range f.filters {
-				if e.deleted || g != e.gen {
-					rows = append(rows, row{gen: g, entry: uint32(i), delete: true})
+	// Each generation's rows, counted first so that each is allocated
+	// once.
+	gens := map[ttl.Gen][]row{}
+	each := func(add func(g ttl.Gen, i int, delete bool)) {
+		for i := range m.n {
+			e := m.entry(i)
+			if e.forgotten {
+				for g := range f.filters {
+					if e.deleted || g != e.gen {
+						add(g, i, true)
+					}
 				}
 			}
-		}
-		if !e.deleted && !slices.Contains(f.dropped, e.gen) {
-			rows = append(rows, row{gen: e.gen, entry: uint32(i)})
+			if !e.deleted && !slices.Contains(f.dropped, e.gen) {
+				add(e.gen, i, false)
+			}
 		}
 	}
-	if len(rows) == 0 && len(f.dropped) == 0 {
-		return nil
+	counts := map[ttl.Gen]int{}
+	each(func(g ttl.Gen, _ int, _ bool) { counts[g]++ })
+	for g, n := range counts {
+		gens[g] = make([]row, 0, n)
 	}
-	for i := range rows {
-		var p [8]byte
-		copy(p[:], m.bytes(m.entry(int(rows[i].entry)).id))
-		rows[i].prefix = binary.BigEndian.Uint64(p[:])
-	}
-	slices.SortFunc(rows, func(a, b row) int {
-		if c := cmp.Compare(a.gen, b.gen); c != 0 {
-			return c
-		}
-		if c := cmp.Compare(a.prefix, b.prefix); c != 0 {
-			return c
-		}
-		return bytes.Compare(m.bytes(m.entry(int(a.entry)).id), m.bytes(m.entry(int(b.entry)).id))
-	})
+	each(func(g ttl.Gen, i int, delete bool) { gens[g] = append(gens[g], m.row(i, delete)) })
 
 	// One table per generation: a new generation's first table overlaps
 	// nothing and goes straight to the bottom level, and a dropped
@@ -345,26 +334,24 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 			ix.opts.FS.Remove(p) // Pebble links what it ingests
 		}
 	}()
-	for len(rows) > 0 {
-		n := 1
-		for n < len(rows) && rows[n].gen == rows[0].gen {
-			n++
-		}
-		gen := rows[:n]
-		rows = rows[n:]
+	for _, g := range slices.Sorted(maps.Keys(gens)) {
+		rows := gens[g]
+		m.sortRows(rows)
 		err := ix.writeTable(&paths, m.lastLSN, func(w *sstable.Writer) error {
 			key := make([]byte, 0, 64)
 			value := make([]byte, 0, 64)
-			for _, r := range gen {
-				e := m.entry(int(r.entry))
-				key = append(r.gen.Append(key[:0]), m.bytes(e.id)...)
+			for _, r := range rows {
+				key = m.appendRowID(g.Append(key[:0]), r)
 				if r.delete {
 					if err := w.Delete(key); err != nil {
 						return err
 					}
 					continue
 				}
-				value = append(binary.LittleEndian.AppendUint64(value[:0], uint64(e.deadline)), m.bytes(e.value)...)
+				value = binary.LittleEndian.AppendUint64(value[:0], uint64(r.deadline))
+				if r.hasValue {
+					value = append(value, m.bytes(m.entry(int(r.entry)).value)...)
+				}
 				if err := w.Set(key, value); err != nil {
 					return err
 				}
@@ -410,15 +397,6 @@ func (ix *Index) writeTable(paths *[]string, lsn uint64, fill func(*sstable.Writ
 		return err
 	}
 	return w.Close()
-}
-
-// row is one key of an ingested table: a mark, or the deletion of an older
-// version in another generation.
-type row struct {
-	gen    ttl.Gen
-	prefix uint64 // the ID's first 8 bytes, big-endian: most comparisons end here
-	entry  uint32 // index into the memtable's entries
-	delete bool
 }
 
 // Release ends a checkpoint whose Persist succeeded: the frozen memtable

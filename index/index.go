@@ -135,7 +135,7 @@ func Open(dir string, opts Options) (*Index, error) {
 			return nil, err
 		}
 	}
-	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(opts.MemtableMarks)}
+	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(min(opts.MemtableMarks, firstMemtableMarks))}
 	ck, err := readCheckpoint(fs, dir)
 	if err != nil {
 		return nil, err

@@ -49,16 +49,27 @@ type memEntry struct {
 // span locates bytes in the arena.
 type span struct{ chunk, off, len uint32 }
 
-// newMemtable returns a memtable whose hash table holds hint entries, up to
-// 64Ki of them, without growing: a store that writes little should not pay
-// for a large memtable up front.
+// firstMemtableMarks caps the size of a store's first memtable: a store
+// that writes little should not pay for a large memtable up front.
+const firstMemtableMarks = 1 << 16
+
+// newMemtable returns a memtable whose hash table holds hint entries
+// without growing.
 func newMemtable(hint int) *memtable {
-	hint = min(hint, 1<<16)
 	size := 1024
 	for size < 2*hint {
 		size *= 2
 	}
 	return &memtable{slots: make([]uint64, size)}
+}
+
+// nextMemtable returns the memtable that replaces m at a checkpoint, sized
+// for as many entries as m reached, up to twice marks: growing a table
+// rehashes all it holds.
+func nextMemtable(m *memtable, marks int) *memtable {
+	next := newMemtable(min(m.len(), 2*marks))
+	next.lastLSN = m.lastLSN
+	return next
 }
 
 func (m *memtable) len() int { return m.n }

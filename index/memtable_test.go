@@ -265,18 +265,43 @@ func TestNewMemtableSize(t *testing.T) {
 		{"small", 100, 1024},
 		{"exactly half", 512, 1024},
 		{"just over half", 513, 2048},
-		{"largest up front", 1 << 16, 131072},
-		{"above the up-front limit", 100_000, 131072},
+		{"large", 100_000, 262144},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			m := newMemtable(tt.hint)
 			assert.Equal(t, tt.slots, len(m.slots))
-			fit := min(tt.hint, 1<<16)
-			for i := range fit {
+			for i := range tt.hint {
 				m.upsert(fmt.Appendf(nil, "%d", i), uint64(i))
 			}
-			assert.Equal(t, tt.slots, len(m.slots), "hint entries, up to 64Ki, must fit without growing")
+			assert.Equal(t, tt.slots, len(m.slots), "hint entries must fit without growing")
+		})
+	}
+}
+
+func TestNextMemtableSize(t *testing.T) {
+	tests := []struct {
+		name    string
+		entries int // in the memtable replaced
+		marks   int // MemtableMarks
+		slots   int
+	}{
+		{"empty", 0, 1000, 1024},
+		{"below marks", 600, 1000, 2048},
+		{"past marks", 1500, 1000, 4096},
+		{"past twice marks", 2500, 1000, 4096},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newMemtable(0)
+			for i := range tt.entries {
+				m.upsert(fmt.Appendf(nil, "%d", i), hashID(fmt.Appendf(nil, "%d", i)))
+			}
+			m.lastLSN = 7
+			next := nextMemtable(m, tt.marks)
+			assert.Equal(t, tt.slots, len(next.slots))
+			assert.Equal(t, uint64(7), next.lastLSN)
+			assert.Zero(t, next.len())
 		})
 	}
 }
