@@ -261,6 +261,9 @@ func (k Key) Hash() uint64 { return k.hash.h1 }
 // Apply applies b, written by the WAL record lsn, to the memtable and the
 // filters. The caller holds the exclusive lock.
 func (ix *Index) Apply(b *Batch, lsn uint64) {
+	if len(b.Ops) > 1 {
+		ix.mem.warm(b.Ops)
+	}
 	for _, op := range b.Ops {
 		if op.Forget {
 			ix.mem.forget(op.ID, lsn)

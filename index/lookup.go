@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -36,6 +37,9 @@ func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) error {
 	var keyBuf []byte
 	var probed []int // indexes of the keys with probes
 	var buf [8]*genFilter
+	if len(keys) > 1 {
+		ix.warmFilters(keys)
+	}
 	for i, k := range keys {
 		out[i] = Result{}
 		maybe := buf[:0]
@@ -77,6 +81,19 @@ func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) error {
 		}
 	}
 	return nil
+}
+
+// warmFilters loads the filter blocks that keys test, before any test, so
+// that their cache misses overlap: tested one key at a time, a batch of
+// new IDs waits for one miss per filter of each live generation in turn.
+func (ix *Index) warmFilters(keys []Key) {
+	for _, k := range keys {
+		for _, f := range ix.gens {
+			for _, b := range f.filters {
+				atomic.LoadUint64(&blockOf(b, k.hash)[0])
+			}
+		}
+	}
 }
 
 // FilterMisses counts the lookups a filter sent on to the memtable or

@@ -3,6 +3,7 @@ package index
 import (
 	"bytes"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/seed42300104/dedup/ttl"
@@ -113,6 +114,17 @@ func (m *memtable) find(id []byte, hash uint64) *memEntry {
 		e := m.entry(int(uint32(slot) - 1))
 		if e.hash == hash && bytes.Equal(m.bytes(e.id), id) {
 			return e
+		}
+	}
+}
+
+// warm loads the first hash slot of each hashed op, before any is looked
+// at, so that their cache misses overlap rather than come one at a time.
+func (m *memtable) warm(ops []Op) {
+	mask := uint64(len(m.slots) - 1)
+	for _, op := range ops {
+		if op.hash.h2 != 0 {
+			atomic.LoadUint64(&m.slots[op.hash.h1&mask])
 		}
 	}
 }
