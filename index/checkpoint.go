@@ -299,30 +299,7 @@ func (ix *Index) removeStaleSnapshots() {
 // existed when it was frozen, which is every one that can hold them.
 func (ix *Index) writeMemtable(f *Frozen) error {
 	m := f.mem
-	// Each generation's rows, counted first so that each is allocated
-	// once.
-	gens := map[ttl.Gen][]row{}
-	each := func(add func(g ttl.Gen, i int, delete bool)) {
-		for i := range m.n {
-			e := m.entry(i)
-			if e.forgotten {
-				for g := range f.filters {
-					if e.deleted || g != e.gen {
-						add(g, i, true)
-					}
-				}
-			}
-			if !e.deleted && !slices.Contains(f.dropped, e.gen) {
-				add(e.gen, i, false)
-			}
-		}
-	}
-	counts := map[ttl.Gen]int{}
-	each(func(g ttl.Gen, _ int, _ bool) { counts[g]++ })
-	for g, n := range counts {
-		gens[g] = make([]row, 0, n)
-	}
-	each(func(g ttl.Gen, i int, delete bool) { gens[g] = append(gens[g], m.row(i, delete)) })
+	gens := f.rows()
 
 	// One table per generation: a new generation's first table overlaps
 	// nothing and goes straight to the bottom level, and a dropped
@@ -378,6 +355,35 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 		ix.compactions.reclaim.Add(int64(time.Since(start)))
 	}
 	return nil
+}
+
+// rows returns the rows of each generation's table, unsorted. They are
+// counted first, so that each generation's are allocated once.
+func (f *Frozen) rows() map[ttl.Gen][]row {
+	m := f.mem
+	each := func(add func(g ttl.Gen, i int, delete bool)) {
+		for i := range m.n {
+			e := m.entry(i)
+			if e.forgotten {
+				for g := range f.filters {
+					if e.deleted || g != e.gen {
+						add(g, i, true)
+					}
+				}
+			}
+			if !e.deleted && !slices.Contains(f.dropped, e.gen) {
+				add(e.gen, i, false)
+			}
+		}
+	}
+	counts := map[ttl.Gen]int{}
+	each(func(g ttl.Gen, _ int, _ bool) { counts[g]++ })
+	gens := make(map[ttl.Gen][]row, len(counts))
+	for g, n := range counts {
+		gens[g] = make([]row, 0, n)
+	}
+	each(func(g ttl.Gen, i int, delete bool) { gens[g] = append(gens[g], m.row(i, delete)) })
+	return gens
 }
 
 // writeTable writes a table to ingest for the checkpoint of lsn, its keys
