@@ -12,18 +12,36 @@ import (
 	"github.com/seed42300104/dedup/ttl"
 )
 
+// benchIndex is an index for a benchmark, with a source of new random
+// 16-byte IDs marked in one generation of a 24 h TTL.
+type benchIndex struct {
+	*Index
+	gen      ttl.Gen
+	deadline ttl.Deadline
+	rng      *rand.Rand
+}
+
+// openBenchIndex opens an index in dir of fs whose filters and memtable
+// are sized for marks.
+func openBenchIndex(b *testing.B, fs vfs.FS, dir string, marks int) *benchIndex {
+	ix, err := Open(dir, Options{FS: fs, ExpectedMarks: marks, FalsePositiveRate: 0.01, MemtableMarks: marks, CacheSize: 64 << 20})
+	require.NoError(b, err)
+	b.Cleanup(func() { require.NoError(b, ix.Close()) })
+	d := ttl.DeadlineOf(testNow, 24*time.Hour)
+	return &benchIndex{Index: ix, gen: ttl.GenOf(24*time.Hour, d), deadline: d, rng: rand.New(rand.NewPCG(1, 2))}
+}
+
+// newKey returns the key of a new random ID.
+func (bx *benchIndex) newKey() Key {
+	return bx.Key(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, bx.rng.Uint64()), bx.rng.Uint64()))
+}
+
 // BenchmarkCheckpoint times the checkpoint of a memtable of 1Mi new random
 // 16-byte IDs: its sort, its table write and the ingestion. One op is one
 // mark.
 func BenchmarkCheckpoint(b *testing.B) {
 	const marks = 1 << 20
-	opts := Options{FS: vfs.Default, ExpectedMarks: marks, FalsePositiveRate: 0.01, MemtableMarks: marks, CacheSize: 8 << 20}
-	ix, err := Open(b.TempDir(), opts)
-	require.NoError(b, err)
-	defer func() { require.NoError(b, ix.Close()) }()
-	d := ttl.DeadlineOf(testNow, 24*time.Hour)
-	g := ttl.GenOf(24*time.Hour, d)
-	rng := rand.New(rand.NewPCG(1, 2))
+	bx := openBenchIndex(b, vfs.Default, b.TempDir(), marks)
 	var batch Batch
 	lsn := uint64(0)
 	b.ResetTimer()
@@ -33,16 +51,13 @@ func BenchmarkCheckpoint(b *testing.B) {
 		for i := 0; i < n; i += 1024 {
 			batch.Reset()
 			for range min(1024, n-i) {
-				id := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, rng.Uint64()), rng.Uint64())
-				batch.Mark(ix.Key(id), g, d, nil)
+				batch.Mark(bx.newKey(), bx.gen, bx.deadline, nil)
 			}
 			lsn++
-			ix.Apply(&batch, lsn)
+			bx.Apply(&batch, lsn)
 		}
 		b.StartTimer()
-		f := ix.Freeze(testNow)
-		require.NoError(b, ix.Persist(f))
-		ix.Release(f)
+		checkpointIndex(b, bx.Index)
 		done += n
 	}
 }
@@ -57,13 +72,7 @@ func BenchmarkMarkNew(b *testing.B) {
 		prefill = 4 << 20
 		marks   = 1 << 20
 	)
-	opts := Options{FS: vfs.NewMem(), ExpectedMarks: marks, FalsePositiveRate: 0.01, MemtableMarks: marks, CacheSize: 64 << 20}
-	ix, err := Open("index", opts)
-	require.NoError(b, err)
-	defer func() { require.NoError(b, ix.Close()) }()
-	d := ttl.DeadlineOf(testNow, 24*time.Hour)
-	g := ttl.GenOf(24*time.Hour, d)
-	rng := rand.New(rand.NewPCG(1, 2))
+	bx := openBenchIndex(b, vfs.NewMem(), "index", marks)
 	var batch Batch
 	keys := make([]Key, 1024)
 	out := make([]Result, 1024)
@@ -71,23 +80,21 @@ func BenchmarkMarkNew(b *testing.B) {
 	mark := func(lookup bool) {
 		batch.Reset()
 		for i := range keys {
-			keys[i] = ix.Key(binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, rng.Uint64()), rng.Uint64()))
+			keys[i] = bx.newKey()
 		}
 		if lookup {
-			require.NoError(b, ix.LookupBatch(keys, ttl.NewFake(testNow), out))
+			require.NoError(b, bx.LookupBatch(keys, ttl.NewFake(testNow), out))
 		}
 		for i, k := range keys {
 			if !out[i].Live {
-				batch.Mark(k, g, d, nil)
+				batch.Mark(k, bx.gen, bx.deadline, nil)
 			}
 		}
 		lsn++
-		ix.Apply(&batch, lsn)
-		if ix.MemMarks() >= marks {
+		bx.Apply(&batch, lsn)
+		if bx.MemMarks() >= marks {
 			b.StopTimer()
-			f := ix.Freeze(testNow)
-			require.NoError(b, ix.Persist(f))
-			ix.Release(f)
+			checkpointIndex(b, bx.Index)
 			b.StartTimer()
 		}
 	}

@@ -81,7 +81,7 @@ func forgetBatch(ids ...string) *Batch {
 }
 
 // checkpointIndex runs a whole checkpoint and returns the LSN it covers.
-func checkpointIndex(t *testing.T, ix *Index) uint64 {
+func checkpointIndex(t testing.TB, ix *Index) uint64 {
 	t.Helper()
 	f := ix.Freeze(testNow)
 	require.NoError(t, ix.Persist(f))
