@@ -726,7 +726,25 @@ func (s *Store) runCheckpoint() error {
 		s.diskBytes, s.dropPending = disk, false
 		s.mu.Unlock()
 	}
+	if frozen.Merging() {
+		s.mergeChains(frozen)
+	}
 	return nil
+}
+
+// mergeChains merges, without the lock, the filter chains that the
+// checkpoint of frozen picked, so that a generation that outgrew its
+// filter costs one filter test per lookup again rather than one per
+// filter of its chain. A failed merge keeps the chains, which are still
+// right, and is logged; a read that meets the damage reports it.
+func (s *Store) mergeChains(frozen *index.Frozen) {
+	err := s.idx.MergeChains(frozen)
+	s.mu.Lock()
+	s.idx.EndMerges(frozen)
+	s.mu.Unlock()
+	if err != nil {
+		s.opts.Logf("dedup: %v", err)
+	}
 }
 
 // Close waits for a running checkpoint, makes every acknowledged write

@@ -384,6 +384,49 @@ func TestMarksAfterCheckpoint(t *testing.T) {
 	}
 }
 
+// TestCheckpointMergesFilterChains fills one generation past ten times
+// ExpectedMarks, which grows a chain of filters, and checks that a
+// checkpoint leaves it one filter that still covers every mark, before and
+// after reopen. The merge is persisted by the checkpoint after it.
+func TestCheckpointMergesFilterChains(t *testing.T) {
+	opts := &dedup.Options{ExpectedMarks: 100, Sync: dedup.SyncNone} // no checkpoint until asked
+	s, dir := openStore(t, opts)
+	marked := make([][]byte, 1000)
+	for i := range marked {
+		marked[i] = fmt.Appendf(nil, "id-%d", i)
+	}
+	filters := func() int {
+		gens := s.Stats().Generations
+		require.Len(t, gens, 1)
+		return gens[0].Filters
+	}
+	for i := 0; i < len(marked); i += 50 {
+		isNew, err := s.CheckAndMarkBatch(marked[i:i+50], time.Hour)
+		require.NoError(t, err)
+		require.NotContains(t, isNew, false)
+	}
+	require.Greater(t, filters(), 1, "a chain grew")
+	require.NoError(t, s.Checkpoint())
+	assert.Equal(t, 1, filters(), "the checkpoint merged the chain")
+	assertAllSeen := func(when string) {
+		t.Helper()
+		for _, id := range marked {
+			if !seen(t, s, string(id)) {
+				assert.Failf(t, "false negative", "%s: %s is not seen", when, id)
+				return
+			}
+		}
+	}
+	assertAllSeen("after the merge")
+	s = reopen(t, s, dir, opts)
+	assertAllSeen("after reopen, from the snapshot of the chain")
+	require.NoError(t, s.Checkpoint())
+	require.NoError(t, s.Checkpoint()) // snapshots the merged filter
+	s = reopen(t, s, dir, opts)
+	assert.Equal(t, 1, filters(), "the merged filter was snapshotted")
+	assertAllSeen("after reopen, from the snapshot of the merged filter")
+}
+
 func TestBatchRepeatIsNewOnlyAtFirstOccurrence(t *testing.T) {
 	s, _ := openStore(t, nil)
 

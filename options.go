@@ -101,7 +101,8 @@ type Options struct {
 	// ExpectedMarks sizes the Bloom filter of each generation: the number of
 	// marks one generation is expected to hold. A generation that outgrows
 	// it gets a second, larger filter rather than a worse false-positive
-	// rate. Zero means 1<<20.
+	// rate, and the next checkpoint merges the two into one sized for twice
+	// the generation's marks. Zero means 1<<20.
 	ExpectedMarks int
 	// FalsePositiveRate is the Bloom filters' target rate. Zero means 0.01.
 	FalsePositiveRate float64

@@ -58,6 +58,10 @@ type GenerationStats struct {
 	// rate of its filter for an absent ID.
 	FilterBytes       uint64  `json:"filter_bytes"`
 	FalsePositiveRate float64 `json:"false_positive_rate"`
+	// Filters is the number of Bloom filters a lookup tests in it, one
+	// cache miss each: more than one once it holds more marks than its
+	// first filter was sized for, until the next checkpoint merges them.
+	Filters int `json:"filters"`
 }
 
 // Stats returns a snapshot of the store's counters. On a closed store it
@@ -75,7 +79,7 @@ func (s *Store) Stats() Stats {
 	for _, g := range s.idx.Gens() {
 		st.Generations = append(st.Generations, GenerationStats{
 			Ends: g.Gen.End(), Span: g.Gen.Span(), Marks: g.Marks,
-			FilterBytes: g.FilterBytes, FalsePositiveRate: g.FalsePosRate,
+			FilterBytes: g.FilterBytes, FalsePositiveRate: g.FalsePosRate, Filters: g.Filters,
 		})
 		st.FilterBytes += g.FilterBytes
 	}

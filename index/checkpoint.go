@@ -171,10 +171,15 @@ type Frozen struct {
 	mem     *memtable
 	filters map[ttl.Gen]*genFilter // clones of the dirty ones; nil for clean
 	dropped []ttl.Gen              // wholly expired: Persist deletes their key ranges
+	merges  []*merge               // chains to merge once persisted
 }
 
 // LSN is the WAL LSN the frozen state covers.
 func (f *Frozen) LSN() uint64 { return f.mem.lastLSN }
+
+// Merging reports whether the checkpoint picked filter chains to merge:
+// MergeChains and EndMerges then follow Release.
+func (f *Frozen) Merging() bool { return len(f.merges) > 0 }
 
 // Dropped returns the generations the checkpoint drops.
 func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
@@ -182,7 +187,8 @@ func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
 // Freeze starts a checkpoint at now: the memtable stops taking writes, the
 // changed filters are copied, and the generations wholly expired at now
 // leave the read path, their filters discarded. Persist deletes their keys
-// by excising each one's key range: no per-key work. The caller holds the
+// by excising each one's key range: no per-key work. The generations that
+// grew a chain of filters are picked for MergeChains. The caller holds the
 // exclusive lock.
 func (ix *Index) Freeze(now time.Time) *Frozen {
 	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters)), dropped: ix.pendingDrops}
@@ -200,6 +206,7 @@ func (ix *Index) Freeze(now time.Time) *Frozen {
 		}
 	}
 	slices.Sort(f.dropped)
+	ix.startMerges(f)
 	ix.frozen = append(ix.frozen, ix.mem)
 	ix.mem = nextMemtable(ix.mem, ix.opts.MemtableMarks)
 	return f

@@ -33,6 +33,9 @@ type genFilter struct {
 	n       uint   // marks added to the newest filter
 	marks   uint   // marks added in all
 	dirty   bool   // changed since the last snapshot
+	// added records, while a merge of the chain runs, the first hash of
+	// each mark added since it began (see merge.go); nil when none runs.
+	added []uint64
 
 	// firstWrite is the earliest write time of its marks and maxTTL their
 	// longest TTL, in nanoseconds; zero where unknown (a filter rebuilt
@@ -143,16 +146,23 @@ func (f *genFilter) add(h filterHash, fp float64) (grew bool) {
 		f.grow(2*f.caps[len(f.caps)-1], fp)
 		grew = true
 	}
-	b := f.filters[len(f.filters)-1]
-	blk, bits := blockOf(b, h), h.bits()
-	for range b.K() {
-		p := bits.next()
-		atomic.OrUint64(&blk[p/64], 1<<(p%64))
+	setBits(f.filters[len(f.filters)-1], h)
+	if f.added != nil {
+		f.added = append(f.added, h.h1)
 	}
 	f.n++
 	f.marks++
 	f.dirty = true
 	return grew
+}
+
+// setBits adds the key hashed to h to b.
+func setBits(b *bloom.BloomFilter, h filterHash) {
+	blk, bits := blockOf(b, h), h.bits()
+	for range b.K() {
+		p := bits.next()
+		atomic.OrUint64(&blk[p/64], 1<<(p%64))
+	}
 }
 
 // wrote records that a mark with the given deadline was written at t, for
@@ -211,6 +221,7 @@ func (f *genFilter) clone() *genFilter {
 		c.filters[i] = b.Copy()
 	}
 	c.caps = append([]uint(nil), f.caps...)
+	c.added = nil
 	return &c
 }
 

@@ -16,10 +16,10 @@ func hashID(id []byte) uint64 { return xxhash.Sum64(id) }
 // whose h2 is even, means not computed.
 type filterHash struct{ h1, h2 uint64 }
 
-func hashOf(id []byte) filterHash {
-	h1 := hashID(id)
-	return filterHash{h1, mix(h1) | 1}
-}
+func hashOf(id []byte) filterHash { return hashOfH1(hashID(id)) }
+
+// hashOfH1 returns the filterHash whose first hash is h1.
+func hashOfH1(h1 uint64) filterHash { return filterHash{h1, mix(h1) | 1} }
 
 // blockBits is the size of a filter block, one 64-byte cache line. All of
 // an ID's bits in a filter lie in one block, so a test or an add costs one

@@ -416,13 +416,14 @@ type GenStats struct {
 	Marks        uint64 // marks added, live or not
 	FilterBytes  uint64
 	FalsePosRate float64
+	Filters      int // filters in its chain
 }
 
 // Gens describes the generations, oldest deadline first.
 func (ix *Index) Gens() []GenStats {
 	out := make([]GenStats, 0, len(ix.filters))
 	for g, f := range ix.filters {
-		out = append(out, GenStats{Gen: g, Marks: uint64(f.marks), FilterBytes: f.bytes(), FalsePosRate: f.fpRate()})
+		out = append(out, GenStats{Gen: g, Marks: uint64(f.marks), FilterBytes: f.bytes(), FalsePosRate: f.fpRate(), Filters: len(f.filters)})
 	}
 	slices.SortFunc(out, func(a, b GenStats) int { return cmp.Compare(a.Gen.End().UnixNano(), b.Gen.End().UnixNano()) })
 	return out

@@ -80,13 +80,18 @@ func forgetBatch(ids ...string) *Batch {
 	return &b
 }
 
-// checkpointIndex runs a whole checkpoint and returns the LSN it covers.
+// checkpointIndex runs a whole checkpoint, the merge of filter chains
+// included, and returns the LSN it covers.
 func checkpointIndex(t testing.TB, ix *Index) uint64 {
 	t.Helper()
 	f := ix.Freeze(testNow)
 	require.NoError(t, ix.Persist(f))
 	ix.Release(f)
 	require.Equal(t, f.LSN(), ix.CheckpointLSN())
+	if f.Merging() {
+		require.NoError(t, ix.MergeChains(f))
+		ix.EndMerges(f)
+	}
 	return f.LSN()
 }
 

@@ -159,9 +159,9 @@ func newStats(g *globals) *cobra.Command {
 				fmt.Fprintf(w, "WAL segments\t%d\n", st.WALSegments)
 				fmt.Fprintf(w, "last LSN\t%d\n", st.LastLSN)
 				fmt.Fprintf(w, "checkpoint LSN\t%d\n", st.CheckpointLSN)
-				fmt.Fprintln(w, "\ngeneration ends\tspan\tmarks\tfilter bytes\tFP rate")
+				fmt.Fprintln(w, "\ngeneration ends\tspan\tmarks\tfilters\tfilter bytes\tFP rate")
 				for _, gen := range st.Generations {
-					fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%.4f\n", gen.Ends.UTC().Format(time.RFC3339), gen.Span, gen.Marks, gen.FilterBytes, gen.FalsePositiveRate)
+					fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%.4f\n", gen.Ends.UTC().Format(time.RFC3339), gen.Span, gen.Marks, gen.Filters, gen.FilterBytes, gen.FalsePositiveRate)
 				}
 				return w.Flush()
 			})

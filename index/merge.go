@@ -1,0 +1,112 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/cockroachdb/pebble/v2"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// A generation that outgrows the marks its filter was sized for grows a
+// chain of filters (genFilter), and every lookup then costs a cache miss
+// in each of them: four at ten times ExpectedMarks. A checkpoint that finds
+// such a chain merges it into one filter, built from the generation's keys
+// in Pebble once the checkpoint has put them all there. The merge runs
+// without the lock; the marks added meanwhile are recorded and added to
+// the merged filter when it replaces the chain, under the lock.
+
+// merge is the merge of one generation's chain.
+type merge struct {
+	gf       *genFilter
+	k        uint // the chain's hashes
+	capacity uint // marks the merged filter is sized for
+	filter   *bloom.BloomFilter
+}
+
+// startMerges picks the chains that Freeze's checkpoint will merge and
+// starts recording what is added to them. The caller holds the exclusive
+// lock.
+func (ix *Index) startMerges(f *Frozen) {
+	for _, gf := range ix.gens {
+		if len(gf.filters) > 1 && gf.added == nil {
+			gf.added = []uint64{}
+			f.merges = append(f.merges, &merge{gf: gf, k: gf.filters[0].K(), capacity: 2 * gf.marks})
+		}
+	}
+}
+
+// MergeChains builds the merged filter of each chain that f's Freeze
+// picked, from the keys of its generation in Pebble: those of f's
+// memtable included, so Persist must have succeeded. It needs no lock.
+// Whatever it returns, EndMerges must follow.
+func (ix *Index) MergeChains(f *Frozen) error {
+	for _, m := range f.merges {
+		b := bloom.New(bitsFor(m.capacity, m.k, ix.opts.FalsePositiveRate), m.k)
+		g := m.gf.gen
+		it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: g.Append(nil), UpperBound: (g + 1).Append(nil)})
+		if err != nil {
+			return wrapPebble(err, "merging filters")
+		}
+		// The keys come in key order, so their blocks in random order:
+		// hashes gathered a batch at a time have their blocks loaded
+		// together, and their cache misses overlap.
+		hashes := make([]filterHash, 0, 1024)
+		for valid := it.First(); valid || len(hashes) > 0; {
+			if valid {
+				hashes = append(hashes, hashOf(it.Key()[ttl.GenSize:]))
+				valid = it.Next()
+			}
+			if len(hashes) == cap(hashes) || !valid {
+				setAllBits(b, hashes)
+				hashes = hashes[:0]
+			}
+		}
+		if err := errors.Join(it.Error(), it.Close()); err != nil {
+			return fmt.Errorf("merging the filters of generation %x: %w", uint64(g), wrapPebble(err, "merging filters"))
+		}
+		m.filter = b
+	}
+	return nil
+}
+
+// EndMerges puts each merged filter in place of its chain, with the marks
+// added since the merge began, and stops recording them. A chain whose
+// generation was dropped meanwhile, or that gained more marks than its
+// merged filter was sized for, stays as it is. The caller holds the
+// exclusive lock.
+func (ix *Index) EndMerges(f *Frozen) {
+	for _, m := range f.merges {
+		gf, added := m.gf, m.gf.added
+		gf.added = nil
+		if m.filter == nil || ix.filters[gf.gen] != gf || gf.marks > m.capacity {
+			continue
+		}
+		hashes := make([]filterHash, len(added))
+		for i, h1 := range added {
+			hashes[i] = hashOfH1(h1)
+		}
+		setAllBits(m.filter, hashes)
+		gf.filters = []*bloom.BloomFilter{m.filter}
+		gf.caps = []uint{m.capacity}
+		gf.n = gf.marks
+		gf.dirty = true
+	}
+	if len(f.merges) > 0 {
+		ix.publish()
+	}
+}
+
+// setAllBits adds the keys hashed to hs to b, loading all their blocks
+// before it sets any bit.
+func setAllBits(b *bloom.BloomFilter, hs []filterHash) {
+	for _, h := range hs {
+		atomic.LoadUint64(&blockOf(b, h)[0])
+	}
+	for _, h := range hs {
+		setBits(b, h)
+	}
+}

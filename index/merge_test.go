@@ -1,0 +1,111 @@
+package index
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// TestMergeChains checks that a checkpoint merges a generation's chain of
+// filters into one that still covers every mark: those in Pebble, and
+// those added while the merge ran, before and after its Pebble scan. A
+// chain that a drop or more marks overtook stays as it is.
+func TestMergeChains(t *testing.T) {
+	const d = time.Hour
+	g := ttl.GenOf(d, ttl.DeadlineOf(testNow, d))
+	ids := func(prefix string, n int) []mark {
+		ms := make([]mark, n)
+		for i := range ms {
+			ms[i] = mark{id: fmt.Sprintf("%s-%d", prefix, i), ttl: d}
+		}
+		return ms
+	}
+	tests := []struct {
+		name string
+		// during adds marks while the merge runs: before its scan, and
+		// between its scan and its end.
+		beforeScan, afterScan int
+		drop                  bool // the generation is dropped meanwhile
+		merged                bool // one filter at the end
+	}{
+		{name: "quiet", merged: true},
+		{name: "marks added meanwhile", beforeScan: 300, afterScan: 300, merged: true},
+		{name: "more marks than the merged filter holds", beforeScan: 3000, afterScan: 3000, merged: false},
+		{name: "generation dropped", beforeScan: 10, drop: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			ix, closeIndex := openIndex(t, testOptions(fs)) // ExpectedMarks 1000
+			lsn := uint64(0)
+			apply := func(ms []mark) {
+				lsn++
+				ix.Apply(markBatch(ix, ms...), lsn)
+			}
+			first := ids("first", 2500) // a chain of 1000, 2000
+			apply(first[:1200])
+			checkpointIndex(t, ix)
+			apply(first[1200:])
+			require.Len(t, ix.filters[g].filters, 2)
+
+			f := ix.Freeze(testNow)
+			require.True(t, f.Merging())
+			require.NoError(t, ix.Persist(f))
+			ix.Release(f)
+			before, after := ids("before", tt.beforeScan), ids("after", tt.afterScan)
+			apply(before)
+			require.NoError(t, ix.MergeChains(f))
+			apply(after)
+			if tt.drop {
+				ix.dropGen(g)
+			}
+			ix.EndMerges(f)
+			if tt.drop {
+				assert.Nil(t, ix.filters[g])
+				return
+			}
+
+			gf := ix.filters[g]
+			if tt.merged {
+				assert.Len(t, gf.filters, 1, "merged")
+			} else {
+				assert.Greater(t, len(gf.filters), 1, "a chain outgrew its merge: kept")
+			}
+			assert.Nil(t, gf.added, "recording stopped")
+			all := append(append(first, before...), after...)
+			assert.Equal(t, uint(len(all)), gf.marks)
+			checkCovered := func(ix *Index) {
+				t.Helper()
+				for _, m := range all {
+					if !ix.MayHold(ix.Key([]byte(m.id))) {
+						assert.Failf(t, "false negative", "the filter misses %q", m.id)
+						return
+					}
+				}
+			}
+			checkCovered(ix)
+			// More marks after the merge go to the merged filter, or grow
+			// a chain from it; a checkpoint snapshots it for the next Open.
+			more := ids("more", 500)
+			apply(more)
+			all = append(all, more...)
+			checkCovered(ix)
+			checkpointIndex(t, ix)
+			c, err := ix.Verify(testNow)
+			require.NoError(t, err)
+			assert.Equal(t, uint64(len(all)), c.Keys)
+			assert.Empty(t, c.Uncovered)
+			closeIndex()
+
+			ix, _ = openIndex(t, testOptions(fs))
+			checkCovered(ix)
+			assert.Equal(t, uint(len(all)), ix.filters[g].marks)
+		})
+	}
+}
