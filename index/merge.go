@@ -100,13 +100,17 @@ func (ix *Index) EndMerges(f *Frozen) {
 	}
 }
 
-// setAllBits adds the keys hashed to hs to b, loading all their blocks
-// before it sets any bit.
+// setAllBits adds the keys hashed to hs to b, which no reader sees yet,
+// loading all their blocks before it sets any bit.
 func setAllBits(b *bloom.BloomFilter, hs []filterHash) {
 	for _, h := range hs {
 		atomic.LoadUint64(&blockOf(b, h)[0])
 	}
 	for _, h := range hs {
-		setBits(b, h)
+		blk, bits := blockOf(b, h), h.bits()
+		for range b.K() {
+			p := bits.next()
+			blk[p/64] |= 1 << (p % 64)
+		}
 	}
 }
