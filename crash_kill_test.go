@@ -34,12 +34,15 @@ const (
 	killTTL           = time.Hour
 	killSegmentSize   = 64 << 10
 	killMemtableMarks = 500
+	// killExpectedMarks is small enough that filter chains grow and
+	// checkpoints merge them while the child is killed.
+	killExpectedMarks = 200
 	killMinDelay      = 20 * time.Millisecond
 	killMaxDelay      = 300 * time.Millisecond
 )
 
 func killOptions(logf func(string, ...any)) *dedup.Options {
-	return &dedup.Options{SegmentSize: killSegmentSize, MemtableMarks: killMemtableMarks, Logf: logf}
+	return &dedup.Options{SegmentSize: killSegmentSize, MemtableMarks: killMemtableMarks, ExpectedMarks: killExpectedMarks, Logf: logf}
 }
 
 func killID(n int) string { return "id-" + strconv.Itoa(n) }

@@ -31,6 +31,9 @@ const (
 	simProbes        = 20 // IDs past the workload's checked to be unseen
 	simSegmentSize   = 64 << 10
 	simMemtableMarks = 10 * simIDs // no checkpoint but the workload's own: the same operations every run
+	// simExpectedMarks grows a chain of filters that the workload's
+	// checkpoint merges, reading Pebble back.
+	simExpectedMarks = simIDs / 8
 	simTTL           = time.Hour
 )
 
@@ -89,6 +92,7 @@ func simOptions(fs vfs.FS, logf func(string, ...any)) *dedup.Options {
 		Clock:         ttl.NewFake(time.Unix(1_700_000_000, 0)),
 		SegmentSize:   simSegmentSize,
 		MemtableMarks: simMemtableMarks,
+		ExpectedMarks: simExpectedMarks,
 		Logf:          logf,
 	}
 }

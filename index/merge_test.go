@@ -2,10 +2,12 @@ package index
 
 import (
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -108,4 +110,50 @@ func TestMergeChains(t *testing.T) {
 			assert.Equal(t, uint(len(all)), ix.filters[g].marks)
 		})
 	}
+}
+
+// TestFailedMergeKeepsChain fails every read while a merge reads Pebble
+// back: MergeChains reports it, and EndMerges leaves the chain, which
+// still covers every mark, and stops recording.
+func TestFailedMergeKeepsChain(t *testing.T) {
+	fail := &readToggle{}
+	opts := testOptions(errorfs.Wrap(vfs.NewMem(), fail))
+	ix, _ := openIndex(t, opts)
+	var b Batch
+	g := ttl.GenOf(time.Hour, ttl.DeadlineOf(testNow, time.Hour))
+	for i := range 3000 {
+		b.Mark(ix.Key(fmt.Appendf(nil, "id-%d", i)), g, ttl.DeadlineOf(testNow, time.Hour), nil)
+	}
+	ix.Apply(&b, 1)
+	f := ix.Freeze(testNow)
+	require.True(t, f.Merging())
+	require.NoError(t, ix.Persist(f))
+	ix.Release(f)
+
+	fail.on.Store(true)
+	err := ix.MergeChains(f)
+	fail.on.Store(false)
+	require.ErrorIs(t, err, errorfs.ErrInjected)
+	ix.EndMerges(f)
+	gf := ix.filters[g]
+	assert.Greater(t, len(gf.filters), 1, "the chain stays")
+	assert.Nil(t, gf.added, "recording stopped")
+	for _, op := range b.Ops {
+		if !ix.MayHold(ix.Key(op.ID)) {
+			assert.Failf(t, "false negative", "the chain misses %q", op.ID)
+			return
+		}
+	}
+}
+
+// readToggle fails every file read while on.
+type readToggle struct{ on atomic.Bool }
+
+func (r *readToggle) String() string { return "readToggle" }
+
+func (r *readToggle) MaybeError(op errorfs.Op) error {
+	if r.on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsRead {
+		return errorfs.ErrInjected
+	}
+	return nil
 }
