@@ -55,16 +55,14 @@ func (ix *Index) MergeChains(f *Frozen) error {
 		// hashes gathered a batch at a time have their blocks loaded
 		// together, and their cache misses overlap.
 		hashes := make([]filterHash, 0, 1024)
-		for valid := it.First(); valid || len(hashes) > 0; {
-			if valid {
-				hashes = append(hashes, hashOf(it.Key()[ttl.GenSize:]))
-				valid = it.Next()
-			}
-			if len(hashes) == cap(hashes) || !valid {
+		for valid := it.First(); valid; valid = it.Next() {
+			hashes = append(hashes, hashOf(it.Key()[ttl.GenSize:]))
+			if len(hashes) == cap(hashes) {
 				setAllBits(b, hashes)
 				hashes = hashes[:0]
 			}
 		}
+		setAllBits(b, hashes)
 		if err := errors.Join(it.Error(), it.Close()); err != nil {
 			return fmt.Errorf("merging the filters of generation %x: %w", uint64(g), wrapPebble(err, "merging filters"))
 		}
