@@ -120,5 +120,30 @@ func (m *memtable) radixSort(rows []row, digit int) {
 		}
 		return
 	}
+	if digit < 16 {
+		m.insertionSort(rows) // at most radixSortCutoff rows
+		return
+	}
 	slices.SortFunc(rows, m.compareRows)
+}
+
+// insertionSort sorts a bucket of at most radixSortCutoff rows. It
+// compares the rows' first 16 bytes inline; only rows that share them
+// take compareRows.
+func (m *memtable) insertionSort(rows []row) {
+	for i := 1; i < len(rows); i++ {
+		for j := i; j > 0 && m.rowLess(&rows[j], &rows[j-1]); j-- {
+			rows[j], rows[j-1] = rows[j-1], rows[j]
+		}
+	}
+}
+
+func (m *memtable) rowLess(a, b *row) bool {
+	if a.id[0] != b.id[0] {
+		return a.id[0] < b.id[0]
+	}
+	if a.id[1] != b.id[1] {
+		return a.id[1] < b.id[1]
+	}
+	return m.compareRows(*a, *b) < 0
 }
