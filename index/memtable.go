@@ -121,10 +121,11 @@ func (m *memtable) find(id []byte, hash uint64) *memEntry {
 // warm loads the first hash slot of each hashed op, before any is looked
 // at, so that their cache misses overlap rather than come one at a time.
 func (m *memtable) warm(ops []Op) {
-	mask := uint64(len(m.slots) - 1)
-	for _, op := range ops {
-		if op.hash.h2 != 0 {
-			atomic.LoadUint64(&m.slots[op.hash.h1&mask])
+	slots := m.slots
+	mask := uint64(len(slots) - 1)
+	for i := range ops {
+		if h := ops[i].hash; h.h2 != 0 {
+			atomic.LoadUint64(&slots[h.h1&mask])
 		}
 	}
 }

@@ -101,8 +101,10 @@ func (ix *Index) EndMerges(f *Frozen) {
 // setAllBits adds the keys hashed to hs to b, which no reader sees yet,
 // loading all their blocks before it sets any bit.
 func setAllBits(b *bloom.BloomFilter, hs []filterHash) {
+	w := b.BitSet().Words()
+	n := uint64(len(w) / blockWords)
 	for _, h := range hs {
-		atomic.LoadUint64(&blockOf(b, h)[0])
+		atomic.LoadUint64(&w[h.block(n)*blockWords])
 	}
 	for _, h := range hs {
 		blk, bits := blockOf(b, h), h.bits()
