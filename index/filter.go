@@ -58,7 +58,9 @@ func (f *genFilter) grow(capacity uint, fp float64) {
 		k = f.filters[0].K()
 		fp /= math.Pow(4, float64(len(f.filters)))
 	}
-	f.filters = append(f.filters, bloom.New(bitsFor(capacity, k, fp), k))
+	b := bloom.New(bitsFor(capacity, k, fp), k)
+	adviseHuge(b.BitSet().Words())
+	f.filters = append(f.filters, b)
 	f.caps = append(f.caps, capacity)
 	f.n = 0
 }

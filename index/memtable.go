@@ -61,7 +61,9 @@ func newMemtable(hint int) *memtable {
 	for size < 2*hint {
 		size *= 2
 	}
-	return &memtable{slots: make([]uint64, size)}
+	m := &memtable{slots: make([]uint64, size)}
+	adviseHuge(m.slots)
+	return m
 }
 
 // nextMemtable returns the memtable that replaces m at a checkpoint, sized
@@ -160,6 +162,7 @@ func (m *memtable) insertSlot(hash uint64, i int) {
 
 func (m *memtable) grow() {
 	m.slots = make([]uint64, 2*len(m.slots))
+	adviseHuge(m.slots)
 	for i := range m.n {
 		m.insertSlot(m.entry(i).hash, i)
 	}

@@ -46,6 +46,7 @@ func (ix *Index) startMerges(f *Frozen) {
 func (ix *Index) MergeChains(f *Frozen) error {
 	for _, m := range f.merges {
 		b := bloom.New(bitsFor(m.capacity, m.k, ix.opts.FalsePositiveRate), m.k)
+		adviseHuge(b.BitSet().Words())
 		g := m.gf.gen
 		it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: g.Append(nil), UpperBound: (g + 1).Append(nil)})
 		if err != nil {
