@@ -311,6 +311,7 @@ func decodeGenFilter(path string, p []byte) (*genFilter, error) {
 		if b.Cap() == 0 || b.Cap()%blockBits != 0 || b.K() == 0 || b.K() > blockBits {
 			return nil, fmt.Errorf("%w: %s: offset %d: filter of %d bits and %d hashes", ErrCorrupt, path, at, b.Cap(), b.K())
 		}
+		adviseHuge(b.BitSet().Words()) // already written: the kernel collapses it later, if at all
 		f.filters = append(f.filters, b)
 		f.caps = append(f.caps, uint(c))
 	}
