@@ -58,11 +58,17 @@ func (f *genFilter) grow(capacity uint, fp float64) {
 		k = f.filters[0].K()
 		fp /= math.Pow(4, float64(len(f.filters)))
 	}
-	b := bloom.New(bitsFor(capacity, k, fp), k)
-	adviseHuge(b.BitSet().Words())
-	f.filters = append(f.filters, b)
+	f.filters = append(f.filters, newFilter(capacity, k, fp))
 	f.caps = append(f.caps, capacity)
 	f.n = 0
+}
+
+// newFilter returns an empty blocked filter of n keys, k hashes and the
+// given rate, its memory advised to huge pages.
+func newFilter(n, k uint, rate float64) *bloom.BloomFilter {
+	b := bloom.New(bitsFor(n, k, rate), k)
+	adviseHuge(b.BitSet().Words())
+	return b
 }
 
 // bitsFor is the size, in whole blocks, of the smallest blocked filter of

@@ -45,8 +45,7 @@ func (ix *Index) startMerges(f *Frozen) {
 // Whatever it returns, EndMerges must follow.
 func (ix *Index) MergeChains(f *Frozen) error {
 	for _, m := range f.merges {
-		b := bloom.New(bitsFor(m.capacity, m.k, ix.opts.FalsePositiveRate), m.k)
-		adviseHuge(b.BitSet().Words())
+		b := newFilter(m.capacity, m.k, ix.opts.FalsePositiveRate)
 		g := m.gf.gen
 		it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: g.Append(nil), UpperBound: (g + 1).Append(nil)})
 		if err != nil {
@@ -100,7 +99,9 @@ func (ix *Index) EndMerges(f *Frozen) {
 }
 
 // setAllBits adds the keys hashed to hs to b, which no reader sees yet,
-// loading all their blocks before it sets any bit.
+// loading all their blocks before it sets any bit. It sets bits without
+// setBits' atomic ORs: BenchmarkMergeChains takes about a fifth longer
+// with them.
 func setAllBits(b *bloom.BloomFilter, hs []filterHash) {
 	w := b.BitSet().Words()
 	n := uint64(len(w) / blockWords)
