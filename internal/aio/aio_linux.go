@@ -1,0 +1,191 @@
+//go:build linux && (amd64 || arm64 || riscv64 || loong64 || ppc64le)
+
+package aio
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// iocb is the kernel's struct iocb on the little-endian machines this file
+// builds for.
+type iocb struct {
+	data      uint64
+	key       uint32
+	rwFlags   int32
+	opcode    uint16
+	reqprio   int16
+	fildes    uint32
+	buf       uint64
+	nbytes    uint64
+	offset    int64
+	reserved2 uint64
+	flags     uint32
+	resfd     uint32
+}
+
+// ioEvent is the kernel's struct io_event.
+type ioEvent struct {
+	data, obj uint64
+	res, res2 int64
+}
+
+const (
+	cmdFdsync  = 3 // IOCB_CMD_FDSYNC
+	flagResfd  = 1 // IOCB_FLAG_RESFD: signal the eventfd on completion
+	maxPending = 8
+)
+
+// ring is the head of the completion ring the kernel maps at the address
+// of an aio_context_t (struct aio_ring): completions wait in it between
+// head and tail.
+type ring struct {
+	id, nr, head, tail uint32
+}
+
+// Syncer starts fdatasyncs and reports their completions. Its methods are
+// safe for concurrent use; each completion is reported once, by Wait or
+// by Poll.
+type Syncer struct {
+	ctx    uintptr  // aio_context_t
+	ring   *ring    // the same address, for Poll to look without a system call
+	notify *os.File // eventfd the kernel signals per completion
+	// notifyFd is notify's descriptor: notify.Fd() would set it blocking,
+	// and Wait could then no longer be interrupted by Close.
+	notifyFd uint32
+	mu       sync.Mutex // guards ctx against Close, and events
+	events   [maxPending]ioEvent
+}
+
+// New sets up an AIO context and its completion eventfd. It returns
+// ErrUnsupported if the kernel refuses either.
+func New() (*Syncer, error) {
+	var ctx uintptr
+	if _, _, e := unix.Syscall(unix.SYS_IO_SETUP, maxPending, uintptr(unsafe.Pointer(&ctx)), 0); e != 0 {
+		return nil, fmt.Errorf("%w: io_setup: %v", ErrUnsupported, e)
+	}
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0)
+		return nil, fmt.Errorf("%w: eventfd: %v", ErrUnsupported, err)
+	}
+	// A non-blocking descriptor makes the os.File pollable: Wait parks in
+	// the network poller rather than in a system call.
+	return &Syncer{
+		ctx:    ctx,
+		ring:   *(**ring)(unsafe.Pointer(&ctx)),
+		notify: os.NewFile(uintptr(fd), "aio-eventfd"),
+	}, nil
+}
+
+// Start begins an fdatasync of fd. Every byte written to fd before Start
+// is durable when the Completion carrying tag arrives without an error.
+func (s *Syncer) Start(fd uintptr, tag uint64) error {
+	cb := iocb{data: tag, opcode: cmdFdsync, fildes: uint32(fd), flags: flagResfd, resfd: uint32(s.notify.Fd())}
+	p := &cb
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx == 0 {
+		return ErrClosed
+	}
+	// The kernel copies the iocb during the call; cb need not outlive it.
+	n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&p)))
+	for e == unix.EINTR {
+		n, _, e = unix.Syscall(unix.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&p)))
+	}
+	switch {
+	case e != 0:
+		return fmt.Errorf("aio: io_submit fdatasync: %w", e)
+	case n != 1:
+		return fmt.Errorf("aio: io_submit fdatasync: submitted %d of 1", n)
+	}
+	return nil
+}
+
+// Wait blocks until at least one sync has completed and appends the
+// completions to out. After Close it returns ErrClosed.
+func (s *Syncer) Wait(out []Completion) ([]Completion, error) {
+	var b [8]byte
+	for {
+		if _, err := s.notify.Read(b[:]); err != nil {
+			if errors.Is(err, os.ErrClosed) {
+				return out, ErrClosed
+			}
+			return out, fmt.Errorf("aio: reading the completion eventfd: %w", err)
+		}
+		n := len(out)
+		out, err := s.reap(out)
+		if err != nil || len(out) > n {
+			return out, err
+		}
+		// Poll took these completions first: wait for the next.
+	}
+}
+
+// Poll appends the completions already posted to out, without blocking.
+// A goroutine that is running anyway can take a completion this way
+// before the poller that Wait parks is scheduled.
+func (s *Syncer) Poll(out []Completion) ([]Completion, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx != 0 && atomic.LoadUint32(&s.ring.head) == atomic.LoadUint32(&s.ring.tail) {
+		return out, nil
+	}
+	return s.reapLocked(out)
+}
+
+func (s *Syncer) reap(out []Completion) ([]Completion, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.reapLocked(out)
+}
+
+// reapLocked appends the completions already posted to out, without
+// blocking. The caller holds s.mu.
+func (s *Syncer) reapLocked(out []Completion) ([]Completion, error) {
+	if s.ctx == 0 {
+		return out, ErrClosed
+	}
+	var zero unix.Timespec
+	n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, s.ctx, 0, maxPending,
+		uintptr(unsafe.Pointer(&s.events[0])), uintptr(unsafe.Pointer(&zero)), 0)
+	for e == unix.EINTR { // the Go runtime's preemption signal
+		n, _, e = unix.Syscall6(unix.SYS_IO_GETEVENTS, s.ctx, 0, maxPending,
+			uintptr(unsafe.Pointer(&s.events[0])), uintptr(unsafe.Pointer(&zero)), 0)
+	}
+	if e != 0 {
+		return out, fmt.Errorf("aio: io_getevents: %w", e)
+	}
+	for _, ev := range s.events[:n] {
+		c := Completion{Tag: ev.data}
+		if ev.res < 0 {
+			c.Err = fmt.Errorf("aio: fdatasync: %w", unix.Errno(-ev.res))
+		}
+		out = append(out, c)
+	}
+	return out, nil
+}
+
+// Close waits for the syncs in flight, releases the context, and makes
+// Wait return ErrClosed.
+func (s *Syncer) Close() error {
+	s.mu.Lock()
+	ctx := s.ctx
+	s.ctx = 0
+	s.mu.Unlock()
+	var err error
+	if ctx != 0 {
+		// io_destroy waits for requests that cannot be cancelled, as
+		// syncs cannot.
+		if _, _, e := unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0); e != 0 {
+			err = fmt.Errorf("aio: io_destroy: %w", e)
+		}
+	}
+	return errors.Join(err, s.notify.Close())
+}
