@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/seed42300104/dedup/internal/aio"
 	"github.com/seed42300104/dedup/internal/fsutil"
 )
 
@@ -54,8 +55,9 @@ type Options struct {
 }
 
 // Log is an open write-ahead log. Append and Wait are safe for concurrent
-// use; one background goroutine does all writes and fsyncs, so concurrent
-// appenders share them (group commit).
+// use. Records appended while a write and fsync are under way share the
+// next ones (group commit). One background goroutine does the writes and
+// fsyncs, except those AppendStart starts (see async.go).
 type Log struct {
 	opts Options
 	dir  string
@@ -77,8 +79,18 @@ type Log struct {
 	err                 error    // sticky: the first I/O failure; the Log is then fail-stop
 	closed              bool
 
-	kick chan struct{} // wakes the writer
-	done chan struct{} // closed when the writer exits
+	// syncer, when set, runs the fsyncs of SyncAlways in the background
+	// (see async.go); flushing and inflight, under mu, say that a goroutine
+	// is writing pending records and that a sync is running, and
+	// inflightAt is where the data that sync covers ends.
+	syncer     *aio.Syncer
+	flushing   bool
+	inflight   bool
+	inflightAt position
+
+	kick   chan struct{} // wakes the writer
+	done   chan struct{} // closed when the writer exits
+	polled chan struct{} // closed when the poller exits
 	// file is the segment the writer writes to, fileFirst its first LSN;
 	// both are owned by the writer goroutine.
 	file      vfs.File
@@ -130,6 +142,10 @@ func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []
 	}
 	if err := l.openTail(); err != nil {
 		return nil, err
+	}
+	if l.syncer = newSyncer(opts); l.syncer != nil {
+		l.polled = make(chan struct{})
+		go l.poller()
 	}
 	go l.writer()
 	return l, nil
@@ -280,12 +296,24 @@ func (l *Log) createSegment(first uint64) error {
 // It returns the record's LSN; Wait(lsn) tells when it is durable. After
 // any I/O failure Append returns that failure until the Log is reopened.
 func (l *Log) Append(payload []byte) (uint64, error) {
+	return l.append(payload, false)
+}
+
+// AppendStart is Append for a caller with more work to do before it
+// waits: if the log is idle, the caller writes the record itself and
+// starts its fsync in the background (where the OS allows, see async.go),
+// so the sync overlaps that work. Elsewhere it is Append.
+func (l *Log) AppendStart(payload []byte) (uint64, error) {
+	return l.append(payload, true)
+}
+
+func (l *Log) append(payload []byte, start bool) (uint64, error) {
 	if len(payload) == 0 || len(payload) > MaxPayload {
 		return 0, fmt.Errorf("wal: payload size %d out of range", len(payload))
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
 	if err := l.usable(); err != nil {
+		l.mu.Unlock()
 		return 0, err
 	}
 	size := int64(recordSize(len(payload)))
@@ -305,7 +333,19 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 	c.data = appendRecord(c.data, lsn, syncedTo, payload)
 	c.lastLSN = lsn
 	l.tailOff += size
-	l.wake()
+	start = start && l.syncer != nil && !l.flushing && !l.inflight
+	l.flushing = l.flushing || start
+	syncing := l.inflight
+	if !start && !syncing {
+		l.wake()
+	}
+	l.mu.Unlock()
+	switch {
+	case start:
+		l.flushAsync()
+	case syncing:
+		l.takeCompletions() // a finished sync goes on with the records pending
+	}
 	return lsn, nil
 }
 
@@ -336,6 +376,14 @@ func (l *Log) Wait(lsn uint64) error {
 			return l.err
 		case l.closed:
 			return ErrClosed
+		}
+		if l.inflight {
+			l.mu.Unlock()
+			l.takeCompletions()
+			l.mu.Lock()
+			if !l.inflight {
+				continue
+			}
 		}
 		l.cond.Wait()
 	}
@@ -368,7 +416,11 @@ func (l *Log) writer() {
 		case <-tick:
 			sync = true
 		}
-		l.flush(sync)
+		if l.syncer == nil {
+			l.flush(sync)
+		} else {
+			l.flushAlongside()
+		}
 	}
 }
 
@@ -389,9 +441,17 @@ func (l *Log) flush(sync bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
-		l.err = fmt.Errorf("wal: %s: write failed, the log is fail-stop until reopened: %w", l.dir, err)
+		l.fail(err)
 	}
 	l.cond.Broadcast()
+}
+
+// fail makes the log fail-stop with the first I/O failure. The caller
+// holds mu.
+func (l *Log) fail(err error) {
+	if l.err == nil {
+		l.err = fmt.Errorf("wal: %s: write failed, the log is fail-stop until reopened: %w", l.dir, err)
+	}
 }
 
 // write writes chunks in order, rotating segments as they say.
@@ -552,11 +612,23 @@ func (l *Log) Close() error {
 		return nil
 	}
 	l.closed = true
+	for l.flushing || l.inflight {
+		l.cond.Wait()
+	}
 	l.mu.Unlock()
 	if !l.opts.ReadOnly {
-		close(l.kick)
+		close(l.kick) // the writer flushes and syncs what is pending, and exits
 	}
 	<-l.done
+	if l.syncer != nil {
+		err := l.syncer.Close() // ends the poller
+		<-l.polled
+		if err != nil {
+			l.mu.Lock()
+			l.fail(err)
+			l.mu.Unlock()
+		}
+	}
 	l.mu.Lock()
 	err := l.err
 	l.cond.Broadcast()

@@ -1,0 +1,136 @@
+package wal
+
+import (
+	"fmt"
+	"sync"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/internal/aio"
+)
+
+// openDiskLog opens a log on the OS filesystem, where AppendStart syncs
+// in the background, and fails the test if it does not.
+func openDiskLog(t *testing.T, dir string) (*Log, []entry) {
+	t.Helper()
+	var got []entry
+	l, err := Open(dir, Options{FS: vfs.Default, SegmentSize: 4096}, 0, func(lsn uint64, p []byte) error {
+		got = append(got, entry{lsn, string(p)})
+		return nil
+	})
+	require.NoError(t, err)
+	if l.syncer == nil {
+		l.Close()
+		_, err := aio.New()
+		require.ErrorIs(t, err, aio.ErrUnsupported, "SyncAlways on the OS filesystem syncs in the background where it can")
+		t.Skipf("no native AIO here: %v", err)
+	}
+	return l, got
+}
+
+// TestAppendStartConcurrent mixes Append and AppendStart from many
+// goroutines across segment rotations: each record is acknowledged once
+// synced, and all are replayed, in LSN order, after Close.
+func TestAppendStartConcurrent(t *testing.T) {
+	dir := t.TempDir()
+	l, got := openDiskLog(t, dir)
+	assert.Empty(t, got)
+	const goroutines, each = 8, 60
+	var (
+		mu   sync.Mutex
+		want = map[uint64]string{}
+		wg   sync.WaitGroup
+	)
+	for g := range goroutines {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				p := fmt.Sprintf("g%d-%03d", g, i)
+				appendLog := l.Append
+				if i%2 == g%2 {
+					appendLog = l.AppendStart
+				}
+				lsn, err := appendLog([]byte(p))
+				if !assert.NoError(t, err) || !assert.NoError(t, l.Wait(lsn)) {
+					return
+				}
+				l.mu.Lock()
+				synced := l.synced
+				l.mu.Unlock()
+				assert.GreaterOrEqual(t, synced, lsn, "acknowledged before its sync")
+				mu.Lock()
+				want[lsn] = p
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	require.Greater(t, l.Segments(), 3, "the records must rotate 4 KiB segments")
+	require.NoError(t, l.Close())
+
+	l, got = openDiskLog(t, dir)
+	defer l.Close()
+	require.Len(t, got, goroutines*each)
+	for i, e := range got {
+		assert.Equal(t, uint64(i+1), e.lsn)
+		assert.Equal(t, want[e.lsn], e.payload)
+	}
+}
+
+// TestCloseWaitsForBackgroundSync closes the log right after a record
+// whose sync runs in the background: Close waits for it, and the record
+// is replayed.
+func TestCloseWaitsForBackgroundSync(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openDiskLog(t, dir)
+	var want []entry
+	for i := range 20 {
+		p := fmt.Sprintf("payload-%02d", i)
+		lsn, err := l.AppendStart([]byte(p))
+		require.NoError(t, err)
+		want = append(want, entry{lsn, p})
+	}
+	require.NoError(t, l.Close())
+	l, got := openDiskLog(t, dir)
+	defer l.Close()
+	assert.Equal(t, want, got)
+}
+
+// TestFailedBackgroundSyncIsFinal delivers a failed completion, as the
+// kernel reports a failed fdatasync: the records it covered are never
+// acknowledged, and every later Append and Wait fails, never retrying.
+func TestFailedBackgroundSyncIsFinal(t *testing.T) {
+	l, _ := openDiskLog(t, t.TempDir())
+	defer l.Close()
+	lsn, err := l.AppendStart([]byte("before"))
+	require.NoError(t, err)
+	require.NoError(t, l.Wait(lsn))
+
+	// Hold the log as if a sync of the next record were running, then
+	// report that sync failed.
+	l.mu.Lock()
+	for l.flushing || l.inflight {
+		l.cond.Wait()
+	}
+	l.flushing = true
+	l.mu.Unlock()
+	lsn, err = l.Append([]byte("lost"))
+	require.NoError(t, err)
+	l.mu.Lock()
+	l.flushing, l.inflight = false, true
+	l.mu.Unlock()
+	l.complete(aio.Completion{Tag: lsn, Err: fmt.Errorf("aio: fdatasync: %w", syscall.EIO)})
+
+	require.ErrorIs(t, l.Wait(lsn), syscall.EIO)
+	_, err = l.AppendStart([]byte("after"))
+	require.ErrorIs(t, err, syscall.EIO)
+	l.mu.Lock()
+	assert.Less(t, l.synced, lsn, "a failed sync publishes nothing")
+	l.mu.Unlock()
+	require.ErrorIs(t, l.Close(), syscall.EIO)
+}
