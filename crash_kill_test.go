@@ -250,13 +250,18 @@ func TestCrashChild(t *testing.T) {
 }
 
 // childCall returns the IDs of the child's next call: half of the time one
-// ID for CheckAndMark, else 1 to 64 distinct IDs for CheckAndMarkBatch. Most
-// are fresh IDs from *next on; about one in four is an earlier ID, possibly
-// one an earlier child attempted, attempted again.
+// ID for CheckAndMark, else 1 to 64 distinct IDs for CheckAndMarkBatch, or
+// one time in 16 400 to 639, enough new marks for the store to start their
+// fsync before it applies them. Most are fresh IDs from *next on; about
+// one in four is an earlier ID, possibly one an earlier child attempted,
+// attempted again.
 func childCall(rng *rand.Rand, next *int) (ids [][]byte, batch bool) {
 	n := 1
 	if batch = rng.IntN(2) == 0; batch {
 		n = 1 + rng.IntN(64)
+		if rng.IntN(16) == 0 {
+			n = 400 + rng.IntN(240)
+		}
 	}
 	ids = make([][]byte, 0, n)
 	inCall := map[int]bool{}

@@ -451,11 +451,20 @@ func expiry(now time.Time, d time.Duration) (ttl.Deadline, ttl.Gen) {
 	return dl, ttl.GenOf(d, dl)
 }
 
+// startSyncOps is the batch size from which applying the batch takes
+// longer than starting a background fsync costs (about 45 µs on this
+// project's machine, against about 0.3 µs per op applied).
+const startSyncOps = 256
+
 // append writes s.batch to the WAL and applies it to the index. The caller
 // holds s.mu exclusively.
 func (s *Store) append() (uint64, error) {
 	s.buf = s.batch.AppendEncoded(s.buf[:0])
-	lsn, err := s.log.Append(s.buf)
+	appendLog := s.log.Append
+	if len(s.batch.Ops) >= startSyncOps {
+		appendLog = s.log.AppendStart // its fsync runs while Apply does
+	}
+	lsn, err := appendLog(s.buf)
 	if err != nil {
 		return 0, storeError(err)
 	}
