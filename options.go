@@ -111,8 +111,9 @@ type Options struct {
 	// flushed to Pebble and a checkpoint lets old WAL segments go. It bounds
 	// both memory and replay time. Zero means 1<<20.
 	MemtableMarks int
-	// SegmentSize is the size WAL segments are preallocated to. Zero means
-	// 64 MiB.
+	// SegmentSize is the size WAL segments are preallocated to, and of the
+	// spare segment the WAL fills with zeros ahead of its next rotation.
+	// Zero means 64 MiB.
 	SegmentSize int64
 	// ExpiryInterval is how often the store looks for generations whose
 	// marks have all expired, and drops them: one excised key range and one
@@ -129,8 +130,9 @@ type Options struct {
 	// the WAL's, as measured at Open and after each checkpoint: writes of
 	// new marks meet WhenFull once the last measure reached it. It is a
 	// soft bound, passed by at most what is written between two
-	// checkpoints (MemtableMarks marks, and the WAL's 4 MiB preallocation
-	// ahead of its records). A dropped generation's space comes back at
+	// checkpoints (MemtableMarks marks, the WAL's 4 MiB of zeros ahead of
+	// its records, and after a rotation its next spare segment). A dropped
+	// generation's space comes back at
 	// the checkpoint that drops it. Zero means no bound.
 	MaxDiskBytes int64
 	// WhenFull is the policy at MaxMarks and MaxDiskBytes. Zero means

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -95,6 +96,13 @@ type Log struct {
 	// both are owned by the writer goroutine.
 	file      vfs.File
 	fileFirst uint64
+	// spareReady and spareBusy, under mu, say that the spare segment is
+	// ready and being prepared (spare.go); stopSpare stops a preparation
+	// when the log closes, and spareWG waits for it.
+	spareReady, spareBusy bool
+	writing               bool // Open is done: rotations come from writes
+	stopSpare             atomic.Bool
+	spareWG               sync.WaitGroup
 	// zeroed is how far the file is known to hold written zeros or data.
 	// Records land inside it, so their fdatasync changes no file size and
 	// costs no journal commit: on this project's machine about 95 µs
@@ -143,6 +151,8 @@ func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []
 	if err := l.openTail(); err != nil {
 		return nil, err
 	}
+	l.startSpare() // on the OS filesystem only: see startSpare
+	l.writing = true
 	if l.syncer = newSyncer(opts); l.syncer != nil {
 		l.polled = make(chan struct{})
 		go l.poller()
@@ -260,9 +270,29 @@ func (l *Log) openTail() error {
 	return nil
 }
 
-// createSegment creates, preallocates and syncs a new segment and its
-// directory entry. It runs on the writer, or in Open before it starts.
+// createSegment makes the segment whose first LSN is first, from the spare
+// if one is ready, and starts preparing the next spare. It runs on the
+// writer (or a flushing appender, see async.go), or in Open before the
+// writer starts.
 func (l *Log) createSegment(first uint64) error {
+	used, err := l.useSpare(first)
+	if !used && err == nil {
+		err = l.newSegment(first)
+	}
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.segments = append(l.segments, first)
+	l.syncedAt = position{first, headerSize}
+	l.mu.Unlock()
+	l.startSpare() // for the next rotation
+	return nil
+}
+
+// newSegment creates, preallocates and syncs the segment file whose first
+// LSN is first, and its directory entry.
+func (l *Log) newSegment(first uint64) error {
 	fs := l.opts.FS
 	f, err := fs.Create(fs.PathJoin(l.dir, segmentName(first)), vfs.WriteCategoryUnspecified)
 	if err != nil {
@@ -285,10 +315,6 @@ func (l *Log) createSegment(first uint64) error {
 		return err
 	}
 	l.file, l.fileFirst, l.zeroed = f, first, headerSize
-	l.mu.Lock()
-	l.segments = append(l.segments, first)
-	l.syncedAt = position{first, headerSize}
-	l.mu.Unlock()
 	return nil
 }
 
@@ -488,7 +514,7 @@ func (l *Log) zeroTo(off int64) error {
 		return nil
 	}
 	end := min(max(off, l.zeroed+zeroAhead), l.opts.SegmentSize)
-	if _, err := l.file.WriteAt(make([]byte, end-l.zeroed), l.zeroed); err != nil {
+	if err := writeZeros(l.file, l.zeroed, end); err != nil {
 		return err
 	}
 	l.zeroed = end
@@ -548,7 +574,7 @@ func (l *Log) Segments() int {
 	return len(l.segments)
 }
 
-// Bytes returns the size of the segment files.
+// Bytes returns the size of the segment files and of the spare.
 func (l *Log) Bytes() (int64, error) {
 	l.mu.Lock()
 	firsts := slices.Clone(l.segments)
@@ -559,6 +585,9 @@ func (l *Log) Bytes() (int64, error) {
 		if err != nil {
 			return 0, err
 		}
+		n += st.Size()
+	}
+	if st, err := l.opts.FS.Stat(l.opts.FS.PathJoin(l.dir, spareName)); err == nil {
 		n += st.Size()
 	}
 	return n, nil
@@ -620,6 +649,8 @@ func (l *Log) Close() error {
 		close(l.kick) // the writer flushes and syncs what is pending, and exits
 	}
 	<-l.done
+	l.stopSpare.Store(true)
+	l.spareWG.Wait()
 	if l.syncer != nil {
 		err := l.syncer.Close() // ends the poller
 		<-l.polled
