@@ -56,8 +56,8 @@ type Syncer struct {
 	ctx    uintptr  // aio_context_t
 	ring   *ring    // the same address, for Poll to look without a system call
 	notify *os.File // eventfd the kernel signals per completion
-	// notifyFd is notify's descriptor: notify.Fd() would set it blocking,
-	// and Wait could then no longer be interrupted by Close.
+	// notifyFd is notify's descriptor, kept so that Start need not read
+	// notify while Close closes it.
 	notifyFd uint32
 	mu       sync.Mutex // guards ctx against Close, and events
 	events   [maxPending]ioEvent
@@ -78,16 +78,17 @@ func New() (*Syncer, error) {
 	// A non-blocking descriptor makes the os.File pollable: Wait parks in
 	// the network poller rather than in a system call.
 	return &Syncer{
-		ctx:    ctx,
-		ring:   *(**ring)(unsafe.Pointer(&ctx)),
-		notify: os.NewFile(uintptr(fd), "aio-eventfd"),
+		ctx:      ctx,
+		ring:     *(**ring)(unsafe.Pointer(&ctx)),
+		notify:   os.NewFile(uintptr(fd), "aio-eventfd"),
+		notifyFd: uint32(fd),
 	}, nil
 }
 
 // Start begins an fdatasync of fd. Every byte written to fd before Start
 // is durable when the Completion carrying tag arrives without an error.
 func (s *Syncer) Start(fd uintptr, tag uint64) error {
-	cb := iocb{data: tag, opcode: cmdFdsync, fildes: uint32(fd), flags: flagResfd, resfd: uint32(s.notify.Fd())}
+	cb := iocb{data: tag, opcode: cmdFdsync, fildes: uint32(fd), flags: flagResfd, resfd: s.notifyFd}
 	p := &cb
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -173,19 +174,20 @@ func (s *Syncer) reapLocked(out []Completion) ([]Completion, error) {
 }
 
 // Close waits for the syncs in flight, releases the context, and makes
-// Wait return ErrClosed.
+// Wait return ErrClosed. Closing twice is fine.
 func (s *Syncer) Close() error {
 	s.mu.Lock()
 	ctx := s.ctx
 	s.ctx = 0
 	s.mu.Unlock()
+	if ctx == 0 {
+		return nil // closed before
+	}
 	var err error
-	if ctx != 0 {
-		// io_destroy waits for requests that cannot be cancelled, as
-		// syncs cannot.
-		if _, _, e := unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0); e != 0 {
-			err = fmt.Errorf("aio: io_destroy: %w", e)
-		}
+	// io_destroy waits for requests that cannot be cancelled, as syncs
+	// cannot.
+	if _, _, e := unix.Syscall(unix.SYS_IO_DESTROY, ctx, 0, 0); e != 0 {
+		err = fmt.Errorf("aio: io_destroy: %w", e)
 	}
 	return errors.Join(err, s.notify.Close())
 }

@@ -81,4 +81,5 @@ func TestCloseEndsWait(t *testing.T) {
 		t.Fatal("Wait did not return after Close")
 	}
 	require.ErrorIs(t, s.Start(0, 1), aio.ErrClosed)
+	require.NoError(t, s.Close(), "closing twice is fine")
 }
