@@ -47,7 +47,7 @@ func newSyncer(opts Options) *aio.Syncer {
 // set l.flushing.
 func (l *Log) flushAsync() {
 	l.mu.Lock()
-	for l.err == nil && len(l.pending) > 0 && !l.inflight {
+	for l.err == nil && len(l.pending) > 0 && !l.inflight && !l.noAsync {
 		chunks := l.pending
 		l.pending = nil
 		l.mu.Unlock()
@@ -57,17 +57,25 @@ func (l *Log) flushAsync() {
 			l.inflight, l.inflightAt = true, l.writtenAt
 			tag, fd := l.written, l.file.Fd()
 			l.mu.Unlock()
-			err = l.syncer.Start(fd, tag)
-			l.mu.Lock()
-			if err != nil {
-				l.inflight = false
+			if l.syncer.Start(fd, tag) != nil {
+				// The kernel refused the request (a filesystem without
+				// AIO fsync, say): no sync started, so one now is no
+				// retry. From here on the writer syncs.
+				err = l.fsync()
+				l.mu.Lock()
+				l.inflight, l.noAsync = false, true
+				l.mu.Unlock()
 			}
+			l.mu.Lock()
 		}
 		if err != nil {
 			l.fail(err)
 		}
 	}
 	l.flushing = false
+	if l.noAsync && len(l.pending) > 0 {
+		l.wake()
+	}
 	l.cond.Broadcast()
 	l.mu.Unlock()
 }

@@ -134,3 +134,29 @@ func TestFailedBackgroundSyncIsFinal(t *testing.T) {
 	l.mu.Unlock()
 	require.ErrorIs(t, l.Close(), syscall.EIO)
 }
+
+// TestRefusedBackgroundSync makes the kernel's refusal of a background
+// sync happen (the syncer is closed, as a filesystem without AIO fsync
+// refuses it): the record is synced in place and acknowledged, and later
+// ones go to the writer.
+func TestRefusedBackgroundSync(t *testing.T) {
+	dir := t.TempDir()
+	l, _ := openDiskLog(t, dir)
+	require.NoError(t, l.syncer.Close())
+	want := []entry{}
+	for i := range 3 {
+		p := fmt.Sprintf("payload-%d", i)
+		lsn, err := l.AppendStart([]byte(p))
+		require.NoError(t, err)
+		require.NoError(t, l.Wait(lsn))
+		want = append(want, entry{lsn, p})
+	}
+	l.mu.Lock()
+	assert.True(t, l.noAsync, "a refused background sync turns them off")
+	l.mu.Unlock()
+	require.NoError(t, l.Close())
+
+	l, got := openDiskLog(t, dir)
+	defer l.Close()
+	assert.Equal(t, want, got)
+}

@@ -88,6 +88,7 @@ type Log struct {
 	flushing   bool
 	inflight   bool
 	inflightAt position
+	noAsync    bool // the kernel refused a background sync: the writer syncs
 
 	kick   chan struct{} // wakes the writer
 	done   chan struct{} // closed when the writer exits
@@ -359,7 +360,7 @@ func (l *Log) append(payload []byte, start bool) (uint64, error) {
 	c.data = appendRecord(c.data, lsn, syncedTo, payload)
 	c.lastLSN = lsn
 	l.tailOff += size
-	start = start && l.syncer != nil && !l.flushing && !l.inflight
+	start = start && l.syncer != nil && !l.noAsync && !l.flushing && !l.inflight
 	l.flushing = l.flushing || start
 	syncing := l.inflight
 	if !start && !syncing {
