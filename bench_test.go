@@ -78,6 +78,35 @@ func BenchmarkCheckAndMarkBatchNew(b *testing.B) {
 	}
 }
 
+// BenchmarkCheckAndMarkBatchesParallel is BenchmarkCheckAndMarkBatchNew
+// (SyncAlways) from GOMAXPROCS goroutines, each drawing its own IDs: while
+// one batch waits for its fsync, the other's is checked and applied. One
+// op is one ID.
+func BenchmarkCheckAndMarkBatchesParallel(b *testing.B) {
+	s := openBench(b, nil)
+	var seed atomic.Uint64
+	b.RunParallel(func(pb *testing.PB) {
+		const batch = 1024
+		r := rand.New(rand.NewPCG(seed.Add(1), 3))
+		ids := bench.RandomIDs(0, batch)
+		for {
+			n := 0
+			for ; n < batch && pb.Next(); n++ {
+				binary.LittleEndian.PutUint64(ids[n], r.Uint64())
+				binary.LittleEndian.PutUint64(ids[n][8:], r.Uint64())
+			}
+			if n > 0 {
+				if _, err := s.CheckAndMarkBatch(ids[:n], 0); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if n < batch {
+				return
+			}
+		}
+	})
+}
+
 // BenchmarkCheckAndMarkParallel is single-ID durable calls from 64
 // goroutines: group commit shares the fsyncs.
 func BenchmarkCheckAndMarkParallel(b *testing.B) {
