@@ -146,11 +146,11 @@ func cleanup(op errorfs.Op) bool {
 	return op.Kind == errorfs.OpList || op.Kind == errorfs.OpRemove
 }
 
-// spare reports whether op prepares the WAL's spare segment. The store
-// only logs such a failure: without a spare, the next rotation creates its
-// segment instead.
+// spare reports whether op prepares the WAL's spare segment or renames it
+// into place. The store only logs such a failure: without a spare, the
+// rotation creates its segment instead.
 func spare(op errorfs.Op) bool {
-	return strings.HasSuffix(op.Path, "/next.spare") && op.Kind != errorfs.OpRename
+	return strings.HasSuffix(op.Path, "/next.spare")
 }
 
 // logSink collects what the store logs.

@@ -131,9 +131,9 @@ type Options struct {
 	// new marks meet WhenFull once the last measure reached it. It is a
 	// soft bound, passed by at most what is written between two
 	// checkpoints (MemtableMarks marks, the WAL's 4 MiB of zeros ahead of
-	// its records, and after a rotation its next spare segment). A dropped
-	// generation's space comes back at
-	// the checkpoint that drops it. Zero means no bound.
+	// its records, and its next segment, prepared ahead of a rotation). A
+	// dropped generation's space comes back at the checkpoint that drops
+	// it. Zero means no bound.
 	MaxDiskBytes int64
 	// WhenFull is the policy at MaxMarks and MaxDiskBytes. Zero means
 	// FailClosed.

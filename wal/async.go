@@ -146,6 +146,7 @@ func (l *Log) takeCompletions() {
 func (l *Log) complete(c aio.Completion) {
 	l.mu.Lock()
 	l.inflight = false
+	l.completed++
 	switch {
 	case c.Err != nil:
 		l.fail(c.Err)

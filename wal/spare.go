@@ -90,6 +90,9 @@ func (l *Log) makeSpare() error {
 			return err
 		}
 	}
+	if l.stopSpare.Load() {
+		return errStopped
+	}
 	return f.Sync()
 }
 
@@ -107,7 +110,12 @@ func (l *Log) useSpare(first uint64) (bool, error) {
 	fs := l.opts.FS
 	path := fs.PathJoin(l.dir, segmentName(first))
 	if err := fs.Rename(fs.PathJoin(l.dir, spareName), path); err != nil {
-		return false, err
+		// Nothing is changed yet (the spare removed from outside, say):
+		// the segment is created instead.
+		if l.opts.Logf != nil {
+			l.opts.Logf("dedup/wal: %s: using the spare segment: %v (creating one instead)", l.dir, err)
+		}
+		return false, nil
 	}
 	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	if err != nil {

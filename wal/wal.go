@@ -88,13 +88,15 @@ type Log struct {
 	flushing   bool
 	inflight   bool
 	inflightAt position
-	noAsync    bool // the kernel refused a background sync: the writer syncs
+	noAsync    bool   // the kernel refused a background sync: the writer syncs
+	completed  uint64 // background syncs ended, for Wait to notice one
 
 	kick   chan struct{} // wakes the writer
 	done   chan struct{} // closed when the writer exits
 	polled chan struct{} // closed when the poller exits
-	// file is the segment the writer writes to, fileFirst its first LSN;
-	// both are owned by the writer goroutine.
+	// file is the segment records are written to, fileFirst its first
+	// LSN; both are owned by the writer goroutine, or by the goroutine
+	// that set flushing (async.go).
 	file      vfs.File
 	fileFirst uint64
 	// spareReady and spareBusy, under mu, say that the spare segment is
@@ -405,11 +407,12 @@ func (l *Log) Wait(lsn uint64) error {
 			return ErrClosed
 		}
 		if l.inflight {
+			seen := l.completed
 			l.mu.Unlock()
 			l.takeCompletions()
 			l.mu.Lock()
-			if !l.inflight {
-				continue
+			if l.completed != seen {
+				continue // a sync ended meanwhile, maybe the one lsn waits for
 			}
 		}
 		l.cond.Wait()

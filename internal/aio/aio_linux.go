@@ -121,8 +121,8 @@ func (s *Syncer) Wait(out []Completion) ([]Completion, error) {
 			return out, fmt.Errorf("aio: reading the completion eventfd: %w", err)
 		}
 		n := len(out)
-		out, err := s.reap(out)
-		if err != nil || len(out) > n {
+		var err error
+		if out, err = s.reap(out); err != nil || len(out) > n {
 			return out, err
 		}
 		// Poll took these completions first: wait for the next.
@@ -178,7 +178,7 @@ func (s *Syncer) reapLocked(out []Completion) ([]Completion, error) {
 func (s *Syncer) Close() error {
 	s.mu.Lock()
 	ctx := s.ctx
-	s.ctx = 0
+	s.ctx, s.ring = 0, nil // the ring is unmapped by io_destroy
 	s.mu.Unlock()
 	if ctx == 0 {
 		return nil // closed before
