@@ -109,18 +109,24 @@ func (l *Log) poller() {
 			l.complete(c)
 		}
 		if err != nil {
-			if !errors.Is(err, aio.ErrClosed) {
-				// The sync under way will never be reported: its records
-				// are never acknowledged, and the log is fail-stop.
-				l.mu.Lock()
-				l.fail(err)
-				l.inflight = false
-				l.cond.Broadcast()
-				l.mu.Unlock()
-			}
+			l.syncerFailed(err)
 			return
 		}
 	}
+}
+
+// syncerFailed makes the log fail-stop if err is a failure to take sync
+// completions rather than the syncer's close. A sync under way may then
+// never be reported: its records are never acknowledged.
+func (l *Log) syncerFailed(err error) {
+	if errors.Is(err, aio.ErrClosed) {
+		return
+	}
+	l.mu.Lock()
+	l.fail(err)
+	l.inflight = false
+	l.cond.Broadcast()
+	l.mu.Unlock()
 }
 
 // takeCompletions completes the syncs that have finished, without
@@ -132,11 +138,8 @@ func (l *Log) takeCompletions() {
 	for _, c := range done {
 		l.complete(c)
 	}
-	if err != nil && !errors.Is(err, aio.ErrClosed) {
-		l.mu.Lock()
-		l.fail(err)
-		l.cond.Broadcast()
-		l.mu.Unlock()
+	if err != nil {
+		l.syncerFailed(err)
 	}
 }
 

@@ -5,8 +5,6 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-
-	"github.com/seed42300104/dedup/internal/fsutil"
 )
 
 // spareName is the file the next segment is prepared in: created, filled
@@ -97,8 +95,7 @@ func (l *Log) makeSpare() error {
 }
 
 // useSpare makes the spare, if it is ready, the segment whose first LSN is
-// first: renamed, given its header, synced, and its directory entry
-// synced. It reports whether it did.
+// first: renamed and installed. It reports whether it did.
 func (l *Log) useSpare(first uint64) (bool, error) {
 	l.mu.Lock()
 	ready := l.spareReady
@@ -121,20 +118,7 @@ func (l *Log) useSpare(first uint64) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	if _, err := f.WriteAt(segmentHeader(first), 0); err != nil {
-		f.Close()
-		return false, err
-	}
-	// A crash before this sync leaves the segment's header all zeros:
+	// A crash before install's sync leaves the segment's header all zeros:
 	// recovery then removes it, as it does a segment cut short in creation.
-	if err := f.SyncData(); err != nil {
-		f.Close()
-		return false, err
-	}
-	if err := fsutil.SyncDir(fs, l.dir); err != nil {
-		f.Close()
-		return false, err
-	}
-	l.file, l.fileFirst, l.zeroed = f, first, l.opts.SegmentSize
-	return true, nil
+	return true, l.install(f, first, l.opts.SegmentSize)
 }

@@ -293,31 +293,37 @@ func (l *Log) createSegment(first uint64) error {
 	return nil
 }
 
-// newSegment creates, preallocates and syncs the segment file whose first
-// LSN is first, and its directory entry.
+// newSegment creates, preallocates and installs the segment file whose
+// first LSN is first.
 func (l *Log) newSegment(first uint64) error {
 	fs := l.opts.FS
 	f, err := fs.Create(fs.PathJoin(l.dir, segmentName(first)), vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
-	if _, err := f.WriteAt(segmentHeader(first), 0); err != nil {
-		f.Close()
-		return err
-	}
 	if err := f.Preallocate(0, l.opts.SegmentSize); err != nil {
 		f.Close()
 		return err
 	}
-	if err := f.Sync(); err != nil {
+	return l.install(f, first, headerSize)
+}
+
+// install writes the header of segment f, whose first LSN is first, syncs
+// f and its directory entry, and makes f the file records go to; f holds
+// written zeros or data up to zeroed. On failure it closes f.
+func (l *Log) install(f vfs.File, first uint64, zeroed int64) error {
+	_, err := f.WriteAt(segmentHeader(first), 0)
+	if err == nil {
+		err = f.Sync()
+	}
+	if err == nil {
+		err = fsutil.SyncDir(l.opts.FS, l.dir)
+	}
+	if err != nil {
 		f.Close()
 		return err
 	}
-	if err := fsutil.SyncDir(fs, l.dir); err != nil {
-		f.Close()
-		return err
-	}
-	l.file, l.fileFirst, l.zeroed = f, first, headerSize
+	l.file, l.fileFirst, l.zeroed = f, first, zeroed
 	return nil
 }
 

@@ -96,7 +96,8 @@ func (s *Syncer) Start(fd uintptr, tag uint64) error {
 		return ErrClosed
 	}
 	// The kernel copies the iocb during the call; cb need not outlive it.
-	n, _, e := unix.Syscall(unix.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&p)))
+	var n uintptr
+	e := unix.EINTR // the Go runtime's preemption signal can interrupt either call
 	for e == unix.EINTR {
 		n, _, e = unix.Syscall(unix.SYS_IO_SUBMIT, s.ctx, 1, uintptr(unsafe.Pointer(&p)))
 	}
@@ -154,9 +155,9 @@ func (s *Syncer) reapLocked(out []Completion) ([]Completion, error) {
 		return out, ErrClosed
 	}
 	var zero unix.Timespec
-	n, _, e := unix.Syscall6(unix.SYS_IO_GETEVENTS, s.ctx, 0, maxPending,
-		uintptr(unsafe.Pointer(&s.events[0])), uintptr(unsafe.Pointer(&zero)), 0)
-	for e == unix.EINTR { // the Go runtime's preemption signal
+	var n uintptr
+	e := unix.EINTR // with nothing to reap, a pending signal makes it EINTR
+	for e == unix.EINTR {
 		n, _, e = unix.Syscall6(unix.SYS_IO_GETEVENTS, s.ctx, 0, maxPending,
 			uintptr(unsafe.Pointer(&s.events[0])), uintptr(unsafe.Pointer(&zero)), 0)
 	}
