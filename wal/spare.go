@@ -8,7 +8,8 @@ import (
 )
 
 // spareName is the file the next segment is prepared in: created, filled
-// with zeros and synced ahead of need, it becomes a segment by a rename.
+// with zeros and synced while the current segment fills, it becomes a
+// segment by a rename.
 // Records then land in written zeros from the start (see Log.zeroed), and
 // no write of records pays for extending the file: filling 4 MiB ahead
 // took 5-10 ms, and the fsync after it 4-6 ms more, every 4 MiB of records.
@@ -30,16 +31,16 @@ func writeZeros(f vfs.File, from, to int64) error {
 	return nil
 }
 
-// startSpare prepares the spare unless it is ready or being prepared. On
+// startSpare prepares the spare unless it is ready or being prepared. The
+// writer asks for it once records fill half of the current segment, so a
+// log that is opened and closed without filling one never pays for it. On
 // the OS filesystem a goroutine prepares it meanwhile. On any other (an
 // in-memory or error-injecting FS in tests) it is prepared before
-// startSpare returns, so a test sees the same operations in every run,
-// and only after a rotation, so a store that never rotates never pays
-// for it.
+// startSpare returns, so a test sees the same operations in every run.
 func (l *Log) startSpare() {
 	background := l.opts.FS == vfs.Default
 	l.mu.Lock()
-	if l.spareReady || l.spareBusy || l.closed || !background && !l.writing {
+	if l.spareReady || l.spareBusy || l.closed {
 		l.mu.Unlock()
 		return
 	}

@@ -27,7 +27,7 @@ func TestRotationUsesTheSpare(t *testing.T) {
 		require.True(t, bytes.Equal(b[from:], make([]byte, len(b)-from)), "%s holds more than zeros after offset %d", path, from)
 	}
 	_, err := fs.Stat(spare)
-	require.ErrorIs(t, err, os.ErrNotExist, "an in-memory log prepares no spare before it rotates")
+	require.ErrorIs(t, err, os.ErrNotExist, "no spare before records fill half a segment")
 
 	want := appendN(t, l, 0, 300)
 	require.Greater(t, l.Segments(), 2)

@@ -103,7 +103,7 @@ type Log struct {
 	// ready and being prepared (spare.go); stopSpare stops a preparation
 	// when the log closes, and spareWG waits for it.
 	spareReady, spareBusy bool
-	writing               bool // Open is done: rotations come from writes
+	spareAsked            bool // the spare was asked for since this segment began; owned like file
 	stopSpare             atomic.Bool
 	spareWG               sync.WaitGroup
 	// zeroed is how far the file is known to hold written zeros or data.
@@ -154,8 +154,6 @@ func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []
 	if err := l.openTail(); err != nil {
 		return nil, err
 	}
-	l.startSpare() // on the OS filesystem only: see startSpare
-	l.writing = true
 	if l.syncer = newSyncer(opts); l.syncer != nil {
 		l.polled = make(chan struct{})
 		go l.poller()
@@ -274,9 +272,8 @@ func (l *Log) openTail() error {
 }
 
 // createSegment makes the segment whose first LSN is first, from the spare
-// if one is ready, and starts preparing the next spare. It runs on the
-// writer (or a flushing appender, see async.go), or in Open before the
-// writer starts.
+// if one is ready. It runs on the writer (or a flushing appender, see
+// async.go), or in Open before the writer starts.
 func (l *Log) createSegment(first uint64) error {
 	used, err := l.useSpare(first)
 	if !used && err == nil {
@@ -289,7 +286,6 @@ func (l *Log) createSegment(first uint64) error {
 	l.segments = append(l.segments, first)
 	l.syncedAt = position{first, headerSize}
 	l.mu.Unlock()
-	l.startSpare() // for the next rotation
 	return nil
 }
 
@@ -323,7 +319,7 @@ func (l *Log) install(f vfs.File, first uint64, zeroed int64) error {
 		f.Close()
 		return err
 	}
-	l.file, l.fileFirst, l.zeroed = f, first, zeroed
+	l.file, l.fileFirst, l.zeroed, l.spareAsked = f, first, zeroed, false
 	return nil
 }
 
@@ -499,6 +495,10 @@ func (l *Log) write(chunks []chunk) error {
 			}
 		}
 		end := c.off + int64(len(c.data))
+		if !l.spareAsked && end >= l.opts.SegmentSize/2 {
+			l.spareAsked = true
+			l.startSpare()
+		}
 		if err := l.zeroTo(end + zeroAhead/2); err != nil {
 			return err
 		}
