@@ -203,7 +203,8 @@ func TestEffectiveWindow(t *testing.T) {
 }
 
 // baseDiskBytes returns what a store in dir uses on disk with one mark:
-// mostly its WAL segment, preallocated up to SegmentSize.
+// mostly its WAL segment, preallocated up to SegmentSize. Once records
+// fill half of it, the WAL's spare segment adds SegmentSize more.
 func baseDiskBytes(t *testing.T, dir string, opts *dedup.Options) int64 {
 	t.Helper()
 	s, err := dedup.Open(dir, opts)
@@ -241,7 +242,7 @@ func TestMaxDiskBytesFailsClosed(t *testing.T) {
 	dir := t.TempDir()
 	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
 	opts := &dedup.Options{Clock: clock, SegmentSize: 1 << 20}
-	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + 256<<10
+	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + opts.SegmentSize + 256<<10
 	s, err := dedup.Open(dir, opts)
 	require.NoError(t, err)
 	defer s.Close()
@@ -271,7 +272,7 @@ func TestMaxDiskBytesDropOldest(t *testing.T) {
 	dir := t.TempDir()
 	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
 	opts := &dedup.Options{Clock: clock, SegmentSize: 1 << 20, WhenFull: dedup.DropOldest}
-	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + 256<<10
+	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + opts.SegmentSize + 256<<10
 	s, err := dedup.Open(dir, opts)
 	require.NoError(t, err)
 	defer s.Close()
