@@ -116,7 +116,7 @@ func (d *Damage) apply(fs vfs.FS, dir string, b []byte) error {
 		if err != nil {
 			return err
 		}
-		_, err = f.WriteAt(make([]byte, int64(len(b))-d.Offset), d.Offset)
+		err = writeZeros(f, d.Offset, int64(len(b)))
 		if err == nil {
 			err = f.Sync()
 		}

@@ -2,34 +2,17 @@ package wal
 
 import (
 	"errors"
-	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
 // spareName is the file the next segment is prepared in: created, filled
 // with zeros and synced while the current segment fills, it becomes a
-// segment by a rename.
-// Records then land in written zeros from the start (see Log.zeroed), and
+// segment by a rename. Records then land in written zeros from the start
+// (see Log.zeroed), and
 // no write of records pays for extending the file: filling 4 MiB ahead
 // took 5-10 ms, and the fsync after it 4-6 ms more, every 4 MiB of records.
 const spareName = "next.spare"
-
-// zeroChunk is the buffer zeros are written from.
-var zeroChunk = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
-
-// writeZeros writes zeros to f over [from, to).
-func writeZeros(f vfs.File, from, to int64) error {
-	z := zeroChunk()
-	for off := from; off < to; {
-		n := min(int64(len(z)), to-off)
-		if _, err := f.WriteAt(z[:n], off); err != nil {
-			return err
-		}
-		off += n
-	}
-	return nil
-}
 
 // startSpare prepares the spare unless it is ready or being prepared. The
 // writer asks for it once records fill half of the current segment, so a

@@ -224,7 +224,7 @@ func (l *Log) truncateTail(path string, s scan) error {
 		return err
 	}
 	defer f.Close()
-	if _, err := f.WriteAt(make([]byte, s.tornEnd-s.end), s.end); err != nil {
+	if err := writeZeros(f, s.end, s.tornEnd); err != nil {
 		return err
 	}
 	if err := f.Sync(); err != nil {
@@ -528,6 +528,23 @@ func (l *Log) zeroTo(off int64) error {
 		return err
 	}
 	l.zeroed = end
+	return nil
+}
+
+// zeroChunk is the buffer zeros are written from.
+var zeroChunk = sync.OnceValue(func() []byte { return make([]byte, 1<<20) })
+
+// writeZeros writes zeros to f over [from, to): ahead of records, over a
+// torn tail, over a cut log, and into a spare segment.
+func writeZeros(f vfs.File, from, to int64) error {
+	z := zeroChunk()
+	for off := from; off < to; {
+		n := min(int64(len(z)), to-off)
+		if _, err := f.WriteAt(z[:n], off); err != nil {
+			return err
+		}
+		off += n
+	}
 	return nil
 }
 
