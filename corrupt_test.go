@@ -316,6 +316,10 @@ func TestTornWALTailIsTruncated(t *testing.T) {
 // absence makes that test do nothing.
 const lockChildDirEnv = "DEDUP_LOCK_CHILD_DIR"
 
+// lockChildProbeEnv, "rw" or "ro", makes TestLockHolderChild open the store
+// once, writable or read-only, print the outcome and exit.
+const lockChildProbeEnv = "DEDUP_LOCK_CHILD_PROBE"
+
 // TestLockHeldByAnotherProcess opens a store in a child process and checks
 // that Open here fails with ErrLocked, naming the LOCK file, until the
 // child dies.
@@ -366,6 +370,7 @@ func TestLockHeldByAnotherProcess(t *testing.T) {
 	}
 	require.ErrorIs(t, err, dedup.ErrLocked)
 	assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"), "the error must name the lock file")
+	assert.Contains(t, err.Error(), fmt.Sprintf("process %d", cmd.Process.Pid), "the error must name the holder")
 
 	stop()
 	s, err = dedup.Open(dir, nil)
@@ -373,12 +378,26 @@ func TestLockHeldByAnotherProcess(t *testing.T) {
 	assert.NoError(t, s.Close())
 }
 
-// TestLockHolderChild is the child process of TestLockHeldByAnotherProcess,
-// not a test of its own: without DEDUP_LOCK_CHILD_DIR it does nothing. It
-// opens the store, prints "ready" and holds the store until it is killed.
+// TestLockHolderChild is the child process of TestLockHeldByAnotherProcess
+// and probeInChild, not a test of its own: without DEDUP_LOCK_CHILD_DIR it
+// does nothing. It opens the store, prints "ready" and holds the store
+// until it is killed; or, with DEDUP_LOCK_CHILD_PROBE, it prints one line
+// saying whether it could open the store and whether the store has seen
+// the ID "probe", and exits.
 func TestLockHolderChild(t *testing.T) {
 	dir := os.Getenv(lockChildDirEnv)
 	if dir == "" {
+		return
+	}
+	if probe := os.Getenv(lockChildProbeEnv); probe != "" {
+		s, err := dedup.Open(dir, &dedup.Options{ReadOnly: probe == "ro"})
+		if err != nil {
+			fmt.Println("probe: error:", err)
+			return
+		}
+		ok, err := s.Seen([]byte("probe"))
+		fmt.Printf("probe: opened, seen %v, %v\n", ok, err)
+		require.NoError(t, s.Close())
 		return
 	}
 	s, err := dedup.Open(dir, nil)

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -69,18 +68,20 @@ type Store struct {
 // Open opens the store in dir, creating it if needed, and recovers it: the
 // WAL records after the last checkpoint are replayed and a torn tail of the
 // last segment is truncated. It fails with ErrLocked if another Store holds
-// dir, ErrCorrupt on any other damage, and ErrIncompatibleFormat for an
-// unknown format version.
+// dir, ErrPermission if the file system refuses it a file, ErrCorrupt on
+// any other damage, and ErrIncompatibleFormat for an unknown format
+// version.
 func Open(dir string, opts *Options) (*Store, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
 		return nil, err
 	}
+	o.FS = newPermFS(o.FS, &o)
 	fs := o.FS
 	if err := checkDir(fs, dir, o.ReadOnly); err != nil {
-		return nil, err
+		return nil, storeError(err)
 	}
-	lock, err := lockStore(fs, dir)
+	lock, err := lockStore(fs, dir, o.ReadOnly, o.FileMode)
 	if err != nil {
 		return nil, err
 	}
@@ -144,22 +145,6 @@ func onlyLeftovers(fs vfs.FS, dir string) error {
 		}
 	}
 	return nil
-}
-
-// lockStore takes the store's LOCK file. A lock held elsewhere, by fcntl's
-// EAGAIN or EACCES or Pebble's refusal of a second lock in one process, is
-// ErrLocked naming the file.
-func lockStore(fs vfs.FS, dir string) (io.Closer, error) {
-	path := fs.PathJoin(dir, lockFile)
-	lock, err := fs.Lock(path)
-	switch {
-	case err == nil:
-		return lock, nil
-	case errors.Is(err, syscall.EAGAIN), errors.Is(err, syscall.EACCES),
-		strings.Contains(err.Error(), "lock held by current process"):
-		return nil, fmt.Errorf("%w: %s is held by a running Store, in this process or another", ErrLocked, path)
-	}
-	return nil, fmt.Errorf("dedup: locking %s: %w", path, err)
 }
 
 // recover checks the format, opens the index and replays the WAL into it.
@@ -295,6 +280,8 @@ func storeError(err error) error {
 		return fmt.Errorf("%w: %w", ErrIncompatibleFormat, err)
 	case errors.Is(err, wal.ErrClosed):
 		return ErrClosed
+	case isPermission(err) && !errors.Is(err, ErrPermission):
+		return fmt.Errorf("%w: %w", ErrPermission, err)
 	}
 	return err
 }

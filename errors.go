@@ -31,8 +31,15 @@ var (
 	// ErrReadOnly is returned by write calls on a store opened ReadOnly.
 	ErrReadOnly = errors.New("dedup: store is read-only")
 	// ErrLocked is returned by Open when another Store, in this process or
-	// another, holds the directory.
+	// another, holds the directory: a writable Store excludes every other,
+	// a read-only one excludes writable ones. The error names the LOCK file
+	// and, when it is known, the PID of the holder.
 	ErrLocked = errors.New("dedup: store locked")
+	// ErrPermission is returned when the file system refuses the store
+	// access to one of its files or directories: permission bits, or a
+	// read-only mount. The error names the file. A store that may be read
+	// but not written opens with Options.ReadOnly.
+	ErrPermission = errors.New("dedup: permission denied")
 	// ErrCorrupt is returned when stored data fails a check: a CRC, a magic
 	// number, an LSN sequence, a filter snapshot or a Pebble block. The
 	// wrapped error names the file and offset.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"log"
+	"os"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -143,9 +144,21 @@ type Options struct {
 	// duplicate costs a WAL record, as a new mark does. Off by default.
 	SlidingTTL bool
 
+	// FileMode is the permissions of the files the store creates, given
+	// exactly, whatever the process umask. Zero means 0600: the WAL holds
+	// stored responses. It must let the owner read and write.
+	FileMode os.FileMode
+	// DirMode is the permissions of the directories the store creates,
+	// given exactly, whatever the process umask. Zero means 0700. It must
+	// let the owner read, write and search.
+	DirMode os.FileMode
+
 	// ReadOnly opens the store without writing anything: no WAL replay is
-	// persisted and every write call fails with ErrReadOnly. It still takes
-	// the lock, so it refuses a store that a running process holds.
+	// persisted and every write call fails with ErrReadOnly. It takes the
+	// LOCK file shared, so read-only Stores run side by side, in one
+	// process or several, and refuse a store that a writable Store holds.
+	// It opens a store in a directory it may not write, such as a backup
+	// copy; if that directory has no LOCK file it takes no lock.
 	ReadOnly bool
 
 	// Logf receives rare operational messages (a rebuilt filter, a
@@ -198,6 +211,12 @@ func (o *Options) withDefaults() Options {
 	if c.ExpiryInterval == 0 {
 		c.ExpiryInterval = 10 * time.Second
 	}
+	if c.FileMode == 0 {
+		c.FileMode = 0o600
+	}
+	if c.DirMode == 0 {
+		c.DirMode = 0o700
+	}
 	if c.Logf == nil {
 		c.Logf = log.Printf
 	}
@@ -248,6 +267,12 @@ func (o *Options) validate() error {
 	}
 	if o.ExpiryInterval < 0 {
 		errs = append(errs, fmt.Errorf("ExpiryInterval %v is negative", o.ExpiryInterval))
+	}
+	if o.FileMode&^os.ModePerm != 0 || o.FileMode&0o600 != 0o600 {
+		errs = append(errs, fmt.Errorf("FileMode %v must be permission bits that let the owner read and write", o.FileMode))
+	}
+	if o.DirMode&^os.ModePerm != 0 || o.DirMode&0o700 != 0o700 {
+		errs = append(errs, fmt.Errorf("DirMode %v must be permission bits that let the owner read, write and search", o.DirMode))
 	}
 	if o.SegmentSize < 1<<16 {
 		errs = append(errs, fmt.Errorf("SegmentSize %d is below 64KiB", o.SegmentSize))

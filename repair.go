@@ -16,11 +16,15 @@ import (
 // lock, so it refuses a store in use.
 func Repair(dir string, opts *Options, apply bool) (*wal.Damage, error) {
 	o := opts.withDefaults()
+	if err := o.validate(); err != nil {
+		return nil, err
+	}
+	o.FS = newPermFS(o.FS, &o)
 	fs := o.FS
 	if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err != nil {
 		return nil, fmt.Errorf("%w: %s: %w", ErrNotStore, dir, err)
 	}
-	lock, err := lockStore(fs, dir)
+	lock, err := lockStore(fs, dir, false, o.FileMode)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,260 @@
+package dedup_test
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// probeInChild opens the store in dir from a child process, writable or
+// read-only, as the user cred names (nil for this one), and returns the
+// child's one-line outcome: "probe: opened, seen <bool>, <err>" or
+// "probe: error: <err>".
+func probeInChild(t *testing.T, dir string, readOnly bool, cred *syscall.Credential) string {
+	t.Helper()
+	bin, mode := os.Args[0], "rw"
+	if readOnly {
+		mode = "ro"
+	}
+	if cred != nil {
+		bin = executableBy(t, cred)
+	}
+	cmd := exec.Command(bin, "-test.run=^TestLockHolderChild$")
+	cmd.Env = append(os.Environ(), lockChildDirEnv+"="+dir, lockChildProbeEnv+"="+mode)
+	if cred != nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	}
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "the probe child failed:\n%s", out)
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.HasPrefix(line, "probe: ") {
+			return line
+		}
+	}
+	t.Fatalf("the probe child said nothing:\n%s", out)
+	return ""
+}
+
+// executableBy copies the test binary where the user cred names can run
+// it: the build's own directory is closed to other users.
+func executableBy(t *testing.T, cred *syscall.Credential) string {
+	t.Helper()
+	dir := openToAll(t)
+	bin := filepath.Join(dir, "dedup.test")
+	src, err := os.Open(os.Args[0])
+	require.NoError(t, err)
+	defer src.Close()
+	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
+	require.NoError(t, err)
+	_, err = io.Copy(dst, src)
+	require.NoError(t, err)
+	require.NoError(t, dst.Close())
+	return bin
+}
+
+// openToAll returns a new temporary directory that every user may reach.
+func openToAll(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	for d := dir; d != os.TempDir() && d != "/"; d = filepath.Dir(d) {
+		require.NoError(t, os.Chmod(d, 0o755))
+	}
+	return dir
+}
+
+// TestSecondOpenIsLockedByAnyPath checks that a directory in use refuses
+// a second Store in the same process with ErrLocked, by whatever path it
+// is named, and that after the refusal the first Store still holds it
+// against another process: a writer against even a read-only Open, a
+// read-only Store against a writer. A writer's PID is in the error.
+func TestSecondOpenIsLockedByAnyPath(t *testing.T) {
+	for _, tc := range []struct {
+		name              string
+		firstRO, secondRO bool
+		path              func(t *testing.T, dir string) string
+	}{
+		{"same path", false, false, func(_ *testing.T, dir string) string { return dir }},
+		{"through a symlink", false, false, func(t *testing.T, dir string) string {
+			link := filepath.Join(t.TempDir(), "link")
+			require.NoError(t, os.Symlink(dir, link))
+			return link
+		}},
+		{"relative after absolute", false, false, func(t *testing.T, dir string) string {
+			t.Chdir(filepath.Dir(dir))
+			return filepath.Base(dir)
+		}},
+		{"with a trailing dot", false, false, func(_ *testing.T, dir string) string { return dir + "/." }},
+		{"read-only beside a writer", false, true, func(_ *testing.T, dir string) string { return dir }},
+		{"writer beside a read-only Store", true, false, func(t *testing.T, dir string) string {
+			link := filepath.Join(t.TempDir(), "link")
+			require.NoError(t, os.Symlink(dir, link))
+			return link
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			s := openAt(t, dir, nil)
+			require.True(t, checkAndMark(t, s, "probe", 0))
+			if tc.firstRO {
+				require.NoError(t, s.Close())
+				s = openAt(t, dir, &dedup.Options{ReadOnly: true})
+			}
+
+			second, err := dedup.Open(tc.path(t, dir), &dedup.Options{ReadOnly: tc.secondRO})
+			if second != nil {
+				assert.NoError(t, second.Close())
+			}
+			require.ErrorIs(t, err, dedup.ErrLocked)
+			if !tc.firstRO {
+				assert.Contains(t, err.Error(), fmt.Sprintf("PID %d", os.Getpid()), "the error must name the holder")
+			}
+
+			assert.True(t, seen(t, s, "probe"), "the refused Open must not disturb the holder")
+			out := probeInChild(t, dir, !tc.firstRO, nil)
+			assert.Contains(t, out, "probe: error: "+dedup.ErrLocked.Error(), "another process must still be refused")
+		})
+	}
+}
+
+// TestReadOnlyStoresRunSideBySide checks that read-only opens of a store
+// share it, in one process and across processes.
+func TestReadOnlyStoresRunSideBySide(t *testing.T) {
+	dir := t.TempDir()
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	require.True(t, checkAndMark(t, s, "probe", 0))
+	require.NoError(t, s.Close())
+
+	ro := &dedup.Options{ReadOnly: true}
+	first := openAt(t, dir, ro)
+	second := openAt(t, dir, ro)
+	assert.True(t, seen(t, first, "probe"))
+	assert.True(t, seen(t, second, "probe"))
+	assert.Equal(t, "probe: opened, seen true, <nil>", probeInChild(t, dir, true, nil))
+	_, err = dedup.Open(dir, nil)
+	assert.ErrorIs(t, err, dedup.ErrLocked, "read-only Stores keep a writer out")
+}
+
+// TestLockOnAnotherFS checks the lock on a vfs.FS other than the
+// operating system's: a second writer, or a writer beside read-only
+// Stores, is ErrLocked, while read-only Stores share the store.
+func TestLockOnAnotherFS(t *testing.T) {
+	mem := vfs.NewMem()
+	opts := &dedup.Options{FS: mem}
+	s, err := dedup.Open("store", opts)
+	require.NoError(t, err)
+	_, err = dedup.Open("./store/", opts)
+	require.ErrorIs(t, err, dedup.ErrLocked, "a second writer")
+	require.NoError(t, s.Close())
+
+	ro := &dedup.Options{FS: mem, ReadOnly: true}
+	a := openAt(t, "store", ro)
+	_ = openAt(t, "store", ro)
+	_, err = dedup.Open("store", opts)
+	require.ErrorIs(t, err, dedup.ErrLocked, "a writer beside read-only Stores")
+	other := openAt(t, "store", &dedup.Options{FS: vfs.NewMem()})
+	assert.NotNil(t, other, "another FS is another store")
+	require.NoError(t, a.Close())
+}
+
+// TestReadOnlyDirectoryIsNotLocked checks a store copy that its user may
+// read but not write: a writable Open fails with ErrPermission, not
+// ErrLocked, and a read-only Open works. As root, which ignores
+// permission bits, it runs the Opens as the user nobody.
+func TestReadOnlyDirectoryIsNotLocked(t *testing.T) {
+	dir := filepath.Join(openToAll(t), "store")
+	s, err := dedup.Open(dir, nil)
+	require.NoError(t, err)
+	require.True(t, checkAndMark(t, s, "probe", 0))
+	require.NoError(t, s.Close())
+
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+		require.NoError(t, filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
+			return errors.Join(err, os.Chown(p, int(cred.Uid), int(cred.Gid)))
+		}))
+	}
+	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		mode := os.FileMode(0o400)
+		if d.IsDir() {
+			mode = 0o500
+		}
+		return errors.Join(err, os.Chmod(p, mode))
+	}))
+	t.Cleanup(func() {
+		_ = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, _ error) error { return os.Chmod(p, 0o700) })
+	})
+
+	if cred == nil {
+		_, err := dedup.Open(dir, nil)
+		require.ErrorIs(t, err, dedup.ErrPermission)
+		assert.NotErrorIs(t, err, dedup.ErrLocked)
+		assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"))
+		ro := openAt(t, dir, &dedup.Options{ReadOnly: true})
+		assert.True(t, seen(t, ro, "probe"))
+		return
+	}
+	out := probeInChild(t, dir, false, cred)
+	assert.Contains(t, out, "probe: error: "+dedup.ErrPermission.Error())
+	assert.Contains(t, out, filepath.Join(dir, "LOCK"))
+	assert.Equal(t, "probe: opened, seen true, <nil>", probeInChild(t, dir, true, cred))
+}
+
+// refuseWrites fails every operation that would change the file system
+// with EACCES, as a directory its user may not write does.
+type refuseWrites struct{}
+
+func (refuseWrites) String() string { return "refuse writes" }
+
+func (refuseWrites) MaybeError(op errorfs.Op) error {
+	if op.Kind.ReadOrWrite() == errorfs.OpIsWrite || op.Kind == errorfs.OpLock {
+		return &os.PathError{Op: "write", Path: op.Path, Err: syscall.EACCES}
+	}
+	return nil
+}
+
+// TestOpenOnAnFSThatRefusesWrites checks, whoever runs it, that a store
+// whose files refuse every write opens read-only and answers, while a
+// writable Open fails with ErrPermission rather than ErrLocked.
+func TestOpenOnAnFSThatRefusesWrites(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		fs   func() vfs.FS
+		dir  func(t *testing.T) string
+	}{
+		{"memory", func() vfs.FS { return vfs.NewMem() }, func(*testing.T) string { return "store" }},
+		{"operating system", func() vfs.FS { return vfs.Default }, func(t *testing.T) string { return t.TempDir() }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			base, dir := tc.fs(), tc.dir(t)
+			s, err := dedup.Open(dir, &dedup.Options{FS: base})
+			require.NoError(t, err)
+			require.True(t, checkAndMark(t, s, "probe", 0))
+			require.NoError(t, s.Close())
+
+			refusing := errorfs.Wrap(base, refuseWrites{})
+			ro := openAt(t, dir, &dedup.Options{FS: refusing, ReadOnly: true})
+			assert.True(t, seen(t, ro, "probe"))
+			require.NoError(t, ro.Close())
+
+			_, err = dedup.Open(dir, &dedup.Options{FS: refusing})
+			require.ErrorIs(t, err, dedup.ErrPermission)
+			assert.NotErrorIs(t, err, dedup.ErrLocked)
+		})
+	}
+}
