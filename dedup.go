@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"slices"
 	"strconv"
@@ -337,7 +338,10 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		return 0, 0, err
 	}
 	now := s.opts.Clock.Now()
-	deadline, gen := expiry(now, ttl)
+	deadline, gen, err := expiry(now, ttl)
+	if err != nil {
+		return 0, 0, err
+	}
 	s.batch.Reset()
 	s.batch.Time = now.UnixNano()
 	s.inBatch.reset(len(ids))
@@ -432,10 +436,27 @@ func (s *Store) measureDisk() int64 {
 }
 
 // expiry returns the deadline and generation of a mark written at now
-// with TTL d.
-func expiry(now time.Time, d time.Duration) (ttl.Deadline, ttl.Gen) {
+// with TTL d, or ErrInvalidTTL if they pass what the store can represent.
+func expiry(now time.Time, d time.Duration) (ttl.Deadline, ttl.Gen, error) {
+	if now.Before(time.Unix(0, 0)) || !now.Add(d).Before(lastTime) {
+		return 0, 0, fmt.Errorf("%w: %v from %v passes %v, the last deadline the store can represent", ErrInvalidTTL, d, now, lastTime)
+	}
 	dl := ttl.DeadlineOf(now, d)
-	return dl, ttl.GenOf(d, dl)
+	g := ttl.GenOf(d, dl)
+	return dl, g, representable(g)
+}
+
+// lastTime is the latest time a deadline can name: deadlines, and the
+// ends of their generations, are Unix nanoseconds in an int64.
+var lastTime = time.Unix(0, math.MaxInt64)
+
+// representable fails with ErrInvalidTTL if the end of g, the time its
+// marks are dropped, is past lastTime.
+func representable(g ttl.Gen) error {
+	if g.End().After(lastTime) {
+		return fmt.Errorf("%w: a generation ending %v, after %v, the last deadline the store can represent", ErrInvalidTTL, g.End(), lastTime)
+	}
+	return nil
 }
 
 // startSyncOps is the batch size from which applying the batch takes

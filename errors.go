@@ -10,7 +10,8 @@ var (
 	// ErrIDTooLong is returned for an ID longer than Options.MaxIDSize.
 	ErrIDTooLong = errors.New("dedup: ID too long")
 	// ErrInvalidTTL is returned for a negative TTL or one above
-	// Options.MaxTTL, and for a lease not within (0, TTL].
+	// Options.MaxTTL, for a lease not within (0, TTL], and for a TTL whose
+	// deadline would pass the last one the store can represent (in 2262).
 	ErrInvalidTTL = errors.New("dedup: invalid TTL")
 	// ErrValueTooLarge is returned by Begin and Complete when a record's
 	// fingerprint and result pass Options.MaxValueSize.

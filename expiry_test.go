@@ -3,6 +3,7 @@ package dedup_test
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 	"time"
@@ -222,4 +223,38 @@ func BenchmarkSeenAbsentGenerations(b *testing.B) {
 			seenAbsentInParallel(b, s)
 		})
 	}
+}
+
+// lastDeadline is the last time the store can represent a deadline at.
+var lastDeadline = time.Unix(0, math.MaxInt64)
+
+// TestTTLsThatOverflowAreRefused checks that a TTL whose deadline would
+// pass the last one an int64 of nanoseconds holds is refused, at Open for
+// MaxTTL and at each write for the TTL given, rather than wrapping around
+// into a deadline in the past that makes the ID new on every call.
+func TestTTLsThatOverflowAreRefused(t *testing.T) {
+	const year = 365 * 24 * time.Hour
+	_, err := dedup.Open(t.TempDir(), &dedup.Options{MaxTTL: 250 * year})
+	require.ErrorIs(t, err, dedup.ErrInvalidOptions, "a MaxTTL past 2262")
+
+	s, _ := openStore(t, &dedup.Options{MaxTTL: 200 * year})
+	assert.True(t, checkAndMark(t, s, "long", 200*year))
+	assert.False(t, checkAndMark(t, s, "long", 200*year), "a 200-year mark is kept")
+
+	clock := ttl.NewFake(lastDeadline.Add(-30 * 24 * time.Hour))
+	s, _ = openStore(t, &dedup.Options{Clock: clock, SlidingTTL: true})
+	clock.Advance(29*24*time.Hour + 12*time.Hour)
+	assert.True(t, checkAndMark(t, s, "slides", time.Hour))
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"CheckAndMark", func() error { _, err := s.CheckAndMark([]byte("late"), 0); return err }},
+		{"SlidingTTL extension", func() error { _, err := s.CheckAndMark([]byte("slides"), 7*24*time.Hour); return err }},
+		{"Begin", func() error { _, err := s.Begin([]byte("late"), nil, time.Minute, 0); return err }},
+	} {
+		assert.ErrorIs(t, tc.call(), dedup.ErrInvalidTTL, tc.name)
+	}
+	assert.True(t, checkAndMark(t, s, "short", time.Hour), "a TTL that fits is taken")
+	assert.False(t, checkAndMark(t, s, "short", time.Hour), "and its mark holds")
 }

@@ -78,7 +78,9 @@ type Options struct {
 	// DefaultTTL is the TTL of a mark written with ttl 0. Zero means 24h.
 	DefaultTTL time.Duration
 	// MaxTTL is the largest TTL accepted; a larger one is ErrInvalidTTL.
-	// Zero means 7 days.
+	// Zero means 7 days. Deadlines are Unix nanoseconds in an int64, so
+	// Open refuses one that would take a deadline past the year 2262, and
+	// a write whose deadline would pass it fails with ErrInvalidTTL.
 	MaxTTL time.Duration
 	// CacheSize is the memory of Pebble's block cache, in bytes: duplicates
 	// of marks already checkpointed are read through it, so a store whose
@@ -231,6 +233,8 @@ func (o *Options) validate() error {
 	}
 	if o.MaxTTL < 0 {
 		errs = append(errs, fmt.Errorf("MaxTTL %v is negative", o.MaxTTL))
+	} else if _, _, err := expiry(o.Clock.Now(), o.MaxTTL); err != nil {
+		errs = append(errs, fmt.Errorf("MaxTTL %v: %w", o.MaxTTL, err))
 	}
 	if o.MaxIDSize < 0 || o.MaxIDSize > 1<<20 {
 		errs = append(errs, fmt.Errorf("MaxIDSize %d must be in (0, 1MiB]", o.MaxIDSize))

@@ -247,10 +247,16 @@ func (s *Store) settle(key []byte, token uint64, fn func(index.Key, index.Entry,
 // one (prev) is given a later deadline than prev's, so that it answers
 // whatever generation each lives in. The caller holds s.mu exclusively.
 func (s *Store) writeRecord(k index.Key, prev index.Entry, replaces bool, now time.Time, r Record) (uint64, ttl.Deadline, error) {
-	deadline, gen := expiry(now, r.TTL)
+	deadline, gen, err := expiry(now, r.TTL)
+	if err != nil {
+		return 0, 0, err
+	}
 	if replaces && deadline <= prev.Deadline {
 		deadline = prev.Deadline + 1
 		gen = ttl.GenOf(r.TTL, deadline)
+		if err := representable(gen); err != nil {
+			return 0, 0, err
+		}
 	}
 	s.batch.Reset()
 	s.batch.Time = now.UnixNano()
