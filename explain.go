@@ -93,14 +93,30 @@ type Mark struct {
 
 // Scan calls fn for each ID that has a live mark, once, in no promised
 // order, and stops when fn returns false. IDs without prefix are skipped.
-// With all it also yields the versions that are not live. Writes wait
-// while it runs: it is for operators and exports.
+// With all it also yields the versions that are not live. It reads the
+// marks at one instant, while writes wait, into memory, and then calls fn
+// holding no lock, so that fn may call the store (Forget what it sees,
+// say); the memory is that of the marks it yields. It is for operators
+// and exports.
 func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
+	marks, err := s.scan(prefix, all)
+	for _, m := range marks {
+		if !fn(m) {
+			return nil
+		}
+	}
+	return err
+}
+
+// scan returns the marks Scan yields, up to a record that does not
+// decode, and the error that stopped it, if any.
+func (s *Store) scan(prefix []byte, all bool) ([]Mark, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
-		return ErrClosed
+		return nil, ErrClosed
 	}
+	var marks []Mark
 	var err error // a record that does not decode
 	serr := s.idx.Scan(s.opts.Clock.Now(), all, func(m index.Mark) bool {
 		if !bytes.HasPrefix(m.ID, prefix) {
@@ -113,10 +129,11 @@ func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
 		if out.Record, err = recordOf(m.Entry); err != nil {
 			return false
 		}
-		return fn(out)
+		marks = append(marks, out)
+		return true
 	})
 	if serr != nil {
-		return storeError(serr)
+		return nil, storeError(serr)
 	}
-	return err
+	return marks, err
 }

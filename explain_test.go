@@ -101,3 +101,47 @@ func TestScan(t *testing.T) {
 	require.NoError(t, s.Scan(nil, false, func(dedup.Mark) bool { n++; return n < 3 }))
 	assert.Equal(t, 3, n, "Scan stops when fn says so")
 }
+
+// TestScanCallbackMayCallTheStore checks that fn may write to the store
+// it scans, Forget what it sees and mark more, without a deadlock, and
+// that Close is not held up afterwards.
+func TestScanCallbackMayCallTheStore(t *testing.T) {
+	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem()})
+	require.NoError(t, err)
+	markAll(t, s, expiryIDs("old", 50), 0)
+	require.NoError(t, s.Checkpoint())
+	markAll(t, s, expiryIDs("tail", 50), 0)
+
+	done := make(chan error, 1)
+	yielded := 0
+	go func() {
+		done <- s.Scan(nil, false, func(m dedup.Mark) bool {
+			yielded++
+			if err := s.Forget(m.ID); err != nil {
+				t.Errorf("Forget(%q) in Scan: %v", m.ID, err)
+			}
+			if _, err := s.CheckAndMark(append([]byte("new-"), m.ID...), 0); err != nil {
+				t.Errorf("CheckAndMark in Scan: %v", err)
+			}
+			return true
+		})
+	}()
+	select {
+	case err := <-done:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Scan deadlocked on a callback that writes to the store")
+	}
+	assert.Equal(t, 100, yielded, "the marks at the start of the scan, once each")
+	assert.Zero(t, seenAll(t, s, expiryIDs("old", 50))+seenAll(t, s, expiryIDs("tail", 50)), "every ID forgotten")
+	assert.Equal(t, 50, seenAll(t, s, expiryIDs("new-old", 50)))
+
+	closed := make(chan error, 1)
+	go func() { closed <- s.Close() }()
+	select {
+	case err := <-closed:
+		require.NoError(t, err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close blocked after Scan")
+	}
+}
