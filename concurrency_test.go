@@ -1,6 +1,7 @@
 package dedup_test
 
 import (
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -346,6 +347,67 @@ func TestSetModelRejectsViolations(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			assert.False(t, porcupine.CheckOperations(setModel, tc.history))
+		})
+	}
+}
+
+// TestCloseAnswersTheCallsUnderWay has callers mark fresh IDs while Close
+// runs, and checks after a reopen that the answers were true: an ID
+// acknowledged as new is seen, and an ID refused with ErrClosed is new,
+// even though Close's final flush wrote out every record appended.
+func TestCloseAnswersTheCallsUnderWay(t *testing.T) {
+	const workers, rounds = 16, 4
+	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncInterval} {
+		t.Run(mode.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			opts := &dedup.Options{Sync: mode}
+			for round := range rounds {
+				s, err := dedup.Open(dir, opts)
+				require.NoError(t, err)
+				var acked, refused sync.Map
+				var wg sync.WaitGroup
+				for w := range workers {
+					wg.Go(func() {
+						for i := 0; ; i++ {
+							id := fmt.Sprintf("r%d-w%d-%d", round, w, i)
+							isNew, err := s.CheckAndMark([]byte(id), 0)
+							switch {
+							case errors.Is(err, dedup.ErrClosed):
+								refused.Store(id, true)
+								return
+							case err != nil:
+								t.Errorf("CheckAndMark(%q): %v", id, err)
+								return
+							case !isNew:
+								t.Errorf("a fresh ID %q was a duplicate", id)
+							}
+							acked.Store(id, true)
+						}
+					})
+				}
+				time.Sleep(20 * time.Millisecond)
+				require.NoError(t, s.Close())
+				wg.Wait()
+
+				s, err = dedup.Open(dir, opts)
+				require.NoError(t, err)
+				lost, claimed := 0, 0
+				acked.Range(func(id, _ any) bool {
+					if !seen(t, s, id.(string)) {
+						lost++
+					}
+					return true
+				})
+				refused.Range(func(id, _ any) bool {
+					if seen(t, s, id.(string)) {
+						claimed++
+					}
+					return true
+				})
+				assert.Zero(t, lost, "round %d: acknowledged marks lost", round)
+				assert.Zero(t, claimed, "round %d: marks refused with ErrClosed but kept", round)
+				require.NoError(t, s.Close())
+			}
 		})
 	}
 }

@@ -62,6 +62,10 @@ type Store struct {
 	checkpoint   chan struct{}  // wakes the checkpointer
 	checkpointMu sync.Mutex     // one checkpoint at a time
 	done         chan struct{}  // closed when the checkpointer exits
+	// calls counts the calls admitted, under mu, before Close: Close
+	// waits for them to have their answers before it closes the WAL, so
+	// that a call that wrote a record is never told ErrClosed.
+	calls sync.WaitGroup
 
 	newMarks, duplicates atomic.Uint64
 }
@@ -319,6 +323,7 @@ func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool
 	if err != nil {
 		return nil, err
 	}
+	defer s.calls.Done()
 	if err := s.durable(wait); err != nil {
 		return nil, err
 	}
@@ -330,13 +335,15 @@ func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool
 // checkAndMark is the atomic part of CheckAndMarkBatch: under the
 // exclusive lock it looks each ID up and writes one WAL record marking the
 // new ones. It returns the WAL record the answers depend on, for the
-// caller to wait for outside the lock.
+// caller to wait for outside the lock; without an error the call is
+// admitted (see enter).
 func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writable(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, 0, err
 	}
+	defer s.leaveOnError(&err)
 	now := s.opts.Clock.Now()
 	deadline, gen, err := expiry(now, ttl)
 	if err != nil {
@@ -521,18 +528,23 @@ func (s *Store) Seen(id []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
+	defer s.calls.Done()
 	if err := s.durable(e.LSN); err != nil {
 		return false, err
 	}
 	return live, nil
 }
 
-func (s *Store) lookup(k index.Key) (index.Entry, bool, error) {
+// lookup looks k up under the shared lock; without an error the call is
+// admitted (see enter).
+func (s *Store) lookup(k index.Key) (_ index.Entry, _ bool, err error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
 		return index.Entry{}, false, ErrClosed
 	}
+	s.calls.Add(1)
+	defer s.leaveOnError(&err)
 	e, live, err := s.idx.Lookup(k, s.opts.Clock)
 	return e, live, storeError(err)
 }
@@ -546,15 +558,17 @@ func (s *Store) Forget(id []byte) error {
 	if err != nil {
 		return err
 	}
+	defer s.calls.Done()
 	return s.durable(lsn)
 }
 
-func (s *Store) forget(id []byte) (uint64, error) {
+func (s *Store) forget(id []byte) (_ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writable(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, err
 	}
+	defer s.leaveOnError(&err)
 	s.batch.Reset()
 	s.batch.Forget(id)
 	return s.append()
@@ -578,6 +592,25 @@ func (s *Store) checkTTL(d time.Duration) (time.Duration, error) {
 		return 0, fmt.Errorf("%w: %v is outside (0, %v]", ErrInvalidTTL, d, s.opts.MaxTTL)
 	}
 	return d, nil
+}
+
+// enter admits a write call: it fails as writable does, or counts the
+// call in s.calls, for Close to wait for. The caller holds s.mu and, once
+// admitted, calls s.calls.Done when the call has its answer; a call that
+// fails under the lock leaves with leaveOnError.
+func (s *Store) enter() error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	s.calls.Add(1)
+	return nil
+}
+
+// leaveOnError ends an admitted call that failed.
+func (s *Store) leaveOnError(err *error) {
+	if *err != nil {
+		s.calls.Done()
+	}
 }
 
 // writable reports why the store takes no writes, if it does not: after a
@@ -764,9 +797,12 @@ func (s *Store) mergeChains(frozen *index.Frozen) {
 	}
 }
 
-// Close waits for a running checkpoint, makes every acknowledged write
-// durable in every sync mode, and releases the directory. It returns the
-// failure that made the store fail-stop, if any. Calling it twice is fine.
+// Close waits for a running checkpoint and for the calls already under
+// way, makes every acknowledged write durable in every sync mode, and
+// releases the directory. A call under way when Close begins gets its
+// own answer, not ErrClosed; later calls get ErrClosed and have no effect.
+// It returns the failure that made the store fail-stop, if any. Calling it
+// twice is fine.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed.Load() {
@@ -776,6 +812,7 @@ func (s *Store) Close() error {
 	s.closed.Store(true)
 	s.flushed.Broadcast()
 	s.mu.Unlock()
+	s.calls.Wait()
 	if !s.opts.ReadOnly {
 		close(s.checkpoint)
 	}

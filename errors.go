@@ -27,7 +27,10 @@ var (
 	// Options.MaxDiskBytes, when WhenFull drops nothing; nothing of it is
 	// applied.
 	ErrFull = errors.New("dedup: store full")
-	// ErrClosed is returned by every call on a closed Store.
+	// ErrClosed is returned by every call on a closed Store. A call that
+	// returns it had no effect: Close waits for the calls under way to get
+	// their own answers, so a mark made durable by Close is always
+	// acknowledged to its caller.
 	ErrClosed = errors.New("dedup: store closed")
 	// ErrReadOnly is returned by write calls on a store opened ReadOnly.
 	ErrReadOnly = errors.New("dedup: store is read-only")

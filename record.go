@@ -121,15 +121,17 @@ func (s *Store) Begin(key, fingerprint []byte, lease, ttl time.Duration) (Claim,
 	if err != nil {
 		return Claim{}, err
 	}
+	defer s.calls.Done()
 	return c, s.durable(wait)
 }
 
-func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (Claim, uint64, error) {
+func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (_ Claim, _ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writable(); err != nil {
+	if err := s.enter(); err != nil {
 		return Claim{}, 0, err
 	}
+	defer s.leaveOnError(&err)
 	now := s.opts.Clock.Now()
 	k := s.idx.Key(key)
 	e, live, err := s.idx.Lookup(k, s.opts.Clock)
@@ -192,6 +194,7 @@ func (s *Store) Complete(key []byte, token uint64, result []byte) error {
 	if err != nil {
 		return err
 	}
+	defer s.calls.Done()
 	return s.durable(wait)
 }
 
@@ -213,17 +216,20 @@ func (s *Store) Release(key []byte, token uint64) error {
 	if err != nil {
 		return err
 	}
+	defer s.calls.Done()
 	return s.durable(wait)
 }
 
 // settle runs fn, under the write lock, on the live record of key if token
-// began it; fn returns the LSN to wait for.
-func (s *Store) settle(key []byte, token uint64, fn func(index.Key, index.Entry, time.Time, Record) (uint64, error)) (uint64, error) {
+// began it; fn returns the LSN to wait for. Without an error the call is
+// admitted (see enter).
+func (s *Store) settle(key []byte, token uint64, fn func(index.Key, index.Entry, time.Time, Record) (uint64, error)) (_ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writable(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, err
 	}
+	defer s.leaveOnError(&err)
 	k := s.idx.Key(key)
 	e, live, err := s.idx.Lookup(k, s.opts.Clock)
 	if err != nil {
@@ -279,8 +285,12 @@ func (s *Store) Record(key []byte) (Record, bool, error) {
 		return Record{}, false, err
 	}
 	e, live, err := s.lookup(s.idx.Key(key))
-	if err != nil || !live || len(e.Value) == 0 {
+	if err != nil {
 		return Record{}, false, err
+	}
+	defer s.calls.Done()
+	if !live || len(e.Value) == 0 {
+		return Record{}, false, nil
 	}
 	if err := s.durable(e.LSN); err != nil {
 		return Record{}, false, err
