@@ -51,5 +51,13 @@
 // it, so concurrent callers share fsyncs (group commit). A batch of 256
 // marks or more writes its WAL record and, on Linux, starts its fsync in
 // the kernel before it updates the index, so the fsync runs meanwhile.
-// Reads share the lock.
+// Reads share the lock; Scan reads under it but calls its callback
+// without it, so the callback may call the store. Close lets the calls
+// under way finish with their own answers: ErrClosed means a call had no
+// effect.
+//
+// A store directory is held by one writable Store at a time, or by any
+// number of read-only ones, in one process or several, whatever path
+// names it (ErrLocked otherwise). Its files are created 0600 and its
+// directories 0700 unless Options.FileMode and DirMode say otherwise.
 package dedup
