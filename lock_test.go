@@ -1,7 +1,6 @@
 package dedup_test
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,7 +25,9 @@ import (
 // "probe: error: <err>".
 func probeInChild(t *testing.T, dir string, readOnly bool, cred *syscall.Credential) string {
 	t.Helper()
-	bin, mode := os.Args[0], "rw"
+	bin, err := os.Executable() // os.Args[0] may be relative to another directory
+	require.NoError(t, err)
+	mode := "rw"
 	if readOnly {
 		mode = "ro"
 	}
@@ -55,7 +56,9 @@ func executableBy(t *testing.T, cred *syscall.Credential) string {
 	t.Helper()
 	dir := openToAll(t)
 	bin := filepath.Join(dir, "dedup.test")
-	src, err := os.Open(os.Args[0])
+	self, err := os.Executable()
+	require.NoError(t, err)
+	src, err := os.Open(self)
 	require.NoError(t, err)
 	defer src.Close()
 	dst, err := os.OpenFile(bin, os.O_CREATE|os.O_WRONLY, 0o755)
@@ -172,47 +175,74 @@ func TestLockOnAnotherFS(t *testing.T) {
 }
 
 // TestReadOnlyDirectoryIsNotLocked checks a store copy that its user may
-// read but not write: a writable Open fails with ErrPermission, not
+// read but not write, with its LOCK file or, as a snapshot, without: a
+// writable Open fails with ErrPermission naming the LOCK file, not
 // ErrLocked, and a read-only Open works. As root, which ignores
 // permission bits, it runs the Opens as the user nobody.
 func TestReadOnlyDirectoryIsNotLocked(t *testing.T) {
-	dir := filepath.Join(openToAll(t), "store")
-	s, err := dedup.Open(dir, nil)
-	require.NoError(t, err)
-	require.True(t, checkAndMark(t, s, "probe", 0))
-	require.NoError(t, s.Close())
+	for _, tc := range []struct {
+		name string
+		copy func(t *testing.T, s *dedup.Store, dir string) string
+	}{
+		{"the store itself", func(_ *testing.T, _ *dedup.Store, dir string) string { return dir }},
+		{"a snapshot without a LOCK file", func(t *testing.T, s *dedup.Store, dir string) string {
+			snap := dir + "-snapshot"
+			require.NoError(t, s.Snapshot(snap))
+			return snap
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := filepath.Join(openToAll(t), "store")
+			s, err := dedup.Open(src, nil)
+			require.NoError(t, err)
+			require.True(t, checkAndMark(t, s, "probe", 0))
+			dir := tc.copy(t, s, src)
+			require.NoError(t, s.Close())
+			readOnlyFor(t, dir)
+			cred := (*syscall.Credential)(nil)
+			if os.Geteuid() == 0 {
+				cred = &syscall.Credential{Uid: 65534, Gid: 65534}
+			}
 
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		cred = &syscall.Credential{Uid: 65534, Gid: 65534}
-		require.NoError(t, filepath.WalkDir(dir, func(p string, _ fs.DirEntry, err error) error {
-			return errors.Join(err, os.Chown(p, int(cred.Uid), int(cred.Gid)))
-		}))
+			if cred == nil {
+				_, err := dedup.Open(dir, nil)
+				require.ErrorIs(t, err, dedup.ErrPermission)
+				assert.NotErrorIs(t, err, dedup.ErrLocked)
+				assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"))
+				ro := openAt(t, dir, &dedup.Options{ReadOnly: true})
+				assert.True(t, seen(t, ro, "probe"))
+				return
+			}
+			out := probeInChild(t, dir, false, cred)
+			assert.Contains(t, out, "probe: error: "+dedup.ErrPermission.Error())
+			assert.Contains(t, out, filepath.Join(dir, "LOCK"))
+			assert.Equal(t, "probe: opened, seen true, <nil>", probeInChild(t, dir, true, cred))
+		})
 	}
+}
+
+// readOnlyFor makes the tree at dir readable but not writable by the user
+// the test's Opens run as: this one, or nobody when the test runs as root.
+func readOnlyFor(t *testing.T, dir string) {
+	t.Helper()
 	require.NoError(t, filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if os.Geteuid() == 0 {
+			if err := os.Chown(p, 65534, 65534); err != nil {
+				return err
+			}
+		}
 		mode := os.FileMode(0o400)
 		if d.IsDir() {
 			mode = 0o500
 		}
-		return errors.Join(err, os.Chmod(p, mode))
+		return os.Chmod(p, mode)
 	}))
 	t.Cleanup(func() {
 		_ = filepath.WalkDir(dir, func(p string, _ fs.DirEntry, _ error) error { return os.Chmod(p, 0o700) })
 	})
-
-	if cred == nil {
-		_, err := dedup.Open(dir, nil)
-		require.ErrorIs(t, err, dedup.ErrPermission)
-		assert.NotErrorIs(t, err, dedup.ErrLocked)
-		assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"))
-		ro := openAt(t, dir, &dedup.Options{ReadOnly: true})
-		assert.True(t, seen(t, ro, "probe"))
-		return
-	}
-	out := probeInChild(t, dir, false, cred)
-	assert.Contains(t, out, "probe: error: "+dedup.ErrPermission.Error())
-	assert.Contains(t, out, filepath.Join(dir, "LOCK"))
-	assert.Equal(t, "probe: opened, seen true, <nil>", probeInChild(t, dir, true, cred))
 }
 
 // refuseWrites fails every operation that would change the file system
