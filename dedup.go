@@ -181,6 +181,7 @@ func (s *Store) recover() (err error) {
 		SyncInterval: s.opts.SyncInterval,
 		ReadOnly:     s.opts.ReadOnly,
 		Logf:         s.opts.Logf,
+		Direct:       s.opts.FS.(permFS).direct(),
 	}, after, s.idx.Replay)
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)

@@ -32,6 +32,11 @@ func newPermFS(fs vfs.FS, o *Options) permFS {
 	return permFS{FS: fs, file: o.FileMode, dir: o.DirMode, osFiles: vfs.Root(fs) == vfs.Default, readOnly: o.ReadOnly}
 }
 
+// direct reports whether the files are the operating system's with
+// nothing but this wrapper in between, so that the WAL may fsync them
+// through their descriptors in the background.
+func (p permFS) direct() bool { return p.FS == vfs.Default }
+
 // Unwrap returns the FS underneath, for vfs.Root.
 func (p permFS) Unwrap() vfs.FS { return p.FS }
 

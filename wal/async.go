@@ -3,7 +3,6 @@ package wal
 import (
 	"errors"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/seed42300104/dedup/internal/aio"
 )
@@ -32,7 +31,7 @@ import (
 // descriptors. Elsewhere (an in-memory or error-injecting FS, another OS)
 // it returns nil and the writer goroutine syncs.
 func newSyncer(opts Options) *aio.Syncer {
-	if opts.Sync != SyncAlways || opts.FS != vfs.Default {
+	if opts.Sync != SyncAlways || !opts.direct() {
 		return nil
 	}
 	s, err := aio.New()

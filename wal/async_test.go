@@ -5,6 +5,7 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/assert"
@@ -159,4 +160,36 @@ func TestRefusedBackgroundSync(t *testing.T) {
 	l, got := openDiskLog(t, dir)
 	defer l.Close()
 	assert.Equal(t, want, got)
+}
+
+// passThrough wraps the OS filesystem without interposing on anything, as
+// the store's file-mode wrapper does.
+type passThrough struct{ vfs.FS }
+
+// TestBackgroundSyncsNeedDirectFiles checks which filesystems get the
+// background fsync: the OS's, and a wrapper of it that says its files are
+// direct; not a wrapper that does not, whose writes and syncs the log
+// must go through.
+func TestBackgroundSyncsNeedDirectFiles(t *testing.T) {
+	if _, err := aio.New(); err != nil {
+		t.Skipf("no native AIO here: %v", err)
+	}
+	for _, tc := range []struct {
+		name string
+		opts Options
+		want bool
+	}{
+		{"vfs.Default", Options{FS: vfs.Default}, true},
+		{"a wrapper that says Direct", Options{FS: passThrough{vfs.Default}, Direct: true}, true},
+		{"a wrapper that does not", Options{FS: passThrough{vfs.Default}}, false},
+		{"SyncInterval", Options{FS: vfs.Default, Sync: SyncInterval, SyncInterval: time.Second}, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.SegmentSize = 4096
+			l, err := Open(t.TempDir(), tc.opts, 0, func(uint64, []byte) error { return nil })
+			require.NoError(t, err)
+			defer l.Close()
+			assert.Equal(t, tc.want, l.syncer != nil, "%s: background fsyncs", tc.name)
+		})
+	}
 }

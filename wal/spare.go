@@ -21,7 +21,7 @@ const spareName = "next.spare"
 // in-memory or error-injecting FS in tests) it is prepared before
 // startSpare returns, so a test sees the same operations in every run.
 func (l *Log) startSpare() {
-	background := l.opts.FS == vfs.Default
+	background := l.opts.direct()
 	l.mu.Lock()
 	if l.spareReady || l.spareBusy || l.closed {
 		l.mu.Unlock()

@@ -53,7 +53,16 @@ type Options struct {
 	ReadOnly bool
 	// Logf receives the report of a truncated torn tail.
 	Logf func(format string, args ...any)
+	// Direct says that FS's files are the operating system's, with nothing
+	// interposed on their writes and syncs, as vfs.Default's are (a wrapper
+	// that only sets the modes of new files qualifies; an error-injecting
+	// one does not). Such files get background fsyncs and spares. FS ==
+	// vfs.Default implies it.
+	Direct bool
 }
+
+// direct reports whether the log's files are the operating system's own.
+func (o Options) direct() bool { return o.Direct || o.FS == vfs.Default }
 
 // Log is an open write-ahead log. Append and Wait are safe for concurrent
 // use. Records appended while a write and fsync are under way share the
