@@ -3,7 +3,6 @@ package wal
 import (
 	"errors"
 
-
 	"github.com/seed42300104/dedup/internal/aio"
 )
 
