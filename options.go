@@ -147,6 +147,11 @@ type Options struct {
 	// persisted and every write call fails with ErrReadOnly. It still takes
 	// the lock, so it refuses a store that a running process holds.
 	ReadOnly bool
+	// MustExist makes Open fail with ErrNotStore, rather than create a
+	// store, where dir holds none. Tools that only change existing marks
+	// set it, so that a mistyped path is an error and not a new, empty
+	// store. ReadOnly implies it.
+	MustExist bool
 
 	// Logf receives rare operational messages (a rebuilt filter, a
 	// truncated torn tail). Zero means the standard logger.
