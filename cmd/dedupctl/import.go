@@ -39,6 +39,9 @@ counts: added, already present, expired and skipped. On a terminal a
 progress bar shows on stderr.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, err := g.needDir(); err != nil {
+				return err // before reading the input
+			}
 			marks, err := readImport(cmd.InOrStdin())
 			if err != nil {
 				return err

@@ -19,8 +19,9 @@ const outputHelp = `Output (-o table, the default, or -o json):
          forget, explain, scan, export) write JSON Lines, one object a line;
          the others (stats, compact, verify, repair, import, snapshot, bench)
          write one JSON document. An ID that is not valid UTF-8 is written in
-         base64 (RFC 4648, padded) with "id_base64": true. The table and the
-         JSON of a command hold the same fields.
+         base64 (RFC 4648, padded) with "id_base64": true. The JSON of a
+         command holds every field of its table, and scan's also the
+         whole idempotency record.
   Errors go to stderr as text, with nothing on stdout, except that verify
   reports damage on stdout too. filter writes its input lines to stdout and
   its summary to stderr (as JSON with -o json); export always writes JSON

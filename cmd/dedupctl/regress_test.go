@@ -269,6 +269,31 @@ func TestRepairSaysWhatItCannotFix(t *testing.T) {
 	assert.Equal(t, exitCorrupt, code, "any command on a damaged store exits 3")
 }
 
+// TestRepairWithoutCheckpoint damages the index's CHECKPOINT, which says
+// where the WAL begins: repair cannot check the WAL, says so and what to
+// do, and exits 3.
+func TestRepairWithoutCheckpoint(t *testing.T) {
+	dir := newStore(t, func(s *dedup.Store) {
+		_, err := s.CheckAndMark([]byte("a"), 0)
+		require.NoError(t, err)
+		require.NoError(t, s.Checkpoint())
+	})
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "index", "CHECKPOINT"), []byte("garbage"), 0o644))
+
+	code, stdout, stderr := runIn(t, nil, "--dir", dir, "repair")
+	assert.Equal(t, exitCorrupt, code)
+	assert.Contains(t, stdout, "the WAL cannot be checked: the index's checkpoint is damaged\nthe store does not open: dedup: store corrupt")
+	assert.Contains(t, stdout, "restore the store from a copy made by\n    dedupctl snapshot")
+	assert.Contains(t, stderr, "repair cannot fix that: dedup: store corrupt")
+
+	code, stdout, _ = runIn(t, nil, "--dir", dir, "-o", "json", "repair")
+	assert.Equal(t, exitCorrupt, code)
+	var r repairReport
+	require.NoError(t, json.Unmarshal([]byte(stdout), &r), stdout)
+	assert.False(t, r.WALChecked)
+	assert.Contains(t, r.OpenError, "store corrupt")
+}
+
 // TestExitCodes checks that each kind of failure has its own exit code.
 func TestExitCodes(t *testing.T) {
 	dir := newStore(t, func(*dedup.Store) {})

@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 
@@ -15,8 +16,9 @@ import (
 const repairLimits = `repair fixes damage in the WAL only. It cannot fix the index:
   - a filter snapshot (index/filters/*.bloom) that fails its check: delete
     that file, and the next open rebuilds the filters from Pebble;
-  - Pebble's tables or manifest (index/db) missing, short or damaged: restore
-    the store from a copy made by dedupctl snapshot.`
+  - Pebble's tables or manifest (index/db), or the index's CHECKPOINT,
+    missing, short or damaged: restore the store from a copy made by
+    dedupctl snapshot.`
 
 func newRepair(g *globals) *cobra.Command {
 	var yes bool
@@ -41,6 +43,15 @@ error, and exits as that error does (3 for damage).
 				return err
 			}
 			d, err := dedup.Repair(dir, nil, yes)
+			if errors.Is(err, dedup.ErrCorrupt) {
+				// The index's checkpoint, which says where the WAL
+				// begins, is damaged: the WAL cannot be checked.
+				r := repairReport{OpenError: err.Error()}
+				if perr := printRepair(cmd, g, r); perr != nil {
+					return perr
+				}
+				return fmt.Errorf("repair cannot fix that: %w", err)
+			}
 			if err != nil {
 				return err
 			}
@@ -81,15 +92,18 @@ func opens(dir string) error {
 
 // repairReport is what repair prints, as a table or as JSON.
 type repairReport struct {
-	Damaged   bool     `json:"damaged"`
-	Error     string   `json:"error,omitempty"`
-	Segment   string   `json:"segment,omitempty"`
-	Offset    int64    `json:"offset,omitempty"`
-	FirstLost uint64   `json:"first_lost_lsn,omitempty"`
-	LastLost  uint64   `json:"last_lost_lsn,omitempty"`
-	Lost      int      `json:"lost_records"`
-	Later     []string `json:"later_segments,omitempty"`
-	Applied   bool     `json:"applied"`
+	// WALChecked is false when the index's checkpoint, which says where
+	// the WAL begins, is itself damaged: the other fields are then zero.
+	WALChecked bool     `json:"wal_checked"`
+	Damaged    bool     `json:"damaged"`
+	Error      string   `json:"error,omitempty"`
+	Segment    string   `json:"segment,omitempty"`
+	Offset     int64    `json:"offset,omitempty"`
+	FirstLost  uint64   `json:"first_lost_lsn,omitempty"`
+	LastLost   uint64   `json:"last_lost_lsn,omitempty"`
+	Lost       int      `json:"lost_records"`
+	Later      []string `json:"later_segments,omitempty"`
+	Applied    bool     `json:"applied"`
 	// Opens tells whether the store opens after the repair, if it was
 	// checked: not when the WAL is damaged and left as it is.
 	Opens     bool   `json:"opens"`
@@ -97,7 +111,7 @@ type repairReport struct {
 }
 
 func newRepairReport(d *wal.Damage, applied bool) repairReport {
-	r := repairReport{Damaged: d != nil, Applied: applied && d != nil}
+	r := repairReport{WALChecked: true, Damaged: d != nil, Applied: applied && d != nil}
 	if d != nil {
 		r.Error, r.Segment, r.Offset, r.FirstLost, r.LastLost, r.Lost, r.Later =
 			d.Err.Error(), d.Segment, d.Offset, d.FirstLost, d.LastLost, d.Lost, d.Later
@@ -110,9 +124,12 @@ func printRepair(cmd *cobra.Command, g *globals, r repairReport) error {
 	if g.output == "json" {
 		return json.NewEncoder(out).Encode(r)
 	}
-	if !r.Damaged {
+	switch {
+	case !r.WALChecked:
+		fmt.Fprintln(out, "the WAL cannot be checked: the index's checkpoint is damaged")
+	case !r.Damaged:
 		fmt.Fprintln(out, "no damage in the WAL")
-	} else {
+	default:
 		fmt.Fprintf(out, "damage: %s\n", r.Error)
 		fmt.Fprintf(out, "cut: %s at offset %d\n", r.Segment, r.Offset)
 		lost := fmt.Sprintf("LSN %d on", r.FirstLost)
