@@ -83,7 +83,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	}
 	o.FS = newPermFS(o.FS, &o)
 	fs := o.FS
-	if err := checkDir(fs, dir, o.ReadOnly); err != nil {
+	if err := checkDir(fs, dir, o.ReadOnly || o.MustExist); err != nil {
 		return nil, storeError(err)
 	}
 	lock, err := lockStore(fs, dir, o.ReadOnly, o.FileMode)
@@ -109,11 +109,11 @@ func Open(dir string, opts *Options) (*Store, error) {
 }
 
 // checkDir makes sure dir is a store, or can become one, before Open
-// writes anything in it: a read-only Open needs a FORMAT file; otherwise dir
+// writes anything in it: with mustExist it needs a FORMAT file; otherwise dir
 // is created if missing, and an existing one must be a directory that
 // holds a store or nothing but the leftovers of an interrupted creation.
-func checkDir(fs vfs.FS, dir string, readOnly bool) error {
-	if readOnly {
+func checkDir(fs vfs.FS, dir string, mustExist bool) error {
+	if mustExist {
 		if _, err := fs.Stat(fs.PathJoin(dir, formatFile)); err != nil {
 			return fmt.Errorf("%w: %s: %w", ErrNotStore, dir, err)
 		}

@@ -51,7 +51,10 @@ var (
 	// ErrIncompatibleFormat is returned by Open for a store written in a
 	// format version this build does not know.
 	ErrIncompatibleFormat = errors.New("dedup: incompatible format version")
-	// ErrNotStore is returned by Open with ReadOnly for a directory that
-	// holds no store.
+	// ErrNotStore is returned by Open with ReadOnly or MustExist for a
+	// directory that holds no store.
 	ErrNotStore = errors.New("dedup: not a store")
+	// ErrInvalidRecord is returned by Restore for an idempotency record in
+	// no known state.
+	ErrInvalidRecord = errors.New("dedup: invalid record")
 )

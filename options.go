@@ -162,6 +162,11 @@ type Options struct {
 	// It opens a store in a directory it may not write, such as a backup
 	// copy; if that directory has no LOCK file it takes no lock.
 	ReadOnly bool
+	// MustExist makes Open fail with ErrNotStore, rather than create a
+	// store, where dir holds none. Tools that only change existing marks
+	// set it, so that a mistyped path is an error and not a new, empty
+	// store. ReadOnly implies it.
+	MustExist bool
 
 	// Logf receives rare operational messages (a rebuilt filter, a
 	// truncated torn tail). Zero means the standard logger.

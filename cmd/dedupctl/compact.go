@@ -17,34 +17,63 @@ func newCompact(g *globals) *cobra.Command {
 		Long: `Checkpoints the store, which drops the generations whose marks have all
 expired and removes the WAL segments behind the checkpoint, then has Pebble
 compact the whole index so that their space is given back at once. Prints
-the sizes before and after. On a terminal a spinner shows on stderr while
-it runs.`,
+the sizes before and after; disk bytes is measured as stats measures it,
+before the store is opened and after it is closed. The store must exist.
+On a terminal a spinner shows on stderr while it runs.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
-				before := s.Stats()
+			dir, err := g.needDir()
+			if err != nil {
+				return err
+			}
+			var before, after compactSizes
+			if before.DiskBytes, err = diskBytes(dir); err != nil {
+				return err
+			}
+			err = g.withStore(cmd, readWrite, func(s *dedup.Store) error {
+				before.setStats(s.Stats())
 				spin := newSpinner(cmd.ErrOrStderr(), "compacting")
 				err := s.Compact(cmd.Context())
 				spin.Finish()
-				if err != nil {
-					return err
-				}
-				return printCompaction(cmd, g, before, s.Stats())
+				after.setStats(s.Stats())
+				return err
 			})
+			if err != nil {
+				return err
+			}
+			if after.DiskBytes, err = diskBytes(dir); err != nil {
+				return err
+			}
+			return printCompaction(cmd, g, before, after)
 		},
 	}
 }
 
-func printCompaction(cmd *cobra.Command, g *globals, before, after dedup.Stats) error {
+// compactSizes are the sizes compact prints, before and after.
+type compactSizes struct {
+	DiskBytes   int64 `json:"disk_bytes"`
+	WALBytes    int64 `json:"wal_bytes"`
+	WALSegments int   `json:"wal_segments"`
+	Generations int   `json:"generations"`
+}
+
+func (c *compactSizes) setStats(st dedup.Stats) {
+	c.WALBytes, c.WALSegments, c.Generations = st.WALBytes, st.WALSegments, len(st.Generations)
+}
+
+func printCompaction(cmd *cobra.Command, g *globals, before, after compactSizes) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
-		return json.NewEncoder(out).Encode(map[string]dedup.Stats{"before": before, "after": after})
+		return json.NewEncoder(out).Encode(struct {
+			Before compactSizes `json:"before"`
+			After  compactSizes `json:"after"`
+		}{before, after})
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "\tbefore\tafter")
-	fmt.Fprintf(w, "index disk bytes\t%d\t%d\n", before.IndexDiskBytes, after.IndexDiskBytes)
+	fmt.Fprintf(w, "disk bytes\t%d\t%d\n", before.DiskBytes, after.DiskBytes)
 	fmt.Fprintf(w, "WAL bytes\t%d\t%d\n", before.WALBytes, after.WALBytes)
 	fmt.Fprintf(w, "WAL segments\t%d\t%d\n", before.WALSegments, after.WALSegments)
-	fmt.Fprintf(w, "generations\t%d\t%d\n", len(before.Generations), len(after.Generations))
+	fmt.Fprintf(w, "generations\t%d\t%d\n", before.Generations, after.Generations)
 	return w.Flush()
 }

@@ -37,7 +37,7 @@ With --http the arguments are Idempotency-Key values of the HTTP middleware
 					if err != nil {
 						return err
 					}
-					if err := printExplanation(cmd, g, a, x); err != nil {
+					if err := printExplanation(cmd, g, []byte(a), x); err != nil {
 						return err
 					}
 				}
@@ -50,16 +50,18 @@ With --http the arguments are Idempotency-Key values of the HTTP middleware
 	return cmd
 }
 
-func printExplanation(cmd *cobra.Command, g *globals, id string, x dedup.Explanation) error {
+// printExplanation prints what explain found of id: a table, or one JSON
+// line.
+func printExplanation(cmd *cobra.Command, g *globals, id []byte, x dedup.Explanation) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
 		return json.NewEncoder(out).Encode(struct {
-			ID string `json:"id"`
+			jsonID
 			dedup.Explanation
-		}{id, x})
+		}{newJSONID(id), x})
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(w, "ID\t%s\n", id)
+	fmt.Fprintf(w, "ID\t%s\n", displayID(id))
 	fmt.Fprintf(w, "live\t%v\n", x.Live)
 	if x.Live {
 		fmt.Fprintf(w, "deadline\t%s\n", stamp(x.Deadline))

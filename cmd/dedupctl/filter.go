@@ -7,8 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os/signal"
 	"regexp"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -51,8 +53,18 @@ empty ID or one over 4096 bytes) or with malformed JSON is reported on stderr
 with its line number and passed or dropped as --on-bad says. A summary goes
 to stderr at the end.
 
-Lines are marked in batches of --batch, each one call to the store, and the
-output is flushed after each batch.`,
+Lines are marked in batches of --batch, each one call to the store, and
+then written to stdout, one write per batch. A line passes only once its
+mark is durable (as --sync says), so that a line written is never passed
+again by a later run.
+
+If stdout closes early (dedupctl filter | head -1), filter stops reading,
+forgets again the marks of the new lines of the batch that were not
+written in full, so that a later run passes them, and exits 1. A line
+counts as written once the write to stdout returns: lines left unread in a
+pipe by a reader that stopped stay marked. A crash between a batch's
+marking and its write also leaves its new lines marked and not written:
+at most one batch, and --batch 1 bounds that to one line.`,
 		Example: `  dedupctl filter --dir /var/lib/seen < events.log > new.log
   tail -f events.jsonl | dedupctl filter --dir seen --field .meta.event_id --ttl 1h
   dedupctl filter --dir seen --regex 'msgid=(\S+)' --on-bad drop`,
@@ -62,9 +74,13 @@ output is flushed after each batch.`,
 			if err != nil {
 				return err
 			}
+			// A write to a closed pipe (dedupctl filter | head -1) then
+			// fails with EPIPE instead of killing the process, so that
+			// filter can forget the marks of the lines it did not write.
+			signal.Ignore(syscall.SIGPIPE)
 			return g.withStore(cmd, dedup.Options{Sync: mode, MaxIDSize: maxIDSize}, func(s *dedup.Store) error {
 				f.store = s
-				f.out = bufio.NewWriterSize(cmd.OutOrStdout(), 1<<20)
+				f.out = cmd.OutOrStdout()
 				f.stderr = cmd.ErrOrStderr()
 				err := f.run(cmd.InOrStdin())
 				if serr := f.printSummary(g.output); err == nil {
@@ -91,8 +107,8 @@ func (fl *filterFlags) parse() (*filter, dedup.SyncMode, error) {
 	if err != nil {
 		return nil, 0, err
 	}
-	if fl.ttl < 0 {
-		return nil, 0, usageError{fmt.Errorf("--ttl %v is negative", fl.ttl)}
+	if err := checkTTL(fl.ttl); err != nil {
+		return nil, 0, err
 	}
 	if fl.batch <= 0 {
 		return nil, 0, usageError{fmt.Errorf("--batch must be positive, not %d", fl.batch)}
@@ -210,8 +226,9 @@ type filter struct {
 	id        idFunc
 	passBad   bool
 	batchSize int
-	out       *bufio.Writer
+	out       io.Writer
 	stderr    io.Writer
+	outBuf    []byte // a batch's output, written in one call
 
 	batch  filterBatch
 	counts filterCounts
@@ -238,6 +255,9 @@ type filterCounts struct {
 	New        int64 `json:"new"`
 	Duplicates int64 `json:"duplicates"`
 	Bad        int64 `json:"bad"`
+	// Unwritten counts the new lines that could not be written, whose
+	// marks were forgotten again.
+	Unwritten int64 `json:"unwritten"`
 }
 
 // run filters the lines of in to f.out, a batch at a time.
@@ -311,8 +331,9 @@ func checkID(id []byte) error {
 	return nil
 }
 
-// flush marks the batch's IDs in one store call, writes the lines to pass
-// and flushes the output.
+// flush marks the batch's IDs in one store call and writes the lines to
+// pass in one write. If the write fails it forgets again the marks of the
+// new lines not written in full.
 func (f *filter) flush() error {
 	b := &f.batch
 	if len(b.lines) == 0 {
@@ -332,6 +353,11 @@ func (f *filter) flush() error {
 			return fmt.Errorf("lines %d-%d: %w", first, f.counts.Read, err)
 		}
 	}
+	// newEnds[i] is where the ith new line's output ends, and newIDs its
+	// ID: those not written in full are forgotten.
+	var newEnds []int
+	var newIDs [][]byte
+	f.outBuf = f.outBuf[:0]
 	for _, l := range b.lines {
 		pass := f.passBad
 		if l.bad {
@@ -344,16 +370,46 @@ func (f *filter) flush() error {
 				f.counts.Duplicates++
 			}
 		}
-		if pass { // a write error sticks in f.out, for Flush to return
-			f.out.Write(b.buf[l.start:l.end])
-			f.out.WriteByte('\n')
+		if pass {
+			f.outBuf = append(f.outBuf, b.buf[l.start:l.end]...)
+			f.outBuf = append(f.outBuf, '\n')
+			if !l.bad {
+				newEnds = append(newEnds, len(f.outBuf))
+				newIDs = append(newIDs, b.buf[l.idStart:l.idEnd])
+			}
+		}
+	}
+	var werr error
+	if len(f.outBuf) > 0 {
+		var n int
+		n, werr = f.out.Write(f.outBuf)
+		if werr != nil {
+			werr = f.unwrite(newEnds, newIDs, n, werr)
 		}
 	}
 	b.buf, b.lines = b.buf[:0], b.lines[:0]
-	if err := f.out.Flush(); err != nil {
-		return fmt.Errorf("write output: %w", err)
+	return werr
+}
+
+// unwrite forgets the marks of the new lines whose output, ending at ends,
+// did not fit in the n bytes written before err.
+func (f *filter) unwrite(ends []int, ids [][]byte, n int, err error) error {
+	errs := []error{fmt.Errorf("write output: %w", err)}
+	for i, end := range ends {
+		if end <= n {
+			continue
+		}
+		if ferr := f.store.Forget(ids[i]); ferr != nil {
+			errs = append(errs, fmt.Errorf("forgetting the mark of an unwritten line: %w", ferr))
+			break
+		}
+		f.counts.New--
+		f.counts.Unwritten++
 	}
-	return nil
+	if f.counts.Unwritten > 0 {
+		errs[0] = fmt.Errorf("%w; the marks of the %d new lines not written were forgotten again", errs[0], f.counts.Unwritten)
+	}
+	return errors.Join(errs...)
 }
 
 // printSummary writes the counts to stderr, as one line of text or JSON.
@@ -369,7 +425,11 @@ func (f *filter) printSummary(output string) error {
 		}{f.counts, onBad})
 	}
 	c := f.counts
-	_, err := fmt.Fprintf(f.stderr, "dedupctl: %d lines read, %d new passed, %d duplicates dropped, %d bad %s\n",
-		c.Read, c.New, c.Duplicates, c.Bad, onBad)
+	unwritten := ""
+	if c.Unwritten > 0 {
+		unwritten = fmt.Sprintf(", %d new not written and forgotten", c.Unwritten)
+	}
+	_, err := fmt.Fprintf(f.stderr, "dedupctl: %d lines read, %d new passed, %d duplicates dropped, %d bad %s%s\n",
+		c.Read, c.New, c.Duplicates, c.Bad, onBad, unwritten)
 	return err
 }

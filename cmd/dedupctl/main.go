@@ -1,25 +1,46 @@
 // Command dedupctl inspects, changes and benchmarks a dedup store, and
 // filters a stream of lines down to those it has not seen before.
 //
-// Exit codes: 0 ok, 1 an error, 2 a usage error, 3 verify or repair found damage.
+// Its exit codes are listed in the root command's help (exitHelp).
 package main
 
 import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"runtime/debug"
 
 	"github.com/spf13/cobra"
+
+	"github.com/seed42300104/dedup"
 )
 
-// Exit codes.
+// Exit codes, one per kind of failure a script may want to tell apart.
+// Part of the command's interface: do not renumber.
 const (
-	exitOK     = 0
-	exitError  = 1
-	exitUsage  = 2
-	exitDamage = 3 // verify or repair found damage
+	exitOK         = 0
+	exitError      = 1 // any other failure, such as an I/O error
+	exitUsage      = 2 // a bad command line: command, flag, argument, ID or TTL
+	exitCorrupt    = 3 // damage: the store fails a check, or verify or repair found some
+	exitNotStore   = 4 // --dir holds no store
+	exitLocked     = 5 // another process holds the store
+	exitPermission = 6 // the store's files may not be read or written
+	exitFull       = 7 // the store is at MaxMarks or MaxDiskBytes
 )
+
+// exitHelp documents the exit codes in --help.
+const exitHelp = `Exit codes:
+  0  success
+  1  an error not listed below, such as an I/O error
+  2  a usage error: an unknown command or flag, a bad flag value, no --dir,
+     an empty or overlong ID, a TTL outside (0, 168h]
+  3  the store is damaged (store corrupt), or verify or repair found damage
+  4  not a store: --dir holds no store (only mark, filter and import create one)
+  5  the store is locked: another process has it open
+  6  permission denied on the store's files
+  7  the store is full (MaxMarks or MaxDiskBytes)`
 
 // usageError marks an error in how the command was called.
 type usageError struct{ error }
@@ -42,16 +63,53 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	}
 	fmt.Fprintln(stderr, "dedupctl:", err)
+	code := exitCode(err)
+	if code == exitUsage {
+		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	}
+	return code
+}
+
+// exitCode returns the exit code of a failed command.
+func exitCode(err error) int {
 	var ue usageError
 	var de damageError
 	switch {
-	case errors.As(err, &ue):
-		fmt.Fprintf(stderr, "Run '%s --help' for usage.\n", cmd.CommandPath())
+	case errors.As(err, &ue), errors.Is(err, dedup.ErrEmptyID), errors.Is(err, dedup.ErrIDTooLong),
+		errors.Is(err, dedup.ErrInvalidTTL):
 		return exitUsage
-	case errors.As(err, &de):
-		return exitDamage
+	case errors.As(err, &de), errors.Is(err, dedup.ErrCorrupt):
+		return exitCorrupt
+	case errors.Is(err, dedup.ErrNotStore):
+		return exitNotStore
+	case errors.Is(err, dedup.ErrPermission), errors.Is(err, fs.ErrPermission):
+		return exitPermission
+	case errors.Is(err, dedup.ErrLocked):
+		return exitLocked
+	case errors.Is(err, dedup.ErrFull):
+		return exitFull
 	}
 	return exitError
+}
+
+// version is the module version dedupctl was built from: a tag for go
+// install of a release, a pseudo-version for a commit, (devel) in a
+// checkout, with the VCS revision when the build recorded one.
+func version() string {
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	v := bi.Main.Version
+	for _, s := range bi.Settings {
+		switch {
+		case s.Key == "vcs.revision":
+			v += " " + s.Value
+		case s.Key == "vcs.modified" && s.Value == "true":
+			v += " (modified)"
+		}
+	}
+	return v + " " + bi.GoVersion
 }
 
 // globals are the flags every command takes.
@@ -68,11 +126,10 @@ func newRoot() *cobra.Command {
 		Long: `dedupctl inspects, changes and benchmarks the dedup store under --dir (or
 $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 
-Exit codes:
-  0  success
-  1  an error: the store is missing, locked, corrupt, or an I/O failed
-  2  a usage error: an unknown command or flag, a bad flag value, no --dir
-  3  verify or repair found damage (repair without --yes)`,
+` + outputHelp + `
+
+` + exitHelp,
+		Version:       version(),
 		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -86,6 +143,7 @@ Exit codes:
 		// error; with no command it prints the help.
 		RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 	}
+	root.SetVersionTemplate("dedupctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")

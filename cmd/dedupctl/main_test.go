@@ -81,7 +81,7 @@ func runIn(t *testing.T, stdin []byte, args ...string) (code int, stdout, stderr
 }
 
 // TestLockedStore checks that a command on a store that is open elsewhere
-// fails with exit code 1 and names the lock file. The store detects a
+// fails with exit code 5 and names the lock file. The store detects a
 // second Open in the same process too, so the test holds it itself.
 func TestLockedStore(t *testing.T) {
 	dir := t.TempDir()
@@ -97,8 +97,8 @@ func TestLockedStore(t *testing.T) {
 		{"filter"},
 	} {
 		code, stdout, stderr := runIn(t, []byte("x\n"), append([]string{"--dir", dir}, args...)...)
-		if code != exitError {
-			t.Errorf("%v: exit code %d, want %d", args, code, exitError)
+		if code != exitLocked {
+			t.Errorf("%v: exit code %d, want %d", args, code, exitLocked)
 		}
 		if stdout != "" {
 			t.Errorf("%v: stdout %q, want nothing", args, stdout)
@@ -202,8 +202,8 @@ func TestExportBase64(t *testing.T) {
 
 	code, stdout, stderr := runIn(t, nil, "--dir", dir, "export")
 	require.Equal(t, 0, code, stderr)
-	assert.Regexp(t, `(?m)^\{"id":"//4=","id_base64":true,"deadline":"[^"]+"\}$`, stdout)
-	assert.Regexp(t, `(?m)^\{"id":"plain","deadline":"[^"]+"\}$`, stdout)
+	assert.Regexp(t, `(?m)^\{"kind":"mark","id":"//4=","id_base64":true,"deadline":"[^"]+"\}$`, stdout)
+	assert.Regexp(t, `(?m)^\{"kind":"mark","id":"plain","deadline":"[^"]+"\}$`, stdout)
 }
 
 // TestImportSkipsExpired checks that import marks each ID until its own

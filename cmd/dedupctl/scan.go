@@ -1,15 +1,10 @@
 package main
 
 import (
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -22,7 +17,7 @@ func newScan(g *globals) *cobra.Command {
 	var expired bool
 	cmd := &cobra.Command{
 		Use:   "scan",
-		Short: "Stream the live marks, one per line (JSON lines with -o json)",
+		Short: "Stream the live marks, one per line (JSON Lines with -o json)",
 		Long: `Streams the IDs that have a live mark, each once, with their deadline and
 state: live, or for a key with an idempotency record in-progress (with its
 lease's token and end) or completed. With --expired it also streams the
@@ -55,9 +50,9 @@ lists the leases, live or ended, of work begun and never completed.`,
 					if g.output != "json" {
 						return more, writeMarkLine(cmd.OutOrStdout(), m, st, now)
 					}
-					rec := exportRecord(m)
-					rec.Live, rec.State, rec.Record = &m.Live, st, m.Record
-					return more, enc.Encode(rec)
+					l := newMarkLine(m)
+					l.Live, l.State = &m.Live, st
+					return more, enc.Encode(l)
 				})
 			})
 		},
@@ -72,11 +67,16 @@ lists the leases, live or ended, of work begun and never completed.`,
 func newExport(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "export",
-		Short: `Stream the live marks as JSON lines: {"id": ..., "deadline": ...}`,
-		Long: `Streams every live mark as a JSON line {"id": ..., "deadline": ...}, for
-moving marks between systems. An ID that is not valid UTF-8 is base64-encoded,
-with "id_base64": true. When stderr is a terminal and stdout is not, a
-spinner on stderr counts the marks.`,
+		Short: `Stream the live marks as JSON lines, for import`,
+		Long: `Streams every live mark as a JSON line, whatever -o says, for import into
+another store. Each line says what it holds: a plain mark,
+  {"kind":"mark","id":"a","deadline":"2026-01-02T03:04:05.123456789Z"}
+or a key with an idempotency record, kept whole (state 1 in progress, 2
+completed; token, lease end, TTL, fingerprint and result in base64):
+  {"kind":"record","id":"k","deadline":"...","record":{"state":2,"token":7,...}}
+Deadlines are RFC 3339 to the nanosecond. An ID that is not valid UTF-8 is
+base64-encoded, with "id_base64": true. When stderr is a terminal and
+stdout is not, a spinner on stderr counts the marks.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
@@ -89,7 +89,7 @@ spinner on stderr counts the marks.`,
 				defer spin.Finish()
 				return scanEach(s, nil, false, func(m dedup.Mark) (bool, error) {
 					spin.Add(1)
-					return true, enc.Encode(exportRecord(m))
+					return true, enc.Encode(newMarkLine(m))
 				})
 			})
 		},
@@ -111,26 +111,35 @@ func scanEach(s *dedup.Store, prefix []byte, all bool, write func(dedup.Mark) (m
 	return werr
 }
 
-// record is one mark as a JSON line.
-type record struct {
-	ID       string        `json:"id"`
-	IDBase64 bool          `json:"id_base64,omitempty"`
+// markLine is one mark as a JSON line: what export writes and import
+// reads, and, with Live and State, what scan -o json writes. Kind says
+// what the line holds: a plain mark, or a mark with its idempotency
+// record, which import restores whole.
+type markLine struct {
+	Kind string `json:"kind"`
+	jsonID
 	Deadline *time.Time    `json:"deadline,omitempty"`
 	Live     *bool         `json:"live,omitempty"`
 	State    string        `json:"state,omitempty"`
 	Record   *dedup.Record `json:"record,omitempty"`
 }
 
-func exportRecord(m dedup.Mark) record {
-	r := record{ID: string(m.ID)}
-	if !utf8.Valid(m.ID) {
-		r.ID, r.IDBase64 = base64.StdEncoding.EncodeToString(m.ID), true
+// The kinds of markLine.
+const (
+	kindMark   = "mark"
+	kindRecord = "record"
+)
+
+func newMarkLine(m dedup.Mark) markLine {
+	l := markLine{Kind: kindMark, jsonID: newJSONID(m.ID), Record: m.Record}
+	if m.Record != nil {
+		l.Kind = kindRecord
 	}
 	if !m.Deadline.IsZero() {
 		d := m.Deadline.UTC()
-		r.Deadline = &d
+		l.Deadline = &d
 	}
-	return r
+	return l
 }
 
 // state names what a scanned version is: a live mark with an idempotency
@@ -150,18 +159,13 @@ func state(m dedup.Mark, now time.Time) string {
 }
 
 // writeMarkLine writes a mark as "ID deadline state", tab-separated, and
-// for a record in progress its lease. An ID that is not printable (the
-// HTTP middleware's keys hold NUL bytes) is quoted.
+// for a record in progress its lease.
 func writeMarkLine(w io.Writer, m dedup.Mark, state string, now time.Time) error {
-	r := exportRecord(m)
-	if !r.IDBase64 && strings.ContainsFunc(r.ID, func(c rune) bool { return !unicode.IsPrint(c) }) {
-		r.ID = strconv.Quote(r.ID)
-	}
 	deadline := "-"
-	if r.Deadline != nil {
-		deadline = r.Deadline.Format(time.RFC3339Nano)
+	if !m.Deadline.IsZero() {
+		deadline = stamp(m.Deadline)
 	}
-	line := fmt.Sprintf("%s\t%s\t%s", r.ID, deadline, state)
+	line := fmt.Sprintf("%s\t%s\t%s", displayID(m.ID), deadline, state)
 	if m.Live && m.Record != nil && m.Record.State == dedup.StateInProgress {
 		line += "\t" + describeRecord(*m.Record, now)
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/spf13/cobra"
@@ -16,7 +17,7 @@ func newSnapshot(g *globals) *cobra.Command {
 must not exist: Pebble's checkpoint (hard links where it can), the filter
 snapshots and the WAL. DEST is a store directory: move it to another machine
 and use it as --dir there. Writes to the store wait while the copy is made.
-On a terminal a spinner shows on stderr while it runs.`,
+The store must exist. On a terminal a spinner shows on stderr while it runs.`,
 		Args: usageArgs(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
@@ -26,7 +27,11 @@ On a terminal a spinner shows on stderr while it runs.`,
 				if err != nil {
 					return err
 				}
-				_, err = fmt.Fprintf(cmd.OutOrStdout(), "snapshot written to %s\n", args[0])
+				out := cmd.OutOrStdout()
+				if g.output == "json" {
+					return json.NewEncoder(out).Encode(map[string]string{"snapshot": args[0]})
+				}
+				_, err = fmt.Fprintf(out, "snapshot written to %s\n", args[0])
 				return err
 			})
 		},

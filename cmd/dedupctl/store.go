@@ -2,7 +2,10 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -42,35 +45,57 @@ func (g *globals) withStore(cmd *cobra.Command, opts dedup.Options, fn func(*ded
 	return fn(s)
 }
 
-// readOnly and readWrite are the options of the commands that only look,
-// and of those that change the store.
+// The options of the commands: those that only look; those that change
+// marks but need a store to be there already, so that a mistyped --dir is
+// an error and not a new, empty store; and those that exist to write new
+// marks (mark, filter, import), which create the store if it is missing.
 var (
 	readOnly  = dedup.Options{ReadOnly: true}
-	readWrite = dedup.Options{}
+	readWrite = dedup.Options{MustExist: true}
+	create    = dedup.Options{}
 )
+
+// checkTTL checks a --ttl flag against what the store accepts, before
+// the command opens the store or reads its input.
+func checkTTL(ttl time.Duration) error {
+	if ttl < 0 || ttl > dedup.DefaultMaxTTL {
+		return usageError{fmt.Errorf("--ttl %v is outside (0, %v]; 0 means the default, 24h", ttl, dedup.DefaultMaxTTL)}
+	}
+	return nil
+}
 
 func newMark(g *globals) *cobra.Command {
 	var ttl time.Duration
 	cmd := &cobra.Command{
 		Use:   "mark ID...",
 		Short: "Check-and-mark IDs, as CheckAndMark does; prints whether each was new",
-		Args:  usageArgs(cobra.MinimumNArgs(1)),
+		Long: `Check-and-marks each ID, as CheckAndMark does, and prints whether it was
+new. The store is created if missing.`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
-				ids := make([][]byte, len(args))
-				for i, a := range args {
-					ids[i] = []byte(a)
-				}
+			if err := checkTTL(ttl); err != nil {
+				return err
+			}
+			return g.withStore(cmd, create, func(s *dedup.Store) error {
+				ids := argIDs(args)
 				isNew, err := s.CheckAndMarkBatch(ids, ttl)
 				if err != nil {
 					return err
 				}
-				return printIDs(cmd, g, args, "new", isNew)
+				return printIDs(cmd, g, ids, "new", isNew)
 			})
 		},
 	}
-	cmd.Flags().DurationVar(&ttl, "ttl", 0, "TTL of the marks (0: the store's default, 24h)")
+	cmd.Flags().DurationVar(&ttl, "ttl", 0, "TTL of the marks, at most 168h (0: the store's default, 24h)")
 	return cmd
+}
+
+func argIDs(args []string) [][]byte {
+	ids := make([][]byte, len(args))
+	for i, a := range args {
+		ids[i] = []byte(a)
+	}
+	return ids
 }
 
 func newSeen(g *globals) *cobra.Command {
@@ -80,14 +105,15 @@ func newSeen(g *globals) *cobra.Command {
 		Args:  usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
-				seen := make([]bool, len(args))
-				for i, a := range args {
+				ids := argIDs(args)
+				seen := make([]bool, len(ids))
+				for i, id := range ids {
 					var err error
-					if seen[i], err = s.Seen([]byte(a)); err != nil {
+					if seen[i], err = s.Seen(id); err != nil {
 						return err
 					}
 				}
-				return printIDs(cmd, g, args, "live", seen)
+				return printIDs(cmd, g, ids, "live", seen)
 			})
 		},
 	}
@@ -97,26 +123,41 @@ func newForget(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "forget ID...",
 		Short: "Remove the marks of IDs, so that they are new again",
-		Args:  usageArgs(cobra.MinimumNArgs(1)),
+		Long: `Removes the marks of the IDs, so that they are new again, and prints whether
+each had a live mark. The store must exist.`,
+		Args: usageArgs(cobra.MinimumNArgs(1)),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
-				for _, a := range args {
-					if err := s.Forget([]byte(a)); err != nil {
+				ids := argIDs(args)
+				had := make([]bool, len(ids))
+				for i, id := range ids {
+					var err error
+					if had[i], err = s.Seen(id); err != nil {
+						return err
+					}
+					if err := s.Forget(id); err != nil {
 						return err
 					}
 				}
-				return nil
+				return printIDs(cmd, g, ids, "was_live", had)
 			})
 		},
 	}
 }
 
-func printIDs(cmd *cobra.Command, g *globals, ids []string, field string, vals []bool) error {
+// printIDs prints a boolean answer, named field, for each ID: a table, or
+// JSON Lines.
+func printIDs(cmd *cobra.Command, g *globals, ids [][]byte, field string, vals []bool) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
 		enc := json.NewEncoder(out)
 		for i, id := range ids {
-			if err := enc.Encode(map[string]any{"id": id, field: vals[i]}); err != nil {
+			j := newJSONID(id)
+			line := map[string]any{"id": j.ID, field: vals[i]}
+			if j.IDBase64 {
+				line["id_base64"] = true
+			}
+			if err := enc.Encode(line); err != nil {
 				return err
 			}
 		}
@@ -125,46 +166,110 @@ func printIDs(cmd *cobra.Command, g *globals, ids []string, field string, vals [
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "ID\t%s\n", field)
 	for i, id := range ids {
-		fmt.Fprintf(w, "%s\t%v\n", id, vals[i])
+		fmt.Fprintf(w, "%s\t%v\n", displayID(id), vals[i])
 	}
 	return w.Flush()
+}
+
+// diskBytes is the one measure of a store's size on disk that stats and
+// compact report: the sizes of all the files under dir added up, as
+// du --apparent-size counts them (du -sb). It includes the WAL's
+// preallocated segments and everything Pebble keeps.
+func diskBytes(dir string) (int64, error) {
+	var n int64
+	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil // removed while we walk, as an obsolete table is
+			}
+			return err
+		}
+		if d.Type().IsRegular() {
+			info, err := d.Info()
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			n += info.Size()
+		}
+		return nil
+	})
+	return n, err
+}
+
+// statsReport is what stats prints, as a table or as JSON: the same
+// fields in both.
+type statsReport struct {
+	FormatVersion    int                     `json:"format_version"`
+	Marks            uint64                  `json:"marks"`
+	EffectiveWindow  time.Duration           `json:"effective_window_ns"`
+	MemtableMarks    int                     `json:"memtable_marks"`
+	FilterBytes      uint64                  `json:"filter_bytes"`
+	FilterFPEstimate float64                 `json:"filter_fp_estimate"`
+	DiskBytes        int64                   `json:"disk_bytes"`
+	WALSegments      int                     `json:"wal_segments"`
+	WALBytes         int64                   `json:"wal_bytes"`
+	LastLSN          uint64                  `json:"last_lsn"`
+	CheckpointLSN    uint64                  `json:"checkpoint_lsn"`
+	Generations      []dedup.GenerationStats `json:"generations"`
 }
 
 func newStats(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
 		Short: "Print the store's sizes, generations and WAL state",
-		Args:  usageArgs(cobra.NoArgs),
+		Long: `Prints the store's sizes, generations and WAL state. disk bytes is the
+size of every file under --dir added up, as du -sb counts it; compact
+reports the same measure.`,
+		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				st := s.Stats()
-				out := cmd.OutOrStdout()
-				if g.output == "json" {
-					return json.NewEncoder(out).Encode(st)
+				r := statsReport{
+					FormatVersion: dedup.FormatVersion, EffectiveWindow: st.EffectiveWindow,
+					MemtableMarks: st.MemtableMarks, FilterBytes: st.FilterBytes,
+					WALSegments: st.WALSegments, WALBytes: st.WALBytes,
+					LastLSN: st.LastLSN, CheckpointLSN: st.CheckpointLSN,
+					Generations: append([]dedup.GenerationStats{}, st.Generations...),
 				}
-				w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
-				fmt.Fprintf(w, "format version\t%d\n", dedup.FormatVersion)
-				var marks uint64
 				miss := 1.0 // that no filter lets an absent ID through
 				for _, gen := range st.Generations {
-					marks += gen.Marks
+					r.Marks += gen.Marks
 					miss *= 1 - gen.FalsePositiveRate
 				}
-				fmt.Fprintf(w, "marks\t%d\n", marks)
-				fmt.Fprintf(w, "effective window\t%v\n", st.EffectiveWindow)
-				fmt.Fprintf(w, "memtable marks\t%d\n", st.MemtableMarks)
-				fmt.Fprintf(w, "filter bytes\t%d\n", st.FilterBytes)
-				fmt.Fprintf(w, "filter FP estimate\t%.4f\n", 1-miss)
-				fmt.Fprintf(w, "index disk bytes\t%d\n", st.IndexDiskBytes)
-				fmt.Fprintf(w, "WAL segments\t%d\n", st.WALSegments)
-				fmt.Fprintf(w, "last LSN\t%d\n", st.LastLSN)
-				fmt.Fprintf(w, "checkpoint LSN\t%d\n", st.CheckpointLSN)
-				fmt.Fprintln(w, "\ngeneration ends\tspan\tmarks\tfilters\tfilter bytes\tFP rate")
-				for _, gen := range st.Generations {
-					fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%.4f\n", gen.Ends.UTC().Format(time.RFC3339), gen.Span, gen.Marks, gen.Filters, gen.FilterBytes, gen.FalsePositiveRate)
+				r.FilterFPEstimate = 1 - miss
+				var err error
+				if r.DiskBytes, err = diskBytes(g.dir); err != nil {
+					return err
 				}
-				return w.Flush()
+				return printStats(cmd, g, r)
 			})
 		},
 	}
+}
+
+func printStats(cmd *cobra.Command, g *globals, r statsReport) error {
+	out := cmd.OutOrStdout()
+	if g.output == "json" {
+		return json.NewEncoder(out).Encode(r)
+	}
+	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(w, "format version\t%d\n", r.FormatVersion)
+	fmt.Fprintf(w, "marks\t%d\n", r.Marks)
+	fmt.Fprintf(w, "effective window\t%v\n", r.EffectiveWindow)
+	fmt.Fprintf(w, "memtable marks\t%d\n", r.MemtableMarks)
+	fmt.Fprintf(w, "filter bytes\t%d\n", r.FilterBytes)
+	fmt.Fprintf(w, "filter FP estimate\t%.4f\n", r.FilterFPEstimate)
+	fmt.Fprintf(w, "disk bytes\t%d\n", r.DiskBytes)
+	fmt.Fprintf(w, "WAL segments\t%d\n", r.WALSegments)
+	fmt.Fprintf(w, "WAL bytes\t%d\n", r.WALBytes)
+	fmt.Fprintf(w, "last LSN\t%d\n", r.LastLSN)
+	fmt.Fprintf(w, "checkpoint LSN\t%d\n", r.CheckpointLSN)
+	fmt.Fprintln(w, "\ngeneration ends\tspan\tmarks\tfilters\tfilter bytes\tFP rate")
+	for _, gen := range r.Generations {
+		fmt.Fprintf(w, "%s\t%v\t%d\t%d\t%d\t%.4f\n", gen.Ends.UTC().Format(time.RFC3339), gen.Span, gen.Marks, gen.Filters, gen.FilterBytes, gen.FalsePositiveRate)
+	}
+	return w.Flush()
 }

@@ -10,7 +10,8 @@ import (
 	"github.com/seed42300104/dedup"
 )
 
-// damageError is damage that verify found: exit code 3.
+// damageError is damage that verify or repair found, which is not itself
+// an error of the store: exit code 3.
 type damageError struct{ error }
 
 func newVerify(g *globals) *cobra.Command {
@@ -19,47 +20,70 @@ func newVerify(g *globals) *cobra.Command {
 		Short: "Check the whole store: WAL CRCs and LSNs, Pebble checksums, filter coverage",
 		Long: `Reads every WAL record (CRC, LSN sequence), every Pebble block (checksum)
 and every key in Pebble, checking that its generation's filter covers it.
-It opens the store read-only and changes nothing. Exit code 3 means damage,
-with a report; 0 means none was found. On a terminal a spinner shows on
-stderr while it reads.`,
+It opens the store read-only and changes nothing. It prints a report, also
+when it finds damage: a store that does not open because it is damaged is
+damage too. Exit code 3 means damage (the error on stderr starts with
+"store corrupt" when the store failed a check); 0 means none was found.
+On a terminal a spinner shows on stderr while it reads.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			s, err := g.openStore(cmd, readOnly)
 			if errors.Is(err, dedup.ErrCorrupt) || errors.Is(err, dedup.ErrIncompatibleFormat) {
-				return damageError{err}
+				return reportDamage(cmd, g, verifyReport{Uncovered: []string{}}, err)
 			}
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			spin := newSpinner(cmd.ErrOrStderr(), "verifying")
-			r, err := s.Verify()
+			vr, err := s.Verify()
 			spin.Finish()
-			if errors.Is(err, dedup.ErrCorrupt) {
-				return damageError{err}
-			}
-			if err != nil {
+			r := verifyReport{WALRecords: vr.WALRecords, IndexKeys: vr.IndexKeys, Uncovered: append([]string{}, vr.Uncovered...)}
+			switch {
+			case errors.Is(err, dedup.ErrCorrupt):
+				return reportDamage(cmd, g, r, err)
+			case err != nil:
 				return err
+			case len(r.Uncovered) > 0:
+				return reportDamage(cmd, g, r, damageError{fmt.Errorf("%d keys are not covered by their filter", len(r.Uncovered))})
 			}
-			if err := printVerify(cmd, g, r); err != nil {
-				return err
-			}
-			if len(r.Uncovered) > 0 {
-				return damageError{fmt.Errorf("%d keys are not covered by their filter", len(r.Uncovered))}
-			}
-			return nil
+			r.OK = true
+			return printVerify(cmd, g, r)
 		},
 	}
 }
 
-func printVerify(cmd *cobra.Command, g *globals, r dedup.VerifyReport) error {
+// verifyReport is what verify prints, as a table or as JSON.
+type verifyReport struct {
+	OK         bool   `json:"ok"`
+	WALRecords uint64 `json:"wal_records"`
+	IndexKeys  uint64 `json:"index_keys"`
+	// Uncovered lists Pebble keys, in hex, that no filter covers.
+	Uncovered []string `json:"uncovered"`
+	// Damage is the error that damage made, if any.
+	Damage string `json:"damage,omitempty"`
+}
+
+// reportDamage prints r with the damage err and returns err, which exits 3.
+func reportDamage(cmd *cobra.Command, g *globals, r verifyReport, err error) error {
+	r.Damage = err.Error()
+	if perr := printVerify(cmd, g, r); perr != nil {
+		return errors.Join(err, perr)
+	}
+	return err
+}
+
+func printVerify(cmd *cobra.Command, g *globals, r verifyReport) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
 		return json.NewEncoder(out).Encode(r)
 	}
-	fmt.Fprintf(out, "WAL records: %d\nindex keys: %d\nuncovered keys: %d\n", r.WALRecords, r.IndexKeys, len(r.Uncovered))
+	fmt.Fprintf(out, "ok: %v\nWAL records: %d\nindex keys: %d\nuncovered keys: %d\n", r.OK, r.WALRecords, r.IndexKeys, len(r.Uncovered))
 	for _, k := range r.Uncovered {
 		fmt.Fprintf(out, "uncovered: %s\n", k)
+	}
+	if r.Damage != "" {
+		fmt.Fprintf(out, "damage: %s\n", r.Damage)
 	}
 	return nil
 }
