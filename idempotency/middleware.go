@@ -8,9 +8,15 @@
 // for Options.TTL and replayed byte for byte, with "Idempotent-Replayed:
 // true", to every repeat. A repeat while the first runs gets 409, a key
 // reused for another request 422, a missing (when required) or malformed
-// key 400, each with an application/problem+json body (RFC 9457). If the
-// handler panics, or its client goes away, the lease is released so that a
-// retry runs it again.
+// key 400, each with an application/problem+json body (RFC 9457).
+//
+// Once the handler returns, its work is done: its response is stored
+// whether or not its client is still there to read it, since the client's
+// retry is the very request a key exists for. Only a panic releases the
+// lease, so that a retry runs the handler again; a handler that gives up
+// before doing its work, as when its client has gone away, and wants the
+// retry to run it, panics with http.ErrAbortHandler, which net/http does
+// not log.
 //
 // Consumer gives message consumers the same in one call: run a handler
 // for a message ID only if the ID has not been processed, mark it only if
@@ -200,32 +206,23 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // run runs the handler under the lease of token and stores its response;
-// if the handler panics or its client goes away, it releases the lease.
+// if the handler panics, it releases the lease.
 func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []byte, token uint64) {
 	rec := &recorder{ResponseWriter: w, headers: h.opts.Headers}
-	released := false
-	release := func(why string) {
-		released = true
-		if err := h.store.Release(id, token); err != nil {
-			h.opts.Logf("idempotency: key %q: releasing after %s: %v", key, why, err)
-		}
-	}
 	defer func() {
 		if p := recover(); p != nil {
-			if !released {
-				release("a panic")
+			if err := h.store.Release(id, token); err != nil {
+				h.opts.Logf("idempotency: key %q: releasing after a panic: %v", key, err)
 			}
 			panic(p)
 		}
 	}()
 	h.next.ServeHTTP(rec, r)
-	if r.Context().Err() != nil {
-		release("the client went away")
-		return
-	}
+	// The handler returned: its work is done, whatever its client's state,
+	// so the response is stored. If that fails the lease is kept, not
+	// released: a release would let a retry do the work again at once.
 	if err := h.store.Complete(id, token, rec.encode()); err != nil {
-		h.opts.Logf("idempotency: key %q: storing the response: %v", key, err)
-		release("failing to store the response")
+		h.opts.Logf("idempotency: key %q: the handler ran but its response could not be stored; the key stays in progress until its lease ends: %v", key, err)
 	}
 }
 

@@ -212,44 +212,98 @@ func TestConcurrentIdenticalRequests(t *testing.T) {
 	assert.Equal(t, int64(1), runs.Load())
 }
 
-// TestPanicAndGoneClientRelease checks that the lease is released when the
-// handler panics or its client goes away, so that a retry runs it again.
-func TestPanicAndGoneClientRelease(t *testing.T) {
-	var runs atomic.Int64
-	var mode atomic.Value
+// TestPanicReleasesTheLease checks that a handler that panics leaves the
+// key free, so that a retry runs it again, whether the panic is a bug or
+// http.ErrAbortHandler from a handler that gave up before doing its work.
+func TestPanicReleasesTheLease(t *testing.T) {
+	for _, p := range []any{"handler bug", http.ErrAbortHandler} {
+		t.Run(fmt.Sprint(p), func(t *testing.T) {
+			var runs atomic.Int64
+			h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) == 1 {
+					panic(p)
+				}
+				io.WriteString(w, "ok")
+			}))
+			assert.PanicsWithValue(t, p, func() { serve(h, http.MethodPost, "p", "{}") }, "the panic goes on")
+			w := serve(h, http.MethodPost, "p", "{}")
+			assert.Equal(t, "ok", w.Body.String())
+			assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
+			assert.Equal(t, int64(2), runs.Load())
+		})
+	}
+}
+
+// TestGoneClientGetsTheStoredResponse checks that a handler that returns
+// after its client has gone away has done its work: the response is
+// stored, and the client's retry gets it instead of a second run.
+func TestGoneClientGetsTheStoredResponse(t *testing.T) {
+	c := &charge{}
 	h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		runs.Add(1)
-		switch mode.Load() {
-		case "panic":
-			panic("handler bug")
-		case "cancel":
-			<-r.Context().Done()
-			return
+		if c.runs.Load() == 0 {
+			<-r.Context().Done() // the charge is made as the client goes away
 		}
-		io.WriteString(w, "ok")
+		c.ServeHTTP(w, r)
 	}))
-
-	mode.Store("panic")
-	assert.PanicsWithValue(t, "handler bug", func() { serve(h, http.MethodPost, "p", "{}") }, "the panic goes on")
-	mode.Store("ok")
-	w := serve(h, http.MethodPost, "p", "{}")
-	assert.Equal(t, "ok", w.Body.String())
-	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
-
-	mode.Store("cancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}")).WithContext(ctx)
 	r.Header.Set("Idempotency-Key", "c")
-	done := make(chan struct{})
-	go func() { h.ServeHTTP(httptest.NewRecorder(), r); close(done) }()
-	time.Sleep(10 * time.Millisecond)
 	cancel()
-	<-done
-	mode.Store("ok")
-	w = serve(h, http.MethodPost, "c", "{}")
-	assert.Equal(t, "ok", w.Body.String())
-	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
-	assert.Equal(t, int64(4), runs.Load())
+	h.ServeHTTP(httptest.NewRecorder(), r)
+
+	w := serve(h, http.MethodPost, "c", "{}")
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Equal(t, "/charges/ch_1", w.Header().Get("Location"))
+	assert.Equal(t, "true", w.Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), c.runs.Load(), "the retry did not charge again")
+}
+
+// TestGoneClientOverRealHTTPChargesOnce is the same over a real server on
+// 127.0.0.1: the client cancels its request while the handler runs, the
+// handler sees its context end and still makes its charge, and the
+// client's retry gets that charge's response.
+func TestGoneClientOverRealHTTPChargesOnce(t *testing.T) {
+	c := &charge{}
+	started := make(chan struct{}, 1)
+	served := make(chan struct{}, 1)
+	mw := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.runs.Load() == 0 {
+			started <- struct{}{}
+			<-r.Context().Done() // the server saw the client go
+		}
+		c.ServeHTTP(w, r)
+	}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw.ServeHTTP(w, r)
+		served <- struct{}{}
+	}))
+	defer srv.Close()
+	post := func(ctx context.Context) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/charges", strings.NewReader(`{"amount":5}`))
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "gone")
+		return srv.Client().Do(req)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; cancel() }()
+	_, err := post(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not return after its client went away")
+	}
+
+	resp, err := post(context.Background())
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusCreated, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(idempotency.ReplayedHeader))
+	assert.Contains(t, string(body), `"id":"ch_1"`)
+	assert.Equal(t, int64(1), c.runs.Load(), "the retry did not charge again")
 }
 
 // TestReplayOverRealHTTP runs the middleware behind a real server and
