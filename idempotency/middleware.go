@@ -18,6 +18,9 @@
 // retry to run it, panics with http.ErrAbortHandler, which net/http does
 // not log.
 //
+// Informational (1xx) responses go to the client as they are written and
+// are not stored; the final status is.
+//
 // Consumer gives message consumers the same in one call: run a handler
 // for a message ID only if the ID has not been processed, mark it only if
 // the handler succeeds, and release it if not.
@@ -331,6 +334,13 @@ type recorder struct {
 
 func (rec *recorder) WriteHeader(status int) {
 	if rec.status != 0 {
+		return
+	}
+	// An informational status goes to the client, which may get several,
+	// and the final status is still to come; 101 ends the response, as
+	// net/http has it.
+	if status >= 100 && status <= 199 && status != http.StatusSwitchingProtocols {
+		rec.ResponseWriter.WriteHeader(status)
 		return
 	}
 	rec.status = status

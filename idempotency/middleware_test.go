@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -304,6 +306,64 @@ func TestGoneClientOverRealHTTPChargesOnce(t *testing.T) {
 	assert.Equal(t, "true", resp.Header.Get(idempotency.ReplayedHeader))
 	assert.Contains(t, string(body), `"id":"ch_1"`)
 	assert.Equal(t, int64(1), c.runs.Load(), "the retry did not charge again")
+}
+
+// earlyHints answers 103 Early Hints, then 201 with a body.
+func earlyHints(runs *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "created")
+	})
+}
+
+// TestInformationalResponseIsNotStored checks that a 1xx response is not
+// taken for the final one: the repeat replays the 201 that followed it.
+func TestInformationalResponseIsNotStored(t *testing.T) {
+	var runs atomic.Int64
+	h := idempotency.Middleware(openStore(t), nil)(earlyHints(&runs))
+	serve(h, http.MethodPost, "k", "{}")
+	again := serve(h, http.MethodPost, "k", "{}")
+	assert.Equal(t, http.StatusCreated, again.Code)
+	assert.Equal(t, "created", again.Body.String())
+	assert.Equal(t, "text/plain", again.Header().Get("Content-Type"))
+	assert.Equal(t, "true", again.Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), runs.Load())
+}
+
+// TestInformationalResponseOverRealHTTP checks on the wire that the
+// client gets the 103 and then the 201, and that the replay is the 201.
+func TestInformationalResponseOverRealHTTP(t *testing.T) {
+	var runs atomic.Int64
+	srv := httptest.NewServer(idempotency.Middleware(openStore(t), nil)(earlyHints(&runs)))
+	defer srv.Close()
+	post := func() (informational []int, resp *http.Response, body string) {
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			informational = append(informational, code)
+			return nil
+		}}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, srv.URL+"/charges", strings.NewReader("{}"))
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "hints")
+		resp, err = srv.Client().Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return informational, resp, string(b)
+	}
+	info, first, body := post()
+	assert.Equal(t, []int{http.StatusEarlyHints}, info)
+	assert.Equal(t, http.StatusCreated, first.StatusCode)
+	assert.Equal(t, "created", body)
+	_, again, body := post()
+	assert.Equal(t, http.StatusCreated, again.StatusCode)
+	assert.Equal(t, "created", body)
+	assert.Equal(t, "true", again.Header.Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), runs.Load())
 }
 
 // TestReplayOverRealHTTP runs the middleware behind a real server and
