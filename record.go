@@ -71,8 +71,8 @@ const (
 	InProgress
 	// Completed: the work is done; the record holds its result.
 	Completed
-	// Mismatch: the key was begun with another fingerprint. The record's
-	// result is not returned.
+	// Mismatch: the key was begun with another fingerprint (none being
+	// another than some). The record's result is not returned.
 	Mismatch
 )
 
@@ -101,8 +101,11 @@ type Claim struct {
 // acquires it: a new in-progress record is written with a lease of the
 // given length and a fresh fencing token, kept for ttl (0 means
 // Options.DefaultTTL). Otherwise Begin reports who has it: another live
-// lease, the completed result, or a fingerprint mismatch. A lease must be
-// positive and no longer than ttl.
+// lease, the completed result, or a fingerprint mismatch. Fingerprints
+// match only if they are equal, so a key begun without one is a Mismatch
+// for a request with one, and the other way round; a key marked by
+// CheckAndMark has no record, and is Completed whatever the fingerprint.
+// A lease must be positive and no longer than ttl.
 func (s *Store) Begin(key, fingerprint []byte, lease, ttl time.Duration) (Claim, error) {
 	if err := s.checkID(key); err != nil {
 		return Claim{}, err
@@ -143,8 +146,12 @@ func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (_ Cla
 		if err != nil {
 			return Claim{}, 0, err
 		}
+		// A plain mark (CheckAndMark's, with no record) is completed work
+		// whatever the fingerprint: it has none to compare. A record's
+		// fingerprint must equal the caller's, an empty one included, or
+		// a key begun without a fingerprint would answer any request.
 		switch {
-		case len(fingerprint) > 0 && len(r.Fingerprint) > 0 && !bytes.Equal(fingerprint, r.Fingerprint):
+		case len(e.Value) > 0 && !bytes.Equal(fingerprint, r.Fingerprint):
 			r.Result = nil
 			return Claim{Mismatch, r}, e.LSN, nil
 		case r.State == StateCompleted:
@@ -175,7 +182,9 @@ func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (_ Cla
 // it for the record's TTL from now. It succeeds even after the lease has
 // ended, as long as no other owner has taken the key over; otherwise, or if
 // the key was released, it fails with ErrStaleToken. Completing again with
-// the same token changes nothing and succeeds.
+// the same token changes nothing and succeeds. A result that, with the
+// record's fingerprint, passes Options.MaxValueSize is ErrValueTooLarge,
+// and the record stays in progress.
 func (s *Store) Complete(key []byte, token uint64, result []byte) error {
 	if err := s.checkID(key); err != nil {
 		return err
@@ -186,6 +195,9 @@ func (s *Store) Complete(key []byte, token uint64, result []byte) error {
 	wait, err := s.settle(key, token, func(k index.Key, e index.Entry, now time.Time, r Record) (uint64, error) {
 		if r.State == StateCompleted {
 			return e.LSN, nil
+		}
+		if err := s.checkValue(r.Fingerprint, result); err != nil {
+			return 0, err
 		}
 		r.State, r.LeaseEnds, r.Result = StateCompleted, time.Time{}, result
 		lsn, _, err := s.writeRecord(k, e, true, now, r)
@@ -310,6 +322,10 @@ func recordOf(e index.Entry) (*Record, error) {
 	}
 	return &r, nil
 }
+
+// MaxValueSize is the most an idempotency record may store, its
+// fingerprint and result together, in bytes: Options.MaxValueSize.
+func (s *Store) MaxValueSize() int { return s.opts.MaxValueSize }
 
 // checkValue bounds what a record stores.
 func (s *Store) checkValue(fingerprint, result []byte) error {

@@ -37,6 +37,11 @@ const (
 	Busy
 	// Failed: the handler ran and failed; the ID is released.
 	Failed
+	// Unmarked: the handler ran and succeeded, but its ID could not be
+	// marked; the error says why. The work is done, so acknowledge the
+	// message all the same: the ID stays in progress until its lease ends,
+	// and a redelivery after that would run the handler again.
+	Unmarked
 )
 
 func (s Status) String() string {
@@ -49,13 +54,16 @@ func (s Status) String() string {
 		return "busy"
 	case Failed:
 		return "failed"
+	case Unmarked:
+		return "unmarked"
 	}
 	return fmt.Sprintf("Status(%d)", int(s))
 }
 
 // Process runs fn for the message id unless it has been processed. The
-// error is fn's, for Failed, or the store's. If fn panics, the ID is
-// released and the panic goes on.
+// error is fn's, for Failed; the store's, for Unmarked; or, with status 0,
+// the store's failure to begin, when fn did not run. If fn panics, the ID
+// is released and the panic goes on.
 func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
 	lease := c.Lease
 	if lease == 0 {
@@ -66,7 +74,7 @@ func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
 		return 0, err
 	}
 	switch claim.Outcome {
-	case dedup.Completed, dedup.Mismatch: // without fingerprints no mismatch arises
+	case dedup.Completed, dedup.Mismatch: // a Mismatch: begun with a fingerprint, by another user of the store
 		return Duplicate, nil
 	case dedup.InProgress:
 		return Busy, nil
@@ -81,7 +89,7 @@ func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
 		return Failed, errors.Join(err, c.Store.Release(id, claim.Token))
 	}
 	if err := c.Store.Complete(id, claim.Token, nil); err != nil {
-		return 0, fmt.Errorf("idempotency: the handler of %q succeeded but its ID could not be marked: %w", id, err)
+		return Unmarked, fmt.Errorf("idempotency: the handler of %q succeeded but its ID could not be marked: %w", id, err)
 	}
 	return Processed, nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/ttl"
 )
 
 func TestProcessMarksOnlyOnSuccess(t *testing.T) {
@@ -50,6 +51,45 @@ func TestProcessBusyWhileAnotherHoldsTheLease(t *testing.T) {
 	st, err = c.Process([]byte("m"), func() error { return nil })
 	require.NoError(t, err)
 	assert.Equal(t, idempotency.Processed, st)
+}
+
+// TestProcessReportsWorkDoneButUnmarked checks that a handler that
+// succeeded is reported as having run even when its ID cannot be marked
+// after it, so that its message is not redelivered and run again.
+func TestProcessReportsWorkDoneButUnmarked(t *testing.T) {
+	tests := []struct {
+		name string
+		// during runs inside the handler and makes the Complete after it
+		// fail; it returns the error expected.
+		during func(t *testing.T, s *dedup.Store, clock *ttl.Fake, id []byte) error
+	}{
+		{"the store closed", func(t *testing.T, s *dedup.Store, _ *ttl.Fake, _ []byte) error {
+			require.NoError(t, s.Close())
+			return dedup.ErrClosed
+		}},
+		{"the lease ended and another consumer took the ID over", func(t *testing.T, s *dedup.Store, clock *ttl.Fake, id []byte) error {
+			clock.Advance(2 * time.Minute)
+			st, err := (&idempotency.Consumer{Store: s}).Process(id, func() error { return nil })
+			require.NoError(t, err)
+			require.Equal(t, idempotency.Processed, st)
+			return dedup.ErrStaleToken
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+			s := openStoreWith(t, &dedup.Options{Clock: clock})
+			c := &idempotency.Consumer{Store: s, Lease: time.Minute}
+			id := []byte("m")
+			var want error
+			st, err := c.Process(id, func() error {
+				want = tt.during(t, s, clock, id)
+				return nil
+			})
+			assert.Equal(t, idempotency.Unmarked, st, "the handler ran and succeeded")
+			assert.ErrorIs(t, err, want)
+		})
+	}
 }
 
 // TestProcessBatchKeysEachRecord checks that a batch is keyed per message:

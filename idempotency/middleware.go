@@ -8,9 +8,23 @@
 // for Options.TTL and replayed byte for byte, with "Idempotent-Replayed:
 // true", to every repeat. A repeat while the first runs gets 409, a key
 // reused for another request 422, a missing (when required) or malformed
-// key 400, each with an application/problem+json body (RFC 9457). If the
-// handler panics, or its client goes away, the lease is released so that a
-// retry runs it again.
+// key 400, each with an application/problem+json body (RFC 9457).
+//
+// Once the handler returns, its work is done: its response is stored
+// whether or not its client is still there to read it, since the client's
+// retry is the very request a key exists for. Only a panic releases the
+// lease, so that a retry runs the handler again; a handler that gives up
+// before doing its work, as when its client has gone away, and wants the
+// retry to run it, panics with http.ErrAbortHandler, which net/http does
+// not log.
+//
+// A response body longer than Options.MaxResponseBytes still goes to the
+// client in full, but is not kept, and neither is the memory to record it:
+// the work is still done once, and a repeat gets the stored status and
+// the kept headers that do not describe the body, with an
+// application/problem+json body saying that the response was not kept.
+// Informational (1xx) responses go to the client as they are written and
+// are not stored; the final status is.
 //
 // Consumer gives message consumers the same in one call: run a handler
 // for a message ID only if the ID has not been processed, mark it only if
@@ -30,6 +44,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/seed42300104/dedup"
@@ -70,6 +85,14 @@ type Options struct {
 	// Content-Type, Content-Encoding, Content-Language, Location, ETag,
 	// Last-Modified and Cache-Control.
 	Headers []string
+	// MaxResponseBytes bounds the response body kept for replay, and so the
+	// memory that recording a response holds. A longer body still goes to
+	// the client in full, but a repeat gets its status and a problem body
+	// saying that the response was not kept. Zero means all the room the
+	// store's MaxValueSize leaves after the request's fingerprint and the
+	// response's status and kept headers; a larger value is lowered to
+	// that, since a record holds no more.
+	MaxResponseBytes int
 	// Logf reports what cannot be told to the client, such as a response
 	// that could not be stored. Nil means log.Printf.
 	Logf func(format string, args ...any)
@@ -174,6 +197,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
+	// The record holds the fingerprint and the response together: refuse
+	// a request whose fingerprint leaves no room for the least response,
+	// its status alone, rather than run it and be unable to store that it
+	// ran.
+	budget := h.store.MaxValueSize() - len(fp)
+	if budget < minStoredResponse {
+		problem(w, http.StatusRequestEntityTooLarge, "Request too large to be made idempotent", fmt.Sprintf("Its fingerprint, %d bytes, leaves no room in an idempotency record of %d bytes for the response.", len(fp), h.store.MaxValueSize()))
+		return
+	}
 
 	var scope string
 	if h.opts.Scope != nil {
@@ -195,37 +227,28 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case dedup.Mismatch:
 		problem(w, http.StatusUnprocessableEntity, "Idempotency key reused", "This idempotency key was used with a different request.")
 	case dedup.Acquired:
-		h.run(w, r, key, id, claim.Token)
+		h.run(w, r, key, id, claim.Token, budget)
 	}
 }
 
-// run runs the handler under the lease of token and stores its response;
-// if the handler panics or its client goes away, it releases the lease.
-func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []byte, token uint64) {
-	rec := &recorder{ResponseWriter: w, headers: h.opts.Headers}
-	released := false
-	release := func(why string) {
-		released = true
-		if err := h.store.Release(id, token); err != nil {
-			h.opts.Logf("idempotency: key %q: releasing after %s: %v", key, why, err)
-		}
-	}
+// run runs the handler under the lease of token and stores its response,
+// in at most budget bytes; if the handler panics, it releases the lease.
+func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []byte, token uint64, budget int) {
+	rec := &recorder{ResponseWriter: w, headers: h.opts.Headers, budget: budget, maxBody: h.opts.MaxResponseBytes}
 	defer func() {
 		if p := recover(); p != nil {
-			if !released {
-				release("a panic")
+			if err := h.store.Release(id, token); err != nil {
+				h.opts.Logf("idempotency: key %q: releasing after a panic: %v", key, err)
 			}
 			panic(p)
 		}
 	}()
 	h.next.ServeHTTP(rec, r)
-	if r.Context().Err() != nil {
-		release("the client went away")
-		return
-	}
+	// The handler returned: its work is done, whatever its client's state,
+	// so the response is stored. If that fails the lease is kept, not
+	// released: a release would let a retry do the work again at once.
 	if err := h.store.Complete(id, token, rec.encode()); err != nil {
-		h.opts.Logf("idempotency: key %q: storing the response: %v", key, err)
-		release("failing to store the response")
+		h.opts.Logf("idempotency: key %q: the handler ran but its response could not be stored; the key stays in progress until its lease ends: %v", key, err)
 	}
 }
 
@@ -240,6 +263,10 @@ func (h *handler) replay(w http.ResponseWriter, key string, stored []byte) {
 		w.Header()[name] = values
 	}
 	w.Header().Set(ReplayedHeader, "true")
+	if !resp.kept {
+		problem(w, resp.status, "Response not kept", fmt.Sprintf("The request with this idempotency key was run and answered %d, but its body, %d bytes, was too large to keep, so it cannot be replayed.", resp.status, resp.size))
+		return
+	}
 	w.WriteHeader(resp.status)
 	w.Write(resp.body)
 }
@@ -323,17 +350,32 @@ func problem(w http.ResponseWriter, status int, title, detail string) {
 	}{"about:blank", title, status, detail})
 }
 
-// recorder passes a response through to the client and keeps a copy.
+// recorder passes a response through to the client and keeps a copy of
+// it, up to a bound.
 type recorder struct {
 	http.ResponseWriter
 	headers []string // which to keep
-	status  int
+	budget  int      // bytes the stored response may take
+	maxBody int      // Options.MaxResponseBytes
+
+	status  int         // the final status; 0 until it is written
 	header  http.Header // the kept headers, as they were when the status was written
-	body    bytes.Buffer
+	head    []byte      // status and header, encoded
+	limit   int         // bytes of body that may be kept
+	body    []byte      // the body kept
+	size    int64       // bytes of body the handler wrote
+	dropped bool        // the body passed limit, and is not kept
 }
 
 func (rec *recorder) WriteHeader(status int) {
 	if rec.status != 0 {
+		return
+	}
+	// An informational status goes to the client, which may get several,
+	// and the final status is still to come; 101 ends the response, as
+	// net/http has it.
+	if status >= 100 && status <= 199 && status != http.StatusSwitchingProtocols {
+		rec.ResponseWriter.WriteHeader(status)
 		return
 	}
 	rec.status = status
@@ -343,40 +385,92 @@ func (rec *recorder) WriteHeader(status int) {
 			rec.header[http.CanonicalHeaderKey(name)] = slices.Clone(v)
 		}
 	}
+	rec.head = appendHead(nil, status, rec.header)
+	rec.limit = rec.budget - 1 - len(rec.head)
+	if rec.maxBody > 0 {
+		rec.limit = min(rec.limit, rec.maxBody)
+	}
+	rec.dropped = rec.limit < 0
 	rec.ResponseWriter.WriteHeader(status)
 }
 
 func (rec *recorder) Write(p []byte) (int, error) {
 	rec.WriteHeader(http.StatusOK)
-	rec.body.Write(p)
+	rec.size += int64(len(p))
+	switch {
+	case rec.dropped:
+	case len(rec.body)+len(p) > rec.limit:
+		rec.dropped, rec.body = true, nil
+	default:
+		rec.body = append(rec.body, p...)
+	}
 	return rec.ResponseWriter.Write(p)
 }
 
 // Unwrap lets http.ResponseController reach the client's writer.
 func (rec *recorder) Unwrap() http.ResponseWriter { return rec.ResponseWriter }
 
-// A stored response:
+// A stored response, kept whole (version 1) or without its body (version
+// 2):
 //
 //	| version 1 (1B) | status (2B) | headers uvarint | per header: name, values uvarint, values |
 //	| body |
 //
-// Strings are uvarint-prefixed; integers little-endian. It is stored in
-// the key's record.
-const responseVersion = 1
+//	| version 2 (1B) | status (2B) | headers uvarint | per header: name, values uvarint, values |
+//	| body size uvarint |
+//
+// Strings are uvarint-prefixed; integers little-endian. Version 2 keeps
+// only the headers that do not describe the body, or none if they do not
+// fit. It is stored in the key's record. Part of the stored format.
+const (
+	responseKept    = 1
+	responseNotKept = 2
+)
 
+// minStoredResponse is the most a version 2 response without headers
+// takes: the least room a record must leave for a response.
+const minStoredResponse = 1 + 2 + 1 + binary.MaxVarintLen64
+
+// encode returns the response to store: whole if it fits the budget,
+// otherwise without its body.
 func (rec *recorder) encode() []byte {
 	rec.WriteHeader(http.StatusOK) // a handler that wrote nothing answered 200
-	b := []byte{responseVersion}
-	b = binary.LittleEndian.AppendUint16(b, uint16(rec.status))
-	b = binary.AppendUvarint(b, uint64(len(rec.header)))
-	for _, name := range slices.Sorted(maps.Keys(rec.header)) {
+	if !rec.dropped {
+		b := make([]byte, 0, 1+len(rec.head)+len(rec.body))
+		b = append(b, responseKept)
+		b = append(b, rec.head...)
+		return append(b, rec.body...)
+	}
+	header := http.Header{}
+	for name, v := range rec.header {
+		if !describesBody(name) {
+			header[name] = v
+		}
+	}
+	b := append([]byte{responseNotKept}, appendHead(nil, rec.status, header)...)
+	if len(b)+binary.MaxVarintLen64 > rec.budget {
+		b = append([]byte{responseNotKept}, appendHead(nil, rec.status, nil)...)
+	}
+	return binary.AppendUvarint(b, uint64(rec.size))
+}
+
+// describesBody reports whether a header is about the body, and so does
+// not belong with a response whose body was not kept.
+func describesBody(name string) bool {
+	return strings.HasPrefix(name, "Content-") || name == "Etag" || name == "Last-Modified"
+}
+
+func appendHead(b []byte, status int, header http.Header) []byte {
+	b = binary.LittleEndian.AppendUint16(b, uint16(status))
+	b = binary.AppendUvarint(b, uint64(len(header)))
+	for _, name := range slices.Sorted(maps.Keys(header)) {
 		b = appendString(b, name)
-		b = binary.AppendUvarint(b, uint64(len(rec.header[name])))
-		for _, v := range rec.header[name] {
+		b = binary.AppendUvarint(b, uint64(len(header[name])))
+		for _, v := range header[name] {
 			b = appendString(b, v)
 		}
 	}
-	return append(b, rec.body.Bytes()...)
+	return b
 }
 
 func appendString(b []byte, s string) []byte {
@@ -387,16 +481,18 @@ func appendString(b []byte, s string) []byte {
 type response struct {
 	status int
 	header http.Header
-	body   []byte
+	kept   bool   // the body was kept
+	body   []byte // if kept
+	size   uint64 // the body's size, if not kept
 }
 
 var errBadResponse = errors.New("idempotency: a stored response does not decode")
 
 func decodeResponse(b []byte) (response, error) {
-	if len(b) < 3 || b[0] != responseVersion {
+	if len(b) < 3 || (b[0] != responseKept && b[0] != responseNotKept) {
 		return response{}, errBadResponse
 	}
-	r := response{status: int(binary.LittleEndian.Uint16(b[1:])), header: http.Header{}}
+	r := response{status: int(binary.LittleEndian.Uint16(b[1:])), header: http.Header{}, kept: b[0] == responseKept}
 	b = b[3:]
 	n, err := readUvarint(&b)
 	if err != nil {
@@ -418,6 +514,14 @@ func decodeResponse(b []byte) (response, error) {
 			}
 			r.header[name] = append(r.header[name], v)
 		}
+	}
+	if !r.kept {
+		n, w := binary.Uvarint(b)
+		if w <= 0 || w != len(b) {
+			return response{}, errBadResponse
+		}
+		r.size = n
+		return r, nil
 	}
 	r.body = b
 	return r, nil

@@ -7,6 +7,8 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,7 +25,15 @@ import (
 
 func openStore(t *testing.T) *dedup.Store {
 	t.Helper()
-	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem()})
+	return openStoreWith(t, &dedup.Options{})
+}
+
+// openStoreWith opens an in-memory store with opts, whose FS it sets.
+func openStoreWith(t *testing.T, opts *dedup.Options) *dedup.Store {
+	t.Helper()
+	o := *opts
+	o.FS = vfs.NewMem()
+	s, err := dedup.Open("store", &o)
 	require.NoError(t, err)
 	t.Cleanup(func() { s.Close() })
 	return s
@@ -212,44 +222,279 @@ func TestConcurrentIdenticalRequests(t *testing.T) {
 	assert.Equal(t, int64(1), runs.Load())
 }
 
-// TestPanicAndGoneClientRelease checks that the lease is released when the
-// handler panics or its client goes away, so that a retry runs it again.
-func TestPanicAndGoneClientRelease(t *testing.T) {
-	var runs atomic.Int64
-	var mode atomic.Value
+// TestPanicReleasesTheLease checks that a handler that panics leaves the
+// key free, so that a retry runs it again, whether the panic is a bug or
+// http.ErrAbortHandler from a handler that gave up before doing its work.
+func TestPanicReleasesTheLease(t *testing.T) {
+	for _, p := range []any{"handler bug", http.ErrAbortHandler} {
+		t.Run(fmt.Sprint(p), func(t *testing.T) {
+			var runs atomic.Int64
+			h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if runs.Add(1) == 1 {
+					panic(p)
+				}
+				io.WriteString(w, "ok")
+			}))
+			assert.PanicsWithValue(t, p, func() { serve(h, http.MethodPost, "p", "{}") }, "the panic goes on")
+			w := serve(h, http.MethodPost, "p", "{}")
+			assert.Equal(t, "ok", w.Body.String())
+			assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
+			assert.Equal(t, int64(2), runs.Load())
+		})
+	}
+}
+
+// TestGoneClientGetsTheStoredResponse checks that a handler that returns
+// after its client has gone away has done its work: the response is
+// stored, and the client's retry gets it instead of a second run.
+func TestGoneClientGetsTheStoredResponse(t *testing.T) {
+	c := &charge{}
 	h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		runs.Add(1)
-		switch mode.Load() {
-		case "panic":
-			panic("handler bug")
-		case "cancel":
-			<-r.Context().Done()
-			return
+		if c.runs.Load() == 0 {
+			<-r.Context().Done() // the charge is made as the client goes away
 		}
-		io.WriteString(w, "ok")
+		c.ServeHTTP(w, r)
 	}))
-
-	mode.Store("panic")
-	assert.PanicsWithValue(t, "handler bug", func() { serve(h, http.MethodPost, "p", "{}") }, "the panic goes on")
-	mode.Store("ok")
-	w := serve(h, http.MethodPost, "p", "{}")
-	assert.Equal(t, "ok", w.Body.String())
-	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
-
-	mode.Store("cancel")
 	ctx, cancel := context.WithCancel(context.Background())
 	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}")).WithContext(ctx)
 	r.Header.Set("Idempotency-Key", "c")
-	done := make(chan struct{})
-	go func() { h.ServeHTTP(httptest.NewRecorder(), r); close(done) }()
-	time.Sleep(10 * time.Millisecond)
 	cancel()
-	<-done
-	mode.Store("ok")
-	w = serve(h, http.MethodPost, "c", "{}")
-	assert.Equal(t, "ok", w.Body.String())
-	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader), "the retry ran the handler")
-	assert.Equal(t, int64(4), runs.Load())
+	h.ServeHTTP(httptest.NewRecorder(), r)
+
+	w := serve(h, http.MethodPost, "c", "{}")
+	assert.Equal(t, http.StatusCreated, w.Code)
+	assert.Equal(t, "/charges/ch_1", w.Header().Get("Location"))
+	assert.Equal(t, "true", w.Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), c.runs.Load(), "the retry did not charge again")
+}
+
+// TestGoneClientOverRealHTTPChargesOnce is the same over a real server on
+// 127.0.0.1: the client cancels its request while the handler runs, the
+// handler sees its context end and still makes its charge, and the
+// client's retry gets that charge's response.
+func TestGoneClientOverRealHTTPChargesOnce(t *testing.T) {
+	c := &charge{}
+	started := make(chan struct{}, 1)
+	served := make(chan struct{}, 1)
+	mw := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if c.runs.Load() == 0 {
+			started <- struct{}{}
+			<-r.Context().Done() // the server saw the client go
+		}
+		c.ServeHTTP(w, r)
+	}))
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mw.ServeHTTP(w, r)
+		served <- struct{}{}
+	}))
+	defer srv.Close()
+	post := func(ctx context.Context) (*http.Response, error) {
+		req, err := http.NewRequestWithContext(ctx, http.MethodPost, srv.URL+"/charges", strings.NewReader(`{"amount":5}`))
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "gone")
+		return srv.Client().Do(req)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { <-started; cancel() }()
+	_, err := post(ctx)
+	require.ErrorIs(t, err, context.Canceled)
+	select {
+	case <-served:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the handler did not return after its client went away")
+	}
+
+	resp, err := post(context.Background())
+	require.NoError(t, err)
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, err)
+	assert.Equal(t, http.StatusCreated, resp.StatusCode)
+	assert.Equal(t, "true", resp.Header.Get(idempotency.ReplayedHeader))
+	assert.Contains(t, string(body), `"id":"ch_1"`)
+	assert.Equal(t, int64(1), c.runs.Load(), "the retry did not charge again")
+}
+
+// big is a handler that answers 201 with a body of n bytes and counts its
+// runs.
+type big struct {
+	runs atomic.Int64
+	n    int
+}
+
+func (b *big) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b.runs.Add(1)
+	w.Header().Set("Content-Type", "application/octet-stream")
+	w.Header().Set("ETag", `"v1"`)
+	w.Header().Set("Location", "/exports/1")
+	w.WriteHeader(http.StatusCreated)
+	chunk := strings.Repeat("x", 1000)
+	for left := b.n; left > 0; left -= len(chunk) {
+		io.WriteString(w, chunk[:min(left, len(chunk))])
+	}
+}
+
+// requireNotKept checks the answer to a repeat of a request whose
+// response body was not kept: the stored status, a problem body saying
+// so, the headers that are not about the body, and the replay marker.
+func requireNotKept(t *testing.T, w *httptest.ResponseRecorder, status int) {
+	t.Helper()
+	requireProblem(t, w, status)
+	assert.Contains(t, w.Body.String(), "not kept")
+	assert.Equal(t, "true", w.Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, "/exports/1", w.Header().Get("Location"))
+	assert.Empty(t, w.Header().Get("ETag"), "the ETag of a body not replayed")
+}
+
+// TestLargeResponseIsNotRunAgain checks that a response too large for
+// the store (MaxValueSize, 1 MiB by default) goes to the client in full,
+// and that a repeat, rather than run the handler again, gets the stored
+// status with a problem body saying that the response was not kept.
+func TestLargeResponseIsNotRunAgain(t *testing.T) {
+	b := &big{n: 2 << 20}
+	h := idempotency.Middleware(openStore(t), nil)(b)
+	first := serve(h, http.MethodPost, "export", "{}")
+	require.Equal(t, http.StatusCreated, first.Code)
+	assert.Equal(t, 2<<20, first.Body.Len(), "the client gets the whole body")
+	for range 2 {
+		requireNotKept(t, serve(h, http.MethodPost, "export", "{}"), http.StatusCreated)
+	}
+	assert.Equal(t, int64(1), b.runs.Load(), "completed work is not run again")
+}
+
+// TestResponseIsKeptUpToItsBound checks where a body stops being kept: by
+// default at the room the store's MaxValueSize leaves after the
+// fingerprint and the response's status and kept headers, or at
+// MaxResponseBytes, whichever is less.
+func TestResponseIsKeptUpToItsBound(t *testing.T) {
+	const maxValue = 4096
+	// What a record holds besides the body: the default fingerprint
+	// (SHA-256), and the version, status and kept headers of the response.
+	head := 32 + 1 + 2 + 1 +
+		1 + len("Content-Type") + 1 + 1 + len("application/octet-stream") +
+		1 + len("Etag") + 1 + 1 + len(`"v1"`) +
+		1 + len("Location") + 1 + 1 + len("/exports/1")
+	tests := []struct {
+		name     string
+		maxBody  int
+		body     int
+		wantKept bool
+	}{
+		{"empty", 0, 0, true},
+		{"all the room the store leaves", 0, maxValue - head, true},
+		{"a byte past the store's room", 0, maxValue - head + 1, false},
+		{"at MaxResponseBytes", 100, 100, true},
+		{"a byte past MaxResponseBytes", 100, 101, false},
+		{"MaxResponseBytes past the store's room", maxValue, maxValue - head + 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &big{n: tt.body}
+			h := idempotency.Middleware(openStoreWith(t, &dedup.Options{MaxValueSize: maxValue}), &idempotency.Options{MaxResponseBytes: tt.maxBody})(b)
+			first := serve(h, http.MethodPost, "k", "{}")
+			require.Equal(t, http.StatusCreated, first.Code)
+			assert.Equal(t, tt.body, first.Body.Len(), "the client gets the whole body")
+			again := serve(h, http.MethodPost, "k", "{}")
+			if tt.wantKept {
+				assert.Equal(t, http.StatusCreated, again.Code)
+				assert.Equal(t, first.Body.String(), again.Body.String())
+				assert.Equal(t, `"v1"`, again.Header().Get("ETag"))
+			} else {
+				requireNotKept(t, again, http.StatusCreated)
+			}
+			assert.Equal(t, int64(1), b.runs.Load())
+		})
+	}
+}
+
+// TestLargeHeadersAreNotKept checks that headers too large for the record
+// are dropped with the body, and the status is still kept.
+func TestLargeHeadersAreNotKept(t *testing.T) {
+	var runs atomic.Int64
+	h := idempotency.Middleware(openStoreWith(t, &dedup.Options{MaxValueSize: 4096}), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		w.Header().Set("Location", "/exports/"+strings.Repeat("x", 8192))
+		w.WriteHeader(http.StatusAccepted)
+	}))
+	require.Equal(t, http.StatusAccepted, serve(h, http.MethodPost, "k", "{}").Code)
+	again := serve(h, http.MethodPost, "k", "{}")
+	requireProblem(t, again, http.StatusAccepted)
+	assert.Equal(t, "true", again.Header().Get(idempotency.ReplayedHeader))
+	assert.Empty(t, again.Header().Get("Location"))
+	assert.Equal(t, int64(1), runs.Load())
+}
+
+// TestFingerprintLeavingNoRoomIsRefused checks that a request whose
+// fingerprint leaves the record no room for a response is refused before
+// it runs, rather than run with no way to store that it did.
+func TestFingerprintLeavingNoRoomIsRefused(t *testing.T) {
+	var runs atomic.Int64
+	h := idempotency.Middleware(openStoreWith(t, &dedup.Options{MaxValueSize: 4096}), &idempotency.Options{
+		Fingerprint: func(r *http.Request) ([]byte, error) { return io.ReadAll(r.Body) },
+	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { runs.Add(1) }))
+	requireProblem(t, serve(h, http.MethodPost, "k", strings.Repeat("x", 4096-10)), http.StatusRequestEntityTooLarge)
+	assert.Equal(t, int64(0), runs.Load())
+	assert.Equal(t, http.StatusOK, serve(h, http.MethodPost, "k", strings.Repeat("x", 100)).Code)
+	assert.Equal(t, int64(1), runs.Load())
+}
+
+// earlyHints answers 103 Early Hints, then 201 with a body.
+func earlyHints(runs *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		runs.Add(1)
+		w.Header().Set("Link", "</style.css>; rel=preload; as=style")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Set("Content-Type", "text/plain")
+		w.WriteHeader(http.StatusCreated)
+		io.WriteString(w, "created")
+	})
+}
+
+// TestInformationalResponseIsNotStored checks that a 1xx response is not
+// taken for the final one: the repeat replays the 201 that followed it.
+func TestInformationalResponseIsNotStored(t *testing.T) {
+	var runs atomic.Int64
+	h := idempotency.Middleware(openStore(t), nil)(earlyHints(&runs))
+	serve(h, http.MethodPost, "k", "{}")
+	again := serve(h, http.MethodPost, "k", "{}")
+	assert.Equal(t, http.StatusCreated, again.Code)
+	assert.Equal(t, "created", again.Body.String())
+	assert.Equal(t, "text/plain", again.Header().Get("Content-Type"))
+	assert.Equal(t, "true", again.Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), runs.Load())
+}
+
+// TestInformationalResponseOverRealHTTP checks on the wire that the
+// client gets the 103 and then the 201, and that the replay is the 201.
+func TestInformationalResponseOverRealHTTP(t *testing.T) {
+	var runs atomic.Int64
+	srv := httptest.NewServer(idempotency.Middleware(openStore(t), nil)(earlyHints(&runs)))
+	defer srv.Close()
+	post := func() (informational []int, resp *http.Response, body string) {
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
+			informational = append(informational, code)
+			return nil
+		}}
+		req, err := http.NewRequestWithContext(httptrace.WithClientTrace(context.Background(), trace), http.MethodPost, srv.URL+"/charges", strings.NewReader("{}"))
+		require.NoError(t, err)
+		req.Header.Set("Idempotency-Key", "hints")
+		resp, err = srv.Client().Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return informational, resp, string(b)
+	}
+	info, first, body := post()
+	assert.Equal(t, []int{http.StatusEarlyHints}, info)
+	assert.Equal(t, http.StatusCreated, first.StatusCode)
+	assert.Equal(t, "created", body)
+	_, again, body := post()
+	assert.Equal(t, http.StatusCreated, again.StatusCode)
+	assert.Equal(t, "created", body)
+	assert.Equal(t, "true", again.Header.Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), runs.Load())
 }
 
 // TestReplayOverRealHTTP runs the middleware behind a real server and
