@@ -1,8 +1,10 @@
 package dedup_test
 
 import (
+	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -296,4 +298,60 @@ func TestMaxDiskBytesDropOldest(t *testing.T) {
 	assert.Equal(t, len(gens[11]), seenAll(t, s, gens[11]), "the newest marks are kept")
 	assert.Less(t, st.EffectiveWindow, ttlOf, "the effective window shows the early drops")
 	t.Logf("effective window %v against a TTL of %v; %d bytes on disk, bound %d", st.EffectiveWindow, ttlOf, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes)
+}
+
+// compactionGate holds back the first table a Pebble compaction creates
+// until it is opened, so a test can act while Compact runs.
+type compactionGate struct {
+	vfs.FS
+	once    sync.Once
+	reached chan struct{} // closed when a compaction creates its first table
+	open    chan struct{} // closed by the test to let it go on
+}
+
+func (g *compactionGate) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if category == "pebble-compaction" {
+		g.once.Do(func() { close(g.reached) })
+		<-g.open
+	}
+	return g.FS.Create(name, category)
+}
+
+// TestMemtableStaysBoundedWhileCompacting writes many memtables' worth of
+// marks while Compact's Pebble compaction runs: checkpoints go on
+// meanwhile, so the memtable never passes twice its bound.
+func TestMemtableStaysBoundedWhileCompacting(t *testing.T) {
+	const memtable = 1000
+	gate := &compactionGate{FS: vfs.NewMem(), reached: make(chan struct{}), open: make(chan struct{})}
+	s, _ := openStore(t, &dedup.Options{FS: gate, MemtableMarks: memtable})
+	write := func(prefix string, n int) {
+		for i := 0; i < n; i += 100 {
+			batch := make([][]byte, 100)
+			for j := range batch {
+				batch[j] = fmt.Appendf(nil, "%s-%d", prefix, i+j)
+			}
+			_, err := s.CheckAndMarkBatch(batch, time.Hour)
+			require.NoError(t, err)
+		}
+	}
+	write("before", 3*memtable)
+	require.NoError(t, s.Checkpoint())
+	write("between", 3*memtable)
+	require.NoError(t, s.Checkpoint())
+
+	compacted := make(chan error, 1)
+	go func() { compacted <- s.Compact(context.Background()) }()
+	select {
+	case <-gate.reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Compact started no Pebble compaction")
+	}
+	most := 0
+	for i := range 10 {
+		write(fmt.Sprintf("during-%d", i), memtable)
+		most = max(most, s.Stats().MemtableMarks)
+	}
+	assert.LessOrEqual(t, most, 2*memtable, "memtable marks while Compact ran: got %d; want at most %d", most, 2*memtable)
+	close(gate.open)
+	require.NoError(t, <-compacted)
 }

@@ -643,11 +643,18 @@ func (s *Store) Checkpoint() error {
 // Compact checkpoints, which drops the expired generations and the WAL
 // segments behind the checkpoint, then has Pebble compact the whole index,
 // so that the space of dropped and forgotten marks is given back now
-// rather than by Pebble's background compactions.
-func (s *Store) Compact(ctx context.Context) error {
-	s.checkpointMu.Lock()
-	defer s.checkpointMu.Unlock()
-	if err := s.runCheckpoint(); err != nil {
+// rather than by Pebble's background compactions. Writes and checkpoints
+// go on while Pebble compacts, so the memtable stays within its bound;
+// Close waits for the compaction to end.
+func (s *Store) Compact(ctx context.Context) (err error) {
+	s.mu.Lock()
+	err = s.enter()
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	defer s.calls.Done()
+	if err := s.Checkpoint(); err != nil {
 		return err
 	}
 	return storeError(s.idx.Compact(ctx))
