@@ -354,3 +354,6 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 type fixedClock time.Time
 
 func (c fixedClock) Now() time.Time { return time.Time(c) }
+
+// Elapsed is always zero: no time passes on a stopped clock.
+func (c fixedClock) Elapsed() time.Duration { return 0 }

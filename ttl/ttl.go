@@ -19,47 +19,82 @@ import (
 	"time"
 )
 
-// Clock tells the time. The store reads it for every expiry decision, so a
-// test can drive TTL cycles with a Fake clock instead of sleeping.
+// Clock tells the time. The store reads Now for every expiry decision, so
+// a test can drive TTL cycles with a Fake clock instead of sleeping, and
+// Elapsed to tell time passing from the wall clock being stepped: a
+// generation is dropped for good only by a wall time that has kept pace
+// with Elapsed, or held long enough to be trusted.
 type Clock interface {
+	// Now returns the wall time.
 	Now() time.Time
+	// Elapsed returns the time passed since an origin fixed for the
+	// clock's life, on a monotonic clock: it never goes back, and a step
+	// of the wall time does not move it.
+	Elapsed() time.Duration
 }
 
-// Real is the wall clock.
+// Real is the wall clock, with Go's monotonic clock for Elapsed. Like
+// CLOCK_MONOTONIC, Elapsed does not count the time the machine is
+// suspended.
 type Real struct{}
+
+// origin is where Real's Elapsed counts from; it carries a monotonic
+// reading.
+var origin = time.Now()
 
 // Now returns time.Now().
 func (Real) Now() time.Time { return time.Now() }
 
-// Fake is a Clock that moves only when told. Its zero value starts at the
-// Unix epoch; it is safe for concurrent use.
+// Elapsed returns the monotonic time since the process started.
+func (Real) Elapsed() time.Duration { return time.Since(origin) }
+
+// Fake is a Clock that moves only when told: Advance is time passing, Set
+// is the wall clock being stepped. Its zero value starts at the Unix epoch
+// with nothing elapsed; it is safe for concurrent use. Like deadlines, its
+// wall time is a Unix time in nanoseconds, so it spans the years 1678 to
+// 2262.
 type Fake struct {
-	mu  sync.Mutex // protects now
-	now time.Time
+	mu      sync.Mutex    // protects wall and elapsed
+	wall    time.Duration // since the Unix epoch
+	elapsed time.Duration
 }
 
-// NewFake returns a Fake clock set to t.
-func NewFake(t time.Time) *Fake { return &Fake{now: t} }
+// NewFake returns a Fake clock set to t, with nothing elapsed.
+func NewFake(t time.Time) *Fake { return &Fake{wall: time.Duration(t.UnixNano())} }
 
-// Now returns the fake time.
+// Now returns the fake wall time.
 func (f *Fake) Now() time.Time {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.now
+	return time.Unix(0, int64(f.wall))
 }
 
-// Advance moves the fake time forward by d.
-func (f *Fake) Advance(d time.Duration) {
+// Elapsed returns the fake time passed: the sum of every Advance.
+func (f *Fake) Elapsed() time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.now = f.now.Add(d)
+	return f.elapsed
 }
 
-// Set moves the fake time to t.
+// Advance lets d pass: the wall time and Elapsed both move forward by d.
+// It panics if d is negative, since time does not pass backwards; Set
+// steps the wall time back.
+func (f *Fake) Advance(d time.Duration) {
+	if d < 0 {
+		panic("ttl: Fake.Advance by a negative duration")
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.wall += d
+	f.elapsed += d
+}
+
+// Set steps the wall time to t, as setting a machine's clock does:
+// Elapsed does not move.
 func (f *Fake) Set(t time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	f.now = t
+	f.wall = time.Duration(t.UnixNano())
 }
 
 // Deadline is the Unix time, in nanoseconds, at which a mark expires.

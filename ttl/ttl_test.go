@@ -63,6 +63,33 @@ func TestFakeClock(t *testing.T) {
 	assert.Equal(t, time.Unix(1, 0), c.Now())
 }
 
+func TestFakeZeroValueStartsAtTheUnixEpoch(t *testing.T) {
+	var c Fake
+	assert.Equal(t, time.Unix(0, 0), c.Now())
+	assert.Zero(t, c.Elapsed())
+	c.Advance(time.Second)
+	assert.Equal(t, time.Unix(1, 0), c.Now())
+}
+
+func TestFakeAdvancePassesTimeAndSetStepsTheWallTime(t *testing.T) {
+	c := NewFake(time.Unix(1_700_000_000, 0))
+	c.Advance(time.Hour)
+	assert.Equal(t, time.Hour, c.Elapsed(), "time passing moves Elapsed")
+	c.Set(time.Unix(1_800_000_000, 0))
+	assert.Equal(t, time.Unix(1_800_000_000, 0), c.Now())
+	assert.Equal(t, time.Hour, c.Elapsed(), "a step of the wall time does not move Elapsed")
+	c.Set(time.Unix(1_600_000_000, 0))
+	assert.Equal(t, time.Hour, c.Elapsed(), "nor does a step back")
+	assert.Panics(t, func() { c.Advance(-time.Second) }, "time does not pass backwards")
+}
+
+func TestRealElapsedFollowsTimePassing(t *testing.T) {
+	var c Real
+	a := c.Elapsed()
+	time.Sleep(time.Millisecond)
+	assert.GreaterOrEqual(t, c.Elapsed()-a, time.Millisecond, "Elapsed follows time passing")
+}
+
 func TestGenClosed(t *testing.T) {
 	for _, d := range []time.Duration{5 * time.Second, time.Minute, time.Hour, 24 * time.Hour} {
 		now := time.Unix(1_700_000_123, 0)
