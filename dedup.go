@@ -41,6 +41,9 @@ type Store struct {
 	lock io.Closer
 	log  *wal.Log
 	idx  *index.Index
+	// expiry is the time generations are dropped by, for good; reads
+	// follow opts.Clock.
+	expiry *expiryClock
 
 	// mu orders the write path: a write holds it exclusively from its check
 	// to its WAL append and index update, which is what makes
@@ -90,6 +93,11 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
+	confirmed, err := readClock(fs, dir)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
 	s := &Store{opts: o, dir: dir, lock: lock,
 		checkpoint: make(chan struct{}, 1), done: make(chan struct{})}
 	s.flushed = sync.NewCond(&s.mu)
@@ -97,6 +105,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
+	s.expiry = newExpiryClock(&o, dir, confirmed, s.idx.Marks() > 0)
 	if o.MaxDiskBytes > 0 {
 		s.diskBytes = s.measureDisk()
 	}
@@ -144,7 +153,7 @@ func onlyLeftovers(fs vfs.FS, dir string) error {
 	}
 	for _, n := range names {
 		switch n {
-		case lockFile, formatFile + ".tmp", indexDir, walDir:
+		case lockFile, formatFile + ".tmp", indexDir, walDir, clockFile, clockFile + ".tmp":
 		default:
 			return fmt.Errorf("%w: %s holds %q and no %s file", ErrNotStore, dir, n, formatFile)
 		}
@@ -185,6 +194,10 @@ func (s *Store) recover() (err error) {
 	}, after, s.idx.Replay)
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)
+	}
+	if err == nil && fresh {
+		// With no mark yet, nothing depends on the clock being right.
+		err = writeClock(fs, s.dir, s.opts.Clock.Now())
 	}
 	if err == nil && fresh {
 		err = writeFormat(fs, s.dir)
@@ -236,7 +249,7 @@ func (s *Store) clearInterruptedCreation() error {
 	if what != "" {
 		return fmt.Errorf("%w: %s has no %s file but holds %s: refusing to start over on it", ErrCorrupt, s.dir, formatFile, what)
 	}
-	for _, n := range []string{indexDir, walDir, formatFile + ".tmp"} {
+	for _, n := range []string{indexDir, walDir, formatFile + ".tmp", clockFile, clockFile + ".tmp"} {
 		if err := fs.RemoveAll(fs.PathJoin(s.dir, n)); err != nil {
 			return err
 		}
@@ -715,6 +728,11 @@ func (s *Store) Snapshot(dir string) error {
 	if err := s.log.CopyTo(fs.PathJoin(dir, walDir)); err != nil {
 		return storeError(err)
 	}
+	if t := s.expiry.persisted; !t.IsZero() {
+		if err := writeClock(fs, dir, t); err != nil {
+			return err
+		}
+	}
 	return writeFormat(fs, dir)
 }
 
@@ -742,25 +760,32 @@ func (s *Store) checkpointer() {
 }
 
 func (s *Store) expired() bool {
+	now, _ := s.expiry.now()
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	return !s.closed.Load() && s.idx.Expired(s.opts.Clock.Now())
+	return !s.closed.Load() && s.idx.Expired(now)
 }
 
 // runCheckpoint freezes the memtable under the lock, persists it without
-// the lock, and lets it go under the lock again. A failed checkpoint makes
-// the store fail-stop for writes. The caller holds checkpointMu.
+// the lock, and lets it go under the lock again. It drops the generations
+// expired by the expiry clock, which the wall clock alone does not move
+// forward. A failed checkpoint makes the store fail-stop for writes. The
+// caller holds checkpointMu.
 func (s *Store) runCheckpoint() error {
 	s.mu.Lock()
 	if err := s.writable(); err != nil {
 		s.mu.Unlock()
 		return err
 	}
-	frozen := s.idx.Freeze(s.opts.Clock.Now())
+	now, confirmed := s.expiry.now()
+	frozen := s.idx.Freeze(now)
 	s.flushing = true
 	s.mu.Unlock()
 
-	err := s.idx.Persist(frozen)
+	err := s.expiry.persist(s.opts.FS, s.dir, now, confirmed)
+	if err == nil {
+		err = s.idx.Persist(frozen)
+	}
 
 	s.mu.Lock()
 	s.flushing = false

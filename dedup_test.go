@@ -194,6 +194,7 @@ func TestInvalidOptions(t *testing.T) {
 		{name: "negative CacheSize", opts: dedup.Options{CacheSize: -1}},
 		{name: "negative MaxValueSize", opts: dedup.Options{MaxValueSize: -1}},
 		{name: "unknown FullPolicy", opts: dedup.Options{WhenFull: dedup.DropOldest + 1}},
+		{name: "negative ClockJumpGrace", opts: dedup.Options{ClockJumpGrace: -time.Second}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -72,8 +72,17 @@ type Options struct {
 	// (vfs.Default). Tests pass vfs.NewCrashableMem() or an errorfs.
 	FS vfs.FS
 
-	// Clock decides expiry. Zero means the wall clock.
+	// Clock decides expiry. Zero means the wall clock, with Go's monotonic
+	// clock to tell its steps from time passing.
 	Clock ttl.Clock
+	// ClockJumpGrace is how long a forward step of the wall clock must
+	// hold before generations are dropped by it. A mark reads as expired
+	// as soon as the wall clock passes its deadline, but a dropped
+	// generation is gone for good: within the grace, setting the clock
+	// back makes the marks of a step live again. Open cannot tell the time
+	// the store was closed from a step, so it takes the time since the
+	// last checkpoint's as one. Zero means DefaultClockJumpGrace (1h).
+	ClockJumpGrace time.Duration
 
 	// DefaultTTL is the TTL of a mark written with ttl 0. Zero means 24h.
 	DefaultTTL time.Duration
@@ -121,7 +130,8 @@ type Options struct {
 	// ExpiryInterval is how often the store looks for generations whose
 	// marks have all expired, and drops them: one excised key range and one
 	// discarded filter each, with no per-key work. A mark with TTL T leaves
-	// the index by 1.25 × T after it was written plus this interval. Zero
+	// the index by 1.25 × T after it was written plus this interval, while
+	// the wall clock is not stepped forward (see ClockJumpGrace). Zero
 	// means 10s.
 	ExpiryInterval time.Duration
 
@@ -184,6 +194,9 @@ func (o *Options) withDefaults() Options {
 	}
 	if c.Clock == nil {
 		c.Clock = ttl.Real{}
+	}
+	if c.ClockJumpGrace == 0 {
+		c.ClockJumpGrace = DefaultClockJumpGrace
 	}
 	if c.DefaultTTL == 0 {
 		c.DefaultTTL = 24 * time.Hour
@@ -273,6 +286,9 @@ func (o *Options) validate() error {
 	}
 	if o.MemtableMarks < 0 {
 		errs = append(errs, fmt.Errorf("MemtableMarks %d is negative", o.MemtableMarks))
+	}
+	if o.ClockJumpGrace < 0 {
+		errs = append(errs, fmt.Errorf("ClockJumpGrace %v is negative", o.ClockJumpGrace))
 	}
 	if o.ExpiryInterval < 0 {
 		errs = append(errs, fmt.Errorf("ExpiryInterval %v is negative", o.ExpiryInterval))

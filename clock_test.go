@@ -1,0 +1,202 @@
+package dedup_test
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// year is the forward step of a bad clock in these tests.
+const year = 365 * 24 * time.Hour
+
+// TestClockJumpUndoneWithinGraceKeepsEveryMark steps the wall clock a year
+// ahead, checkpoints while it stays there for less than the grace, and
+// sets it back: every mark, checkpointed or still in the memtable at the
+// step, is live again, and stays so across reopen. Meanwhile the marks
+// read as expired, since expiry on read is exact on the wall clock.
+func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		checkpoint bool // the marks are in Pebble at the step
+	}{
+		{"checkpointed", true},
+		{"in the memtable", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := ttl.NewFake(epoch)
+			var log logSink
+			opts := &dedup.Options{Clock: clock, Logf: log.logf}
+			s, dir := openStore(t, opts)
+			marks := expiryIDs("mark", 100)
+			markAll(t, s, marks, time.Hour)
+			if tc.checkpoint {
+				require.NoError(t, s.Checkpoint())
+			}
+			gens := generationEnds(s)
+
+			clock.Set(epoch.Add(year))
+			assert.Zero(t, seenAll(t, s, marks), "past their deadlines by the wall clock, the marks read as expired")
+			require.NoError(t, s.Checkpoint())
+			clock.Advance(dedup.DefaultClockJumpGrace / 2)
+			require.NoError(t, s.Checkpoint())
+			assert.Equal(t, gens, generationEnds(s), "no generation is dropped within the grace")
+			assert.True(t, log.contains("jumped"), "the step is logged")
+
+			clock.Set(epoch.Add(dedup.DefaultClockJumpGrace / 2))
+			assert.Equal(t, len(marks), seenAll(t, s, marks), "with the clock set back, every mark is live again")
+			require.NoError(t, s.Checkpoint())
+			assert.True(t, log.contains("back in step"), "the end of the step is logged")
+			s = reopen(t, s, dir, opts)
+			assert.Equal(t, len(marks), seenAll(t, s, marks), "and stays live across reopen")
+		})
+	}
+}
+
+// TestClockJumpHeldPastGraceDropsGenerations checks that a forward step
+// that holds for the grace is trusted: the next checkpoint drops the
+// generations it expired, which setting the clock back does not bring
+// back.
+func TestClockJumpHeldPastGraceDropsGenerations(t *testing.T) {
+	clock := ttl.NewFake(epoch)
+	var log logSink
+	s, _ := openStore(t, &dedup.Options{Clock: clock, Logf: log.logf})
+	marks := expiryIDs("mark", 100)
+	markAll(t, s, marks, time.Hour)
+	require.NoError(t, s.Checkpoint())
+	require.NotEmpty(t, generationEnds(s))
+
+	clock.Set(epoch.Add(year))
+	require.NoError(t, s.Checkpoint())
+	require.NotEmpty(t, generationEnds(s), "kept within the grace")
+	clock.Advance(dedup.DefaultClockJumpGrace)
+	require.NoError(t, s.Checkpoint())
+	assert.Empty(t, generationEnds(s), "dropped once the step has held for the grace")
+	assert.True(t, log.contains("has held"), "the trust in the step is logged")
+
+	clock.Set(epoch.Add(dedup.DefaultClockJumpGrace))
+	assert.Zero(t, seenAll(t, s, marks), "a dropped generation is gone for good")
+}
+
+// TestReopenWithClockAheadKeepsGenerationsUntilGrace reopens a store with
+// the clock a year past its last checkpoint, or past its creation if it
+// never checkpointed: Open cannot tell a step of the clock from the time
+// the store was closed, so no checkpoint drops the generations that ended
+// meanwhile until the clock has run for the grace. Set back, the clock
+// finds every mark live; held past the grace, the generations are dropped.
+func TestReopenWithClockAheadKeepsGenerationsUntilGrace(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		checkpoint bool // the store checkpointed before it was closed
+	}{
+		{"after a checkpoint", true},
+		{"before any checkpoint", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := ttl.NewFake(epoch)
+			var log logSink
+			opts := &dedup.Options{Clock: clock, Logf: log.logf}
+			s, dir := openStore(t, opts)
+			marks := expiryIDs("mark", 100)
+			markAll(t, s, marks, time.Hour)
+			if tc.checkpoint {
+				require.NoError(t, s.Checkpoint())
+			}
+			gens := generationEnds(s)
+
+			clock.Set(epoch.Add(year))
+			s = reopen(t, s, dir, opts)
+			require.NoError(t, s.Checkpoint(), "the first checkpoint after Open")
+			assert.True(t, log.contains("ClockJumpGrace"), "the checkpoint logs that it does not trust the clock yet")
+			assert.Equal(t, gens, generationEnds(s), "no generation is dropped on the clock Open found")
+
+			clock.Set(epoch.Add(time.Minute))
+			s = reopen(t, s, dir, opts)
+			assert.Equal(t, len(marks), seenAll(t, s, marks), "with the clock set back, every mark is live")
+
+			clock.Set(epoch.Add(year))
+			s = reopen(t, s, dir, opts)
+			clock.Advance(dedup.DefaultClockJumpGrace)
+			require.NoError(t, s.Checkpoint())
+			assert.Empty(t, generationEnds(s), "dropped once the clock has run for the grace since Open")
+		})
+	}
+}
+
+// TestReopenInStepDropsAsTheClockRuns checks that the grace costs
+// nothing when the clock at Open is where the last checkpoint left it:
+// the generations that end while the store runs are dropped as they end.
+func TestReopenInStepDropsAsTheClockRuns(t *testing.T) {
+	clock := ttl.NewFake(epoch)
+	opts := &dedup.Options{Clock: clock}
+	s, dir := openStore(t, opts)
+	markAll(t, s, expiryIDs("mark", 100), time.Minute)
+	require.NoError(t, s.Checkpoint())
+	s = reopen(t, s, dir, opts)
+
+	clock.Advance(time.Hour)
+	require.NoError(t, s.Checkpoint())
+	assert.Empty(t, generationEnds(s))
+}
+
+// TestDamagedClockFileFailsOpen checks that the CLOCK file is checked as
+// the store's other files are: damage is ErrCorrupt, another version
+// ErrIncompatibleFormat.
+func TestDamagedClockFileFailsOpen(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+		want   error
+	}{
+		{"magic", func(b []byte) []byte { b[0] ^= 0x40; return b }, dedup.ErrCorrupt},
+		{"time", func(b []byte) []byte { b[12] ^= 0x40; return b }, dedup.ErrCorrupt},
+		{"checksum", func(b []byte) []byte { b[20] ^= 0x40; return b }, dedup.ErrCorrupt},
+		{"truncated", func(b []byte) []byte { return b[:10] }, dedup.ErrCorrupt},
+		{"version 2", func(b []byte) []byte {
+			b[8] = 2
+			return binary.LittleEndian.AppendUint32(b[:20], crc32.Checksum(b[:20], crc32.MakeTable(crc32.Castagnoli)))
+		}, dedup.ErrIncompatibleFormat},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := ttl.NewFake(epoch)
+			s, dir := openStore(t, &dedup.Options{Clock: clock})
+			markAll(t, s, expiryIDs("mark", 10), time.Hour)
+			require.NoError(t, s.Checkpoint())
+			require.NoError(t, s.Close())
+
+			path := filepath.Join(dir, "CLOCK")
+			b, err := os.ReadFile(path)
+			require.NoError(t, err)
+			require.NoError(t, os.WriteFile(path, tc.damage(b), 0o600))
+			_, err = dedup.Open(dir, &dedup.Options{Clock: clock})
+			assert.ErrorIs(t, err, tc.want)
+		})
+	}
+}
+
+// TestSnapshotCarriesTheConfirmedTime checks that a snapshot opened with
+// the clock where its store left it drops generations as they end, as its
+// store would, rather than waiting for the grace as a store without a
+// confirmed time does.
+func TestSnapshotCarriesTheConfirmedTime(t *testing.T) {
+	clock := ttl.NewFake(epoch)
+	opts := &dedup.Options{Clock: clock}
+	s, _ := openStore(t, opts)
+	markAll(t, s, expiryIDs("mark", 100), time.Minute)
+	copyDir := filepath.Join(t.TempDir(), "snapshot")
+	require.NoError(t, s.Snapshot(copyDir))
+
+	c := openAt(t, copyDir, opts)
+	require.NotEmpty(t, generationEnds(c))
+	clock.Advance(10 * time.Minute)
+	require.NoError(t, c.Checkpoint())
+	assert.Empty(t, generationEnds(c))
+}
