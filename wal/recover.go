@@ -252,17 +252,25 @@ type logRead struct {
 // LSN above after, in order, and the first damage ends the reading. Open,
 // Verify and Repair all read through it, so they agree on what damage is.
 func readLog(fs vfs.FS, dir string, after uint64, fn func(uint64, []byte) error) (*logRead, error) {
+	return readLogState(fs, dir, after, false, fn)
+}
+
+// readLogState is readLog, or with noState, readLog as if the log had no
+// STATE file.
+func readLogState(fs vfs.FS, dir string, after uint64, noState bool, fn func(uint64, []byte) error) (*logRead, error) {
 	r := &logRead{bad: -1}
 	firsts, err := listSegments(fs, dir)
 	if err != nil {
 		return r, err
 	}
 	r.firsts = firsts
-	if r.state, r.stated, err = readState(fs, dir); err != nil {
-		if errors.Is(err, ErrCorrupt) {
-			r.bad, r.badState = len(firsts), true
+	if !noState {
+		if r.state, r.stated, err = readState(fs, dir); err != nil {
+			if errors.Is(err, ErrCorrupt) {
+				r.bad, r.badState = len(firsts), true
+			}
+			return r, err
 		}
-		return r, err
 	}
 	if n := len(firsts); n > 0 && !r.stated {
 		// An earlier build named a segment before writing its header: a

@@ -605,3 +605,27 @@ func TestRepairOfMissingSegmentMovesLSNsPast(t *testing.T) {
 	require.NoError(t, l.Close())
 	assert.Equal(t, lsn, got[len(got)-1].lsn)
 }
+
+// TestRepairRebuildsDamagedState damages STATE: the segments are whole,
+// so Repair keeps them all and writes STATE anew, keeping the damaged one
+// aside.
+func TestRepairRebuildsDamagedState(t *testing.T) {
+	base, want := buildLog(t, SyncAlways, 40)
+	base[stateName][len(base[stateName])-3] ^= 0x01 // in the CRC line
+	fs := base.mount(t)
+	_, _, err := tryOpen(fs, Options{}, 0)
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	d, err := Repair(fs, logDir, 0, 4096, true)
+	require.NoError(t, err)
+	require.NotNil(t, d)
+	assert.Equal(t, fs.PathJoin(logDir, stateName), d.Segment)
+	assert.Zero(t, d.FirstLost, "no record is lost")
+	assert.Equal(t, want[len(want)-1].lsn+1, d.Next)
+	_, err = fs.Stat(fs.PathJoin(logDir, stateName+".broken"))
+	assert.NoError(t, err, "the damaged STATE is kept aside")
+	l, got, err := tryOpen(fs, Options{}, 0)
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	requireReplay(t, want, got, "every record")
+}

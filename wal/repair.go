@@ -103,6 +103,11 @@ func Repair(fs vfs.FS, dir string, after uint64, segmentSize int64, apply bool) 
 		// cuts it held (a gap that one allowed then shows as damage).
 		d.Segment = fs.PathJoin(dir, stateName)
 		d.plan.state = logState{}
+		whole, err := readLogState(fs, dir, after, true, func(uint64, []byte) error { return nil })
+		if err != nil {
+			return nil, fmt.Errorf("STATE is damaged, and the segments without it: %w", err)
+		}
+		d.Next = whole.next
 	case r.bad == len(r.firsts):
 		// The newest segment is missing: its records cannot be known.
 		d.Segment = fs.PathJoin(dir, segmentName(r.state.newest))
