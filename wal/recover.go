@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
-	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -218,11 +217,6 @@ func Verify(fs vfs.FS, dir string, after uint64) (records uint64, err error) {
 		records++
 		return nil
 	})
-	if errors.Is(err, os.ErrNotExist) {
-		if _, serr := fs.Stat(dir); errors.Is(serr, os.ErrNotExist) {
-			return 0, nil // no log yet
-		}
-	}
 	return records, err
 }
 

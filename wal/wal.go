@@ -152,8 +152,9 @@ type chunk struct {
 // Open opens or creates the log in dir and replays it: fn sees every
 // record with an LSN above after, in order. A torn tail of the newest
 // segment is truncated (zeroed) unless ReadOnly; any other damage fails
-// with ErrCorrupt. New records get LSNs after both the log's last record
-// and after.
+// with ErrCorrupt (see format.go for what recovery can tell apart). New
+// records get LSNs after the log's last record, after after, and after
+// every LSN a repair cut.
 func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []byte) error) (*Log, error) {
 	l := &Log{opts: opts, dir: dir, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	l.cond = sync.NewCond(&l.mu)
