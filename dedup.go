@@ -675,8 +675,8 @@ func (s *Store) Compact(ctx context.Context) (err error) {
 
 // VerifyReport is what Verify checked and found.
 type VerifyReport struct {
-	// WALRecords is the number of WAL records after the checkpoint: those
-	// Open replays.
+	// WALRecords is the number of WAL records read: those of the
+	// segments Open reads, from the one holding the checkpoint on.
 	WALRecords uint64 `json:"wal_records"`
 	// IndexKeys is the number of keys in Pebble.
 	IndexKeys uint64 `json:"index_keys"`

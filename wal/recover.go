@@ -87,7 +87,8 @@ type scan struct {
 	tornEnd int64
 	// synced is the highest synced-to that a valid record claims: the
 	// segment's data was durable up to there.
-	synced int64
+	synced  int64
+	records uint64 // how many records were read in sequence
 }
 
 // firstNeeded returns the index of the first segment that may hold a record
@@ -138,6 +139,7 @@ func scanSegment(path string, b []byte, first, after uint64, last bool, fn func(
 			}
 		}
 		s.synced = max(s.synced, int64(r.syncedTo))
+		s.records++
 		s.next++
 		s.end += int64(r.size)
 	}
@@ -208,16 +210,14 @@ func HasRecords(fs vfs.FS, dir string) (bool, error) {
 	return false, nil
 }
 
-// Verify reads every record of every segment in dir, as Open would with
-// the replay starting at after, and returns how many records there are
-// above after. A torn tail of the newest segment is not damage: the next
+// Verify reads the log in dir as Open would, replaying from after: the
+// CRC of every record in the segments it reads and their LSN sequence,
+// and that no segment is missing or cut short. It returns how many records
+// it read. A torn tail of the newest segment is not damage: the next
 // writable Open truncates it. It writes nothing.
 func Verify(fs vfs.FS, dir string, after uint64) (records uint64, err error) {
-	_, err = readLog(fs, dir, after, func(uint64, []byte) error {
-		records++
-		return nil
-	})
-	return records, err
+	r, err := readLog(fs, dir, after, func(uint64, []byte) error { return nil })
+	return r.records, err
 }
 
 // logRead is what reading a log as Open does found.
@@ -227,7 +227,9 @@ type logRead struct {
 	stated bool   // the log has a STATE file
 	drop   string // an all-zero newest segment that an earlier build's crash left
 	next   uint64 // the LSN after the last record read, and after any cut
-	tail   scan   // of the newest segment
+	// records counts the records read, at or below after too.
+	records uint64
+	tail    scan // of the newest segment
 	// tailCap is the size the newest segment was preallocated to, 0 if
 	// unknown.
 	tailCap int64
@@ -305,6 +307,7 @@ func readLogState(fs vfs.FS, dir string, after uint64, noState bool, fn func(uin
 			return r, err
 		}
 		r.next = max(r.next, s.next)
+		r.records += s.records
 		if last {
 			r.tail, r.tailCap = s, preallocated(b)
 		}

@@ -24,9 +24,8 @@ type Damage struct {
 	Covered bool
 	// FirstLost is the LSN of the first record lost after the checkpoint,
 	// 0 if none is. Lost counts the records after the cut that could still
-	// be read. LastLost is the highest LSN the cut may take: the highest
-	// readable after the cut or, where bytes cannot be read (a segment cut
-	// short or missing), the most that its size could hold.
+	// be read, up to LastLost. Bytes that cannot be read (a segment cut
+	// short or missing) may have held more: Next passes those too.
 	FirstLost, LastLost uint64
 	Lost                int
 	// Later are the segments after the damaged one that go too.
@@ -191,9 +190,10 @@ func (d *Damage) planCut(fs vfs.FS, dir string, r *logRead, after uint64) error 
 	if d.Offset == 0 && d.plan.salvaged == nil {
 		d.LastLost = max(d.LastLost, first) // a segment is named for a record that was to be written
 	}
+	cutTo := d.LastLost
 	if missing := whole - int64(len(b)); missing > 0 && d.plan.salvaged == nil {
 		// Bytes cut off the segment may have held records.
-		d.LastLost = max(d.LastLost, lsnBound(d.FirstLost, whole-max(d.Offset, headerSize)))
+		cutTo = lsnBound(d.FirstLost, whole-max(d.Offset, headerSize))
 	}
 	if i+1 < len(r.firsts) && (d.plan.salvaged == nil || r.firsts[i+1] != chainNext || d.Lost > 0) {
 		for _, later := range r.firsts[i+1:] {
@@ -210,8 +210,9 @@ func (d *Damage) planCut(fs vfs.FS, dir string, r *logRead, after uint64) error 
 	if d.plan.salvaged != nil && d.Lost == 0 && d.Later == nil {
 		d.FirstLost = 0 // nothing after the checkpoint is lost
 	}
-	if d.FirstLost != 0 && d.LastLost >= d.FirstLost {
-		d.plan.state.cuts = append(d.plan.state.cuts, lsnRange{d.FirstLost, d.LastLost})
+	cutTo = max(cutTo, d.LastLost)
+	if d.FirstLost != 0 && cutTo >= d.FirstLost {
+		d.plan.state.cuts = append(d.plan.state.cuts, lsnRange{d.FirstLost, cutTo})
 	}
 	d.Next = chainNext
 	return nil

@@ -107,7 +107,8 @@ type repairReport struct {
 	// are skipped, and FirstLost is 0 if nothing after them is lost.
 	Covered bool `json:"covered_by_checkpoint"`
 	// NextLSN is the LSN of the next record after the repair: past every
-	// LSN the damaged log used, so fencing tokens keep rising.
+	// LSN the damaged log used or may have used, so fencing tokens keep
+	// rising.
 	NextLSN uint64 `json:"next_lsn,omitempty"`
 	Applied bool   `json:"applied"`
 	// Opens tells whether the store opens after the repair, if it was
@@ -149,7 +150,7 @@ func printRepair(cmd *cobra.Command, g *globals, r repairReport) error {
 		default:
 			fmt.Fprintf(out, "lost: LSN %d on, %d records readable after the cut\n", r.FirstLost, r.Lost)
 		}
-		fmt.Fprintf(out, "next LSN: %d (past every LSN the damaged log used, so fencing tokens keep rising)\n", r.NextLSN)
+		fmt.Fprintf(out, "next LSN: %d (past every LSN the damaged log used or may have used, so fencing tokens keep rising)\n", r.NextLSN)
 		for _, l := range r.Later {
 			fmt.Fprintf(out, "also moved aside: %s\n", l)
 		}
