@@ -33,5 +33,6 @@ func Repair(dir string, opts *Options, apply bool) (*wal.Damage, error) {
 	if err != nil {
 		return nil, storeError(err)
 	}
-	return wal.Repair(fs, fs.PathJoin(dir, walDir), after, apply)
+	d, err := wal.Repair(fs, fs.PathJoin(dir, walDir), after, o.SegmentSize, apply)
+	return d, storeError(err)
 }

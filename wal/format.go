@@ -6,9 +6,24 @@
 // preallocated to Options.SegmentSize. It starts with a 32-byte header:
 //
 //	+----------------+-------------+--------------+----------------+------------+---------+
-//	| magic (8B)     | version (4B)| reserved (4B)| first LSN (8B) | CRC32C (4B)| pad (4B)|
-//	| "dedupwal"     | 1           | 0            |                | of bytes 0-23        |
+//	| magic (8B)     | version (4B)| size (4B)    | first LSN (8B) | CRC32C (4B)| pad (4B)|
+//	| "dedupwal"     | 1           | KiB          |                | of bytes 0-23        |
 //	+----------------+-------------+--------------+----------------+------------+---------+
+//
+// Size is the size the segment is preallocated to, in KiB rounded down;
+// 0 (the field was reserved before) means unknown. A segment is filled
+// with written zeros ahead of its records, zeroAhead bytes at a time, and
+// those zeros are synced before any record that relies on them, so a
+// newest segment shorter than min(S+zeroAhead/2, size), where S is the
+// highest synced-to of its records (at least the header), was cut short
+// after the fact: that is damage, not a crash. Builds that reserved the
+// field ignore it, so the version stays 1.
+//
+// A segment gets its name only once its header is durable (see
+// stateName): a segment with a zeroed, short or missing header is
+// damage. Only a log written by an earlier build (no STATE file) may hold
+// a newest segment that is all zeros, which its crash in creating one left;
+// recovery drops that one.
 //
 // Records follow, each starting on an 8-byte boundary:
 //
@@ -17,7 +32,8 @@
 //	+-------------+-------------+----------+----------------+-----------------+---------+
 //
 // The CRC (Castagnoli) covers length, LSN, synced-to and payload. LSNs rise
-// by exactly one from record to record and from segment to segment. A
+// by exactly one from record to record and from segment to segment,
+// except over the LSNs a repair cut, which STATE lists. A
 // length of zero ends the segment's data: the preallocated rest is zeros.
 //
 // Synced-to is the segment offset below which every byte was already
@@ -26,7 +42,12 @@
 // is a torn write (never acknowledged under SyncAlways, and truncated) only
 // if no valid later record says that b had been synced; otherwise the log
 // is corrupt. Damage in any earlier segment, which was synced whole before
-// the next one was created, is always corruption.
+// the next one was created, is always corruption. What synced-to cannot
+// tell apart: damage confined to the records written since the newest
+// segment's last fsync that a surviving record reports (the last group
+// commit before the crash, which no later record vouches for) looks like
+// a torn write, and is truncated although, under SyncAlways, those
+// records may have been acknowledged.
 //
 // All integers are little-endian. These layouts are part of the on-disk
 // format: do not change them without a new version.
@@ -35,6 +56,7 @@ package wal
 import (
 	"encoding/binary"
 	"hash/crc32"
+	"math"
 )
 
 const (
@@ -51,14 +73,25 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// segmentHeader encodes the header of a segment whose first LSN is first.
-func segmentHeader(first uint64) []byte {
+// segmentHeader encodes the header of a segment whose first LSN is first,
+// preallocated to size bytes.
+func segmentHeader(first uint64, size int64) []byte {
 	h := make([]byte, headerSize)
 	copy(h, magic)
 	binary.LittleEndian.PutUint32(h[8:], formatVersion)
+	binary.LittleEndian.PutUint32(h[12:], uint32(min(size>>10, math.MaxUint32)))
 	binary.LittleEndian.PutUint64(h[16:], first)
 	binary.LittleEndian.PutUint32(h[24:], crc32.Checksum(h[:24], crcTable))
 	return h
+}
+
+// preallocated returns the size a segment with header h was preallocated
+// to, or 0 if its header does not say.
+func preallocated(h []byte) int64 {
+	if len(h) < 16 {
+		return 0
+	}
+	return int64(binary.LittleEndian.Uint32(h[12:])) << 10
 }
 
 // recordSize is the aligned size of a record with an n-byte payload.

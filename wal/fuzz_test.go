@@ -57,7 +57,7 @@ func FuzzScanSegment(f *testing.F) {
 	f.Add(appendRecord(nil, first+1, 0, []byte("skips an LSN")), true)
 	f.Fuzz(func(t *testing.T, data []byte, last bool) {
 		const path = "fuzz.wal"
-		b := append(segmentHeader(first), data...)
+		b := append(segmentHeader(first, 0), data...)
 		var lsns []uint64
 		s, err := scanSegment(path, b, first, 0, last, func(lsn uint64, _ []byte) error {
 			lsns = append(lsns, lsn)

@@ -62,7 +62,16 @@ func testPayload(i int) []byte {
 }
 
 // names returns the segment file names, oldest first.
-func (f segFiles) names() []string { return slices.Sorted(maps.Keys(f)) }
+func (f segFiles) names() []string {
+	var names []string
+	for name := range maps.Keys(f) {
+		if strings.HasSuffix(name, ".wal") {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	return names
+}
 
 func (f segFiles) clone() segFiles {
 	c := make(segFiles, len(f))
@@ -140,8 +149,8 @@ func assertAligned(t *testing.T, fs vfs.FS) {
 	}
 }
 
-// TestTornTailIsTruncated cuts the newest segment at every byte of its last
-// three records. Each cut is a torn write: Open must keep exactly the
+// TestTornTailIsTruncated tears the newest segment at every byte of its
+// last three records. Each tear is a torn write: Open must keep exactly the
 // records before it, and the repaired log must take and keep new records
 // with LSNs that follow on.
 func TestTornTailIsTruncated(t *testing.T) {
@@ -154,11 +163,6 @@ func TestTornTailIsTruncated(t *testing.T) {
 		// laterKept says the records after the torn one stay on disk.
 		laterKept bool
 	}{
-		{
-			name:   "file cut short",
-			mode:   SyncAlways,
-			damage: func(b []byte, cut, _ int) []byte { return b[:cut] },
-		},
 		{
 			name:   "rest zeroed",
 			mode:   SyncAlways,
@@ -383,6 +387,41 @@ func TestDamageFailsOpen(t *testing.T) {
 			named:  newest, offset: true,
 		},
 		{
+			name:   "zeroed header of the newest segment, records after it",
+			damage: func(f segFiles) { clear(f[newest][:headerSize]) },
+			named:  newest, offset: true,
+		},
+		{
+			name:   "newest segment all zeros",
+			damage: func(f segFiles) { clear(f[newest]) },
+			named:  newest, offset: true,
+		},
+		{
+			name:   "newest segment emptied",
+			damage: func(f segFiles) { f[newest] = nil },
+			named:  newest, offset: true,
+		},
+		{
+			name:   "newest segment cut short after a record",
+			damage: func(f segFiles) { f[newest] = f[newest][:newRecs[1].end] },
+			named:  newest, offset: true,
+		},
+		{
+			name:   "newest segment cut short inside a record",
+			damage: func(f segFiles) { f[newest] = f[newest][:newRecs[1].end+5] },
+			named:  newest, offset: true,
+		},
+		{
+			name:   "newest segment missing",
+			damage: func(f segFiles) { delete(f, newest) },
+			named:  newest,
+		},
+		{
+			name:   "STATE damaged",
+			damage: func(f segFiles) { f[stateName][len("dedup wal state 1\nnewest ")] ^= 0x01 },
+			named:  stateName, offset: true,
+		},
+		{
 			name:   "segments missing before the replay start",
 			damage: func(f segFiles) { delete(f, oldest) },
 			named:  middle,
@@ -482,4 +521,111 @@ func TestFailedSyncIsFailStop(t *testing.T) {
 	require.GreaterOrEqual(t, len(got), len(acked))
 	requireReplay(t, acked, got[:len(acked)], "every acknowledged record survives")
 	assert.LessOrEqual(t, len(got), len(acked)+1, "only the record whose fsync failed may follow them")
+}
+
+// TestLogWithoutStateDropsZeroSegment opens a log as an earlier build
+// left it, without STATE: a crash while that build created a segment left
+// the newest one all zeros, which Open removes. A zeroed header with
+// records after it is damage there too.
+func TestLogWithoutStateDropsZeroSegment(t *testing.T) {
+	base, want := buildLog(t, SyncAlways, 40)
+	delete(base, stateName)
+	names := base.names()
+	newest := names[len(names)-1]
+	kept := int(recordsOf(base[newest])[0].lsn) - 1
+
+	files := base.clone()
+	clear(files[newest])
+	fs := files.mount(t)
+	l, got, err := tryOpen(fs, Options{}, 0)
+	require.NoError(t, err)
+	requireReplay(t, want[:kept], got, "the records before the zero segment")
+	require.NoError(t, l.Close())
+	_, err = fs.Stat(fs.PathJoin(logDir, newest))
+	assert.Error(t, err, "the zero segment is removed")
+
+	files = base.clone()
+	clear(files[newest][:headerSize])
+	_, _, err = tryOpen(files.mount(t), Options{}, 0)
+	assert.ErrorIs(t, err, ErrCorrupt)
+}
+
+// TestTornTailReportSaysWhatRecoveryKnows tears the last record of the
+// newest segment. Recovery cannot tell that from damage to the last
+// synced group, so its report must not claim that nothing truncated was
+// acknowledged.
+func TestTornTailReportSaysWhatRecoveryKnows(t *testing.T) {
+	base, want := buildLog(t, SyncAlways, 40)
+	names := base.names()
+	newest := names[len(names)-1]
+	recs := recordsOf(base[newest])
+	last := recs[len(recs)-1]
+	base[newest][last.off+recHeaderSize] ^= 0x01
+
+	var logged []string
+	l, got, err := tryOpen(base.mount(t), Options{Logf: func(format string, args ...any) {
+		logged = append(logged, fmt.Sprintf(format, args...))
+	}}, 0)
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	requireReplay(t, want[:len(want)-1], got, "the records before the torn one")
+	require.Len(t, logged, 1)
+	assert.Contains(t, logged[0], fmt.Sprintf("offset %d", last.off))
+	assert.NotContains(t, logged[0], "none of it was acknowledged")
+	assert.Contains(t, logged[0], "under SyncAlways those were acknowledged")
+}
+
+// TestRepairOfMissingSegmentMovesLSNsPast deletes the newest segment:
+// Repair cannot know its records, so the LSNs after it pass every LSN a
+// segment of its size could have held.
+func TestRepairOfMissingSegmentMovesLSNsPast(t *testing.T) {
+	base, want := buildLog(t, SyncAlways, 40)
+	names := base.names()
+	newest := names[len(names)-1]
+	firstMissing := recordsOf(base[newest])[0].lsn
+	delete(base, newest)
+	fs := base.mount(t)
+	d, err := Repair(fs, logDir, 0, 4096, true)
+	require.NoError(t, err)
+	require.NotNil(t, d)
+	assert.Equal(t, firstMissing, d.FirstLost)
+	assert.Greater(t, d.Next, want[len(want)-1].lsn, "past every LSN used")
+	assert.Greater(t, d.Next, firstMissing+uint64((4096-headerSize)/recordSize(1)), "past every LSN the segment could hold")
+
+	l, got, err := tryOpen(fs, Options{}, 0)
+	require.NoError(t, err)
+	requireReplay(t, want[:d.FirstLost-1], got, "the records before the missing segment")
+	lsn, err := l.Append([]byte("after"))
+	require.NoError(t, err)
+	assert.Equal(t, d.Next, lsn)
+	require.NoError(t, l.Wait(lsn))
+	require.NoError(t, l.Close())
+	l, got, err = tryOpen(fs, Options{}, 0)
+	require.NoError(t, err, "the cut LSNs are no gap")
+	require.NoError(t, l.Close())
+	assert.Equal(t, lsn, got[len(got)-1].lsn)
+}
+
+// TestRepairRebuildsDamagedState damages STATE: the segments are whole,
+// so Repair keeps them all and writes STATE anew, keeping the damaged one
+// aside.
+func TestRepairRebuildsDamagedState(t *testing.T) {
+	base, want := buildLog(t, SyncAlways, 40)
+	base[stateName][len(base[stateName])-3] ^= 0x01 // in the CRC line
+	fs := base.mount(t)
+	_, _, err := tryOpen(fs, Options{}, 0)
+	require.ErrorIs(t, err, ErrCorrupt)
+
+	d, err := Repair(fs, logDir, 0, 4096, true)
+	require.NoError(t, err)
+	require.NotNil(t, d)
+	assert.Equal(t, fs.PathJoin(logDir, stateName), d.Segment)
+	assert.Zero(t, d.FirstLost, "no record is lost")
+	assert.Equal(t, want[len(want)-1].lsn+1, d.Next)
+	_, err = fs.Stat(fs.PathJoin(logDir, stateName+".broken"))
+	assert.NoError(t, err, "the damaged STATE is kept aside")
+	l, got, err := tryOpen(fs, Options{}, 0)
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	requireReplay(t, want, got, "every record")
 }

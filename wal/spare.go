@@ -79,7 +79,9 @@ func (l *Log) makeSpare() error {
 }
 
 // useSpare makes the spare, if it is ready, the segment whose first LSN is
-// first: renamed and installed. It reports whether it did.
+// first: its header written and synced, then renamed and installed. It
+// reports whether it did. A failure before the rename changes nothing
+// durable: it is logged, and the segment is created instead.
 func (l *Log) useSpare(first uint64) (bool, error) {
 	l.mu.Lock()
 	ready := l.spareReady
@@ -89,20 +91,19 @@ func (l *Log) useSpare(first uint64) (bool, error) {
 		return false, nil
 	}
 	fs := l.opts.FS
-	path := fs.PathJoin(l.dir, segmentName(first))
-	if err := fs.Rename(fs.PathJoin(l.dir, spareName), path); err != nil {
-		// Nothing is changed yet (the spare removed from outside, say):
-		// the segment is created instead.
+	path := fs.PathJoin(l.dir, spareName)
+	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+	renamed := false
+	if err == nil {
+		renamed, err = l.install(f, path, first, l.opts.SegmentSize)
+	}
+	if err != nil && !renamed {
+		// The spare removed from outside, say: the segment is created
+		// instead.
 		if l.opts.Logf != nil {
 			l.opts.Logf("dedup/wal: %s: using the spare segment: %v (creating one instead)", l.dir, err)
 		}
 		return false, nil
 	}
-	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
-	if err != nil {
-		return false, err
-	}
-	// A crash before install's sync leaves the segment's header all zeros:
-	// recovery then removes it, as it does a segment cut short in creation.
-	return true, l.install(f, first, l.opts.SegmentSize)
+	return err == nil, err
 }

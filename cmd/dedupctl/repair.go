@@ -103,7 +103,14 @@ type repairReport struct {
 	LastLost   uint64   `json:"last_lost_lsn,omitempty"`
 	Lost       int      `json:"lost_records"`
 	Later      []string `json:"later_segments,omitempty"`
-	Applied    bool     `json:"applied"`
+	// Covered says the damage lies in records the checkpoint covers: they
+	// are skipped, and FirstLost is 0 if nothing after them is lost.
+	Covered bool `json:"covered_by_checkpoint"`
+	// NextLSN is the LSN of the next record after the repair: past every
+	// LSN the damaged log used or may have used, so fencing tokens keep
+	// rising.
+	NextLSN uint64 `json:"next_lsn,omitempty"`
+	Applied bool   `json:"applied"`
 	// Opens tells whether the store opens after the repair, if it was
 	// checked: not when the WAL is damaged and left as it is.
 	Opens     bool   `json:"opens"`
@@ -113,8 +120,8 @@ type repairReport struct {
 func newRepairReport(d *wal.Damage, applied bool) repairReport {
 	r := repairReport{WALChecked: true, Damaged: d != nil, Applied: applied && d != nil}
 	if d != nil {
-		r.Error, r.Segment, r.Offset, r.FirstLost, r.LastLost, r.Lost, r.Later =
-			d.Err.Error(), d.Segment, d.Offset, d.FirstLost, d.LastLost, d.Lost, d.Later
+		r.Error, r.Segment, r.Offset, r.FirstLost, r.LastLost, r.Lost, r.Later, r.Covered, r.NextLSN =
+			d.Err.Error(), d.Segment, d.Offset, d.FirstLost, d.LastLost, d.Lost, d.Later, d.Covered, d.Next
 	}
 	return r
 }
@@ -132,11 +139,18 @@ func printRepair(cmd *cobra.Command, g *globals, r repairReport) error {
 	default:
 		fmt.Fprintf(out, "damage: %s\n", r.Error)
 		fmt.Fprintf(out, "cut: %s at offset %d\n", r.Segment, r.Offset)
-		lost := fmt.Sprintf("LSN %d on", r.FirstLost)
-		if r.LastLost >= r.FirstLost {
-			lost = fmt.Sprintf("LSN %d-%d", r.FirstLost, r.LastLost)
+		if r.Covered {
+			fmt.Fprintln(out, "the damage lies in records the checkpoint covers: they are skipped")
 		}
-		fmt.Fprintf(out, "lost: %s, %d records readable after the cut\n", lost, r.Lost)
+		switch {
+		case r.FirstLost == 0:
+			fmt.Fprintln(out, "lost: nothing after the checkpoint")
+		case r.LastLost >= r.FirstLost:
+			fmt.Fprintf(out, "lost: LSN %d-%d, %d records readable after the cut\n", r.FirstLost, r.LastLost, r.Lost)
+		default:
+			fmt.Fprintf(out, "lost: LSN %d on, %d records readable after the cut\n", r.FirstLost, r.Lost)
+		}
+		fmt.Fprintf(out, "next LSN: %d (past every LSN the damaged log used or may have used, so fencing tokens keep rising)\n", r.NextLSN)
 		for _, l := range r.Later {
 			fmt.Fprintf(out, "also moved aside: %s\n", l)
 		}
