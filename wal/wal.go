@@ -604,7 +604,12 @@ func writeZeros(f vfs.File, from, to int64) error {
 
 // fsync makes everything written durable. A failed fsync is never retried:
 // the kernel may have dropped the dirty pages, so a later success would
-// prove nothing (PostgreSQL's fsyncgate).
+// prove nothing (PostgreSQL's fsyncgate). That holds for EINTR too, which
+// a network or FUSE filesystem may return: Linux's
+// file_write_and_wait_range advances the file's writeback-error cursor
+// even when it returns an earlier error, so an interrupted sync may have
+// consumed the report of a failed writeback, and a retry would succeed
+// over it.
 func (l *Log) fsync() error {
 	l.mu.Lock()
 	lsn, at := l.written, l.writtenAt
