@@ -186,7 +186,7 @@ func (s *Store) recover() (err error) {
 	s.log, err = wal.Open(fs.PathJoin(s.dir, walDir), wal.Options{
 		FS:           fs,
 		SegmentSize:  s.opts.SegmentSize,
-		Sync:         wal.SyncMode(s.opts.Sync),
+		Sync:         s.opts.Sync,
 		SyncInterval: s.opts.SyncInterval,
 		ReadOnly:     s.opts.ReadOnly,
 		Logf:         s.opts.Logf,

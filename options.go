@@ -10,40 +10,30 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/seed42300104/dedup/ttl"
+	"github.com/seed42300104/dedup/wal"
 )
 
 // SyncMode says when a write is made durable, and so what a crash can lose.
-type SyncMode int
+// It is the WAL's own type, so that the store hands it down unchanged.
+type SyncMode = wal.SyncMode
 
 const (
 	// SyncAlways fsyncs the WAL before any write call returns. Concurrent
 	// callers share fsyncs (group commit). Nothing acknowledged is lost on
 	// kill -9 or power loss. This is the default.
-	SyncAlways SyncMode = iota
+	SyncAlways = wal.SyncAlways
 	// SyncInterval hands each write to the operating system before the call
 	// returns and fsyncs the WAL every Options.SyncInterval. kill -9 loses
 	// nothing; a power loss or kernel crash loses at most the marks
 	// acknowledged in the last SyncInterval (plus the time one fsync takes).
-	SyncInterval
+	SyncInterval = wal.SyncInterval
 	// SyncNone hands each write to the operating system before the call
 	// returns and never fsyncs the WAL, except at segment rotation and
 	// Close. kill -9 loses nothing; a power loss loses whatever the kernel
 	// had not written back (on Linux up to dirty_expire_centisecs, 30 s by
 	// default).
-	SyncNone
+	SyncNone = wal.SyncNone
 )
-
-func (m SyncMode) String() string {
-	switch m {
-	case SyncAlways:
-		return "always"
-	case SyncInterval:
-		return "interval"
-	case SyncNone:
-		return "none"
-	}
-	return fmt.Sprintf("SyncMode(%d)", int(m))
-}
 
 // DefaultMaxTTL is Options.MaxTTL when it is zero.
 const DefaultMaxTTL = 7 * 24 * time.Hour

@@ -14,7 +14,7 @@ import (
 // last good record, and later segments are moved aside too. It never runs
 // on its own. It returns nil if the WAL has no damage. It takes the store's
 // lock, so it refuses a store in use.
-func Repair(dir string, opts *Options, apply bool) (*wal.Damage, error) {
+func Repair(dir string, opts *Options, apply bool) (*Damage, error) {
 	o := opts.withDefaults()
 	if err := o.validate(); err != nil {
 		return nil, err
@@ -34,5 +34,40 @@ func Repair(dir string, opts *Options, apply bool) (*wal.Damage, error) {
 		return nil, storeError(err)
 	}
 	d, err := wal.Repair(fs, fs.PathJoin(dir, walDir), after, o.SegmentSize, apply)
-	return d, storeError(err)
+	if d == nil {
+		return nil, storeError(err)
+	}
+	return &Damage{
+		Segment: d.Segment, Offset: d.Offset, Covered: d.Covered,
+		FirstLost: d.FirstLost, LastLost: d.LastLost, Lost: d.Lost,
+		Later: d.Later, Next: d.Next, Err: storeError(d.Err),
+	}, storeError(err)
+}
+
+// Damage is what Repair found in a store's WAL, and what mending it loses.
+type Damage struct {
+	// Segment is the damaged file (a segment, a missing segment or the
+	// WAL's STATE file), Offset where its good records end: the log is cut
+	// there.
+	Segment string
+	Offset  int64
+	// Covered says that the damage lies in records the checkpoint covers,
+	// which the index holds already: they are dropped, and every record
+	// after the checkpoint that can be read in sequence is kept.
+	Covered bool
+	// FirstLost is the LSN of the first record lost after the checkpoint,
+	// 0 if none is. Lost counts the records after the cut that could still
+	// be read, up to LastLost; bytes that cannot be read (a segment cut
+	// short or missing) may have held more.
+	FirstLost, LastLost uint64
+	Lost                int
+	// Later are the segments after the damaged one that are moved aside
+	// too.
+	Later []string
+	// Next is the LSN of the next record after the repair: past every LSN
+	// the damaged log used or may have used, so that fencing tokens keep
+	// rising.
+	Next uint64
+	// Err is the damage, as Open reports it (wrapping ErrCorrupt).
+	Err error
 }

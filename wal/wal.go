@@ -40,6 +40,18 @@ const (
 	SyncNone
 )
 
+func (m SyncMode) String() string {
+	switch m {
+	case SyncAlways:
+		return "always"
+	case SyncInterval:
+		return "interval"
+	case SyncNone:
+		return "none"
+	}
+	return fmt.Sprintf("SyncMode(%d)", int(m))
+}
+
 // Options configures a Log. Zero fields take the defaults named.
 type Options struct {
 	FS vfs.FS

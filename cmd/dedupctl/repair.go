@@ -9,7 +9,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
-	"github.com/seed42300104/dedup/wal"
 )
 
 // repairLimits says what repair cannot fix, and what to do instead.
@@ -117,7 +116,7 @@ type repairReport struct {
 	OpenError string `json:"open_error,omitempty"`
 }
 
-func newRepairReport(d *wal.Damage, applied bool) repairReport {
+func newRepairReport(d *dedup.Damage, applied bool) repairReport {
 	r := repairReport{WALChecked: true, Damaged: d != nil, Applied: applied && d != nil}
 	if d != nil {
 		r.Error, r.Segment, r.Offset, r.FirstLost, r.LastLost, r.Lost, r.Later, r.Covered, r.NextLSN =
