@@ -481,8 +481,8 @@ func representable(g ttl.Gen) error {
 }
 
 // startSyncOps is the batch size from which applying the batch takes
-// longer than starting a background fsync costs (about 45 µs on this
-// project's machine, against about 0.3 µs per op applied).
+// longer than starting a background fsync costs (bench/RESULTS.md, "fsyncs
+// that start before the batch is applied", has the measurements).
 const startSyncOps = 256
 
 // append writes s.batch to the WAL and applies it to the index. The caller

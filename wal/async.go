@@ -18,8 +18,9 @@ import (
 // and writes and starts the sync of what was appended meanwhile.
 //
 // Appends of little work still go to the writer, which syncs in the
-// system call: the submission costs about 45 µs here, and many single-ID
-// callers share a sync better without it.
+// system call: a submission costs more than a small batch saves by it,
+// and many single-ID callers share a sync better without it
+// (bench/RESULTS.md has the figures).
 //
 // One sync runs at a time. With two on one file, a writeback error could
 // be reported to one of them only (Linux reports it once per open file),

@@ -10,8 +10,8 @@ import (
 // with zeros and synced while the current segment fills, it becomes a
 // segment by a rename. Records then land in written zeros from the start
 // (see Log.zeroed), and
-// no write of records pays for extending the file: filling 4 MiB ahead
-// took 5-10 ms, and the fsync after it 4-6 ms more, every 4 MiB of records.
+// no write of records pays for extending the file, nor for filling the
+// zeros ahead of itself and syncing them.
 const spareName = "next.spare"
 
 // startSpare prepares the spare unless it is ready or being prepared. The
