@@ -34,7 +34,8 @@ type genFilter struct {
 	marks   uint   // marks added in all
 	dirty   bool   // changed since the last snapshot
 	// added records, while a merge of the chain runs, the first hash of
-	// each mark added since it began (see merge.go); nil when none runs.
+	// each mark applied since it began, extensions included (see
+	// merge.go); nil when none runs.
 	added []uint64
 
 	// firstWrite is the earliest write time of its marks and maxTTL their

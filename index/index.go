@@ -281,9 +281,16 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 			h = hashOf(op.ID)
 		}
 		// An extension is no new mark: it counts, and takes filter room,
-		// only if it moves the ID into a generation that lacks it.
-		if (!op.Extend || !f.test(h)) && f.add(h, ix.opts.FalsePositiveRate) {
-			ix.publish()
+		// only if it moves the ID into a generation that lacks it. The
+		// filter may test positive falsely, so a running merge, which
+		// rebuilds the filter without the memtable, records it anyway.
+		switch {
+		case !op.Extend || !f.test(h):
+			if f.add(h, ix.opts.FalsePositiveRate) {
+				ix.publish()
+			}
+		case f.added != nil:
+			f.added = append(f.added, h.h1)
 		}
 		f.wrote(b.Time, op.Deadline)
 		ix.mem.mark(op, h.h1, lsn)

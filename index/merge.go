@@ -16,8 +16,11 @@ import (
 // in each of them: four at ten times ExpectedMarks. A checkpoint that finds
 // such a chain merges it into one filter, built from the generation's keys
 // in Pebble once the checkpoint has put them all there. The merge runs
-// without the lock; the marks added meanwhile are recorded and added to
-// the merged filter when it replaces the chain, under the lock.
+// without the lock; the marks applied meanwhile are recorded and added to
+// the merged filter when it replaces the chain, under the lock. That
+// includes each extension the chain already tested positive for and so did
+// not add: the positive may be false, and the merged filter is built from
+// Pebble, which does not hold the extension yet.
 
 // merge is the merge of one generation's chain.
 type merge struct {
