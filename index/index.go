@@ -220,11 +220,31 @@ func (l quietLogger) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
 }
 
+// wrapPebble says where an error of Pebble's, or of a check of what Pebble
+// returned, came from. Pebble's corruption errors are ErrCorrupt, told
+// without the carrier line Pebble adds and with what to do about them.
 func wrapPebble(err error, where string) error {
-	if pebble.IsCorruptionError(err) {
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, where, err)
+	switch {
+	case err == nil:
+		return nil
+	case pebble.IsCorruptionError(err):
+		return corruptTable(err, where)
 	}
-	return err
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// restoreAdvice is what to do about a damaged Pebble table or database:
+// the WAL behind a checkpoint is gone, so nothing in the store can rebuild
+// them.
+const restoreAdvice = "restore the store from a snapshot or backup (dedupctl repair mends the WAL, not the index)"
+
+// corruptTable is ErrCorrupt for a Pebble corruption error met at where.
+func corruptTable(err error, where string) error {
+	msg := err.Error()
+	if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+		msg = fmt.Sprintf("%v (table %s)", info.Details, info.Path)
+	}
+	return fmt.Errorf("%w: %s: %s; %s", ErrCorrupt, where, msg, restoreAdvice)
 }
 
 func (ix *Index) logf(format string, args ...any) {
