@@ -406,3 +406,103 @@ func TestLockHolderChild(t *testing.T) {
 	fmt.Println("ready")
 	time.Sleep(time.Minute)
 }
+
+// TestCorruptPebbleBlockFailsEveryRead overwrites 200 bytes in the middle
+// of the one Pebble table of a checkpointed store, inside a data block that
+// Open does not read, and reopens it with no block cache to speak of. Every
+// read path that meets the block must fail with ErrCorrupt, and none may
+// answer an ID it holds as new: a batch used to skip the failed seek and
+// mark the ID again, overwriting the damage.
+func TestCorruptPebbleBlockFailsEveryRead(t *testing.T) {
+	const marks, batchSize = 20000, 256
+	ids := make([][]byte, marks)
+	for i := range ids {
+		ids[i] = damageID(i)
+	}
+	healthy := t.TempDir()
+	s, err := dedup.Open(healthy, &dedup.Options{Sync: dedup.SyncNone, Logf: t.Logf})
+	require.NoError(t, err)
+	for i := 0; i < marks; i += 1000 {
+		_, err := s.CheckAndMarkBatch(ids[i:i+1000], time.Hour)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Checkpoint())
+	require.NoError(t, s.Close())
+
+	// Each read stops at its first error, and returns it with the IDs it
+	// answered as new or unseen before.
+	cases := []struct {
+		name string
+		read func(s *dedup.Store) (asNew []string, err error)
+	}{
+		{"batch", func(s *dedup.Store) (asNew []string, _ error) {
+			for i := 0; i < marks; i += batchSize {
+				batch := ids[i:min(i+batchSize, marks)]
+				isNew, berr := s.CheckAndMarkBatch(batch, time.Hour)
+				for j, n := range isNew {
+					if n {
+						asNew = append(asNew, string(batch[j]))
+					}
+				}
+				if berr != nil {
+					return asNew, berr
+				}
+			}
+			return asNew, nil
+		}},
+		{"single", func(s *dedup.Store) (asNew []string, _ error) {
+			for _, id := range ids {
+				n, err := s.CheckAndMark(id, time.Hour)
+				if err != nil {
+					return asNew, err
+				}
+				if n {
+					asNew = append(asNew, string(id))
+				}
+			}
+			return asNew, nil
+		}},
+		{"seen", func(s *dedup.Store) (asNew []string, _ error) {
+			for _, id := range ids {
+				seen, err := s.Seen(id)
+				if err != nil {
+					return asNew, err
+				}
+				if !seen {
+					asNew = append(asNew, string(id))
+				}
+			}
+			return asNew, nil
+		}},
+		{"scan", func(s *dedup.Store) ([]string, error) {
+			return nil, s.Scan(nil, false, func(dedup.Mark) bool { return true })
+		}},
+		{"verify", func(s *dedup.Store) ([]string, error) {
+			_, err := s.Verify()
+			return nil, err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.CopyFS(dir, os.DirFS(healthy)))
+			tables := storeFiles(t, dir, "index/db/*.sst")
+			require.Len(t, tables, 1, "one checkpoint, one table")
+			editFile(t, tables[0], func(b []byte) []byte {
+				require.Greater(t, len(b), 256<<10, "the table must have many data blocks")
+				copy(b[len(b)/2:], bytes.Repeat([]byte{0xa5}, 200))
+				return b
+			})
+			s, err := dedup.Open(dir, &dedup.Options{CacheSize: 1, Logf: t.Logf})
+			require.NoError(t, err, "Open reads no data block")
+			defer func() { assert.NoError(t, s.Close()) }()
+
+			asNew, err := tc.read(s)
+			assert.Empty(t, asNew, "IDs the damaged table holds were answered as new")
+			require.ErrorIs(t, err, dedup.ErrCorrupt)
+			assert.Contains(t, err.Error(), strings.TrimSuffix(filepath.Base(tables[0]), ".sst"), "the error must name the table")
+			assert.NotContains(t, err.Error(), "corruption detail carrier", "Pebble's internal carrier line")
+			assert.Contains(t, err.Error(), "restore the store", "the error must say what to do")
+		})
+	}
+}

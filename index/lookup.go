@@ -182,7 +182,16 @@ func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []
 	}
 	for _, p := range probes {
 		key := keyBuf[p.start:p.end]
-		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+		if !it.SeekPrefixGE(key) {
+			// A seek that failed also reports no key, and the next seek
+			// forgets its error: the key may be there.
+			if err := it.Error(); err != nil {
+				it.Close()
+				return wrapPebble(err, fmt.Sprintf("lookup of key %x", key))
+			}
+			continue
+		}
+		if !bytes.Equal(it.Key(), key) {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -192,7 +201,7 @@ func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []
 		}
 		if err != nil {
 			it.Close()
-			return fmt.Errorf("%w: key %x", wrapPebble(err, "lookup"), key)
+			return wrapPebble(err, fmt.Sprintf("lookup of key %x", key))
 		}
 		keep(p, e)
 	}
