@@ -41,7 +41,8 @@ type Options struct {
 	FS vfs.FS
 	// ExpectedMarks sizes the first filter of each generation.
 	ExpectedMarks int
-	// FalsePositiveRate is every filter's target rate.
+	// FalsePositiveRate is every filter's target rate, in
+	// [MinFalsePositiveRate, 1).
 	FalsePositiveRate float64
 	// MemtableMarks sizes the memtable: the marks it holds before the
 	// caller checkpoints.
@@ -129,6 +130,9 @@ func (ix *Index) CompactionTimes() (total, reclaim time.Duration) {
 // snapshots that are missing, it rebuilds the filters from Pebble and says
 // so through Logf.
 func Open(dir string, opts Options) (*Index, error) {
+	if fp := opts.FalsePositiveRate; !(fp >= MinFalsePositiveRate && fp < 1) {
+		return nil, fmt.Errorf("index: FalsePositiveRate %v is outside [%v, 1)", fp, MinFalsePositiveRate)
+	}
 	fs := opts.FS
 	if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
