@@ -181,6 +181,52 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 			want: dedup.ErrCorrupt, offset: true,
 		},
 		{
+			name: "index directory removed",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index")
+				require.NoError(t, os.RemoveAll(path))
+				return path
+			},
+			want: dedup.ErrCorrupt,
+		},
+		{
+			name: "Pebble database removed",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index", "db")
+				require.NoError(t, os.RemoveAll(path))
+				return path
+			},
+			want: dedup.ErrCorrupt,
+		},
+		{
+			name: "Pebble database emptied",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index", "db")
+				require.NoError(t, os.RemoveAll(path))
+				require.NoError(t, os.Mkdir(path, 0o755))
+				return path
+			},
+			want: dedup.ErrCorrupt,
+		},
+		{
+			name: "Pebble table removed",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/db/*.sst")[0]
+				require.NoError(t, os.Remove(path))
+				return strings.TrimSuffix(filepath.Base(path), ".sst")
+			},
+			want: dedup.ErrCorrupt,
+		},
+		{
+			name: "Pebble table truncated",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/db/*.sst")[0]
+				editFile(t, path, func(b []byte) []byte { return b[:len(b)/2] })
+				return path
+			},
+			want: dedup.ErrCorrupt,
+		},
+		{
 			name: "FORMAT unreadable",
 			damage: func(t *testing.T, dir string) string {
 				path := filepath.Join(dir, "FORMAT")
@@ -203,14 +249,20 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := checkpointedStore(t)
 			file := tc.damage(t, dir)
-			s, err := dedup.Open(dir, damageOptions(t.Logf))
-			if s != nil {
-				assert.NoError(t, s.Close())
-			}
-			require.ErrorIs(t, err, tc.want)
-			assert.Contains(t, err.Error(), file, "the error must name the damaged file")
-			if tc.offset {
-				assert.Contains(t, err.Error(), "offset", "the error must give the offset")
+			// Read-only first: it must change nothing, and a writable
+			// Open must then find the same damage.
+			for _, readOnly := range []bool{true, false} {
+				opts := damageOptions(t.Logf)
+				opts.ReadOnly = readOnly
+				s, err := dedup.Open(dir, opts)
+				if s != nil {
+					assert.NoError(t, s.Close())
+				}
+				require.ErrorIs(t, err, tc.want, "ReadOnly %v", readOnly)
+				assert.Contains(t, err.Error(), file, "the error must name the damaged file")
+				if tc.offset {
+					assert.Contains(t, err.Error(), "offset", "the error must give the offset")
+				}
 			}
 		})
 	}

@@ -37,6 +37,9 @@ const (
 type checkpoint struct {
 	lsn   uint64
 	files map[ttl.Gen]uint64 // gen -> LSN in its snapshot's file name
+	// stored says the file exists: the index was checkpointed, so Pebble
+	// holds marks that the WAL may no longer have.
+	stored bool
 }
 
 const (
@@ -87,7 +90,7 @@ func readCheckpoint(fs vfs.FS, dir string) (checkpoint, error) {
 	if len(body) != fixed+16*n {
 		return checkpoint{}, fmt.Errorf("%w: %s: offset %d: checkpoint length does not match its %d generations", ErrCorrupt, path, fixed, n)
 	}
-	c := checkpoint{lsn: binary.LittleEndian.Uint64(h[8:]), files: make(map[ttl.Gen]uint64, n)}
+	c := checkpoint{lsn: binary.LittleEndian.Uint64(h[8:]), files: make(map[ttl.Gen]uint64, n), stored: true}
 	for i := range n {
 		e := body[fixed+16*i:]
 		c.files[ttl.Gen(binary.LittleEndian.Uint64(e))] = binary.LittleEndian.Uint64(e[8:])
@@ -231,7 +234,7 @@ func (ix *Index) Persist(f *Frozen) error {
 		return err
 	}
 	fs := ix.opts.FS
-	next := checkpoint{lsn: f.LSN(), files: make(map[ttl.Gen]uint64, len(f.filters))}
+	next := checkpoint{lsn: f.LSN(), files: make(map[ttl.Gen]uint64, len(f.filters)), stored: true}
 	for g, gf := range f.filters {
 		if gf == nil {
 			next.files[g] = ix.ckpt.files[g]

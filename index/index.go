@@ -22,8 +22,11 @@ import (
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -50,7 +53,11 @@ type Options struct {
 	// CacheSize is Pebble's block cache, in bytes.
 	CacheSize int64
 	ReadOnly  bool
-	Logf      func(format string, args ...any)
+	// Existing says the index was created before, by an Open that
+	// completed: a missing index directory is then damage, not a new
+	// index.
+	Existing bool
+	Logf     func(format string, args ...any)
 }
 
 // Entry is the live mark of an ID.
@@ -128,12 +135,16 @@ func (ix *Index) CompactionTimes() (total, reclaim time.Duration) {
 
 // Open opens or creates the index in dir. If the checkpoint names filter
 // snapshots that are missing, it rebuilds the filters from Pebble and says
-// so through Logf.
+// so through Logf. Once it has been checkpointed, a missing Pebble
+// database or table is ErrCorrupt: the marks it held are in no WAL.
 func Open(dir string, opts Options) (*Index, error) {
 	if fp := opts.FalsePositiveRate; !(fp >= MinFalsePositiveRate && fp < 1) {
 		return nil, fmt.Errorf("index: FalsePositiveRate %v is outside [%v, 1)", fp, MinFalsePositiveRate)
 	}
 	fs := opts.FS
+	if _, err := fs.Stat(dir); opts.Existing && errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("%w: %s is missing; %s", ErrCorrupt, dir, restoreAdvice)
+	}
 	if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 			return nil, err
@@ -147,7 +158,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
 	ix.mem.lastLSN = ck.lsn
-	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts, &ix.compactions); err != nil {
+	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts, ck.stored, &ix.compactions); err != nil {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
@@ -161,8 +172,15 @@ func Open(dir string, opts Options) (*Index, error) {
 	return ix, nil
 }
 
-func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *pebble.Options, error) {
-	if !opts.ReadOnly {
+// openPebble opens the Pebble database in dir. Unless mustExist, it
+// creates it if need be; once a checkpoint has moved marks into it, a
+// missing or empty database is ErrCorrupt, and so is a missing or short
+// table.
+func openPebble(dir string, opts Options, mustExist bool, times *compactionTimes) (*pebble.DB, *pebble.Options, error) {
+	switch _, err := opts.FS.Stat(dir); {
+	case mustExist && errors.Is(err, os.ErrNotExist):
+		return nil, nil, lostDatabase(dir, "is missing")
+	case !opts.ReadOnly && !mustExist:
 		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
 			return nil, nil, err
 		}
@@ -178,6 +196,7 @@ func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *
 		FormatMajorVersion: pebble.FormatVirtualSSTables,
 		MemTableSize:       64 << 20,
 		ReadOnly:           opts.ReadOnly,
+		ErrorIfNotExists:   mustExist,
 		Logger:             quietLogger{opts.Logf},
 		// Corruption is returned to the caller as ErrCorrupt; Pebble's
 		// default listener would end the process.
@@ -205,10 +224,23 @@ func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
 	}
 	db, err := pebble.Open(dir, po)
-	if err != nil {
-		return nil, nil, wrapPebble(err, dir)
+	switch {
+	case err == nil:
+		return db, po, nil
+	case mustExist && errors.Is(err, pebble.ErrDBDoesNotExist):
+		return nil, nil, lostDatabase(dir, "holds no database")
+	case errors.Is(err, os.ErrNotExist), strings.Contains(err.Error(), "object size mismatch"):
+		// Pebble's consistency check: a table its MANIFEST names is
+		// missing or of another size.
+		return nil, nil, fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, dir, err, restoreAdvice)
 	}
-	return db, po, nil
+	return nil, nil, wrapPebble(err, dir)
+}
+
+// lostDatabase is ErrCorrupt for a Pebble directory that a checkpoint
+// wrote marks into, and that no longer holds them.
+func lostDatabase(dir, what string) error {
+	return fmt.Errorf("%w: %s %s, yet the index was checkpointed into it; %s", ErrCorrupt, dir, what, restoreAdvice)
 }
 
 // quietLogger passes Pebble's errors on and drops its chatter.
