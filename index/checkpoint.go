@@ -136,10 +136,14 @@ func (ix *Index) loadFilters() error {
 // RebuildFilters replaces the filters with ones built from every key in
 // Pebble. Open calls it when a snapshot is missing; repair tools call it
 // for a damaged one. The next checkpoint persists them.
-func (ix *Index) RebuildFilters() error {
+func (ix *Index) RebuildFilters() (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	it, err := ix.db.NewIter(nil)
 	if err != nil {
-		return wrapPebble(err, "rebuilding filters")
+		return ix.wrapPebble(err, "rebuilding filters")
 	}
 	filters := map[ttl.Gen]*genFilter{}
 	for it.First(); it.Valid(); it.Next() {
@@ -156,8 +160,8 @@ func (ix *Index) RebuildFilters() error {
 		}
 		f.add(hashOf(k[ttl.GenSize:]), ix.opts.FalsePositiveRate)
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return wrapPebble(err, "rebuilding filters")
+	if err := ix.wrapPebble(errors.Join(it.Error(), it.Close()), "rebuilding filters"); err != nil {
+		return err
 	}
 	ix.filters = map[ttl.Gen]*genFilter{}
 	ix.gens = nil
@@ -229,7 +233,11 @@ func (ix *Index) Expired(now time.Time) bool {
 // Persist ingests a frozen memtable into Pebble, writes the
 // snapshots of the filters that changed and then the CHECKPOINT that names
 // them, and removes the snapshots it no longer names. It needs no lock.
-func (ix *Index) Persist(f *Frozen) error {
+func (ix *Index) Persist(f *Frozen) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	if err := ix.writeMemtable(f); err != nil {
 		return err
 	}
@@ -351,7 +359,7 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	}
 	if len(paths) > 0 {
 		if err := ix.db.Ingest(context.Background(), paths); err != nil {
-			return wrapPebble(err, "ingesting a checkpoint")
+			return ix.wrapPebble(err, "ingesting a checkpoint")
 		}
 	}
 	// A crash between the ingestion, the excisions and the CHECKPOINT that
@@ -360,11 +368,11 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	for _, g := range f.dropped {
 		start := time.Now()
 		if err := ix.db.Excise(context.Background(), pebble.KeyRange{Start: g.Append(nil), End: (g + 1).Append(nil)}); err != nil {
-			return wrapPebble(err, "dropping a generation")
+			return ix.wrapPebble(err, "dropping a generation")
 		}
 		ix.compactions.reclaim.Add(int64(time.Since(start)))
 	}
-	return nil
+	return ix.failed()
 }
 
 // rows returns the rows of each generation's table, unsorted. They are
@@ -464,13 +472,17 @@ func ReadCheckpointLSN(fs vfs.FS, dir string) (uint64, error) {
 // snapshots and the CHECKPOINT naming them. The caller holds the lock that
 // keeps checkpoints out, and has just run one, so the copy covers exactly
 // the WAL up to CheckpointLSN.
-func (ix *Index) CopyTo(dir string) error {
+func (ix *Index) CopyTo(dir string) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	fs := ix.opts.FS
 	if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 		return err
 	}
 	if err := ix.db.Checkpoint(fs.PathJoin(dir, "db")); err != nil {
-		return wrapPebble(err, "checkpoint copy")
+		return ix.wrapPebble(err, "checkpoint copy")
 	}
 	names := []string{checkpointFile}
 	for g, lsn := range ix.ckpt.files {

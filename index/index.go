@@ -19,12 +19,15 @@
 package index
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
+	"reflect"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -93,6 +96,10 @@ type Index struct {
 
 	filterMisses atomic.Uint64 // see FilterMisses
 	compactions  compactionTimes
+	// fatal is the first error Pebble called fatal (see pebbleLogger);
+	// nil until then. fatalCh is closed when it is set.
+	fatal   atomic.Pointer[pebbleFatal]
+	fatalCh chan struct{}
 }
 
 // compactionTimes adds up the time Pebble spends compacting, and the time
@@ -150,7 +157,8 @@ func Open(dir string, opts Options) (*Index, error) {
 			return nil, err
 		}
 	}
-	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(min(opts.MemtableMarks, firstMemtableMarks))}
+	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(min(opts.MemtableMarks, firstMemtableMarks)),
+		fatalCh: make(chan struct{})}
 	ck, err := readCheckpoint(fs, dir)
 	if err != nil {
 		return nil, err
@@ -158,7 +166,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
 	ix.mem.lastLSN = ck.lsn
-	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts, ck.stored, &ix.compactions); err != nil {
+	if ix.db, ix.pebbleOpts, err = ix.openPebble(fs.PathJoin(dir, "db"), ck.stored); err != nil {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
@@ -175,8 +183,10 @@ func Open(dir string, opts Options) (*Index, error) {
 // openPebble opens the Pebble database in dir. Unless mustExist, it
 // creates it if need be; once a checkpoint has moved marks into it, a
 // missing or empty database is ErrCorrupt, and so is a missing or short
-// table.
-func openPebble(dir string, opts Options, mustExist bool, times *compactionTimes) (*pebble.DB, *pebble.Options, error) {
+// table. A fatal error while Pebble opens is returned as soon as it is
+// reported: Pebble may wait for ever on the goroutine it stopped.
+func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Options, error) {
+	opts := ix.opts
 	switch _, err := opts.FS.Stat(dir); {
 	case mustExist && errors.Is(err, os.ErrNotExist):
 		return nil, nil, lostDatabase(dir, "is missing")
@@ -197,12 +207,12 @@ func openPebble(dir string, opts Options, mustExist bool, times *compactionTimes
 		MemTableSize:       64 << 20,
 		ReadOnly:           opts.ReadOnly,
 		ErrorIfNotExists:   mustExist,
-		Logger:             quietLogger{opts.Logf},
+		Logger:             pebbleLogger{ix},
 		// Corruption is returned to the caller as ErrCorrupt; Pebble's
 		// default listener would end the process.
 		EventListener: &pebble.EventListener{
 			DataCorruption: func(pebble.DataCorruptionInfo) {},
-			CompactionEnd:  times.ended,
+			CompactionEnd:  ix.compactions.ended,
 		},
 	}
 	// Each checkpoint ingests a table per generation whose random IDs span
@@ -223,7 +233,28 @@ func openPebble(dir string, opts Options, mustExist bool, times *compactionTimes
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
 	}
-	db, err := pebble.Open(dir, po)
+	type opened struct {
+		db  *pebble.DB
+		err error
+	}
+	done := make(chan opened, 1)
+	go func() {
+		var o opened
+		defer func() { done <- o }()
+		defer ix.catchFatal(&o.err)
+		o.db, o.err = pebble.Open(dir, po)
+	}()
+	var db *pebble.DB
+	var err error
+	select {
+	case o := <-done:
+		db, err = o.db, o.err
+	case <-ix.fatalCh:
+		return nil, nil, ix.failed()
+	}
+	if ferr := ix.failed(); ferr != nil {
+		return nil, nil, ferr // the database, if any, is left to its stopped goroutines
+	}
 	switch {
 	case err == nil:
 		return db, po, nil
@@ -234,7 +265,7 @@ func openPebble(dir string, opts Options, mustExist bool, times *compactionTimes
 		// missing or of another size.
 		return nil, nil, fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, dir, err, restoreAdvice)
 	}
-	return nil, nil, wrapPebble(err, dir)
+	return nil, nil, ix.wrapPebble(err, dir)
 }
 
 // lostDatabase is ErrCorrupt for a Pebble directory that a checkpoint
@@ -243,23 +274,94 @@ func lostDatabase(dir, what string) error {
 	return fmt.Errorf("%w: %s %s, yet the index was checkpointed into it; %s", ErrCorrupt, dir, what, restoreAdvice)
 }
 
-// quietLogger passes Pebble's errors on and drops its chatter.
-type quietLogger struct{ logf func(string, ...any) }
+// pebbleLogger passes Pebble's errors on and drops its chatter.
+//
+// Pebble calls Fatalf for failures it does not undo, such as a MANIFEST
+// it could not write, and its default ends the process. Pebble's code
+// after a Fatalf is not meant to run: a failed flush, for one, is retried
+// for ever. So Fatalf records the error and never returns. On a goroutine
+// of the index's caller it panics, and the index method Pebble was called
+// from recovers the panic and returns the error (catchFatal); Pebble's
+// own background goroutine is stopped with runtime.Goexit. Pebble's state
+// may then no longer match the disk, and its stopped goroutine may hold
+// its locks, so the index is fail-stop: every later call that would reach
+// Pebble fails with ErrFailed, and Close leaves Pebble open, its
+// directory locked, until the process ends.
+type pebbleLogger struct{ ix *Index }
 
-func (quietLogger) Infof(string, ...any) {}
-func (l quietLogger) Errorf(format string, args ...any) {
-	if l.logf != nil {
-		l.logf("pebble: "+format, args...)
+func (pebbleLogger) Infof(string, ...any) {}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.ix.logf("pebble: "+format, args...)
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	f := &pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			f.causes = append(f.causes, err)
+		}
+	}
+	if l.ix.fatal.CompareAndSwap(nil, f) {
+		l.ix.logf("dedup/index: %v", f)
+		close(l.ix.fatalCh)
+	}
+	if callerGoroutine() {
+		panic(f)
+	}
+	runtime.Goexit()
+}
+
+// callerGoroutine reports whether the running goroutine came through an
+// index method or Open, rather than being one that Pebble started.
+func callerGoroutine() bool {
+	buf := make([]byte, 1<<20)
+	stack := buf[:runtime.Stack(buf, false)]
+	pkg := reflect.TypeFor[Index]().PkgPath()
+	return bytes.Contains(stack, []byte(pkg+".(*Index).")) || bytes.Contains(stack, []byte(pkg+".Open("))
+}
+
+// catchFatal, deferred by each method that calls into Pebble, turns the
+// panic of a Fatalf on its goroutine into the error it returns in *err.
+func (ix *Index) catchFatal(err *error) {
+	if r := recover(); r != nil {
+		f, ok := r.(*pebbleFatal)
+		if !ok {
+			panic(r)
+		}
+		*err = f
 	}
 }
-func (l quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+
+// pebbleFatal is an error Pebble called fatal: ErrFailed, and the errors
+// it was reported with.
+type pebbleFatal struct {
+	msg    string
+	causes []error
+}
+
+func (f *pebbleFatal) Error() string {
+	return fmt.Sprintf("%v: pebble: %s; fix the cause, then reopen the store in a new process", ErrFailed, f.msg)
+}
+
+func (f *pebbleFatal) Unwrap() []error { return append([]error{ErrFailed}, f.causes...) }
+
+// failed returns the fatal error Pebble reported, if it did: every method
+// that calls into Pebble checks it first.
+func (ix *Index) failed() error {
+	if f := ix.fatal.Load(); f != nil {
+		return f
+	}
+	return nil
 }
 
 // wrapPebble says where an error of Pebble's, or of a check of what Pebble
 // returned, came from. Pebble's corruption errors are ErrCorrupt, told
 // without the carrier line Pebble adds and with what to do about them.
-func wrapPebble(err error, where string) error {
+// Once Pebble has reported a fatal error, it returns that instead,
+// whatever err is: nothing Pebble answers can be trusted then.
+func (ix *Index) wrapPebble(err error, where string) error {
+	if ferr := ix.failed(); ferr != nil {
+		return ferr
+	}
 	switch {
 	case err == nil:
 		return nil
@@ -494,16 +596,22 @@ func (ix *Index) Gens() []GenStats {
 
 // DiskBytes returns the bytes Pebble uses on disk, and of them the bytes
 // of the tables that hold live data: the rest is compactions in progress
-// and files waiting to be deleted.
+// and files waiting to be deleted. Both are zero once Pebble has failed.
 func (ix *Index) DiskBytes() (total, tables uint64) {
+	if ix.failed() != nil {
+		return 0, 0
+	}
 	m := ix.db.Metrics()
 	return m.DiskSpaceUsage(), uint64(m.Total().TablesSize)
 }
 
 // KeptBytes returns the bytes Pebble uses on disk, less the obsolete
 // files it is deleting: what a capacity bound should count right after a
-// compaction.
+// compaction. It is zero once Pebble has failed.
 func (ix *Index) KeptBytes() uint64 {
+	if ix.failed() != nil {
+		return 0
+	}
 	m := ix.db.Metrics()
 	return m.DiskSpaceUsage() - m.Table.Local.ObsoleteSize - m.BlobFiles.Local.ObsoleteSize
 }
@@ -511,12 +619,23 @@ func (ix *Index) KeptBytes() uint64 {
 // Compact has Pebble compact the whole index now, giving back the space of
 // dropped generations and deleted marks at once rather than when its
 // background compactions get to them.
-func (ix *Index) Compact(ctx context.Context) error {
+func (ix *Index) Compact(ctx context.Context) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	// Keys start with a generation, whose first byte is a span class far
 	// below 0xff.
-	return wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
+	return ix.wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
 }
 
 // Close closes Pebble. It does not checkpoint: the WAL holds what the
-// memtable held.
-func (ix *Index) Close() error { return ix.db.Close() }
+// memtable held. After a fatal error of Pebble's it returns that error and
+// leaves Pebble as it is (see pebbleLogger).
+func (ix *Index) Close() (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
+	return ix.db.Close()
+}
