@@ -149,8 +149,12 @@ func Open(dir string, opts Options) (*Index, error) {
 		return nil, fmt.Errorf("index: FalsePositiveRate %v is outside [%v, 1)", fp, MinFalsePositiveRate)
 	}
 	fs := opts.FS
-	if _, err := fs.Stat(dir); opts.Existing && errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("%w: %s is missing; %s", ErrCorrupt, dir, restoreAdvice)
+	if opts.Existing {
+		if _, err := fs.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s is missing; %s", ErrCorrupt, dir, restoreAdvice)
+		} else if err != nil {
+			return nil, err
+		}
 	}
 	if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
@@ -187,10 +191,13 @@ func Open(dir string, opts Options) (*Index, error) {
 // reported: Pebble may wait for ever on the goroutine it stopped.
 func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Options, error) {
 	opts := ix.opts
-	switch _, err := opts.FS.Stat(dir); {
-	case mustExist && errors.Is(err, os.ErrNotExist):
-		return nil, nil, lostDatabase(dir, "is missing")
-	case !opts.ReadOnly && !mustExist:
+	if mustExist {
+		if _, err := opts.FS.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, nil, lostDatabase(dir, "is missing")
+		} else if err != nil {
+			return nil, nil, err
+		}
+	} else if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
 			return nil, nil, err
 		}
