@@ -131,7 +131,8 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 		// must name.
 		damage func(t *testing.T, dir string) string
 		want   error
-		offset bool // the error must give an offset
+		offset bool   // the error must give an offset
+		todo   string // what the error must say to do, if anything
 	}{
 		{
 			name: "filter snapshot byte flipped",
@@ -142,7 +143,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				flipByte(t, path, int(info.Size()/2))
 				return path
 			},
-			want: dedup.ErrCorrupt, offset: true,
+			want: dedup.ErrCorrupt, offset: true, todo: "delete the filter snapshot",
 		},
 		{
 			name: "filter snapshot truncated",
@@ -151,7 +152,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				editFile(t, path, func(b []byte) []byte { return b[:len(b)/2] })
 				return path
 			},
-			want: dedup.ErrCorrupt, offset: true,
+			want: dedup.ErrCorrupt, offset: true, todo: "delete the filter snapshot",
 		},
 		{
 			name: "filter snapshot emptied",
@@ -160,7 +161,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				editFile(t, path, func([]byte) []byte { return nil })
 				return path
 			},
-			want: dedup.ErrCorrupt, offset: true,
+			want: dedup.ErrCorrupt, offset: true, todo: "delete the filter snapshot",
 		},
 		{
 			name: "CHECKPOINT byte flipped",
@@ -187,7 +188,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				require.NoError(t, os.RemoveAll(path))
 				return path
 			},
-			want: dedup.ErrCorrupt,
+			want: dedup.ErrCorrupt, todo: "restore the store",
 		},
 		{
 			name: "Pebble database removed",
@@ -196,7 +197,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				require.NoError(t, os.RemoveAll(path))
 				return path
 			},
-			want: dedup.ErrCorrupt,
+			want: dedup.ErrCorrupt, todo: "restore the store",
 		},
 		{
 			name: "Pebble database emptied",
@@ -206,7 +207,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				require.NoError(t, os.Mkdir(path, 0o755))
 				return path
 			},
-			want: dedup.ErrCorrupt,
+			want: dedup.ErrCorrupt, todo: "restore the store",
 		},
 		{
 			name: "Pebble table removed",
@@ -215,7 +216,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				require.NoError(t, os.Remove(path))
 				return strings.TrimSuffix(filepath.Base(path), ".sst")
 			},
-			want: dedup.ErrCorrupt,
+			want: dedup.ErrCorrupt, todo: "restore the store",
 		},
 		{
 			name: "Pebble table truncated",
@@ -224,7 +225,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				editFile(t, path, func(b []byte) []byte { return b[:len(b)/2] })
 				return path
 			},
-			want: dedup.ErrCorrupt,
+			want: dedup.ErrCorrupt, todo: "restore the store",
 		},
 		{
 			name: "FORMAT unreadable",
@@ -262,6 +263,9 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				assert.Contains(t, err.Error(), file, "the error must name the damaged file")
 				if tc.offset {
 					assert.Contains(t, err.Error(), "offset", "the error must give the offset")
+				}
+				if tc.todo != "" {
+					assert.Contains(t, err.Error(), tc.todo, "the error must say what to do")
 				}
 			}
 		})

@@ -100,8 +100,12 @@ func readCheckpoint(fs vfs.FS, dir string) (checkpoint, error) {
 
 // loadFilters loads the snapshots the checkpoint names. If one is missing,
 // or of the layout before blocks, it rebuilds every filter from Pebble
-// instead. A damaged one is
-// ErrCorrupt: the caller decides whether to rebuild.
+// instead. A damaged one is ErrCorrupt, and one of an unknown format
+// ErrIncompatibleFormat: the operator decides whether to rebuild, which
+// the error says how to do.
+// rebuildAdvice is what to do about a filter snapshot that does not load.
+const rebuildAdvice = "delete the filter snapshot and it is rebuilt from Pebble at the next Open"
+
 func (ix *Index) loadFilters() error {
 	fs := ix.opts.FS
 	for g, lsn := range ix.ckpt.files {
@@ -119,11 +123,11 @@ func (ix *Index) loadFilters() error {
 			ix.logf("dedup/index: %v; rebuilding the filters from Pebble", err)
 			return ix.RebuildFilters()
 		}
-		if err != nil {
-			return err
+		if err == nil && f.gen != g {
+			err = fmt.Errorf("%w: %s: offset 16: holds generation %x", ErrCorrupt, path, uint64(f.gen))
 		}
-		if f.gen != g {
-			return fmt.Errorf("%w: %s: offset 16: holds generation %x", ErrCorrupt, path, uint64(f.gen))
+		if err != nil {
+			return fmt.Errorf("%w; %s", err, rebuildAdvice)
 		}
 		ix.addGen(f)
 	}
