@@ -174,7 +174,7 @@ func Open(dir string, opts Options) (*Index, error) {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
-		ix.db.Close()
+		ix.Close() // leaves Pebble alone after a fatal error
 		return nil, err
 	}
 	ix.publish()
