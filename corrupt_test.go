@@ -131,7 +131,8 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 		// must name.
 		damage func(t *testing.T, dir string) string
 		want   error
-		offset bool // the error must give an offset
+		offset bool   // the error must give an offset
+		todo   string // what the error must say to do, if anything
 	}{
 		{
 			name: "filter snapshot byte flipped",
@@ -142,7 +143,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				flipByte(t, path, int(info.Size()/2))
 				return path
 			},
-			want: dedup.ErrCorrupt, offset: true,
+			want: dedup.ErrCorrupt, offset: true, todo: "delete the filter snapshot",
 		},
 		{
 			name: "filter snapshot truncated",
@@ -151,7 +152,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				editFile(t, path, func(b []byte) []byte { return b[:len(b)/2] })
 				return path
 			},
-			want: dedup.ErrCorrupt, offset: true,
+			want: dedup.ErrCorrupt, offset: true, todo: "delete the filter snapshot",
 		},
 		{
 			name: "filter snapshot emptied",
@@ -160,7 +161,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				editFile(t, path, func([]byte) []byte { return nil })
 				return path
 			},
-			want: dedup.ErrCorrupt, offset: true,
+			want: dedup.ErrCorrupt, offset: true, todo: "delete the filter snapshot",
 		},
 		{
 			name: "CHECKPOINT byte flipped",
@@ -179,6 +180,52 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 				return path
 			},
 			want: dedup.ErrCorrupt, offset: true,
+		},
+		{
+			name: "index directory removed",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index")
+				require.NoError(t, os.RemoveAll(path))
+				return path
+			},
+			want: dedup.ErrCorrupt, todo: "restore the store",
+		},
+		{
+			name: "Pebble database removed",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index", "db")
+				require.NoError(t, os.RemoveAll(path))
+				return path
+			},
+			want: dedup.ErrCorrupt, todo: "restore the store",
+		},
+		{
+			name: "Pebble database emptied",
+			damage: func(t *testing.T, dir string) string {
+				path := filepath.Join(dir, "index", "db")
+				require.NoError(t, os.RemoveAll(path))
+				require.NoError(t, os.Mkdir(path, 0o755))
+				return path
+			},
+			want: dedup.ErrCorrupt, todo: "restore the store",
+		},
+		{
+			name: "Pebble table removed",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/db/*.sst")[0]
+				require.NoError(t, os.Remove(path))
+				return strings.TrimSuffix(filepath.Base(path), ".sst")
+			},
+			want: dedup.ErrCorrupt, todo: "restore the store",
+		},
+		{
+			name: "Pebble table truncated",
+			damage: func(t *testing.T, dir string) string {
+				path := storeFiles(t, dir, "index/db/*.sst")[0]
+				editFile(t, path, func(b []byte) []byte { return b[:len(b)/2] })
+				return path
+			},
+			want: dedup.ErrCorrupt, todo: "restore the store",
 		},
 		{
 			name: "FORMAT unreadable",
@@ -203,14 +250,23 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := checkpointedStore(t)
 			file := tc.damage(t, dir)
-			s, err := dedup.Open(dir, damageOptions(t.Logf))
-			if s != nil {
-				assert.NoError(t, s.Close())
-			}
-			require.ErrorIs(t, err, tc.want)
-			assert.Contains(t, err.Error(), file, "the error must name the damaged file")
-			if tc.offset {
-				assert.Contains(t, err.Error(), "offset", "the error must give the offset")
+			// Read-only first: it must change nothing, and a writable
+			// Open must then find the same damage.
+			for _, readOnly := range []bool{true, false} {
+				opts := damageOptions(t.Logf)
+				opts.ReadOnly = readOnly
+				s, err := dedup.Open(dir, opts)
+				if s != nil {
+					assert.NoError(t, s.Close())
+				}
+				require.ErrorIs(t, err, tc.want, "ReadOnly %v", readOnly)
+				assert.Contains(t, err.Error(), file, "the error must name the damaged file")
+				if tc.offset {
+					assert.Contains(t, err.Error(), "offset", "the error must give the offset")
+				}
+				if tc.todo != "" {
+					assert.Contains(t, err.Error(), tc.todo, "the error must say what to do")
+				}
 			}
 		})
 	}
@@ -405,4 +461,104 @@ func TestLockHolderChild(t *testing.T) {
 	defer s.Close()
 	fmt.Println("ready")
 	time.Sleep(time.Minute)
+}
+
+// TestCorruptPebbleBlockFailsEveryRead overwrites 200 bytes in the middle
+// of the one Pebble table of a checkpointed store, inside a data block that
+// Open does not read, and reopens it with no block cache to speak of. Every
+// read path that meets the block must fail with ErrCorrupt, and none may
+// answer an ID it holds as new: a batch used to skip the failed seek and
+// mark the ID again, overwriting the damage.
+func TestCorruptPebbleBlockFailsEveryRead(t *testing.T) {
+	const marks, batchSize = 20000, 256
+	ids := make([][]byte, marks)
+	for i := range ids {
+		ids[i] = damageID(i)
+	}
+	healthy := t.TempDir()
+	s, err := dedup.Open(healthy, &dedup.Options{Sync: dedup.SyncNone, Logf: t.Logf})
+	require.NoError(t, err)
+	for i := 0; i < marks; i += 1000 {
+		_, err := s.CheckAndMarkBatch(ids[i:i+1000], time.Hour)
+		require.NoError(t, err)
+	}
+	require.NoError(t, s.Checkpoint())
+	require.NoError(t, s.Close())
+
+	// Each read stops at its first error, and returns it with the IDs it
+	// answered as new or unseen before.
+	cases := []struct {
+		name string
+		read func(s *dedup.Store) (asNew []string, err error)
+	}{
+		{"batch", func(s *dedup.Store) (asNew []string, _ error) {
+			for i := 0; i < marks; i += batchSize {
+				batch := ids[i:min(i+batchSize, marks)]
+				isNew, berr := s.CheckAndMarkBatch(batch, time.Hour)
+				for j, n := range isNew {
+					if n {
+						asNew = append(asNew, string(batch[j]))
+					}
+				}
+				if berr != nil {
+					return asNew, berr
+				}
+			}
+			return asNew, nil
+		}},
+		{"single", func(s *dedup.Store) (asNew []string, _ error) {
+			for _, id := range ids {
+				n, err := s.CheckAndMark(id, time.Hour)
+				if err != nil {
+					return asNew, err
+				}
+				if n {
+					asNew = append(asNew, string(id))
+				}
+			}
+			return asNew, nil
+		}},
+		{"seen", func(s *dedup.Store) (asNew []string, _ error) {
+			for _, id := range ids {
+				seen, err := s.Seen(id)
+				if err != nil {
+					return asNew, err
+				}
+				if !seen {
+					asNew = append(asNew, string(id))
+				}
+			}
+			return asNew, nil
+		}},
+		{"scan", func(s *dedup.Store) ([]string, error) {
+			return nil, s.Scan(nil, false, func(dedup.Mark) bool { return true })
+		}},
+		{"verify", func(s *dedup.Store) ([]string, error) {
+			_, err := s.Verify()
+			return nil, err
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.CopyFS(dir, os.DirFS(healthy)))
+			tables := storeFiles(t, dir, "index/db/*.sst")
+			require.Len(t, tables, 1, "one checkpoint, one table")
+			editFile(t, tables[0], func(b []byte) []byte {
+				require.Greater(t, len(b), 256<<10, "the table must have many data blocks")
+				copy(b[len(b)/2:], bytes.Repeat([]byte{0xa5}, 200))
+				return b
+			})
+			s, err := dedup.Open(dir, &dedup.Options{CacheSize: 1, Logf: t.Logf})
+			require.NoError(t, err, "Open reads no data block")
+			defer func() { assert.NoError(t, s.Close()) }()
+
+			asNew, err := tc.read(s)
+			assert.Empty(t, asNew, "IDs the damaged table holds were answered as new")
+			require.ErrorIs(t, err, dedup.ErrCorrupt)
+			assert.Contains(t, err.Error(), strings.TrimSuffix(filepath.Base(tables[0]), ".sst"), "the error must name the table")
+			assert.NotContains(t, err.Error(), "corruption detail carrier", "Pebble's internal carrier line")
+			assert.Contains(t, err.Error(), "restore the store", "the error must say what to do")
+		})
+	}
 }

@@ -2,6 +2,7 @@ package dedup_test
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"path"
 	"slices"
 	"strings"
@@ -12,8 +13,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/index"
 )
 
 // pebbleDir is where the store keeps its Pebble database, under its own
@@ -47,7 +50,17 @@ func TestCrashInjectedErrors(t *testing.T) {
 				}
 			}
 			t.Run("synced", func(t *testing.T) { verifyRecovered(t, mem.CrashClone(vfs.CrashCloneCfg{}), log) })
-			t.Run("reopened", func(t *testing.T) { verifyRecovered(t, mem, log) })
+			t.Run("reopened", func(t *testing.T) {
+				fs := vfs.FS(mem)
+				if sink.contains(index.ErrFailed.Error()) {
+					// Pebble stopped on a fatal error and keeps its
+					// directory locked until the process ends: the next
+					// Open is a new process's, which finds the files as
+					// the page cache left them.
+					fs = mem.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 100, RNG: rand.New(rand.NewPCG(1, 2))})
+				}
+				verifyRecovered(t, fs, log)
+			})
 		})
 	}
 }
@@ -65,9 +78,9 @@ type faultAt struct {
 func (f *faultAt) String() string { return fmt.Sprintf("fail op %d", f.at) }
 
 // MaybeError implements errorfs.Injector. It neither counts nor fails the
-// operations that pebbleFatal names: this test cannot survive their failure.
+// operations that pebblePanics names: this test cannot survive their failure.
 func (f *faultAt) MaybeError(op errorfs.Op) error {
-	if pebbleFatal(op) || f.ops.Add(1)-1 != f.at {
+	if pebblePanics(op) || f.ops.Add(1)-1 != f.at {
 		return nil
 	}
 	f.mu.Lock()
@@ -102,17 +115,13 @@ func describe(op errorfs.Op) string {
 	return fmt.Sprintf("%s of %s", opKindNames[op.Kind], op.Path)
 }
 
-// pebbleFatal reports whether Pebble treats a failure of op as fatal
-// (Logger.Fatalf, which the store's logger turns into a panic): a write to
-// its MANIFEST, its markers or its WAL, or a sync of its directory, which
-// moving a marker includes.
-func pebbleFatal(op errorfs.Op) bool {
-	if op.Kind.ReadOrWrite() != errorfs.OpIsWrite || !inPebble(op.Path) {
-		return false
-	}
-	base := path.Base(op.Path)
-	return strings.HasPrefix(base, "MANIFEST-") || strings.HasPrefix(base, "marker.") ||
-		strings.HasSuffix(base, ".log") || base == path.Base(pebbleDir)
+// pebblePanics reports whether Pebble panics on the failure of op, whatever
+// its logger does: a write or sync of its directory, which moving one of its
+// markers includes ("Fsync errors are unrecoverable"). Failures that Pebble
+// calls fatal through Logger.Fatalf are failed like any other: the store
+// turns them into errors.
+func pebblePanics(op errorfs.Op) bool {
+	return op.Kind.ReadOrWrite() == errorfs.OpIsWrite && op.Path == path.Join(simDir, pebbleDir)
 }
 
 func inPebble(p string) bool {
@@ -194,4 +203,48 @@ func runFaulty(t *testing.T, fs vfs.FS, log *simLog, fault *faultAt, logf func(s
 		}
 	}
 	return s.Close() != nil || sawError
+}
+
+// TestPebbleFatalIsAnError fails every write to Pebble's MANIFEST files, as
+// an index/db that is not writable does. Pebble calls that fatal; Open, and
+// a checkpoint of an open store, must fail with an error that names the
+// cause, not crash the process, and the store must then refuse its work.
+func TestPebbleFatalIsAnError(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasPrefix(path.Base(op.Path), "MANIFEST-") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	opts := &dedup.Options{FS: fs, Logf: discardLogf}
+	ids := expiryIDs("fatal", 200)
+	for _, dir := range []string{"at-open", "at-checkpoint"} {
+		s, err := dedup.Open(dir, opts)
+		require.NoError(t, err)
+		markAll(t, s, ids[:100], 0)
+		require.NoError(t, s.Checkpoint())
+		if dir == "at-open" {
+			require.NoError(t, s.Close())
+		}
+
+		failing.Store(true)
+		if dir == "at-open" {
+			s, err = dedup.Open(dir, opts)
+			assert.Nil(t, s)
+		} else {
+			markAll(t, s, ids[100:], 0)
+			err = s.Checkpoint()
+		}
+		failing.Store(false)
+		require.Error(t, err, dir)
+		assert.ErrorIs(t, err, errorfs.ErrInjected, "%s: the error must name its cause", dir)
+		if dir == "at-checkpoint" {
+			_, err = s.Seen(ids[0])
+			assert.ErrorIs(t, err, errorfs.ErrInjected, "a read that reaches Pebble after the fatal")
+			_, err = s.CheckAndMark(ids[0], 0)
+			assert.Error(t, err, "a write after the fatal")
+			assert.ErrorIs(t, s.Close(), errorfs.ErrInjected, "Close reports the failure")
+		}
+	}
 }

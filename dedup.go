@@ -177,6 +177,7 @@ func (s *Store) recover() (err error) {
 		MemtableMarks:     s.opts.MemtableMarks,
 		CacheSize:         s.opts.CacheSize,
 		ReadOnly:          s.opts.ReadOnly,
+		Existing:          !fresh,
 		Logf:              s.opts.Logf,
 	})
 	if err != nil {

@@ -3,6 +3,7 @@ package dedup_test
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -186,6 +187,10 @@ func TestInvalidOptions(t *testing.T) {
 		{name: "unknown Sync mode", opts: dedup.Options{Sync: dedup.SyncMode(42)}},
 		{name: "negative SyncInterval", opts: dedup.Options{Sync: dedup.SyncInterval, SyncInterval: -time.Millisecond}},
 		{name: "FalsePositiveRate of 1", opts: dedup.Options{FalsePositiveRate: 1}},
+		{name: "negative FalsePositiveRate", opts: dedup.Options{FalsePositiveRate: -0.01}},
+		{name: "FalsePositiveRate below 1e-6", opts: dedup.Options{FalsePositiveRate: 1e-7}},
+		{name: "FalsePositiveRate of 1e-80", opts: dedup.Options{FalsePositiveRate: 1e-80}},
+		{name: "FalsePositiveRate NaN", opts: dedup.Options{FalsePositiveRate: math.NaN()}},
 		{name: "negative ExpectedMarks", opts: dedup.Options{ExpectedMarks: -1}},
 		{name: "negative MemtableMarks", opts: dedup.Options{MemtableMarks: -1}},
 		{name: "SegmentSize below 64KiB", opts: dedup.Options{SegmentSize: 1 << 10}},

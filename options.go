@@ -9,6 +9,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/seed42300104/dedup/index"
 	"github.com/seed42300104/dedup/ttl"
 	"github.com/seed42300104/dedup/wal"
 )
@@ -106,7 +107,10 @@ type Options struct {
 	// rate, and the next checkpoint merges the two into one sized for twice
 	// the generation's marks. Zero means 1<<20.
 	ExpectedMarks int
-	// FalsePositiveRate is the Bloom filters' target rate. Zero means 0.01.
+	// FalsePositiveRate is the Bloom filters' target rate: the share of new
+	// IDs that cost a Pebble read. Zero means 0.01. It must be at least 1e-6
+	// and below 1: below 1e-6 a filter's memory grows far faster than the
+	// reads it saves shrink.
 	FalsePositiveRate float64
 
 	// MemtableMarks is how many marks are held in memory before they are
@@ -262,8 +266,8 @@ func (o *Options) validate() error {
 	if o.ExpectedMarks < 0 {
 		errs = append(errs, fmt.Errorf("ExpectedMarks %d is negative", o.ExpectedMarks))
 	}
-	if o.FalsePositiveRate < 0 || o.FalsePositiveRate >= 1 {
-		errs = append(errs, fmt.Errorf("FalsePositiveRate %v must be in (0, 1)", o.FalsePositiveRate))
+	if !(o.FalsePositiveRate >= index.MinFalsePositiveRate && o.FalsePositiveRate < 1) {
+		errs = append(errs, fmt.Errorf("FalsePositiveRate %v must be in [%v, 1)", o.FalsePositiveRate, index.MinFalsePositiveRate))
 	}
 	if o.WhenFull < FailClosed || o.WhenFull > DropOldest {
 		errs = append(errs, fmt.Errorf("unknown FullPolicy %d", o.WhenFull))

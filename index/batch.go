@@ -13,6 +13,12 @@ import (
 // block. The wrapping error names the file and offset.
 var ErrCorrupt = errors.New("index: corrupt")
 
+// ErrFailed marks an index whose Pebble reported a fatal error, such as a
+// MANIFEST it could not write: its state in memory may no longer match the
+// disk, so the index refuses every call that reaches Pebble until it is
+// reopened.
+var ErrFailed = errors.New("index: failed")
+
 // ErrIncompatibleFormat marks a checkpoint or snapshot of an unknown format
 // version.
 var ErrIncompatibleFormat = errors.New("index: incompatible format version")

@@ -37,6 +37,9 @@ const (
 type checkpoint struct {
 	lsn   uint64
 	files map[ttl.Gen]uint64 // gen -> LSN in its snapshot's file name
+	// stored says the file exists: the index was checkpointed, so Pebble
+	// holds marks that the WAL may no longer have.
+	stored bool
 }
 
 const (
@@ -87,7 +90,7 @@ func readCheckpoint(fs vfs.FS, dir string) (checkpoint, error) {
 	if len(body) != fixed+16*n {
 		return checkpoint{}, fmt.Errorf("%w: %s: offset %d: checkpoint length does not match its %d generations", ErrCorrupt, path, fixed, n)
 	}
-	c := checkpoint{lsn: binary.LittleEndian.Uint64(h[8:]), files: make(map[ttl.Gen]uint64, n)}
+	c := checkpoint{lsn: binary.LittleEndian.Uint64(h[8:]), files: make(map[ttl.Gen]uint64, n), stored: true}
 	for i := range n {
 		e := body[fixed+16*i:]
 		c.files[ttl.Gen(binary.LittleEndian.Uint64(e))] = binary.LittleEndian.Uint64(e[8:])
@@ -97,8 +100,12 @@ func readCheckpoint(fs vfs.FS, dir string) (checkpoint, error) {
 
 // loadFilters loads the snapshots the checkpoint names. If one is missing,
 // or of the layout before blocks, it rebuilds every filter from Pebble
-// instead. A damaged one is
-// ErrCorrupt: the caller decides whether to rebuild.
+// instead. A damaged one is ErrCorrupt, and one of an unknown format
+// ErrIncompatibleFormat: the operator decides whether to rebuild, which
+// the error says how to do.
+// rebuildAdvice is what to do about a filter snapshot that does not load.
+const rebuildAdvice = "delete the filter snapshot and it is rebuilt from Pebble at the next Open"
+
 func (ix *Index) loadFilters() error {
 	fs := ix.opts.FS
 	for g, lsn := range ix.ckpt.files {
@@ -116,11 +123,11 @@ func (ix *Index) loadFilters() error {
 			ix.logf("dedup/index: %v; rebuilding the filters from Pebble", err)
 			return ix.RebuildFilters()
 		}
-		if err != nil {
-			return err
+		if err == nil && f.gen != g {
+			err = fmt.Errorf("%w: %s: offset 16: holds generation %x", ErrCorrupt, path, uint64(f.gen))
 		}
-		if f.gen != g {
-			return fmt.Errorf("%w: %s: offset 16: holds generation %x", ErrCorrupt, path, uint64(f.gen))
+		if err != nil {
+			return fmt.Errorf("%w; %s", err, rebuildAdvice)
 		}
 		ix.addGen(f)
 	}
@@ -133,10 +140,14 @@ func (ix *Index) loadFilters() error {
 // RebuildFilters replaces the filters with ones built from every key in
 // Pebble. Open calls it when a snapshot is missing; repair tools call it
 // for a damaged one. The next checkpoint persists them.
-func (ix *Index) RebuildFilters() error {
+func (ix *Index) RebuildFilters() (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	it, err := ix.db.NewIter(nil)
 	if err != nil {
-		return wrapPebble(err, "rebuilding filters")
+		return ix.wrapPebble(err, "rebuilding filters")
 	}
 	filters := map[ttl.Gen]*genFilter{}
 	for it.First(); it.Valid(); it.Next() {
@@ -153,8 +164,8 @@ func (ix *Index) RebuildFilters() error {
 		}
 		f.add(hashOf(k[ttl.GenSize:]), ix.opts.FalsePositiveRate)
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
-		return wrapPebble(err, "rebuilding filters")
+	if err := ix.wrapPebble(errors.Join(it.Error(), it.Close()), "rebuilding filters"); err != nil {
+		return err
 	}
 	ix.filters = map[ttl.Gen]*genFilter{}
 	ix.gens = nil
@@ -226,12 +237,16 @@ func (ix *Index) Expired(now time.Time) bool {
 // Persist ingests a frozen memtable into Pebble, writes the
 // snapshots of the filters that changed and then the CHECKPOINT that names
 // them, and removes the snapshots it no longer names. It needs no lock.
-func (ix *Index) Persist(f *Frozen) error {
+func (ix *Index) Persist(f *Frozen) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	if err := ix.writeMemtable(f); err != nil {
 		return err
 	}
 	fs := ix.opts.FS
-	next := checkpoint{lsn: f.LSN(), files: make(map[ttl.Gen]uint64, len(f.filters))}
+	next := checkpoint{lsn: f.LSN(), files: make(map[ttl.Gen]uint64, len(f.filters)), stored: true}
 	for g, gf := range f.filters {
 		if gf == nil {
 			next.files[g] = ix.ckpt.files[g]
@@ -348,7 +363,7 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	}
 	if len(paths) > 0 {
 		if err := ix.db.Ingest(context.Background(), paths); err != nil {
-			return wrapPebble(err, "ingesting a checkpoint")
+			return ix.wrapPebble(err, "ingesting a checkpoint")
 		}
 	}
 	// A crash between the ingestion, the excisions and the CHECKPOINT that
@@ -357,11 +372,11 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 	for _, g := range f.dropped {
 		start := time.Now()
 		if err := ix.db.Excise(context.Background(), pebble.KeyRange{Start: g.Append(nil), End: (g + 1).Append(nil)}); err != nil {
-			return wrapPebble(err, "dropping a generation")
+			return ix.wrapPebble(err, "dropping a generation")
 		}
 		ix.compactions.reclaim.Add(int64(time.Since(start)))
 	}
-	return nil
+	return ix.failed()
 }
 
 // rows returns the rows of each generation's table, unsorted. They are
@@ -461,13 +476,17 @@ func ReadCheckpointLSN(fs vfs.FS, dir string) (uint64, error) {
 // snapshots and the CHECKPOINT naming them. The caller holds the lock that
 // keeps checkpoints out, and has just run one, so the copy covers exactly
 // the WAL up to CheckpointLSN.
-func (ix *Index) CopyTo(dir string) error {
+func (ix *Index) CopyTo(dir string) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	fs := ix.opts.FS
 	if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 		return err
 	}
 	if err := ix.db.Checkpoint(fs.PathJoin(dir, "db")); err != nil {
-		return wrapPebble(err, "checkpoint copy")
+		return ix.wrapPebble(err, "checkpoint copy")
 	}
 	names := []string{checkpointFile}
 	for g, lsn := range ix.ckpt.files {

@@ -34,7 +34,8 @@ type genFilter struct {
 	marks   uint   // marks added in all
 	dirty   bool   // changed since the last snapshot
 	// added records, while a merge of the chain runs, the first hash of
-	// each mark added since it began (see merge.go); nil when none runs.
+	// each mark applied since it began, extensions included (see
+	// merge.go); nil when none runs.
 	added []uint64
 
 	// firstWrite is the earliest write time of its marks and maxTTL their
@@ -54,6 +55,7 @@ func (f *genFilter) grow(capacity uint, fp float64) {
 	var k uint
 	if len(f.filters) == 0 {
 		_, k = bloom.EstimateParameters(capacity, fp)
+		k = min(max(k, 1), maxHashes)
 	} else {
 		k = f.filters[0].K()
 		fp /= math.Pow(4, float64(len(f.filters)))
@@ -71,15 +73,38 @@ func newFilter(n, k uint, rate float64) *bloom.BloomFilter {
 	return b
 }
 
+// MinFalsePositiveRate is the smallest rate a filter may be asked for.
+// Below it a blocked filter's bits per key grow steeply, toward a rate its
+// blocks cannot reach at all, for a saving of one Pebble read per million
+// new IDs at most.
+const MinFalsePositiveRate = 1e-6
+
+// maxHashes bounds the hashes of a filter, whatever rate it is sized for:
+// more would fill a block with one key.
+const maxHashes = 32
+
+// maxBitsPerKey bounds the size of a filter, whatever rate it is asked
+// for: a chain's later filters are asked for ever smaller rates, and a
+// rate below what the bound allows gets the best rate within it.
+const maxBitsPerKey = 256
+
 // bitsFor is the size, in whole blocks, of the smallest blocked filter of
-// n keys and k hashes whose false-positive rate is at most rate.
+// n keys and k hashes whose false-positive rate is at most rate, or of
+// maxBitsPerKey bits per key if that is smaller.
 func bitsFor(n, k uint, rate float64) uint {
+	if rate >= 1 {
+		return blockBits
+	}
+	limit := n/(blockBits/maxBitsPerKey) + 1 // in blocks
 	// A blocked filter needs at least the bits of a classic one:
 	// rate = (1 - e^(-kn/m))^k solved for m.
 	classic := math.Ceil(-float64(k) * float64(n) / math.Log(1-math.Pow(rate, 1/float64(k))))
+	if !(classic >= 0 && classic < float64(limit)*blockBits) { // past the limit, or no rate at all
+		classic = float64(limit) * blockBits
+	}
 	hi := max(uint(classic)/blockBits, 1)
-	for blockedRate(hi*blockBits, n, k) > rate {
-		hi *= 2
+	for hi < limit && blockedRate(hi*blockBits, n, k) > rate {
+		hi = min(2*hi, limit)
 	}
 	lo := hi/2 + 1
 	for lo < hi {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"math"
 	"testing"
 	"time"
 
@@ -234,5 +235,38 @@ func TestWindowBounds(t *testing.T) {
 			unknown := newGenFilter(g, testCapacity, testFP)
 			assert.GreaterOrEqual(t, unknown.window(now), age, "TTL %v, age %v, write time unknown", d, age)
 		}
+	}
+}
+
+// TestFilterSizeIsBoundedForAnyRate sizes filters for rates no blocked
+// filter can reach, or no rate at all: sizing must end, within
+// maxBitsPerKey bits per key, and the filter must still hold its keys.
+// A rate of 1e-80 used to loop for ever, and 1e-30 to ask for gigabytes.
+func TestFilterSizeIsBoundedForAnyRate(t *testing.T) {
+	const n = 1000
+	for _, rate := range []float64{MinFalsePositiveRate, 1e-30, 1e-80, 5e-324, 0, -1, math.NaN(), 0.99, 1, 2} {
+		t.Run(fmt.Sprint(rate), func(t *testing.T) {
+			done := make(chan *genFilter, 1)
+			go func() {
+				f := newGenFilter(ttl.Gen(2<<56|12345), n, rate)
+				for i := range 2 * n { // a chain of two, the second asked for a quarter of the rate
+					f.add(testHash("present", i), rate)
+				}
+				done <- f
+			}()
+			select {
+			case f := <-done:
+				assert.LessOrEqual(t, f.bytes()*8, uint64(3*n*maxBitsPerKey+2*blockBits), "filter bits for %d keys", 2*n)
+				assert.LessOrEqual(t, f.filters[0].K(), uint(maxHashes))
+				for i := range 2 * n {
+					if !f.test(testHash("present", i)) {
+						assert.Failf(t, "false negative", "key %d", i)
+						return
+					}
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatalf("sizing a filter for rate %v does not end", rate)
+			}
+		})
 	}
 }

@@ -19,11 +19,17 @@
 package index
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"reflect"
+	"runtime"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,7 +47,8 @@ type Options struct {
 	FS vfs.FS
 	// ExpectedMarks sizes the first filter of each generation.
 	ExpectedMarks int
-	// FalsePositiveRate is every filter's target rate.
+	// FalsePositiveRate is every filter's target rate, in
+	// [MinFalsePositiveRate, 1).
 	FalsePositiveRate float64
 	// MemtableMarks sizes the memtable: the marks it holds before the
 	// caller checkpoints.
@@ -49,7 +56,11 @@ type Options struct {
 	// CacheSize is Pebble's block cache, in bytes.
 	CacheSize int64
 	ReadOnly  bool
-	Logf      func(format string, args ...any)
+	// Existing says the index was created before, by an Open that
+	// completed: a missing index directory is then damage, not a new
+	// index.
+	Existing bool
+	Logf     func(format string, args ...any)
 }
 
 // Entry is the live mark of an ID.
@@ -85,6 +96,10 @@ type Index struct {
 
 	filterMisses atomic.Uint64 // see FilterMisses
 	compactions  compactionTimes
+	// fatal is the first error Pebble called fatal (see pebbleLogger);
+	// nil until then. fatalCh is closed when it is set.
+	fatal   atomic.Pointer[pebbleFatal]
+	fatalCh chan struct{}
 }
 
 // compactionTimes adds up the time Pebble spends compacting, and the time
@@ -127,15 +142,27 @@ func (ix *Index) CompactionTimes() (total, reclaim time.Duration) {
 
 // Open opens or creates the index in dir. If the checkpoint names filter
 // snapshots that are missing, it rebuilds the filters from Pebble and says
-// so through Logf.
+// so through Logf. Once it has been checkpointed, a missing Pebble
+// database or table is ErrCorrupt: the marks it held are in no WAL.
 func Open(dir string, opts Options) (*Index, error) {
+	if fp := opts.FalsePositiveRate; !(fp >= MinFalsePositiveRate && fp < 1) {
+		return nil, fmt.Errorf("index: FalsePositiveRate %v is outside [%v, 1)", fp, MinFalsePositiveRate)
+	}
 	fs := opts.FS
+	if opts.Existing {
+		if _, err := fs.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w: %s is missing; %s", ErrCorrupt, dir, restoreAdvice)
+		} else if err != nil {
+			return nil, err
+		}
+	}
 	if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 			return nil, err
 		}
 	}
-	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(min(opts.MemtableMarks, firstMemtableMarks))}
+	ix := &Index{opts: opts, dir: dir, filters: map[ttl.Gen]*genFilter{}, mem: newMemtable(min(opts.MemtableMarks, firstMemtableMarks)),
+		fatalCh: make(chan struct{})}
 	ck, err := readCheckpoint(fs, dir)
 	if err != nil {
 		return nil, err
@@ -143,11 +170,11 @@ func Open(dir string, opts Options) (*Index, error) {
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
 	ix.mem.lastLSN = ck.lsn
-	if ix.db, ix.pebbleOpts, err = openPebble(fs.PathJoin(dir, "db"), opts, &ix.compactions); err != nil {
+	if ix.db, ix.pebbleOpts, err = ix.openPebble(fs.PathJoin(dir, "db"), ck.stored); err != nil {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
-		ix.db.Close()
+		ix.Close() // leaves Pebble alone after a fatal error
 		return nil, err
 	}
 	ix.publish()
@@ -157,8 +184,20 @@ func Open(dir string, opts Options) (*Index, error) {
 	return ix, nil
 }
 
-func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *pebble.Options, error) {
-	if !opts.ReadOnly {
+// openPebble opens the Pebble database in dir. Unless mustExist, it
+// creates it if need be; once a checkpoint has moved marks into it, a
+// missing or empty database is ErrCorrupt, and so is a missing or short
+// table. A fatal error while Pebble opens is returned as soon as it is
+// reported: Pebble may wait for ever on the goroutine it stopped.
+func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Options, error) {
+	opts := ix.opts
+	if mustExist {
+		if _, err := opts.FS.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			return nil, nil, lostDatabase(dir, "is missing")
+		} else if err != nil {
+			return nil, nil, err
+		}
+	} else if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
 			return nil, nil, err
 		}
@@ -174,12 +213,13 @@ func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *
 		FormatMajorVersion: pebble.FormatVirtualSSTables,
 		MemTableSize:       64 << 20,
 		ReadOnly:           opts.ReadOnly,
-		Logger:             quietLogger{opts.Logf},
+		ErrorIfNotExists:   mustExist,
+		Logger:             pebbleLogger{ix},
 		// Corruption is returned to the caller as ErrCorrupt; Pebble's
 		// default listener would end the process.
 		EventListener: &pebble.EventListener{
 			DataCorruption: func(pebble.DataCorruptionInfo) {},
-			CompactionEnd:  times.ended,
+			CompactionEnd:  ix.compactions.ended,
 		},
 	}
 	// Each checkpoint ingests a table per generation whose random IDs span
@@ -200,31 +240,156 @@ func openPebble(dir string, opts Options, times *compactionTimes) (*pebble.DB, *
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
 	}
-	db, err := pebble.Open(dir, po)
-	if err != nil {
-		return nil, nil, wrapPebble(err, dir)
+	type opened struct {
+		db  *pebble.DB
+		err error
 	}
-	return db, po, nil
+	done := make(chan opened, 1)
+	go func() {
+		var o opened
+		defer func() { done <- o }()
+		defer ix.catchFatal(&o.err)
+		o.db, o.err = pebble.Open(dir, po)
+	}()
+	var db *pebble.DB
+	var err error
+	select {
+	case o := <-done:
+		db, err = o.db, o.err
+	case <-ix.fatalCh:
+		return nil, nil, ix.failed()
+	}
+	if ferr := ix.failed(); ferr != nil {
+		return nil, nil, ferr // the database, if any, is left to its stopped goroutines
+	}
+	switch {
+	case err == nil:
+		return db, po, nil
+	case mustExist && errors.Is(err, pebble.ErrDBDoesNotExist):
+		return nil, nil, lostDatabase(dir, "holds no database")
+	case errors.Is(err, os.ErrNotExist), strings.Contains(err.Error(), "object size mismatch"):
+		// Pebble's consistency check: a table its MANIFEST names is
+		// missing or of another size.
+		return nil, nil, fmt.Errorf("%w: %s: %v; %s", ErrCorrupt, dir, err, restoreAdvice)
+	}
+	return nil, nil, ix.wrapPebble(err, dir)
 }
 
-// quietLogger passes Pebble's errors on and drops its chatter.
-type quietLogger struct{ logf func(string, ...any) }
-
-func (quietLogger) Infof(string, ...any) {}
-func (l quietLogger) Errorf(format string, args ...any) {
-	if l.logf != nil {
-		l.logf("pebble: "+format, args...)
-	}
-}
-func (l quietLogger) Fatalf(format string, args ...any) {
-	panic(fmt.Sprintf("pebble: "+format, args...))
+// lostDatabase is ErrCorrupt for a Pebble directory that a checkpoint
+// wrote marks into, and that no longer holds them.
+func lostDatabase(dir, what string) error {
+	return fmt.Errorf("%w: %s %s, yet the index was checkpointed into it; %s", ErrCorrupt, dir, what, restoreAdvice)
 }
 
-func wrapPebble(err error, where string) error {
-	if pebble.IsCorruptionError(err) {
-		return fmt.Errorf("%w: %s: %w", ErrCorrupt, where, err)
+// pebbleLogger passes Pebble's errors on and drops its chatter.
+//
+// Pebble calls Fatalf for failures it does not undo, such as a MANIFEST
+// it could not write, and its default ends the process. Pebble's code
+// after a Fatalf is not meant to run: a failed flush, for one, is retried
+// for ever. So Fatalf records the error and never returns. On a goroutine
+// of the index's caller it panics, and the index method Pebble was called
+// from recovers the panic and returns the error (catchFatal); Pebble's
+// own background goroutine is stopped with runtime.Goexit. Pebble's state
+// may then no longer match the disk, and its stopped goroutine may hold
+// its locks, so the index is fail-stop: every later call that would reach
+// Pebble fails with ErrFailed, and Close leaves Pebble open, its
+// directory locked, until the process ends.
+type pebbleLogger struct{ ix *Index }
+
+func (pebbleLogger) Infof(string, ...any) {}
+func (l pebbleLogger) Errorf(format string, args ...any) {
+	l.ix.logf("pebble: "+format, args...)
+}
+func (l pebbleLogger) Fatalf(format string, args ...any) {
+	f := &pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			f.causes = append(f.causes, err)
+		}
 	}
-	return err
+	if l.ix.fatal.CompareAndSwap(nil, f) {
+		l.ix.logf("dedup/index: %v", f)
+		close(l.ix.fatalCh)
+	}
+	if callerGoroutine() {
+		panic(f)
+	}
+	runtime.Goexit()
+}
+
+// callerGoroutine reports whether the running goroutine came through an
+// index method or Open, rather than being one that Pebble started.
+func callerGoroutine() bool {
+	buf := make([]byte, 1<<20)
+	stack := buf[:runtime.Stack(buf, false)]
+	pkg := reflect.TypeFor[Index]().PkgPath()
+	return bytes.Contains(stack, []byte(pkg+".(*Index).")) || bytes.Contains(stack, []byte(pkg+".Open("))
+}
+
+// catchFatal, deferred by each method that calls into Pebble, turns the
+// panic of a Fatalf on its goroutine into the error it returns in *err.
+func (ix *Index) catchFatal(err *error) {
+	if r := recover(); r != nil {
+		f, ok := r.(*pebbleFatal)
+		if !ok {
+			panic(r)
+		}
+		*err = f
+	}
+}
+
+// pebbleFatal is an error Pebble called fatal: ErrFailed, and the errors
+// it was reported with.
+type pebbleFatal struct {
+	msg    string
+	causes []error
+}
+
+func (f *pebbleFatal) Error() string {
+	return fmt.Sprintf("%v: pebble: %s; fix the cause, then reopen the store in a new process", ErrFailed, f.msg)
+}
+
+func (f *pebbleFatal) Unwrap() []error { return append([]error{ErrFailed}, f.causes...) }
+
+// failed returns the fatal error Pebble reported, if it did: every method
+// that calls into Pebble checks it first.
+func (ix *Index) failed() error {
+	if f := ix.fatal.Load(); f != nil {
+		return f
+	}
+	return nil
+}
+
+// wrapPebble says where an error of Pebble's, or of a check of what Pebble
+// returned, came from. Pebble's corruption errors are ErrCorrupt, told
+// without the carrier line Pebble adds and with what to do about them.
+// Once Pebble has reported a fatal error, it returns that instead,
+// whatever err is: nothing Pebble answers can be trusted then.
+func (ix *Index) wrapPebble(err error, where string) error {
+	if ferr := ix.failed(); ferr != nil {
+		return ferr
+	}
+	switch {
+	case err == nil:
+		return nil
+	case pebble.IsCorruptionError(err):
+		return corruptTable(err, where)
+	}
+	return fmt.Errorf("%s: %w", where, err)
+}
+
+// restoreAdvice is what to do about a damaged Pebble table or database:
+// the WAL behind a checkpoint is gone, so nothing in the store can rebuild
+// them.
+const restoreAdvice = "restore the store from a snapshot or backup (dedupctl repair mends the WAL, not the index)"
+
+// corruptTable is ErrCorrupt for a Pebble corruption error met at where.
+func corruptTable(err error, where string) error {
+	msg := err.Error()
+	if info := pebble.ExtractDataCorruptionInfo(err); info != nil {
+		msg = fmt.Sprintf("%v (table %s)", info.Details, info.Path)
+	}
+	return fmt.Errorf("%w: %s: %s; %s", ErrCorrupt, where, msg, restoreAdvice)
 }
 
 func (ix *Index) logf(format string, args ...any) {
@@ -281,9 +446,16 @@ func (ix *Index) Apply(b *Batch, lsn uint64) {
 			h = hashOf(op.ID)
 		}
 		// An extension is no new mark: it counts, and takes filter room,
-		// only if it moves the ID into a generation that lacks it.
-		if (!op.Extend || !f.test(h)) && f.add(h, ix.opts.FalsePositiveRate) {
-			ix.publish()
+		// only if it moves the ID into a generation that lacks it. The
+		// filter may test positive falsely, so a running merge, which
+		// rebuilds the filter without the memtable, records it anyway.
+		switch {
+		case !op.Extend || !f.test(h):
+			if f.add(h, ix.opts.FalsePositiveRate) {
+				ix.publish()
+			}
+		case f.added != nil:
+			f.added = append(f.added, h.h1)
 		}
 		f.wrote(b.Time, op.Deadline)
 		ix.mem.mark(op, h.h1, lsn)
@@ -431,16 +603,22 @@ func (ix *Index) Gens() []GenStats {
 
 // DiskBytes returns the bytes Pebble uses on disk, and of them the bytes
 // of the tables that hold live data: the rest is compactions in progress
-// and files waiting to be deleted.
+// and files waiting to be deleted. Both are zero once Pebble has failed.
 func (ix *Index) DiskBytes() (total, tables uint64) {
+	if ix.failed() != nil {
+		return 0, 0
+	}
 	m := ix.db.Metrics()
 	return m.DiskSpaceUsage(), uint64(m.Total().TablesSize)
 }
 
 // KeptBytes returns the bytes Pebble uses on disk, less the obsolete
 // files it is deleting: what a capacity bound should count right after a
-// compaction.
+// compaction. It is zero once Pebble has failed.
 func (ix *Index) KeptBytes() uint64 {
+	if ix.failed() != nil {
+		return 0
+	}
 	m := ix.db.Metrics()
 	return m.DiskSpaceUsage() - m.Table.Local.ObsoleteSize - m.BlobFiles.Local.ObsoleteSize
 }
@@ -448,12 +626,23 @@ func (ix *Index) KeptBytes() uint64 {
 // Compact has Pebble compact the whole index now, giving back the space of
 // dropped generations and deleted marks at once rather than when its
 // background compactions get to them.
-func (ix *Index) Compact(ctx context.Context) error {
+func (ix *Index) Compact(ctx context.Context) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	// Keys start with a generation, whose first byte is a span class far
 	// below 0xff.
-	return wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
+	return ix.wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
 }
 
 // Close closes Pebble. It does not checkpoint: the WAL holds what the
-// memtable held.
-func (ix *Index) Close() error { return ix.db.Close() }
+// memtable held. After a fatal error of Pebble's it returns that error and
+// leaves Pebble as it is (see pebbleLogger).
+func (ix *Index) Close() (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
+	return ix.db.Close()
+}

@@ -4,12 +4,15 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"path"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -428,5 +431,67 @@ func TestIndexRebuildFilters(t *testing.T) {
 		require.NoError(t, fsutil.WriteFile(fs, path, p))
 
 		ix = reopenRebuilding(t, names[0])
+	})
+}
+
+// manifestFault fails every write to Pebble's MANIFEST files while on:
+// Pebble calls that fatal.
+type manifestFault struct{ on atomic.Bool }
+
+func (m *manifestFault) String() string { return "manifestFault" }
+
+func (m *manifestFault) MaybeError(op errorfs.Op) error {
+	if m.on.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.HasPrefix(path.Base(op.Path), "MANIFEST-") {
+		return errorfs.ErrInjected
+	}
+	return nil
+}
+
+// TestPebbleFatalMakesIndexFailStop fails Pebble's MANIFEST writes, which
+// Pebble reports through Logger.Fatalf, expecting the process to end. Open
+// or the checkpoint must fail with ErrFailed, naming the cause, and not
+// panic; after a fatal during a checkpoint, every later call that reaches
+// Pebble fails the same way, and Close does not panic.
+func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
+	marks := generationMarks(100, time.Hour)
+	t.Run("at Open", func(t *testing.T) {
+		fault := &manifestFault{}
+		opts := testOptions(errorfs.Wrap(vfs.NewMem(), fault))
+		ix, closeIndex := openIndex(t, opts)
+		ix.Apply(markBatch(ix, marks...), 1)
+		checkpointIndex(t, ix)
+		closeIndex()
+
+		fault.on.Store(true)
+		var logged []string
+		opts.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+		ix, err := Open(testDir, opts)
+		require.ErrorIs(t, err, ErrFailed)
+		assert.Nil(t, ix)
+		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
+		assert.NotEmpty(t, logged, "the fatal error must be logged")
+	})
+	t.Run("at a checkpoint", func(t *testing.T) {
+		fault := &manifestFault{}
+		ix, err := Open(testDir, testOptions(errorfs.Wrap(vfs.NewMem(), fault)))
+		require.NoError(t, err)
+		ix.Apply(markBatch(ix, marks[:50]...), 1)
+		checkpointIndex(t, ix)
+		ix.Apply(markBatch(ix, marks[50:]...), 2)
+		f := ix.Freeze(testNow)
+		fault.on.Store(true)
+		err = ix.Persist(f)
+		fault.on.Store(false)
+		require.ErrorIs(t, err, ErrFailed)
+		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
+		assert.Equal(t, uint64(1), ix.CheckpointLSN(), "no CHECKPOINT after the fatal")
+
+		_, err = ix.Verify(testNow)
+		assert.ErrorIs(t, err, ErrFailed, "Verify")
+		assert.ErrorIs(t, ix.Scan(testNow, true, func(Mark) bool { return true }), ErrFailed, "Scan")
+		_, err = ix.Explain(ix.Key([]byte(marks[0].id)))
+		assert.ErrorIs(t, err, ErrFailed, "Explain")
+		assert.ErrorIs(t, ix.Persist(ix.Freeze(testNow)), ErrFailed, "the next checkpoint")
+		assert.ErrorIs(t, ix.Close(), ErrFailed, "Close")
 	})
 }

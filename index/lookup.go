@@ -31,7 +31,8 @@ func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
 // LookupBatch is Lookup for many keys: out[i] answers for keys[i]. The keys
 // that are left to Pebble are read in key order through one iterator,
 // which costs far less per key than a point read each.
-func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) error {
+func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) (err error) {
+	defer ix.catchFatal(&err)
 	var now time.Time
 	var probes []probe
 	var keyBuf []byte
@@ -138,10 +139,10 @@ type probe struct {
 func (ix *Index) get(key []byte, g ttl.Gen) (Entry, bool, error) {
 	v, closer, err := ix.db.Get(key)
 	if err == pebble.ErrNotFound {
-		return Entry{}, false, nil
+		return Entry{}, false, ix.failed()
 	}
 	if err != nil {
-		return Entry{}, false, wrapPebble(err, fmt.Sprintf("key %x", key))
+		return Entry{}, false, ix.wrapPebble(err, fmt.Sprintf("key %x", key))
 	}
 	defer closer.Close()
 	e, err := decodeValue(g, v)
@@ -163,6 +164,12 @@ func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []
 			*r = Result{e, true}
 		}
 	}
+	if len(probes) == 0 {
+		return nil
+	}
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	if len(probes) <= 2 {
 		for _, p := range probes {
 			e, ok, err := ix.get(keyBuf[p.start:p.end], p.gen)
@@ -178,11 +185,20 @@ func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []
 	slices.SortFunc(probes, func(a, b probe) int { return bytes.Compare(keyBuf[a.start:a.end], keyBuf[b.start:b.end]) })
 	it, err := ix.db.NewIter(nil)
 	if err != nil {
-		return wrapPebble(err, "lookup")
+		return ix.wrapPebble(err, "lookup")
 	}
 	for _, p := range probes {
 		key := keyBuf[p.start:p.end]
-		if !it.SeekPrefixGE(key) || !bytes.Equal(it.Key(), key) {
+		if !it.SeekPrefixGE(key) {
+			// A seek that failed also reports no key, and the next seek
+			// forgets its error: the key may be there.
+			if err := it.Error(); err != nil {
+				it.Close()
+				return ix.wrapPebble(err, fmt.Sprintf("lookup of key %x", key))
+			}
+			continue
+		}
+		if !bytes.Equal(it.Key(), key) {
 			continue
 		}
 		v, err := it.ValueAndErr()
@@ -192,11 +208,11 @@ func (ix *Index) readProbes(probes []probe, keyBuf []byte, now time.Time, out []
 		}
 		if err != nil {
 			it.Close()
-			return fmt.Errorf("%w: key %x", wrapPebble(err, "lookup"), key)
+			return ix.wrapPebble(err, fmt.Sprintf("lookup of key %x", key))
 		}
 		keep(p, e)
 	}
-	return wrapPebble(it.Close(), "lookup")
+	return ix.wrapPebble(it.Close(), "lookup")
 }
 
 // Coverage is what Verify found of the index.
@@ -210,11 +226,14 @@ type Coverage struct {
 // Verify reads every key in Pebble, which checks every block's checksum,
 // and tests each against its generation's filter. Generations wholly
 // expired at now are not checked: they wait for their drop.
-func (ix *Index) Verify(now time.Time) (Coverage, error) {
-	var c Coverage
+func (ix *Index) Verify(now time.Time) (c Coverage, err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return c, err
+	}
 	it, err := ix.db.NewIter(nil)
 	if err != nil {
-		return c, wrapPebble(err, "verify")
+		return c, ix.wrapPebble(err, "verify")
 	}
 	for it.First(); it.Valid(); it.Next() {
 		c.Keys++
@@ -231,7 +250,7 @@ func (ix *Index) Verify(now time.Time) (Coverage, error) {
 			c.Uncovered = append(c.Uncovered, fmt.Sprintf("%x", k))
 		}
 	}
-	return c, wrapPebble(it.Close(), "verify")
+	return c, ix.wrapPebble(it.Close(), "verify")
 }
 
 // Explanation is what each structure of the index says about one ID.
@@ -255,8 +274,11 @@ type Version struct {
 
 // Explain reports what the filters, the memtables and Pebble each hold of
 // k, looking in every generation: unlike Lookup it stops at nothing.
-func (ix *Index) Explain(k Key) (Explanation, error) {
-	var x Explanation
+func (ix *Index) Explain(k Key) (x Explanation, err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return x, err
+	}
 	for _, f := range ix.gens {
 		if f.test(k.hash) {
 			x.Filters = append(x.Filters, f.gen)
@@ -295,7 +317,11 @@ type Mark struct {
 // (expired, forgotten, superseded) with Live false. It reads the memtables
 // and then Pebble in key order; fn returns false to stop. The caller holds
 // the shared lock.
-func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
+func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	clock := fixedClock(now)
 	for _, m := range ix.memtablesNewestFirst() {
 		for i := range m.n {
@@ -318,7 +344,7 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 	}
 	it, err := ix.db.NewIter(nil)
 	if err != nil {
-		return wrapPebble(err, "scan")
+		return ix.wrapPebble(err, "scan")
 	}
 	for it.First(); it.Valid(); it.Next() {
 		key := it.Key()
@@ -329,7 +355,7 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 		v, err := it.ValueAndErr()
 		if err != nil {
 			it.Close()
-			return wrapPebble(err, fmt.Sprintf("key %x", key))
+			return ix.wrapPebble(err, fmt.Sprintf("key %x", key))
 		}
 		stored, err := decodeValue(g, v)
 		if err != nil {
@@ -346,7 +372,7 @@ func (ix *Index) Scan(now time.Time, all bool, fn func(Mark) bool) error {
 			break
 		}
 	}
-	return wrapPebble(it.Close(), "scan")
+	return ix.wrapPebble(it.Close(), "scan")
 }
 
 // fixedClock is a clock stopped at one time, so that a scan answers for

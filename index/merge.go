@@ -16,8 +16,11 @@ import (
 // in each of them: four at ten times ExpectedMarks. A checkpoint that finds
 // such a chain merges it into one filter, built from the generation's keys
 // in Pebble once the checkpoint has put them all there. The merge runs
-// without the lock; the marks added meanwhile are recorded and added to
-// the merged filter when it replaces the chain, under the lock.
+// without the lock; the marks applied meanwhile are recorded and added to
+// the merged filter when it replaces the chain, under the lock. That
+// includes each extension the chain already tested positive for and so did
+// not add: the positive may be false, and the merged filter is built from
+// Pebble, which does not hold the extension yet.
 
 // merge is the merge of one generation's chain.
 type merge struct {
@@ -43,13 +46,17 @@ func (ix *Index) startMerges(f *Frozen) {
 // picked, from the keys of its generation in Pebble: those of f's
 // memtable included, so Persist must have succeeded. It needs no lock.
 // Whatever it returns, EndMerges must follow.
-func (ix *Index) MergeChains(f *Frozen) error {
+func (ix *Index) MergeChains(f *Frozen) (err error) {
+	defer ix.catchFatal(&err)
+	if err := ix.failed(); err != nil {
+		return err
+	}
 	for _, m := range f.merges {
 		b := newFilter(m.capacity, m.k, ix.opts.FalsePositiveRate)
 		g := m.gf.gen
 		it, err := ix.db.NewIter(&pebble.IterOptions{LowerBound: g.Append(nil), UpperBound: (g + 1).Append(nil)})
 		if err != nil {
-			return wrapPebble(err, "merging filters")
+			return ix.wrapPebble(err, "merging filters")
 		}
 		// The keys come in key order, so their blocks in random order:
 		// hashes gathered a batch at a time have their blocks loaded
@@ -63,8 +70,8 @@ func (ix *Index) MergeChains(f *Frozen) error {
 			}
 		}
 		setAllBits(b, hashes)
-		if err := errors.Join(it.Error(), it.Close()); err != nil {
-			return fmt.Errorf("merging the filters of generation %x: %w", uint64(g), wrapPebble(err, "merging filters"))
+		if err := ix.wrapPebble(errors.Join(it.Error(), it.Close()), fmt.Sprintf("merging the filters of generation %x", uint64(g))); err != nil {
+			return err
 		}
 		m.filter = b
 	}

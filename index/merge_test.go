@@ -112,6 +112,64 @@ func TestMergeChains(t *testing.T) {
 	}
 }
 
+// TestExtensionsDuringMergeStayCovered extends, while a merge of a chain
+// runs, marks of a shorter generation into the chain's. At a high
+// false-positive rate the chain tests positive for many of them, so they
+// take no filter room; the merged filter must cover them all the same, or
+// they read as new once their first generation ends.
+func TestExtensionsDuringMergeStayCovered(t *testing.T) {
+	const long, short = 2 * time.Hour, 10 * time.Minute
+	opts := testOptions(vfs.NewMem())
+	opts.FalsePositiveRate = 0.3
+	ix, _ := openIndex(t, opts)
+	lsn := uint64(0)
+	apply := func(b *Batch) {
+		lsn++
+		ix.Apply(b, lsn)
+	}
+	var first, extended []mark
+	for i := range 2500 {
+		first = append(first, mark{id: fmt.Sprintf("first-%d", i), ttl: long})
+	}
+	for i := range 400 {
+		extended = append(extended, mark{id: fmt.Sprintf("extended-%d", i), ttl: short})
+	}
+	apply(markBatch(ix, first[:1200]...))
+	checkpointIndex(t, ix)
+	apply(markBatch(ix, first[1200:]...)) // a chain of two filters
+	apply(markBatch(ix, extended...))
+
+	f := ix.Freeze(testNow)
+	require.True(t, f.Merging())
+	require.NoError(t, ix.Persist(f))
+	ix.Release(f)
+	var b Batch
+	d := ttl.DeadlineOf(testNow, long)
+	g := ttl.GenOf(long, d)
+	positive := 0
+	for _, m := range extended {
+		k := ix.Key([]byte(m.id))
+		if ix.filters[g].test(k.hash) {
+			positive++
+		}
+		b.Extend(k, g, d, nil)
+	}
+	require.Positive(t, positive, "the chain must test positive for some extensions")
+	apply(&b)
+	require.NoError(t, ix.MergeChains(f))
+	ix.EndMerges(f)
+	require.Len(t, ix.filters[g].filters, 1, "merged")
+
+	later := testNow.Add(2 * short) // the short generation has ended
+	var asNew []string
+	for _, m := range extended {
+		if _, live := lookup(t, ix, m.id, later); !live {
+			asNew = append(asNew, m.id)
+		}
+	}
+	assert.Empty(t, asNew, "extended into the merged generation, yet new (%d of which the chain tested positive for)", positive)
+}
+
 // TestFailedMergeKeepsChain fails every read while a merge reads Pebble
 // back: MergeChains reports it, and EndMerges leaves the chain, which
 // still covers every mark, and stops recording.
