@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -474,6 +475,7 @@ func TestReplayStartAtFirstSegment(t *testing.T) {
 // failSyncData is an errorfs injector that, once armed, fails every
 // SyncData of a segment file, and counts those it sees.
 type failSyncData struct {
+	err   error // what an armed SyncData returns
 	armed atomic.Bool
 	calls atomic.Int64
 }
@@ -486,41 +488,52 @@ func (f *failSyncData) MaybeError(op errorfs.Op) error {
 	}
 	f.calls.Add(1)
 	if f.armed.Load() {
-		return errorfs.ErrInjected
+		return f.err
 	}
 	return nil
 }
 
 // TestFailedSyncIsFailStop fails one fsync of the WAL. The record waiting
 // on it must fail, and so must everything after, even once the disk works
-// again: a failed fsync is never retried. What was acknowledged before
-// survives a reopen.
+// again: a failed fsync is never retried, not even one interrupted by a
+// signal, which may have consumed the report of a failed writeback. What
+// was acknowledged before survives a reopen.
 func TestFailedSyncIsFailStop(t *testing.T) {
-	mem := vfs.NewMem()
-	inj := &failSyncData{}
-	l, _ := openLog(t, errorfs.Wrap(mem, inj), Options{Sync: SyncAlways}, 0)
-	acked := appendN(t, l, 0, 5)
+	for _, tc := range []struct {
+		name string
+		err  error
+	}{
+		{"an I/O error", errorfs.ErrInjected},
+		{"EINTR", syscall.EINTR},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			inj := &failSyncData{err: tc.err}
+			l, _ := openLog(t, errorfs.Wrap(mem, inj), Options{Sync: SyncAlways}, 0)
+			acked := appendN(t, l, 0, 5)
 
-	inj.armed.Store(true)
-	lsn, err := l.Append([]byte("doomed"))
-	require.NoError(t, err, "Append only queues the record")
-	err = l.Wait(lsn)
-	require.ErrorIs(t, err, errorfs.ErrInjected, "Wait must report the failed fsync")
-	inj.armed.Store(false)
-	calls := inj.calls.Load()
+			inj.armed.Store(true)
+			lsn, err := l.Append([]byte("doomed"))
+			require.NoError(t, err, "Append only queues the record")
+			err = l.Wait(lsn)
+			require.ErrorIs(t, err, tc.err, "Wait must report the failed fsync")
+			inj.armed.Store(false)
+			calls := inj.calls.Load()
 
-	_, err = l.Append([]byte("after"))
-	assert.ErrorIs(t, err, errorfs.ErrInjected, "the log is fail-stop")
-	assert.ErrorIs(t, l.Err(), errorfs.ErrInjected)
-	assert.ErrorIs(t, l.Close(), errorfs.ErrInjected, "Close returns the sticky error")
-	assert.Equal(t, calls, inj.calls.Load(), "no fsync may follow the failed one")
+			_, err = l.Append([]byte("after"))
+			assert.ErrorIs(t, err, tc.err, "the log is fail-stop")
+			assert.ErrorIs(t, l.Err(), tc.err)
+			assert.ErrorIs(t, l.Close(), tc.err, "Close returns the sticky error")
+			assert.Equal(t, calls, inj.calls.Load(), "no fsync may follow the failed one")
 
-	l, got, err := tryOpen(mem, Options{}, 0)
-	require.NoError(t, err)
-	require.NoError(t, l.Close())
-	require.GreaterOrEqual(t, len(got), len(acked))
-	requireReplay(t, acked, got[:len(acked)], "every acknowledged record survives")
-	assert.LessOrEqual(t, len(got), len(acked)+1, "only the record whose fsync failed may follow them")
+			l, got, err := tryOpen(mem, Options{}, 0)
+			require.NoError(t, err)
+			require.NoError(t, l.Close())
+			require.GreaterOrEqual(t, len(got), len(acked))
+			requireReplay(t, acked, got[:len(acked)], "every acknowledged record survives")
+			assert.LessOrEqual(t, len(got), len(acked)+1, "only the record whose fsync failed may follow them")
+		})
+	}
 }
 
 // TestLogWithoutStateDropsZeroSegment opens a log as an earlier build
