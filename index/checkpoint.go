@@ -181,8 +181,12 @@ func (ix *Index) RebuildFilters() (err error) {
 type Frozen struct {
 	mem     *memtable
 	filters map[ttl.Gen]*genFilter // clones of the dirty ones; nil for clean
-	dropped []ttl.Gen              // wholly expired: Persist deletes their key ranges
-	merges  []*merge               // chains to merge once persisted
+	dropped []ttl.Gen              // wholly expired or dropped early: Persist deletes their key ranges
+	// keepAfter holds, for a generation dropped early, the memtable's last
+	// LSN at the drop: its marks applied later are written after the
+	// excision, not dropped with it.
+	keepAfter map[ttl.Gen]uint64
+	merges    []*merge // chains to merge once persisted
 }
 
 // LSN is the WAL LSN the frozen state covers.
@@ -192,9 +196,6 @@ func (f *Frozen) LSN() uint64 { return f.mem.lastLSN }
 // MergeChains and EndMerges then follow Release.
 func (f *Frozen) Merging() bool { return len(f.merges) > 0 }
 
-// Dropped returns the generations the checkpoint drops.
-func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
-
 // Freeze starts a checkpoint at now: the memtable stops taking writes, the
 // changed filters are copied, and the generations wholly expired at now
 // leave the read path, their filters discarded. Persist deletes their keys
@@ -202,12 +203,17 @@ func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
 // grew a chain of filters are picked for MergeChains. The caller holds the
 // exclusive lock.
 func (ix *Index) Freeze(now time.Time) *Frozen {
-	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters)), dropped: ix.pendingDrops}
+	f := &Frozen{mem: ix.mem, filters: make(map[ttl.Gen]*genFilter, len(ix.filters)), keepAfter: ix.pendingDrops}
+	f.dropped = slices.Collect(maps.Keys(ix.pendingDrops))
 	ix.pendingDrops = nil
 	for g, gf := range ix.filters {
 		switch {
 		case gf.end <= now.UnixNano():
-			f.dropped = append(f.dropped, g)
+			if _, early := f.keepAfter[g]; early {
+				delete(f.keepAfter, g) // reopened since, and expired now
+			} else {
+				f.dropped = append(f.dropped, g)
+			}
 			ix.dropGen(g)
 		case gf.dirty:
 			f.filters[g] = gf.clone()
@@ -315,13 +321,26 @@ func (ix *Index) removeStaleSnapshots() {
 
 // writeMemtable writes the frozen memtable into Pebble as one sorted table
 // per generation, ingested together: no Pebble memtable, WAL or flush on
-// the way. None of the memtable's marks in a dropped generation is
-// written, and each dropped generation's key range is then excised. A
+// the way. Each dropped generation's key range is excised first, and none
+// of the memtable's marks in it is written but those applied after an
+// early drop (see Frozen.keepAfter). A
 // forgotten ID's older versions are deleted from every generation that
 // existed when it was frozen, which is every one that can hold them.
 func (ix *Index) writeMemtable(f *Frozen) error {
 	m := f.mem
 	gens := f.rows()
+
+	// A crash between the excisions, the ingestion and the CHECKPOINT that
+	// follows is safe: the dropped generations are expired, or dropped
+	// early by DropOldest, and the next checkpoint drops them again; the
+	// marks to keep are still in the WAL behind the old CHECKPOINT.
+	for _, g := range f.dropped {
+		start := time.Now()
+		if err := ix.db.Excise(context.Background(), pebble.KeyRange{Start: g.Append(nil), End: (g + 1).Append(nil)}); err != nil {
+			return ix.wrapPebble(err, "dropping a generation")
+		}
+		ix.compactions.reclaim.Add(int64(time.Since(start)))
+	}
 
 	// One table per generation: a new generation's first table overlaps
 	// nothing and goes straight to the bottom level, and a dropped
@@ -366,17 +385,16 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 			return ix.wrapPebble(err, "ingesting a checkpoint")
 		}
 	}
-	// A crash between the ingestion, the excisions and the CHECKPOINT that
-	// follows is safe: the dropped generations are expired, or dropped
-	// early by DropOldest, and the next checkpoint drops them again.
-	for _, g := range f.dropped {
-		start := time.Now()
-		if err := ix.db.Excise(context.Background(), pebble.KeyRange{Start: g.Append(nil), End: (g + 1).Append(nil)}); err != nil {
-			return ix.wrapPebble(err, "dropping a generation")
-		}
-		ix.compactions.reclaim.Add(int64(time.Since(start)))
-	}
 	return ix.failed()
+}
+
+// drops reports whether the checkpoint drops the mark of e: its
+// generation is dropped, and e was not applied after an early drop.
+func (f *Frozen) drops(e *memEntry) bool {
+	if keep, early := f.keepAfter[e.gen]; early && e.lsn > keep {
+		return false
+	}
+	return slices.Contains(f.dropped, e.gen)
 }
 
 // rows returns the rows of each generation's table, unsorted. They are
@@ -393,7 +411,7 @@ func (f *Frozen) rows() map[ttl.Gen][]row {
 					}
 				}
 			}
-			if !e.deleted && !slices.Contains(f.dropped, e.gen) {
+			if !e.deleted && !f.drops(e) {
 				add(e.gen, i, false)
 			}
 		}

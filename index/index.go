@@ -89,8 +89,10 @@ type Index struct {
 	mem    *memtable
 	frozen []*memtable // oldest first; being persisted
 	// pendingDrops are the generations DropOldest took out, whose keys the
-	// next checkpoint deletes.
-	pendingDrops []ttl.Gen
+	// next checkpoint deletes, each with the memtable's last LSN when it
+	// was dropped: marks applied after that (a clock set back can reopen
+	// a closed generation) are kept.
+	pendingDrops map[ttl.Gen]uint64
 	ckpt         checkpoint // the last one written; owned by Persist
 	ckptLSN      atomic.Uint64
 
@@ -529,7 +531,10 @@ func (ix *Index) DropOldest(now time.Time) (ttl.Gen, bool) {
 		return 0, false
 	}
 	ix.dropGen(oldest.gen)
-	ix.pendingDrops = append(ix.pendingDrops, oldest.gen)
+	if ix.pendingDrops == nil {
+		ix.pendingDrops = make(map[ttl.Gen]uint64)
+	}
+	ix.pendingDrops[oldest.gen] = ix.mem.lastLSN
 	return oldest.gen, true
 }
 

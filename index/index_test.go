@@ -495,3 +495,43 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 		assert.ErrorIs(t, ix.Close(), ErrFailed, "Close")
 	})
 }
+
+// TestMarksAfterAnEarlyDropAreKept drops a generation early, as
+// DropOldest does for capacity, then writes marks into it again before the
+// checkpoint, as a wall clock set back makes possible: the checkpoint
+// deletes the marks written before the drop and keeps those after it.
+func TestMarksAfterAnEarlyDropAreKept(t *testing.T) {
+	fs := vfs.NewMem()
+	ix, closeIndex := openIndex(t, testOptions(fs))
+	checkpointed := generationMarks(10, time.Minute)
+	ix.Apply(markBatch(ix, checkpointed...), 1)
+	checkpointIndex(t, ix)
+	var before, after []mark
+	for i := range 10 {
+		before = append(before, mark{id: fmt.Sprintf("before-%d", i), ttl: time.Minute})
+		after = append(after, mark{id: fmt.Sprintf("after-%d", i), ttl: time.Minute})
+	}
+	ix.Apply(markBatch(ix, before...), 2)
+
+	g, ok := ix.DropOldest(testNow.Add(40 * time.Second))
+	require.True(t, ok, "the minute marks' generation no longer takes marks 40 s on")
+	require.Equal(t, entryOf(after[0], 0).Gen, g, "the marks after the drop go to the dropped generation")
+	ix.Apply(markBatch(ix, after...), 3)
+	checkpointIndex(t, ix)
+
+	check := func(when string) {
+		for _, m := range append(checkpointed, before...) {
+			assertAbsent(t, ix, m.id, testNow)
+		}
+		for _, m := range after {
+			assertLive(t, ix, m.id, testNow, entryOf(m, 0)) // from Pebble, which keeps no LSN
+		}
+		c, err := ix.Verify(testNow)
+		require.NoError(t, err, when)
+		assert.Empty(t, c.Uncovered, "%s: every mark in Pebble is covered by its filter", when)
+	}
+	check("after the checkpoint")
+	closeIndex()
+	ix, _ = openIndex(t, testOptions(fs))
+	check("after reopen")
+}
