@@ -262,19 +262,8 @@ func (s *Store) clearInterruptedCreation() error {
 // Pebble table or a WAL record. An interrupted creation leaves none, since
 // FORMAT is written before Open returns and so before any write.
 func storeData(fs vfs.FS, dir string) (string, error) {
-	if _, err := fs.Stat(fs.PathJoin(dir, indexDir, "CHECKPOINT")); err == nil {
-		return "a checkpoint", nil
-	} else if !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	tables, err := fs.List(fs.PathJoin(dir, indexDir, "db"))
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return "", err
-	}
-	for _, n := range tables {
-		if strings.HasSuffix(n, ".sst") {
-			return "Pebble table " + n, nil
-		}
+	if what, err := index.HasData(fs, fs.PathJoin(dir, indexDir)); what != "" || err != nil {
+		return what, err
 	}
 	written, err := wal.HasRecords(fs, fs.PathJoin(dir, walDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {

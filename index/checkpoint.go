@@ -24,7 +24,30 @@ import (
 const (
 	filtersDir     = "filters"
 	checkpointFile = "CHECKPOINT"
+	pebbleDir      = "db"
 )
+
+// HasData names the data in the index directory dir that only an index
+// that was written to holds: a checkpoint or a Pebble table; "" if there
+// is none. It tells an index that was only created, as an interrupted
+// creation of a store leaves it, from one that holds marks.
+func HasData(fs vfs.FS, dir string) (string, error) {
+	if _, err := fs.Stat(fs.PathJoin(dir, checkpointFile)); err == nil {
+		return "a checkpoint", nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	tables, err := fs.List(fs.PathJoin(dir, pebbleDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	for _, n := range tables {
+		if strings.HasSuffix(n, ".sst") {
+			return "Pebble table " + n, nil
+		}
+	}
+	return "", nil
+}
 
 // checkpoint is what the CHECKPOINT file records: the WAL LSN that Pebble
 // and the filter snapshots cover, and the snapshot file of each generation.
@@ -503,7 +526,7 @@ func (ix *Index) CopyTo(dir string) (err error) {
 	if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 		return err
 	}
-	if err := ix.db.Checkpoint(fs.PathJoin(dir, "db")); err != nil {
+	if err := ix.db.Checkpoint(fs.PathJoin(dir, pebbleDir)); err != nil {
 		return ix.wrapPebble(err, "checkpoint copy")
 	}
 	names := []string{checkpointFile}

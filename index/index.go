@@ -172,7 +172,7 @@ func Open(dir string, opts Options) (*Index, error) {
 	ix.ckpt = ck
 	ix.ckptLSN.Store(ck.lsn)
 	ix.mem.lastLSN = ck.lsn
-	if ix.db, ix.pebbleOpts, err = ix.openPebble(fs.PathJoin(dir, "db"), ck.stored); err != nil {
+	if ix.db, ix.pebbleOpts, err = ix.openPebble(fs.PathJoin(dir, pebbleDir), ck.stored); err != nil {
 		return nil, err
 	}
 	if err := ix.loadFilters(); err != nil {
