@@ -12,10 +12,20 @@
 // generation is one contiguous key range; values are the 8-byte deadline
 // followed by the mark's value.
 //
-// Concurrency: MayHold may run concurrently with anything. Lookup may run
-// concurrently with other Lookups. Apply,
-// Freeze and Release need the caller's exclusive lock against everything
-// else. Persist needs no lock, and at most one runs at a time.
+// Concurrency: the index does not lock its own state (the memtables, the
+// map of filters, the pending drops). Its caller holds one read-write lock
+// over it, and each method needs:
+//   - no lock: MayHold, which reads an immutable, atomically published set
+//     of filter chains, so an absent ID is answered while Apply runs; Key,
+//     CheckpointLSN, FilterMisses, CompactionTimes, DiskBytes, KeptBytes
+//     and Compact, which read atomics or Pebble's own synchronized state;
+//     Persist and MergeChains, on a Frozen the caller owns, one at a time;
+//   - the shared lock: Lookup, LookupBatch, Explain, Scan, Verify, Marks,
+//     MemMarks, Window, Gens and Expired;
+//   - the exclusive lock: Apply, DropOldest, Freeze, Release, EndMerges
+//     and CopyTo;
+//   - nothing else running: Replay and RebuildFilters, during the caller's
+//     Open, and Close.
 package index
 
 import (
