@@ -47,6 +47,39 @@
 //   - Bad input gets a named error and changes nothing; a failed write or
 //     fsync makes the store fail-stop for writes until it is reopened.
 //
+// # Expiry and capacity
+//
+// A generation is the set of marks whose deadlines fall in one time bucket
+// whose span is a quarter of their TTL, rounded down to a power of two
+// seconds, so marks of one TTL live in 5 to 9 generations. Each checkpoint
+// writes one Pebble table per generation, so a dropped generation's
+// tables hold nothing else and Pebble deletes them whole when its key
+// range is excised. The span is a trade: each live generation is one more
+// filter for a lookup to test, and halving the span would tighten the
+// 1.25 × TTL bound on reclaiming to 1.125 × TTL at the price of twice the
+// generations.
+//
+// A new generation's filter is sized for the fullest earlier generation of
+// its TTL class, so steady traffic gets one filter per generation; one
+// that outgrows its estimate grows a chain of larger filters, keeping the
+// false-positive rate within 4/3 of the target. Each filter of a chain
+// costs a lookup one more cache miss, so the checkpoint after a chain
+// grows merges it into one filter, read back from Pebble without the lock
+// and swapped in under it; marks written meanwhile are added too.
+//
+// Stats.EffectiveWindow is estimated from each generation's first write
+// and longest TTL, which WAL records and filter snapshots carry: never
+// below the true age of the oldest live mark, and at most one write
+// interval above it.
+//
+// MaxMarks counts marks until their generation is dropped, expired ones
+// included. MaxDiskBytes is measured at Open and after each checkpoint, so
+// a store passes it by at most what one checkpoint interval writes; the
+// WAL keeps its current segment and the spare it prepares once that is
+// half full, which no drop gives back. Under DropOldest the drop is durable
+// from the checkpoint it requests at once: a crash before that checkpoint
+// completes may bring the marks back, erring on the side of remembering.
+//
 // # Concurrency
 //
 // All methods are safe for concurrent use. Writes serialise on one lock
