@@ -36,6 +36,14 @@ const (
 	SyncNone = wal.SyncNone
 )
 
+// The largest ExpectedMarks and MemtableMarks: each sizes memory that is
+// allocated whole, a filter or a hash table, so a mistyped value would
+// exhaust memory at the first mark rather than fail at Open.
+const (
+	maxExpectedMarks = 1 << 32
+	maxMemtableMarks = 1 << 28
+)
+
 // DefaultMaxTTL is Options.MaxTTL when it is zero.
 const DefaultMaxTTL = 7 * 24 * time.Hour
 
@@ -105,7 +113,8 @@ type Options struct {
 	// marks one generation is expected to hold. A generation that outgrows
 	// it gets a second, larger filter rather than a worse false-positive
 	// rate, and the next checkpoint merges the two into one sized for twice
-	// the generation's marks. Zero means 1<<20.
+	// the generation's marks. Zero means 1<<20. It may not pass 1<<32,
+	// whose filter alone would take gigabytes at the default rate.
 	ExpectedMarks int
 	// FalsePositiveRate is the Bloom filters' target rate: the share of new
 	// IDs that cost a Pebble read. Zero means 0.01. It must be at least 1e-6
@@ -115,7 +124,8 @@ type Options struct {
 
 	// MemtableMarks is how many marks are held in memory before they are
 	// flushed to Pebble and a checkpoint lets old WAL segments go. It bounds
-	// both memory and replay time. Zero means 1<<20.
+	// both memory and replay time. Zero means 1<<20. It may not pass
+	// 1<<28, whose hash table alone would take gigabytes.
 	MemtableMarks int
 	// SegmentSize is the size WAL segments are preallocated to, and of the
 	// spare segment the WAL fills with zeros ahead of its next rotation.
@@ -263,8 +273,8 @@ func (o *Options) validate() error {
 	if o.SyncInterval < 0 {
 		errs = append(errs, fmt.Errorf("SyncInterval %v is negative", o.SyncInterval))
 	}
-	if o.ExpectedMarks < 0 {
-		errs = append(errs, fmt.Errorf("ExpectedMarks %d is negative", o.ExpectedMarks))
+	if o.ExpectedMarks < 0 || o.ExpectedMarks > maxExpectedMarks {
+		errs = append(errs, fmt.Errorf("ExpectedMarks %d must be in (0, %d]", o.ExpectedMarks, maxExpectedMarks))
 	}
 	if !(o.FalsePositiveRate >= index.MinFalsePositiveRate && o.FalsePositiveRate < 1) {
 		errs = append(errs, fmt.Errorf("FalsePositiveRate %v must be in [%v, 1)", o.FalsePositiveRate, index.MinFalsePositiveRate))
@@ -278,8 +288,8 @@ func (o *Options) validate() error {
 	if o.MaxMarks < 0 {
 		errs = append(errs, fmt.Errorf("MaxMarks %d is negative", o.MaxMarks))
 	}
-	if o.MemtableMarks < 0 {
-		errs = append(errs, fmt.Errorf("MemtableMarks %d is negative", o.MemtableMarks))
+	if o.MemtableMarks < 0 || o.MemtableMarks > maxMemtableMarks {
+		errs = append(errs, fmt.Errorf("MemtableMarks %d must be in (0, %d]", o.MemtableMarks, maxMemtableMarks))
 	}
 	if o.ClockJumpGrace < 0 {
 		errs = append(errs, fmt.Errorf("ClockJumpGrace %v is negative", o.ClockJumpGrace))
