@@ -319,7 +319,8 @@ func (g *compactionGate) Create(name string, category vfs.DiskWriteCategory) (vf
 
 // TestMemtableStaysBoundedWhileCompacting writes many memtables' worth of
 // marks while Compact's Pebble compaction runs: checkpoints go on
-// meanwhile, so the memtable never passes twice its bound.
+// meanwhile, so the memtable never passes twice its bound plus the batch
+// that crossed it.
 func TestMemtableStaysBoundedWhileCompacting(t *testing.T) {
 	const memtable = 1000
 	gate := &compactionGate{FS: vfs.NewMem(), reached: make(chan struct{}), open: make(chan struct{})}
@@ -351,7 +352,8 @@ func TestMemtableStaysBoundedWhileCompacting(t *testing.T) {
 		write(fmt.Sprintf("during-%d", i), memtable)
 		most = max(most, s.Stats().MemtableMarks)
 	}
-	assert.LessOrEqual(t, most, 2*memtable, "memtable marks while Compact ran: got %d; want at most %d", most, 2*memtable)
+	bound := 2*memtable + 100 - 1 // one writer, batches of 100
+	assert.LessOrEqual(t, most, bound, "memtable marks while Compact ran: got %d; want at most %d", most, bound)
 	close(gate.open)
 	require.NoError(t, <-compacted)
 }

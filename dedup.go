@@ -60,7 +60,6 @@ type Store struct {
 	results      []index.Result // their lookups, under mu
 	diskBytes    int64          // on disk at Open or the last checkpoint, under mu
 	dropPending  bool           // a drop for MaxDiskBytes awaits its checkpoint, under mu
-	flushing     bool           // a checkpoint is running
 	flushed      *sync.Cond     // on mu: broadcast when a checkpoint ends
 	checkpoint   chan struct{}  // wakes the checkpointer
 	checkpointMu sync.Mutex     // one checkpoint at a time
@@ -490,9 +489,10 @@ func (s *Store) append() (uint64, error) {
 	s.idx.Apply(&s.batch, lsn)
 	if s.idx.MemMarks() >= s.opts.MemtableMarks {
 		s.requestCheckpoint()
-		// Back-pressure: while a checkpoint runs the memtable may grow to
-		// twice its size, and no further.
-		for s.flushing && s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed.Load() {
+		// Back-pressure: the memtable may grow to twice its size, plus the
+		// batches of the writers under way, while the checkpoint requested
+		// starts and runs; past that, writes wait for it.
+		for s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed.Load() {
 			s.flushed.Wait()
 		}
 	}
@@ -775,7 +775,6 @@ func (s *Store) runCheckpoint() error {
 	}
 	now, confirmed := s.expiry.now()
 	frozen := s.idx.Freeze(now)
-	s.flushing = true
 	s.mu.Unlock()
 
 	err := s.expiry.persist(s.opts.FS, s.dir, now, confirmed)
@@ -784,7 +783,6 @@ func (s *Store) runCheckpoint() error {
 	}
 
 	s.mu.Lock()
-	s.flushing = false
 	if err != nil {
 		s.err = fmt.Errorf("dedup: checkpoint failed, writes are refused until reopen: %w", storeError(err))
 		err = s.err
