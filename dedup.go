@@ -824,6 +824,9 @@ func (s *Store) mergeChains(frozen *index.Frozen) {
 	}
 }
 
+// Dir returns the directory the store was opened in, as given to Open.
+func (s *Store) Dir() string { return s.dir }
+
 // Close waits for a running checkpoint and for the calls already under
 // way, makes every acknowledged write durable in every sync mode, and
 // releases the directory. A call under way when Close begins gets its

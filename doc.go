@@ -14,7 +14,8 @@
 // in progress, completed with its result, or a fingerprint mismatch);
 // Complete stores the result and Release gives the key up leaving no
 // mark. Package idempotency builds HTTP middleware and an idempotent
-// message consumer on them.
+// message consumer on them. Package admin serves a live store's read-only
+// views (stats, explain, scan, verify) over HTTP, for dedupctl --addr.
 //
 // # Data path
 //

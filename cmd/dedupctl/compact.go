@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 )
 
 func newCompact(g *globals) *cobra.Command {
@@ -27,7 +28,7 @@ On a terminal a spinner shows on stderr while it runs.`,
 				return err
 			}
 			var before, after compactSizes
-			if before.DiskBytes, err = diskBytes(dir); err != nil {
+			if before.DiskBytes, err = admin.DiskBytes(dir); err != nil {
 				return err
 			}
 			err = g.withStore(cmd, readWrite, func(s *dedup.Store) error {
@@ -41,7 +42,7 @@ On a terminal a spinner shows on stderr while it runs.`,
 			if err != nil {
 				return err
 			}
-			if after.DiskBytes, err = diskBytes(dir); err != nil {
+			if after.DiskBytes, err = admin.DiskBytes(dir); err != nil {
 				return err
 			}
 			return printCompaction(cmd, g, before, after)

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 	"github.com/seed42300104/dedup/idempotency"
 )
 
@@ -25,8 +27,27 @@ with an idempotency record it also shows the record's state, its lease's
 token and end, its request fingerprint and the size of its stored result.
 With --http the arguments are Idempotency-Key values of the HTTP middleware
 (in --scope), not store IDs.`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:        usageArgs(cobra.MinimumNArgs(1)),
+		Annotations: map[string]string{remoteAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if c := g.remote; c != nil {
+				q := url.Values{"id": args}
+				if httpKeys {
+					q.Set("http", "true")
+					q.Set("scope", scope)
+				}
+				return c.lines(cmd, g, "/explain", q, func(line []byte) error {
+					var l admin.ExplainLine
+					if err := json.Unmarshal(line, &l); err != nil {
+						return c.broken(err)
+					}
+					id, err := l.ID.Bytes()
+					if err != nil {
+						return c.broken(err)
+					}
+					return printExplanation(cmd, g, id, l.Explanation)
+				})
+			}
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
 				for _, a := range args {
 					id := []byte(a)
@@ -55,10 +76,7 @@ With --http the arguments are Idempotency-Key values of the HTTP middleware
 func printExplanation(cmd *cobra.Command, g *globals, id []byte, x dedup.Explanation) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
-		return json.NewEncoder(out).Encode(struct {
-			jsonID
-			dedup.Explanation
-		}{newJSONID(id), x})
+		return json.NewEncoder(out).Encode(admin.ExplainLine{ID: admin.NewID(id), Explanation: x})
 	}
 	w := tabwriter.NewWriter(out, 0, 0, 2, ' ', 0)
 	fmt.Fprintf(w, "ID\t%s\n", displayID(id))

@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 )
 
 const (
@@ -144,31 +145,31 @@ func readImport(r io.Reader) ([]importMark, error) {
 // parseImportLine parses and checks a line as the store will, so that a
 // bad line fails the import before anything is written.
 func parseImportLine(b []byte, now time.Time) (importMark, error) {
-	var l markLine
+	var l admin.MarkLine
 	dec := json.NewDecoder(strings.NewReader(string(b)))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&l); err != nil {
 		return importMark{}, fmt.Errorf("malformed JSON: %w", err)
 	}
 	switch {
-	case l.Kind == "" && l.Record == nil, l.Kind == kindMark:
+	case l.Kind == "" && l.Record == nil, l.Kind == admin.KindMark:
 		if l.Record != nil {
 			return importMark{}, errors.New(`a "mark" line with a "record"`)
 		}
-	case l.Kind == kindRecord:
+	case l.Kind == admin.KindRecord:
 		if err := checkRecord(l.Record); err != nil {
 			return importMark{}, err
 		}
 	default:
 		return importMark{}, fmt.Errorf(`"kind" %q: it must be "mark" or "record"`, l.Kind)
 	}
-	if l.ID == "" {
+	if l.ID.Text == "" {
 		return importMark{}, errors.New(`no "id"`)
 	}
 	if l.Deadline == nil {
 		return importMark{}, errors.New(`no "deadline"`)
 	}
-	id, err := l.bytes()
+	id, err := l.ID.Bytes()
 	if err != nil {
 		return importMark{}, fmt.Errorf("id is not base64: %w", err)
 	}

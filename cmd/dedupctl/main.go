@@ -15,6 +15,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 )
 
 // Exit codes, one per kind of failure a script may want to tell apart.
@@ -74,7 +75,10 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 func exitCode(err error) int {
 	var ue usageError
 	var de damageError
+	var p *admin.Problem
 	switch {
+	case errors.As(err, &p):
+		return problemExit(p)
 	case errors.As(err, &ue), errors.Is(err, dedup.ErrEmptyID), errors.Is(err, dedup.ErrIDTooLong),
 		errors.Is(err, dedup.ErrInvalidTTL):
 		return exitUsage
@@ -116,6 +120,8 @@ func version() string {
 type globals struct {
 	dir    string
 	output string
+	addr   string
+	remote *client // set when the command asks the admin handler at addr
 }
 
 func newRoot() *cobra.Command {
@@ -128,16 +134,18 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 
 ` + outputHelp + `
 
+` + addrHelp + `
+
 ` + exitHelp,
 		Version:       version(),
 		Args:          usageArgs(cobra.NoArgs),
 		SilenceUsage:  true,
 		SilenceErrors: true,
-		PersistentPreRunE: func(*cobra.Command, []string) error {
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if g.output != "table" && g.output != "json" {
 				return usageError{fmt.Errorf("-o must be table or json, not %q", g.output)}
 			}
-			return nil
+			return g.resolveAddr(cmd)
 		},
 		// Runnable, so that an unknown command reaches Args and is a usage
 		// error; with no command it prints the help.
@@ -146,6 +154,7 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 	root.SetVersionTemplate("dedupctl {{.Version}}\n")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
+	root.PersistentFlags().StringVar(&g.addr, "addr", os.Getenv("DEDUP_ADDR"), "URL of a running process's admin handler, for get, explain, scan, stats and verify (default $DEDUP_ADDR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g), newVerify(g), newExplain(g), newScan(g), newExport(g), newImport(g), newRepair(g), newSnapshot(g))
 	return root

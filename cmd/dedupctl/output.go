@@ -1,7 +1,6 @@
 package main
 
 import (
-	"encoding/base64"
 	"strconv"
 	"strings"
 	"unicode"
@@ -38,26 +37,4 @@ func displayID(id []byte) string {
 		return s
 	}
 	return strconv.Quote(s)
-}
-
-// jsonID is an ID as JSON output writes it: as a string, or in base64 with
-// IDBase64 set when it is not valid UTF-8, which JSON strings cannot hold.
-type jsonID struct {
-	ID       string `json:"id"`
-	IDBase64 bool   `json:"id_base64,omitempty"`
-}
-
-func newJSONID(id []byte) jsonID {
-	if !utf8.Valid(id) {
-		return jsonID{ID: base64.StdEncoding.EncodeToString(id), IDBase64: true}
-	}
-	return jsonID{ID: string(id)}
-}
-
-// bytes decodes the ID.
-func (j jsonID) bytes() ([]byte, error) {
-	if j.IDBase64 {
-		return base64.StdEncoding.DecodeString(j.ID)
-	}
-	return []byte(j.ID), nil
 }

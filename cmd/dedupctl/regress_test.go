@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 	"github.com/seed42300104/dedup/idempotency"
 )
 
@@ -158,7 +159,7 @@ func TestJSONOutputEverywhere(t *testing.T) {
 	code, stdout, stderr = runIn(t, nil, "--dir", dir, "-o", "json", "verify")
 	assert.Equal(t, exitCorrupt, code)
 	assert.Contains(t, stderr, "store corrupt")
-	var vr verifyReport
+	var vr admin.VerifyReport
 	require.NoError(t, json.Unmarshal([]byte(stdout), &vr), "verify reports damage on stdout: %q", stdout)
 	assert.False(t, vr.OK)
 	assert.Contains(t, vr.Damage, "0000000000000001.wal")
@@ -202,7 +203,7 @@ func TestStatsAndCompactMeasureDiskAlike(t *testing.T) {
 		_, err = s.CheckAndMark([]byte("c"), 0)
 		require.NoError(t, err)
 	})
-	want, err := diskBytes(dir)
+	want, err := admin.DiskBytes(dir)
 	require.NoError(t, err)
 
 	code, stdout, stderr := runIn(t, nil, "--dir", dir, "-o", "json", "stats")
@@ -220,7 +221,7 @@ func TestStatsAndCompactMeasureDiskAlike(t *testing.T) {
 	}
 	require.NoError(t, json.Unmarshal([]byte(stdout), &c))
 	assert.Equal(t, want, c.Before.DiskBytes, "compact, before")
-	after, err := diskBytes(dir)
+	after, err := admin.DiskBytes(dir)
 	require.NoError(t, err)
 	assert.Equal(t, after, c.After.DiskBytes, "compact, after")
 }

@@ -4,11 +4,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/url"
+	"strconv"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 )
 
 func newScan(g *globals) *cobra.Command {
@@ -24,35 +27,32 @@ lease's token and end) or completed. With --expired it also streams the
 versions that are not live: expired, forgotten, or superseded by a later
 mark of the same ID. --state keeps one state only: --state in-progress
 lists the leases, live or ended, of work begun and never completed.`,
-		Args: usageArgs(cobra.NoArgs),
+		Args:        usageArgs(cobra.NoArgs),
+		Annotations: map[string]string{remoteAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			if limit < 0 {
-				return usageError{fmt.Errorf("--limit must not be negative")}
+			q := admin.ScanQuery{Prefix: []byte(prefix), Limit: limit, Expired: expired, State: only}
+			if err := q.Check(); err != nil {
+				return usageError{err}
 			}
-			switch only {
-			case "", "live", "in-progress", "completed":
-			case "expired", "forgotten", "superseded":
-				expired = true
-			default:
-				return usageError{fmt.Errorf("--state must be live, in-progress, completed, expired, forgotten or superseded, not %q", only)}
+			now := time.Now()
+			if c := g.remote; c != nil {
+				v := url.Values{"prefix": {prefix}, "limit": {strconv.Itoa(limit)},
+					"expired": {strconv.FormatBool(expired)}, "state": {only}}
+				return c.lines(cmd, g, "/scan", v, func(line []byte) error {
+					var l admin.MarkLine
+					if err := json.Unmarshal(line, &l); err != nil {
+						return c.broken(err)
+					}
+					return writeMarkLine(cmd.OutOrStdout(), l, now)
+				})
 			}
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
-				now := time.Now()
 				enc := json.NewEncoder(cmd.OutOrStdout())
-				n := 0
-				return scanEach(s, []byte(prefix), expired, func(m dedup.Mark) (bool, error) {
-					st := state(m, now)
-					if only != "" && st != only {
-						return true, nil
+				return admin.Scan(s, q, func(l admin.MarkLine) error {
+					if g.output == "json" {
+						return enc.Encode(l)
 					}
-					n++
-					more := limit == 0 || n < limit
-					if g.output != "json" {
-						return more, writeMarkLine(cmd.OutOrStdout(), m, st, now)
-					}
-					l := newMarkLine(m)
-					l.Live, l.State = &m.Live, st
-					return more, enc.Encode(l)
+					return writeMarkLine(cmd.OutOrStdout(), l, now)
 				})
 			})
 		},
@@ -89,7 +89,7 @@ stdout is not, a spinner on stderr counts the marks.`,
 				defer spin.Finish()
 				return scanEach(s, nil, false, func(m dedup.Mark) (bool, error) {
 					spin.Add(1)
-					return true, enc.Encode(newMarkLine(m))
+					return true, enc.Encode(admin.NewMarkLine(m))
 				})
 			})
 		},
@@ -111,64 +111,21 @@ func scanEach(s *dedup.Store, prefix []byte, all bool, write func(dedup.Mark) (m
 	return werr
 }
 
-// markLine is one mark as a JSON line: what export writes and import
-// reads, and, with Live and State, what scan -o json writes. Kind says
-// what the line holds: a plain mark, or a mark with its idempotency
-// record, which import restores whole.
-type markLine struct {
-	Kind string `json:"kind"`
-	jsonID
-	Deadline *time.Time    `json:"deadline,omitempty"`
-	Live     *bool         `json:"live,omitempty"`
-	State    string        `json:"state,omitempty"`
-	Record   *dedup.Record `json:"record,omitempty"`
-}
-
-// The kinds of markLine.
-const (
-	kindMark   = "mark"
-	kindRecord = "record"
-)
-
-func newMarkLine(m dedup.Mark) markLine {
-	l := markLine{Kind: kindMark, jsonID: newJSONID(m.ID), Record: m.Record}
-	if m.Record != nil {
-		l.Kind = kindRecord
+// writeMarkLine writes a scanned mark as "ID deadline state",
+// tab-separated, and for a record in progress its lease.
+func writeMarkLine(w io.Writer, l admin.MarkLine, now time.Time) error {
+	id, err := l.ID.Bytes()
+	if err != nil {
+		return err
 	}
-	if !m.Deadline.IsZero() {
-		d := m.Deadline.UTC()
-		l.Deadline = &d
-	}
-	return l
-}
-
-// state names what a scanned version is: a live mark with an idempotency
-// record is in the record's state.
-func state(m dedup.Mark, now time.Time) string {
-	switch {
-	case m.Live && m.Record != nil:
-		return m.Record.State.String()
-	case m.Live:
-		return "live"
-	case m.Deadline.IsZero():
-		return "forgotten"
-	case !now.Before(m.Deadline):
-		return "expired"
-	}
-	return "superseded"
-}
-
-// writeMarkLine writes a mark as "ID deadline state", tab-separated, and
-// for a record in progress its lease.
-func writeMarkLine(w io.Writer, m dedup.Mark, state string, now time.Time) error {
 	deadline := "-"
-	if !m.Deadline.IsZero() {
-		deadline = stamp(m.Deadline)
+	if l.Deadline != nil {
+		deadline = stamp(*l.Deadline)
 	}
-	line := fmt.Sprintf("%s\t%s\t%s", displayID(m.ID), deadline, state)
-	if m.Live && m.Record != nil && m.Record.State == dedup.StateInProgress {
-		line += "\t" + describeRecord(*m.Record, now)
+	line := fmt.Sprintf("%s\t%s\t%s", displayID(id), deadline, l.State)
+	if l.Live != nil && *l.Live && l.Record != nil && l.Record.State == dedup.StateInProgress {
+		line += "\t" + describeRecord(*l.Record, now)
 	}
-	_, err := fmt.Fprintln(w, line)
+	_, err = fmt.Fprintln(w, line)
 	return err
 }

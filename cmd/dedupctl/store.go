@@ -2,10 +2,8 @@ package main
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io/fs"
-	"path/filepath"
+	"net/url"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -13,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 )
 
 // openStore opens the store under --dir with opts, sending the store's
@@ -100,12 +99,31 @@ func argIDs(args []string) [][]byte {
 
 func newSeen(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:   "get ID...",
-		Short: "Tell whether IDs have a live mark, without marking them",
-		Args:  usageArgs(cobra.MinimumNArgs(1)),
+		Use:         "get ID...",
+		Short:       "Tell whether IDs have a live mark, without marking them",
+		Args:        usageArgs(cobra.MinimumNArgs(1)),
+		Annotations: map[string]string{remoteAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			ids := argIDs(args)
+			if c := g.remote; c != nil {
+				seen := make([]bool, 0, len(ids))
+				err := c.lines(cmd, g, "/get", url.Values{"id": args}, func(line []byte) error {
+					var l admin.SeenLine
+					if err := json.Unmarshal(line, &l); err != nil {
+						return c.broken(err)
+					}
+					seen = append(seen, l.Live)
+					return nil
+				})
+				if err != nil || g.output == "json" {
+					return err
+				}
+				if len(seen) != len(ids) {
+					return c.broken(fmt.Errorf("%d answers for %d IDs", len(seen), len(ids)))
+				}
+				return printIDs(cmd, g, ids, "live", seen)
+			}
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
-				ids := argIDs(args)
 				seen := make([]bool, len(ids))
 				for i, id := range ids {
 					var err error
@@ -152,9 +170,9 @@ func printIDs(cmd *cobra.Command, g *globals, ids [][]byte, field string, vals [
 	if g.output == "json" {
 		enc := json.NewEncoder(out)
 		for i, id := range ids {
-			j := newJSONID(id)
-			line := map[string]any{"id": j.ID, field: vals[i]}
-			if j.IDBase64 {
+			j := admin.NewID(id)
+			line := map[string]any{"id": j.Text, field: vals[i]}
+			if j.Base64 {
 				line["id_base64"] = true
 			}
 			if err := enc.Encode(line); err != nil {
@@ -171,51 +189,6 @@ func printIDs(cmd *cobra.Command, g *globals, ids [][]byte, field string, vals [
 	return w.Flush()
 }
 
-// diskBytes is the one measure of a store's size on disk that stats and
-// compact report: the sizes of all the files under dir added up, as
-// du --apparent-size counts them (du -sb). It includes the WAL's
-// preallocated segments and everything Pebble keeps.
-func diskBytes(dir string) (int64, error) {
-	var n int64
-	err := filepath.WalkDir(dir, func(_ string, d fs.DirEntry, err error) error {
-		if err != nil {
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil // removed while we walk, as an obsolete table is
-			}
-			return err
-		}
-		if d.Type().IsRegular() {
-			info, err := d.Info()
-			if errors.Is(err, fs.ErrNotExist) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			n += info.Size()
-		}
-		return nil
-	})
-	return n, err
-}
-
-// statsReport is what stats prints, as a table or as JSON: the same
-// fields in both.
-type statsReport struct {
-	FormatVersion    int                     `json:"format_version"`
-	Marks            uint64                  `json:"marks"`
-	EffectiveWindow  time.Duration           `json:"effective_window_ns"`
-	MemtableMarks    int                     `json:"memtable_marks"`
-	FilterBytes      uint64                  `json:"filter_bytes"`
-	FilterFPEstimate float64                 `json:"filter_fp_estimate"`
-	DiskBytes        int64                   `json:"disk_bytes"`
-	WALSegments      int                     `json:"wal_segments"`
-	WALBytes         int64                   `json:"wal_bytes"`
-	LastLSN          uint64                  `json:"last_lsn"`
-	CheckpointLSN    uint64                  `json:"checkpoint_lsn"`
-	Generations      []dedup.GenerationStats `json:"generations"`
-}
-
 func newStats(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "stats",
@@ -223,25 +196,16 @@ func newStats(g *globals) *cobra.Command {
 		Long: `Prints the store's sizes, generations and WAL state. disk bytes is the
 size of every file under --dir added up, as du -sb counts it; compact
 reports the same measure.`,
-		Args: usageArgs(cobra.NoArgs),
+		Args:        usageArgs(cobra.NoArgs),
+		Annotations: map[string]string{remoteAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c := g.remote; c != nil {
+				var r admin.StatsReport
+				return c.document(cmd, g, "/stats", nil, &r, func() error { return printStats(cmd, g, r) })
+			}
 			return g.withStore(cmd, readOnly, func(s *dedup.Store) error {
-				st := s.Stats()
-				r := statsReport{
-					FormatVersion: dedup.FormatVersion, EffectiveWindow: st.EffectiveWindow,
-					MemtableMarks: st.MemtableMarks, FilterBytes: st.FilterBytes,
-					WALSegments: st.WALSegments, WALBytes: st.WALBytes,
-					LastLSN: st.LastLSN, CheckpointLSN: st.CheckpointLSN,
-					Generations: append([]dedup.GenerationStats{}, st.Generations...),
-				}
-				miss := 1.0 // that no filter lets an absent ID through
-				for _, gen := range st.Generations {
-					r.Marks += gen.Marks
-					miss *= 1 - gen.FalsePositiveRate
-				}
-				r.FilterFPEstimate = 1 - miss
-				var err error
-				if r.DiskBytes, err = diskBytes(g.dir); err != nil {
+				r, err := admin.Stats(s)
+				if err != nil {
 					return err
 				}
 				return printStats(cmd, g, r)
@@ -250,7 +214,7 @@ reports the same measure.`,
 	}
 }
 
-func printStats(cmd *cobra.Command, g *globals, r statsReport) error {
+func printStats(cmd *cobra.Command, g *globals, r admin.StatsReport) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
 		return json.NewEncoder(out).Encode(r)

@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 )
 
 // damageError is damage that verify or repair found, which is not itself
@@ -25,47 +26,43 @@ when it finds damage: a store that does not open because it is damaged is
 damage too. Exit code 3 means damage (the error on stderr starts with
 "store corrupt" when the store failed a check); 0 means none was found.
 On a terminal a spinner shows on stderr while it reads.`,
-		Args: usageArgs(cobra.NoArgs),
+		Args:        usageArgs(cobra.NoArgs),
+		Annotations: map[string]string{remoteAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c := g.remote; c != nil {
+				spin := newSpinner(cmd.ErrOrStderr(), "verifying")
+				resp, err := c.get(cmd, "/verify", nil)
+				spin.Finish()
+				if err != nil {
+					return err
+				}
+				var r admin.VerifyReport
+				return c.printDocument(cmd, g, resp, &r, func() error { return printVerify(cmd, g, r) })
+			}
 			s, err := g.openStore(cmd, readOnly)
 			if errors.Is(err, dedup.ErrCorrupt) || errors.Is(err, dedup.ErrIncompatibleFormat) {
-				return reportDamage(cmd, g, verifyReport{Uncovered: []string{}}, err)
+				return reportDamage(cmd, g, admin.VerifyReport{Uncovered: []string{}}, err)
 			}
 			if err != nil {
 				return err
 			}
 			defer s.Close()
 			spin := newSpinner(cmd.ErrOrStderr(), "verifying")
-			vr, err := s.Verify()
+			r, err := admin.Verify(s)
 			spin.Finish()
-			r := verifyReport{WALRecords: vr.WALRecords, IndexKeys: vr.IndexKeys, Uncovered: append([]string{}, vr.Uncovered...)}
-			switch {
-			case errors.Is(err, dedup.ErrCorrupt):
+			if r.Damage != "" {
 				return reportDamage(cmd, g, r, err)
-			case err != nil:
-				return err
-			case len(r.Uncovered) > 0:
-				return reportDamage(cmd, g, r, damageError{fmt.Errorf("%d keys are not covered by their filter", len(r.Uncovered))})
 			}
-			r.OK = true
+			if err != nil {
+				return err
+			}
 			return printVerify(cmd, g, r)
 		},
 	}
 }
 
-// verifyReport is what verify prints, as a table or as JSON.
-type verifyReport struct {
-	OK         bool   `json:"ok"`
-	WALRecords uint64 `json:"wal_records"`
-	IndexKeys  uint64 `json:"index_keys"`
-	// Uncovered lists Pebble keys, in hex, that no filter covers.
-	Uncovered []string `json:"uncovered"`
-	// Damage is the error that damage made, if any.
-	Damage string `json:"damage,omitempty"`
-}
-
 // reportDamage prints r with the damage err and returns err, which exits 3.
-func reportDamage(cmd *cobra.Command, g *globals, r verifyReport, err error) error {
+func reportDamage(cmd *cobra.Command, g *globals, r admin.VerifyReport, err error) error {
 	r.Damage = err.Error()
 	if perr := printVerify(cmd, g, r); perr != nil {
 		return errors.Join(err, perr)
@@ -73,7 +70,7 @@ func reportDamage(cmd *cobra.Command, g *globals, r verifyReport, err error) err
 	return err
 }
 
-func printVerify(cmd *cobra.Command, g *globals, r verifyReport) error {
+func printVerify(cmd *cobra.Command, g *globals, r admin.VerifyReport) error {
 	out := cmd.OutOrStdout()
 	if g.output == "json" {
 		return json.NewEncoder(out).Encode(r)

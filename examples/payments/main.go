@@ -7,6 +7,13 @@
 //
 // Run the curl twice: the second answer is the first, byte for byte, with
 // "Idempotent-Replayed: true". The same key with another body gets 422.
+//
+// The store is locked while the API runs, so operators inspect it through
+// its admin handler, served on a second listener that -admin-addr keeps
+// on the loopback interface (it reveals keys and stored responses):
+//
+//	dedupctl --addr http://localhost:8081 explain --http order-1
+//	dedupctl --addr http://localhost:8081 scan --state in-progress
 package main
 
 import (
@@ -14,24 +21,50 @@ import (
 	"flag"
 	"fmt"
 	"log"
+	"net"
 	"net/http"
 	"sync"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/admin"
 	"github.com/seed42300104/dedup/idempotency"
 )
 
 func main() {
 	dir := flag.String("dir", "payments-store", "the dedup store's directory")
 	addr := flag.String("addr", "localhost:8080", "where to listen")
+	adminAddr := flag.String("admin-addr", "localhost:8081", "where the admin handler listens, on loopback only (empty: not at all)")
 	flag.Parse()
+	if err := checkLoopback(*adminAddr); err != nil {
+		log.Fatal(err)
+	}
 	store, err := dedup.Open(*dir, nil)
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer store.Close()
+	if *adminAddr != "" {
+		log.Printf("admin handler on http://%s, for dedupctl --addr", *adminAddr)
+		go func() { log.Fatal(http.ListenAndServe(*adminAddr, admin.Handler(store, nil))) }()
+	}
 	log.Printf("listening on %s, store in %s", *addr, *dir)
 	log.Fatal(http.ListenAndServe(*addr, newServer(store, &ledger{})))
+}
+
+// checkLoopback refuses an admin address that is not on the loopback
+// interface: the admin handler must not be reachable from outside.
+func checkLoopback(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("-admin-addr %q: %w", addr, err)
+	}
+	if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+		return fmt.Errorf("-admin-addr %q: the admin handler reveals keys and stored responses; serve it on localhost, 127.0.0.1 or ::1 only", addr)
+	}
+	return nil
 }
 
 // newServer returns the API: POST /charges, idempotent by key (required),

@@ -80,3 +80,15 @@ func TestRetriedChargeChargesOnce(t *testing.T) {
 	require.NoError(t, json.NewDecoder(listResp.Body).Decode(&charges))
 	assert.Len(t, charges, 2, "two orders, two charges, however many retries")
 }
+
+// TestAdminListensOnLoopbackOnly checks that the example refuses to serve
+// its admin handler on an address reachable from outside.
+func TestAdminListensOnLoopbackOnly(t *testing.T) {
+	for addr, ok := range map[string]bool{
+		"localhost:8081": true, "127.0.0.1:8081": true, "[::1]:8081": true, "": true,
+		":8081": false, "0.0.0.0:8081": false, "192.0.2.1:8081": false, "example.com:8081": false, "8081": false,
+	} {
+		err := checkLoopback(addr)
+		assert.Equal(t, ok, err == nil, "%q: %v", addr, err)
+	}
+}
