@@ -13,6 +13,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -45,7 +46,7 @@ func TestChurn(t *testing.T) {
 		probes    = 20000
 		liveMarks = perStep * int(ttlOf/step)
 	)
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	s, err := dedup.Open(t.TempDir(), &dedup.Options{Clock: clock, Sync: dedup.SyncNone,
 		ExpectedMarks: liveMarks / 4, FalsePositiveRate: fpTarget, MemtableMarks: 1 << 16})
 	require.NoError(t, err)
@@ -119,7 +120,7 @@ func BenchmarkChurn(b *testing.B) {
 		live    = perStep * steps
 	)
 	for range b.N {
-		clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+		clock := ttl.NewFake(testutil.Epoch)
 		s, err := dedup.Open(b.TempDir(), &dedup.Options{Clock: clock, ExpectedMarks: live / 4, MemtableMarks: 1 << 16})
 		require.NoError(b, err)
 		ids := bench.RandomIDs(uint64(b.N), perStep*steps*cycles)
