@@ -464,13 +464,13 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 		closeIndex()
 
 		fault.on.Store(true)
-		var logged []string
-		opts.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+		var log testutil.Log
+		opts.Logf = log.Logf
 		ix, err := Open(testDir, opts)
 		require.ErrorIs(t, err, ErrFailed)
 		assert.Nil(t, ix)
 		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
-		assert.NotEmpty(t, logged, "the fatal error must be logged")
+		assert.NotEmpty(t, log.Lines(), "the fatal error must be logged")
 	})
 	t.Run("at a checkpoint", func(t *testing.T) {
 		fault := &manifestFault{}
