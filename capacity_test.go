@@ -72,9 +72,7 @@ func TestSlidingTTL(t *testing.T) {
 			require.NoError(t, s.Checkpoint())
 			require.NoError(t, s.Close())
 
-			s, err = dedup.Open("store", opts)
-			require.NoError(t, err)
-			defer s.Close()
+			s = storetest.OpenAt(t, "store", opts)
 			clock.Set(start.Add(tc.liveAt))
 			assert.Equal(t, 1, seenAll(t, s, [][]byte{id}), "live at %v", tc.liveAt)
 			clock.Set(start.Add(tc.liveAt + time.Second))
@@ -106,9 +104,7 @@ func TestMaxMarksDropOldest(t *testing.T) {
 	require.NoError(t, s.Checkpoint(), "the drop is durable from the checkpoint it requests")
 	require.NoError(t, s.Close())
 
-	s, err = dedup.Open("store", opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, "store", opts)
 	assert.Zero(t, seenAll(t, s, old), "the early drop is durable")
 	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
 	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -47,10 +48,8 @@ func TestChurn(t *testing.T) {
 		liveMarks = perStep * int(ttlOf/step)
 	)
 	clock := ttl.NewFake(testutil.Epoch)
-	s, err := dedup.Open(t.TempDir(), &dedup.Options{Clock: clock, Sync: dedup.SyncNone,
+	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, Sync: dedup.SyncNone,
 		ExpectedMarks: liveMarks / 4, FalsePositiveRate: fpTarget, MemtableMarks: 1 << 16})
-	require.NoError(t, err)
-	defer s.Close()
 
 	start := clock.Now()
 	id := func(n int) []byte { return fmt.Appendf(nil, "churn-%09d", n) }

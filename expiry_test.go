@@ -90,9 +90,7 @@ func TestExpiredGenerationsAreDropped(t *testing.T) {
 	assert.Equal(t, len(long), seenAll(t, s, long), "live marks survive the drop")
 	require.NoError(t, s.Close())
 
-	s, err = dedup.Open("store", opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, "store", opts)
 	assert.Equal(t, after, generationEnds(s), "the drop is durable")
 	assert.Zero(t, seenAll(t, s, short), "no expired mark comes back after reopen")
 	assert.Equal(t, len(long), seenAll(t, s, long))

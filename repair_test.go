@@ -54,9 +54,7 @@ func TestRepair(t *testing.T) {
 	require.NoError(t, err)
 	_, err = os.Stat(segments[0] + ".broken")
 	require.NoError(t, err, "the damaged segment is kept aside")
-	s, err = dedup.Open(dir, opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, dir, opts)
 	assert.Equal(t, 100, seenAll(t, s, ids[:100]), "the marks before the damage survive")
 	assert.Zero(t, seenAll(t, s, ids[100:]), "the cut records are gone")
 

@@ -125,9 +125,7 @@ func TestRestoredMarksSurviveReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
-	s, err = dedup.Open("store", opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, "store", opts)
 	all := scanAll(t, s)
 	assert.True(t, all["m"].Deadline.Equal(marks[0].Deadline))
 	r := all["r"].Record
