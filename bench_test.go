@@ -14,6 +14,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // markInBatches marks ids in batches of 4096.
@@ -42,20 +43,12 @@ func timeOpen(b *testing.B, dir string, opts *dedup.Options, check func(*dedup.S
 	}
 }
 
-func openBench(b *testing.B, opts *dedup.Options) *dedup.Store {
-	b.Helper()
-	s, err := dedup.Open(b.TempDir(), opts)
-	require.NoError(b, err)
-	b.Cleanup(func() { require.NoError(b, s.Close()) })
-	return s
-}
-
 // BenchmarkCheckAndMarkBatchNew marks new 16-byte IDs in batches of 1024,
 // durably (SyncAlways). One op is one ID.
 func BenchmarkCheckAndMarkBatchNew(b *testing.B) {
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncInterval, dedup.SyncNone} {
 		b.Run("sync="+mode.String(), func(b *testing.B) {
-			s := openBench(b, &dedup.Options{Sync: mode})
+			s, _ := storetest.Open(b, &dedup.Options{Sync: mode})
 			// Each batch's IDs are drawn as it is sent, into one buffer, as
 			// a consumer would handle them: all b.N drawn up front would
 			// give the garbage collector a slice of millions of pointers
@@ -83,7 +76,7 @@ func BenchmarkCheckAndMarkBatchNew(b *testing.B) {
 // one batch waits for its fsync, the other's is checked and applied. One
 // op is one ID.
 func BenchmarkCheckAndMarkBatchesParallel(b *testing.B) {
-	s := openBench(b, nil)
+	s, _ := storetest.Open(b, nil)
 	var seed atomic.Uint64
 	b.RunParallel(func(pb *testing.PB) {
 		const batch = 1024
@@ -110,7 +103,7 @@ func BenchmarkCheckAndMarkBatchesParallel(b *testing.B) {
 // BenchmarkCheckAndMarkParallel is single-ID durable calls from 64
 // goroutines: group commit shares the fsyncs.
 func BenchmarkCheckAndMarkParallel(b *testing.B) {
-	s := openBench(b, nil)
+	s, _ := storetest.Open(b, nil)
 	b.SetParallelism(32) // 32 × GOMAXPROCS(2) = 64 goroutines
 	var seed atomic.Uint64
 	b.RunParallel(func(pb *testing.PB) {
@@ -133,7 +126,7 @@ func BenchmarkCheckAndMarkParallel(b *testing.B) {
 func BenchmarkSeenAbsent(b *testing.B) {
 	for _, marks := range []int{1 << 20, 10 << 20} {
 		b.Run(fmt.Sprintf("marks=%dM", marks>>20), func(b *testing.B) {
-			s := openBench(b, &dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: marks})
+			s, _ := storetest.Open(b, &dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: marks})
 			live := bench.RandomIDs(1, marks)
 			markInBatches(b, s, live)
 			require.NoError(b, s.Compact(context.Background()), "settle: no checkpoint or compaction runs while Seen is timed")
@@ -160,7 +153,7 @@ func seenAbsentInParallel(b *testing.B, s *dedup.Store) {
 
 // BenchmarkHotDuplicates re-checks recently marked IDs in batches of 1024.
 func BenchmarkHotDuplicates(b *testing.B) {
-	s := openBench(b, nil)
+	s, _ := storetest.Open(b, nil)
 	ids := bench.RandomIDs(1, 1<<16)
 	markInBatches(b, s, ids)
 	b.ResetTimer()
@@ -240,7 +233,7 @@ func BenchmarkReplay(b *testing.B) {
 // BenchmarkColdDuplicates re-checks, in batches of 1024, IDs whose marks a
 // checkpoint has moved to Pebble: 1M of them, in random order.
 func BenchmarkColdDuplicates(b *testing.B) {
-	s := openBench(b, nil)
+	s, _ := storetest.Open(b, nil)
 	ids := bench.RandomIDs(1, 1<<20)
 	markInBatches(b, s, ids)
 	require.NoError(b, s.Checkpoint(), "the marks go to Pebble")

@@ -13,6 +13,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -20,15 +22,13 @@ import (
 // fails whole with ErrFull, duplicates are still answered, and writes
 // resume once the marks' generation has expired and been dropped.
 func TestMaxMarksFailsClosed(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 100})
-	require.NoError(t, err)
-	defer s.Close()
+	clock := ttl.NewFake(testutil.Epoch)
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 100})
 
 	ids := expiryIDs("cap", 150)
 	markAll(t, s, ids[:100], time.Minute)
 
-	_, err = s.CheckAndMark(ids[100], time.Minute)
+	_, err := s.CheckAndMark(ids[100], time.Minute)
 	assert.ErrorIs(t, err, dedup.ErrFull)
 	_, err = s.CheckAndMarkBatch(ids[100:110], time.Minute)
 	assert.ErrorIs(t, err, dedup.ErrFull)
@@ -56,7 +56,7 @@ func TestSlidingTTL(t *testing.T) {
 		{"on", true, 109 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			start := time.Unix(1_700_000_000, 0)
+			start := testutil.Epoch
 			clock := ttl.NewFake(start)
 			opts := &dedup.Options{FS: vfs.NewMem(), Clock: clock, SlidingTTL: tc.sliding}
 			s, err := dedup.Open("store", opts)
@@ -72,9 +72,7 @@ func TestSlidingTTL(t *testing.T) {
 			require.NoError(t, s.Checkpoint())
 			require.NoError(t, s.Close())
 
-			s, err = dedup.Open("store", opts)
-			require.NoError(t, err)
-			defer s.Close()
+			s = storetest.OpenAt(t, "store", opts)
 			clock.Set(start.Add(tc.liveAt))
 			assert.Equal(t, 1, seenAll(t, s, [][]byte{id}), "live at %v", tc.liveAt)
 			clock.Set(start.Add(tc.liveAt + time.Second))
@@ -88,7 +86,7 @@ func TestSlidingTTL(t *testing.T) {
 // and stay so across reopen; while every generation still takes marks,
 // the write fails with ErrFull.
 func TestMaxMarksDropOldest(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 100, WhenFull: dedup.DropOldest}
 	s, err := dedup.Open("store", opts)
 	require.NoError(t, err)
@@ -106,9 +104,7 @@ func TestMaxMarksDropOldest(t *testing.T) {
 	require.NoError(t, s.Checkpoint(), "the drop is durable from the checkpoint it requests")
 	require.NoError(t, s.Close())
 
-	s, err = dedup.Open("store", opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, "store", opts)
 	assert.Zero(t, seenAll(t, s, old), "the early drop is durable")
 	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
 }
@@ -117,10 +113,8 @@ func TestMaxMarksDropOldest(t *testing.T) {
 // new mark: a hot ID slid many times neither fills MaxMarks nor grows the
 // filters.
 func TestSlidingHotIDNeedsNoRoom(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 10, SlidingTTL: true})
-	require.NoError(t, err)
-	defer s.Close()
+	clock := ttl.NewFake(testutil.Epoch)
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 10, SlidingTTL: true})
 	hot := []byte("hot")
 	markAll(t, s, [][]byte{hot}, time.Hour)
 	for i := range 100 {
@@ -148,7 +142,7 @@ func TestEffectiveWindow(t *testing.T) {
 		perStep = 5
 	)
 	fs := vfs.NewMem()
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{FS: fs, Clock: clock, MaxMarks: 60, WhenFull: dedup.DropOldest}
 	s, err := dedup.Open("store", opts)
 	require.NoError(t, err)
@@ -242,12 +236,10 @@ func fillDisk(t *testing.T, s *dedup.Store, prefix string, d time.Duration) ([][
 // marks have expired and their space is given back.
 func TestMaxDiskBytesFailsClosed(t *testing.T) {
 	dir := t.TempDir()
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock, SegmentSize: 1 << 20}
 	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + opts.SegmentSize + 256<<10
-	s, err := dedup.Open(dir, opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, dir, opts)
 	written, err := fillDisk(t, s, "full", time.Minute)
 	require.ErrorIs(t, err, dedup.ErrFull)
 	st := s.Stats()
@@ -272,12 +264,10 @@ func TestMaxDiskBytesFailsClosed(t *testing.T) {
 // TTL.
 func TestMaxDiskBytesDropOldest(t *testing.T) {
 	dir := t.TempDir()
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock, SegmentSize: 1 << 20, WhenFull: dedup.DropOldest}
 	opts.MaxDiskBytes = baseDiskBytes(t, dir, opts) + opts.SegmentSize + 256<<10
-	s, err := dedup.Open(dir, opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, dir, opts)
 	const ttlOf = time.Hour
 	var gens [][][]byte // the IDs written in each 20-minute step, oldest first
 	for step := range 12 {
@@ -324,7 +314,7 @@ func (g *compactionGate) Create(name string, category vfs.DiskWriteCategory) (vf
 func TestMemtableStaysBoundedWhileCompacting(t *testing.T) {
 	const memtable = 1000
 	gate := &compactionGate{FS: vfs.NewMem(), reached: make(chan struct{}), open: make(chan struct{})}
-	s, _ := openStore(t, &dedup.Options{FS: gate, MemtableMarks: memtable})
+	s, _ := storetest.Open(t, &dedup.Options{FS: gate, MemtableMarks: memtable})
 	write := func(prefix string, n int) {
 		for i := 0; i < n; i += 100 {
 			batch := make([][]byte, 100)

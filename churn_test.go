@@ -13,6 +13,8 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -45,11 +47,9 @@ func TestChurn(t *testing.T) {
 		probes    = 20000
 		liveMarks = perStep * int(ttlOf/step)
 	)
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-	s, err := dedup.Open(t.TempDir(), &dedup.Options{Clock: clock, Sync: dedup.SyncNone,
+	clock := ttl.NewFake(testutil.Epoch)
+	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, Sync: dedup.SyncNone,
 		ExpectedMarks: liveMarks / 4, FalsePositiveRate: fpTarget, MemtableMarks: 1 << 16})
-	require.NoError(t, err)
-	defer s.Close()
 
 	start := clock.Now()
 	id := func(n int) []byte { return fmt.Appendf(nil, "churn-%09d", n) }
@@ -119,7 +119,7 @@ func BenchmarkChurn(b *testing.B) {
 		live    = perStep * steps
 	)
 	for range b.N {
-		clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+		clock := ttl.NewFake(testutil.Epoch)
 		s, err := dedup.Open(b.TempDir(), &dedup.Options{Clock: clock, ExpectedMarks: live / 4, MemtableMarks: 1 << 16})
 		require.NoError(b, err)
 		ids := bench.RandomIDs(uint64(b.N), perStep*steps*cycles)

@@ -1,12 +1,12 @@
 package dedup
 
 import (
-	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -16,7 +16,7 @@ import (
 // follows a step back at once, and a step forward only once it has held
 // for the grace.
 func TestDropTimeFollowsTheWallClockOnlyInStep(t *testing.T) {
-	start := time.Unix(1_700_000_000, 0)
+	start := testutil.Epoch
 	const grace = time.Hour
 	const year = 365 * 24 * time.Hour
 	// A move lets time pass, then sets the wall clock off the true time
@@ -60,7 +60,7 @@ func TestDropTimeFollowsTheWallClockOnlyInStep(t *testing.T) {
 // for one whose clock is past it, and nowhere for one that holds marks but
 // no confirmed time, until the grace has passed.
 func TestDropTimeAtOpen(t *testing.T) {
-	start := time.Unix(1_700_000_000, 0)
+	start := testutil.Epoch
 	const grace = time.Hour
 	for _, tc := range []struct {
 		name       string
@@ -95,23 +95,21 @@ func TestDropTimeAtOpen(t *testing.T) {
 // minute after its last checkpoint and steps the clock a year ahead just
 // before that minute is trusted: the step still waits a whole grace.
 func TestDropTimeAfterOpenTrustsAStepOnlyAfterItsOwnGrace(t *testing.T) {
-	start := time.Unix(1_700_000_000, 0)
+	start := testutil.Epoch
 	const grace = time.Hour
 	clock := ttl.NewFake(start)
-	var logged []string
-	o := Options{Clock: clock, ClockJumpGrace: grace, Logf: func(format string, args ...any) {
-		logged = append(logged, fmt.Sprintf(format, args...))
-	}}
+	var log testutil.Log
+	o := Options{Clock: clock, ClockJumpGrace: grace, Logf: log.Logf}
 	c := newExpiryClock(&o, "store", start.Add(-time.Minute), true)
 	got, _ := c.now()
 	assert.Equal(t, start.Add(-time.Minute), got, "the minute since the checkpoint waits for the grace")
-	assert.Empty(t, logged, "a restart's gap is not logged")
+	assert.Empty(t, log.Lines(), "a restart's gap is not logged")
 
 	clock.Advance(grace - time.Second)
 	clock.Set(start.Add(grace - time.Second + 365*24*time.Hour))
 	got, _ = c.now()
 	assert.Equal(t, start.Add(grace-time.Second-time.Minute), got)
-	assert.Len(t, logged, 1, "the step is logged")
+	assert.Len(t, log.Lines(), 1, "the step is logged")
 	clock.Advance(time.Second)
 	got, _ = c.now()
 	assert.Equal(t, start.Add(grace-time.Minute), got, "the step has not held for the grace")

@@ -12,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -32,10 +34,10 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 		{"in the memtable", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := ttl.NewFake(epoch)
-			var log logSink
-			opts := &dedup.Options{Clock: clock, Logf: log.logf}
-			s, dir := openStore(t, opts)
+			clock := ttl.NewFake(testutil.Epoch)
+			var log testutil.Log
+			opts := &dedup.Options{Clock: clock, Logf: log.Logf}
+			s, dir := storetest.Open(t, opts)
 			marks := expiryIDs("mark", 100)
 			markAll(t, s, marks, time.Hour)
 			if tc.checkpoint {
@@ -43,19 +45,19 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 			}
 			gens := generationEnds(s)
 
-			clock.Set(epoch.Add(year))
+			clock.Set(testutil.Epoch.Add(year))
 			assert.Zero(t, seenAll(t, s, marks), "past their deadlines by the wall clock, the marks read as expired")
 			require.NoError(t, s.Checkpoint())
 			clock.Advance(dedup.DefaultClockJumpGrace / 2)
 			require.NoError(t, s.Checkpoint())
 			assert.Equal(t, gens, generationEnds(s), "no generation is dropped within the grace")
-			assert.True(t, log.contains("jumped"), "the step is logged")
+			assert.True(t, log.Contains("jumped"), "the step is logged")
 
-			clock.Set(epoch.Add(dedup.DefaultClockJumpGrace / 2))
+			clock.Set(testutil.Epoch.Add(dedup.DefaultClockJumpGrace / 2))
 			assert.Equal(t, len(marks), seenAll(t, s, marks), "with the clock set back, every mark is live again")
 			require.NoError(t, s.Checkpoint())
-			assert.True(t, log.contains("back in step"), "the end of the step is logged")
-			s = reopen(t, s, dir, opts)
+			assert.True(t, log.Contains("back in step"), "the end of the step is logged")
+			s = storetest.Reopen(t, s, dir, opts)
 			assert.Equal(t, len(marks), seenAll(t, s, marks), "and stays live across reopen")
 		})
 	}
@@ -66,23 +68,23 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 // generations it expired, which setting the clock back does not bring
 // back.
 func TestClockJumpHeldPastGraceDropsGenerations(t *testing.T) {
-	clock := ttl.NewFake(epoch)
-	var log logSink
-	s, _ := openStore(t, &dedup.Options{Clock: clock, Logf: log.logf})
+	clock := ttl.NewFake(testutil.Epoch)
+	var log testutil.Log
+	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, Logf: log.Logf})
 	marks := expiryIDs("mark", 100)
 	markAll(t, s, marks, time.Hour)
 	require.NoError(t, s.Checkpoint())
 	require.NotEmpty(t, generationEnds(s))
 
-	clock.Set(epoch.Add(year))
+	clock.Set(testutil.Epoch.Add(year))
 	require.NoError(t, s.Checkpoint())
 	require.NotEmpty(t, generationEnds(s), "kept within the grace")
 	clock.Advance(dedup.DefaultClockJumpGrace)
 	require.NoError(t, s.Checkpoint())
 	assert.Empty(t, generationEnds(s), "dropped once the step has held for the grace")
-	assert.True(t, log.contains("has held"), "the trust in the step is logged")
+	assert.True(t, log.Contains("has held"), "the trust in the step is logged")
 
-	clock.Set(epoch.Add(dedup.DefaultClockJumpGrace))
+	clock.Set(testutil.Epoch.Add(dedup.DefaultClockJumpGrace))
 	assert.Zero(t, seenAll(t, s, marks), "a dropped generation is gone for good")
 }
 
@@ -101,10 +103,10 @@ func TestReopenWithClockAheadKeepsGenerationsUntilGrace(t *testing.T) {
 		{"before any checkpoint", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := ttl.NewFake(epoch)
-			var log logSink
-			opts := &dedup.Options{Clock: clock, Logf: log.logf}
-			s, dir := openStore(t, opts)
+			clock := ttl.NewFake(testutil.Epoch)
+			var log testutil.Log
+			opts := &dedup.Options{Clock: clock, Logf: log.Logf}
+			s, dir := storetest.Open(t, opts)
 			marks := expiryIDs("mark", 100)
 			markAll(t, s, marks, time.Hour)
 			if tc.checkpoint {
@@ -112,18 +114,18 @@ func TestReopenWithClockAheadKeepsGenerationsUntilGrace(t *testing.T) {
 			}
 			gens := generationEnds(s)
 
-			clock.Set(epoch.Add(year))
-			s = reopen(t, s, dir, opts)
+			clock.Set(testutil.Epoch.Add(year))
+			s = storetest.Reopen(t, s, dir, opts)
 			require.NoError(t, s.Checkpoint(), "the first checkpoint after Open")
-			assert.True(t, log.contains("ClockJumpGrace"), "the checkpoint logs that it does not trust the clock yet")
+			assert.True(t, log.Contains("ClockJumpGrace"), "the checkpoint logs that it does not trust the clock yet")
 			assert.Equal(t, gens, generationEnds(s), "no generation is dropped on the clock Open found")
 
-			clock.Set(epoch.Add(time.Minute))
-			s = reopen(t, s, dir, opts)
+			clock.Set(testutil.Epoch.Add(time.Minute))
+			s = storetest.Reopen(t, s, dir, opts)
 			assert.Equal(t, len(marks), seenAll(t, s, marks), "with the clock set back, every mark is live")
 
-			clock.Set(epoch.Add(year))
-			s = reopen(t, s, dir, opts)
+			clock.Set(testutil.Epoch.Add(year))
+			s = storetest.Reopen(t, s, dir, opts)
 			clock.Advance(dedup.DefaultClockJumpGrace)
 			require.NoError(t, s.Checkpoint())
 			assert.Empty(t, generationEnds(s), "dropped once the clock has run for the grace since Open")
@@ -135,12 +137,12 @@ func TestReopenWithClockAheadKeepsGenerationsUntilGrace(t *testing.T) {
 // nothing when the clock at Open is where the last checkpoint left it:
 // the generations that end while the store runs are dropped as they end.
 func TestReopenInStepDropsAsTheClockRuns(t *testing.T) {
-	clock := ttl.NewFake(epoch)
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock}
-	s, dir := openStore(t, opts)
+	s, dir := storetest.Open(t, opts)
 	markAll(t, s, expiryIDs("mark", 100), time.Minute)
 	require.NoError(t, s.Checkpoint())
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 
 	clock.Advance(time.Hour)
 	require.NoError(t, s.Checkpoint())
@@ -166,8 +168,8 @@ func TestDamagedClockFileFailsOpen(t *testing.T) {
 		}, dedup.ErrIncompatibleFormat},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := ttl.NewFake(epoch)
-			s, dir := openStore(t, &dedup.Options{Clock: clock})
+			clock := ttl.NewFake(testutil.Epoch)
+			s, dir := storetest.Open(t, &dedup.Options{Clock: clock})
 			markAll(t, s, expiryIDs("mark", 10), time.Hour)
 			require.NoError(t, s.Checkpoint())
 			require.NoError(t, s.Close())
@@ -187,14 +189,14 @@ func TestDamagedClockFileFailsOpen(t *testing.T) {
 // store would, rather than waiting for the grace as a store without a
 // confirmed time does.
 func TestSnapshotCarriesTheConfirmedTime(t *testing.T) {
-	clock := ttl.NewFake(epoch)
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock}
-	s, _ := openStore(t, opts)
+	s, _ := storetest.Open(t, opts)
 	markAll(t, s, expiryIDs("mark", 100), time.Minute)
 	copyDir := filepath.Join(t.TempDir(), "snapshot")
 	require.NoError(t, s.Snapshot(copyDir))
 
-	c := openAt(t, copyDir, opts)
+	c := storetest.OpenAt(t, copyDir, opts)
 	require.NotEmpty(t, generationEnds(c))
 	clock.Advance(10 * time.Minute)
 	require.NoError(t, c.Checkpoint())

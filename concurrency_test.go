@@ -15,6 +15,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -38,10 +40,10 @@ func TestOneWinnerAmongConcurrentCallers(t *testing.T) {
 	const poolSize = 256
 	for _, cfg := range concurrencyConfigs {
 		t.Run(cfg.name, func(t *testing.T) {
-			clock := ttl.NewFake(epoch)
+			clock := ttl.NewFake(testutil.Epoch)
 			opts := cfg.opts
 			opts.Clock = clock
-			s, _ := openStore(t, &opts)
+			s, _ := storetest.Open(t, &opts)
 
 			pool := make([][]byte, poolSize)
 			for i := range pool {
@@ -221,7 +223,7 @@ func testLinearizable(t *testing.T, opts *dedup.Options) {
 	// Weighted so that IDs are often forgotten and so often new again.
 	mix := []setOp{opCheckAndMark, opCheckAndMark, opCheckAndMark, opSeen, opSeen, opForget}
 
-	s, _ := openStore(t, opts)
+	s, _ := storetest.Open(t, opts)
 
 	// A shared counter orders calls and returns exactly as they happened.
 	var ticks atomic.Int64
@@ -274,8 +276,8 @@ func testLinearizable(t *testing.T, opts *dedup.Options) {
 // must be seen, and IDs never marked must not be.
 func TestSeenWhileFiltersChange(t *testing.T) {
 	const ids = 4000
-	clock := ttl.NewFake(epoch)
-	s, _ := openStore(t, &dedup.Options{Clock: clock, MemtableMarks: 64, ExpectedMarks: 16, Sync: dedup.SyncNone})
+	clock := ttl.NewFake(testutil.Epoch)
+	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, MemtableMarks: 64, ExpectedMarks: 16, Sync: dedup.SyncNone})
 	marked := make([][]byte, ids)
 	for i := range marked {
 		marked[i] = fmt.Appendf(nil, "marked-%d", i)

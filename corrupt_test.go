@@ -5,11 +5,9 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -17,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
 // The damage tests write a few hundred marks with small options, so that
@@ -29,25 +28,6 @@ func damageID(i int) []byte { return fmt.Appendf(nil, "damage-id-%04d", i) }
 // damageOptions makes a checkpoint every 50 marks.
 func damageOptions(logf func(string, ...any)) *dedup.Options {
 	return &dedup.Options{MemtableMarks: 50, SegmentSize: 64 << 10, Logf: logf}
-}
-
-// capturedLog collects what a store reports through Options.Logf.
-type capturedLog struct {
-	mu   sync.Mutex
-	msgs []string
-}
-
-func (l *capturedLog) logf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.msgs = append(l.msgs, fmt.Sprintf(format, args...))
-}
-
-// contains reports whether a message holds s.
-func (l *capturedLog) contains(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.msgs, func(m string) bool { return strings.Contains(m, s) })
 }
 
 // markedStore creates a store in a fresh directory, marks n IDs in batches
@@ -300,8 +280,8 @@ func TestCorruptWALSegmentFailsOpen(t *testing.T) {
 func TestCorruptPebbleTableIsDetected(t *testing.T) {
 	const marks = 120
 	// Not t.Logf: a store left open by a panic may log after the test.
-	var log capturedLog
-	dir := markedStore(t, damageOptions(log.logf), marks)
+	var log testutil.Log
+	dir := markedStore(t, damageOptions(log.Logf), marks)
 	tables := storeFiles(t, dir, "index/db/*.sst")
 	require.NotEmpty(t, tables)
 	require.Less(t, len(tables), 4, "more L0 tables would start a compaction")
@@ -309,7 +289,7 @@ func TestCorruptPebbleTableIsDetected(t *testing.T) {
 		flipByte(t, path, 64) // data blocks come first in a table
 	}
 
-	s, err := dedup.Open(dir, damageOptions(log.logf))
+	s, err := dedup.Open(dir, damageOptions(log.Logf))
 	if err == nil {
 		for i := range marks {
 			if _, err = seenNoPanic(t, s, damageID(i)); err != nil {
@@ -346,9 +326,9 @@ func TestRebuildMissingFilters(t *testing.T) {
 	for _, path := range storeFiles(t, dir, "index/filters/*.bloom") {
 		require.NoError(t, os.Remove(path))
 	}
-	var log capturedLog
-	assertAllSeen(t, dir, damageOptions(log.logf), damageMarks)
-	assert.True(t, log.contains("rebuilding"), "Open must report the rebuild; it logged %q", log.msgs)
+	var log testutil.Log
+	assertAllSeen(t, dir, damageOptions(log.Logf), damageMarks)
+	assert.True(t, log.Contains("rebuilding"), "Open must report the rebuild; it logged %q", log.Lines())
 	assertAllSeen(t, dir, damageOptions(t.Logf), damageMarks)
 }
 
@@ -362,27 +342,18 @@ func TestTornWALTailIsTruncated(t *testing.T) {
 	newest := segs[len(segs)-1]
 	editFile(t, newest, func(b []byte) []byte { return append(b, bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 9)...) })
 
-	var log capturedLog
-	assertAllSeen(t, dir, damageOptions(log.logf), damageMarks)
-	assert.True(t, log.contains("torn tail"), "Open must report the truncation; it logged %q", log.msgs)
+	var log testutil.Log
+	assertAllSeen(t, dir, damageOptions(log.Logf), damageMarks)
+	assert.True(t, log.Contains("torn tail"), "Open must report the truncation; it logged %q", log.Lines())
 	assertAllSeen(t, dir, damageOptions(t.Logf), damageMarks)
 }
-
-// lockChildDirEnv names the store directory TestLockHolderChild opens; its
-// absence makes that test do nothing.
-const lockChildDirEnv = "DEDUP_LOCK_CHILD_DIR"
-
-// lockChildProbeEnv, "rw" or "ro", makes TestLockHolderChild open the store
-// once, writable or read-only, print the outcome and exit.
-const lockChildProbeEnv = "DEDUP_LOCK_CHILD_PROBE"
 
 // TestLockHeldByAnotherProcess opens a store in a child process and checks
 // that Open here fails with ErrLocked, naming the LOCK file, until the
 // child dies.
 func TestLockHeldByAnotherProcess(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLockHolderChild$")
-	cmd.Env = append(os.Environ(), lockChildDirEnv+"="+dir)
+	cmd := testutil.ChildCommand(t, "lock-holder", dir)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -434,29 +405,11 @@ func TestLockHeldByAnotherProcess(t *testing.T) {
 	assert.NoError(t, s.Close())
 }
 
-// TestLockHolderChild is the child process of TestLockHeldByAnotherProcess
-// and probeInChild, not a test of its own: without DEDUP_LOCK_CHILD_DIR it
-// does nothing. It opens the store, prints "ready" and holds the store
-// until it is killed; or, with DEDUP_LOCK_CHILD_PROBE, it prints one line
-// saying whether it could open the store and whether the store has seen
-// the ID "probe", and exits.
-func TestLockHolderChild(t *testing.T) {
-	dir := os.Getenv(lockChildDirEnv)
-	if dir == "" {
-		return
-	}
-	if probe := os.Getenv(lockChildProbeEnv); probe != "" {
-		s, err := dedup.Open(dir, &dedup.Options{ReadOnly: probe == "ro"})
-		if err != nil {
-			fmt.Println("probe: error:", err)
-			return
-		}
-		ok, err := s.Seen([]byte("probe"))
-		fmt.Printf("probe: opened, seen %v, %v\n", ok, err)
-		require.NoError(t, s.Close())
-		return
-	}
-	s, err := dedup.Open(dir, nil)
+// lockHolderChild is the child process of TestLockHeldByAnotherProcess:
+// it opens the store in the directory args name, prints "ready" and holds
+// the store until it is killed.
+func lockHolderChild(t *testutil.Child, args []string) {
+	s, err := dedup.Open(args[0], nil)
 	require.NoError(t, err)
 	defer s.Close()
 	fmt.Println("ready")
@@ -561,4 +514,19 @@ func TestCorruptPebbleBlockFailsEveryRead(t *testing.T) {
 			assert.Contains(t, err.Error(), "restore the store", "the error must say what to do")
 		})
 	}
+}
+
+// lockProbeChild is the child process of probeInChild: it opens the store
+// in the directory args[0] names, writable or, if args[1] is "ro",
+// read-only, prints one line saying whether it could and whether the store
+// has seen the ID "probe", and exits.
+func lockProbeChild(t *testutil.Child, args []string) {
+	s, err := dedup.Open(args[0], &dedup.Options{ReadOnly: args[1] == "ro"})
+	if err != nil {
+		fmt.Println("probe: error:", err)
+		return
+	}
+	ok, err := s.Seen([]byte("probe"))
+	fmt.Printf("probe: opened, seen %v, %v\n", ok, err)
+	require.NoError(t, s.Close())
 }

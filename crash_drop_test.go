@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,14 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
-)
-
-// The drop kill test's child is configured through these variables.
-const (
-	dropChildDirEnv   = "DEDUP_DROP_CHILD_DIR"   // store directory; its presence makes TestCrashDropChild run
-	dropChildStartEnv = "DEDUP_DROP_CHILD_START" // sequence number of the child's first ID
-	dropChildTimeEnv  = "DEDUP_DROP_CHILD_TIME"  // the child's fake time at start, Unix nanoseconds
 )
 
 const (
@@ -65,7 +58,7 @@ func TestCrashKillWhileDropping(t *testing.T) {
 
 	dir := t.TempDir()
 	deadlines := map[string]time.Time{} // acknowledged IDs
-	now := time.Unix(1_700_000_000, 0)
+	now := testutil.Epoch
 	next, drops := 0, 0
 	// A child slowed down by the race detector on a busy machine may be
 	// killed before its first checkpoint; cycles go on, up to four times
@@ -116,12 +109,7 @@ func TestCrashKillWhileDropping(t *testing.T) {
 func runDropChild(t *testing.T, dir string, start int, now time.Time, delay time.Duration) []byte {
 	t.Helper()
 	var stderr bytes.Buffer
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashDropChild$")
-	cmd.Env = append(os.Environ(),
-		dropChildDirEnv+"="+dir,
-		dropChildStartEnv+"="+strconv.Itoa(start),
-		dropChildTimeEnv+"="+strconv.FormatInt(now.UnixNano(), 10),
-	)
+	cmd := testutil.ChildCommand(t, "crash-drop", dir, strconv.Itoa(start), strconv.FormatInt(now.UnixNano(), 10))
 	cmd.Stderr = &stderr
 	pipe, err := cmd.StdoutPipe()
 	require.NoError(t, err)
@@ -184,19 +172,17 @@ func verifyAfterDropKill(t *testing.T, cycle int, dir string, now time.Time, dea
 	assertNoIDs(t, stale, "cycle %d: keys of ended generations left after a checkpoint", cycle)
 }
 
-// TestCrashDropChild is the child process of TestCrashKillWhileDropping,
-// not a test of its own: without DEDUP_DROP_CHILD_DIR it does nothing.
-// Each round it marks fresh IDs with the short and the long TTL, printing
-// "ack <id> <deadline>" for each, moves its fake clock on and checkpoints,
-// printing "now <time> <generations dropped>". It says "open" first.
-func TestCrashDropChild(t *testing.T) {
-	dir := os.Getenv(dropChildDirEnv)
-	if dir == "" {
-		return
-	}
-	next, err := strconv.Atoi(os.Getenv(dropChildStartEnv))
+// crashDropChild is the child process of TestCrashKillWhileDropping. Its
+// arguments are the store directory, the sequence number of its first ID
+// and its fake time at start in Unix nanoseconds. Each round it marks
+// fresh IDs with the short and the long TTL, printing "ack <id>
+// <deadline>" for each, moves its fake clock on and checkpoints, printing
+// "now <time> <generations dropped>". It says "open" first.
+func crashDropChild(t *testutil.Child, args []string) {
+	dir := args[0]
+	next, err := strconv.Atoi(args[1])
 	require.NoError(t, err)
-	ns, err := strconv.ParseInt(os.Getenv(dropChildTimeEnv), 10, 64)
+	ns, err := strconv.ParseInt(args[2], 10, 64)
 	require.NoError(t, err)
 	clock := ttl.NewFake(time.Unix(0, ns))
 

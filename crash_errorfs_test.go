@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"path"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/index"
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
 // pebbleDir is where the store keeps its Pebble database, under its own
@@ -30,7 +30,7 @@ const pebbleDir = "index/db"
 // filesystem reopened (a process that carries on).
 func TestCrashInjectedErrors(t *testing.T) {
 	counter := &faultAt{at: -1}
-	runFaulty(t, errorfs.Wrap(vfs.NewMem(), counter), newSimLog(), counter, discardLogf)
+	runFaulty(t, errorfs.Wrap(vfs.NewMem(), counter), newSimLog(), counter, testutil.Discard)
 	ops := int(counter.ops.Load())
 	points := sweepPoints(ops, 400)
 	t.Logf("the workload makes %d operations; failing %d of them", ops, len(points))
@@ -40,11 +40,11 @@ func TestCrashInjectedErrors(t *testing.T) {
 			fault := &faultAt{at: int64(i)}
 			mem := vfs.NewCrashableMem()
 			log := newSimLog()
-			var sink logSink
-			sawError := runFaulty(t, errorfs.Wrap(mem, fault), log, fault, sink.logf)
+			var sink testutil.Log
+			sawError := runFaulty(t, errorfs.Wrap(mem, fault), log, fault, sink.Logf)
 			if op, failed := fault.failed(); failed {
 				t.Logf("failed the %s", describe(op))
-				reported := sawError || ((cleanup(op) || spare(op)) && sink.contains(errorfs.ErrInjected.Error()))
+				reported := sawError || ((cleanup(op) || spare(op)) && sink.Contains(errorfs.ErrInjected.Error()))
 				if !byPebble(op) {
 					assert.True(t, reported, "the failure of the %s was neither returned nor, for a cleanup, logged", describe(op))
 				}
@@ -52,7 +52,7 @@ func TestCrashInjectedErrors(t *testing.T) {
 			t.Run("synced", func(t *testing.T) { verifyRecovered(t, mem.CrashClone(vfs.CrashCloneCfg{}), log) })
 			t.Run("reopened", func(t *testing.T) {
 				fs := vfs.FS(mem)
-				if sink.contains(index.ErrFailed.Error()) {
+				if sink.Contains(index.ErrFailed.Error()) {
 					// Pebble stopped on a fatal error and keeps its
 					// directory locked until the process ends: the next
 					// Open is a new process's, which finds the files as
@@ -162,24 +162,6 @@ func spare(op errorfs.Op) bool {
 	return strings.HasSuffix(op.Path, "/next.spare")
 }
 
-// logSink collects what the store logs.
-type logSink struct {
-	mu    sync.Mutex
-	lines []string
-}
-
-func (l *logSink) logf(format string, args ...any) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.lines = append(l.lines, fmt.Sprintf(format, args...))
-}
-
-func (l *logSink) contains(s string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return slices.ContainsFunc(l.lines, func(line string) bool { return strings.Contains(line, s) })
-}
-
 // runFaulty runs the workload on fs, which fails one operation, and reports
 // whether any call, Open or Close returned an error. It fails t if a call
 // succeeds after a WAL write or sync failed.
@@ -217,7 +199,7 @@ func TestPebbleFatalIsAnError(t *testing.T) {
 		}
 		return nil
 	}))
-	opts := &dedup.Options{FS: fs, Logf: discardLogf}
+	opts := &dedup.Options{FS: fs, Logf: testutil.Discard}
 	ids := expiryIDs("fatal", 200)
 	for _, dir := range []string{"at-open", "at-checkpoint"} {
 		s, err := dedup.Open(dir, opts)

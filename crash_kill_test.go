@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"slices"
 	"strconv"
 	"strings"
@@ -18,17 +17,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
-// The kill test runs its workload in a child process, a re-execution of this
-// test binary limited to TestCrashChild, and configures it through these
-// environment variables.
-const (
-	crashChildDirEnv   = "DEDUP_CRASH_CHILD_DIR"   // store directory; its presence makes TestCrashChild run
-	crashChildStartEnv = "DEDUP_CRASH_CHILD_START" // sequence number of the child's first fresh ID
-	crashChildSeedEnv  = "DEDUP_CRASH_CHILD_SEED"  // seed of the child's choice of batches and duplicates
-	crashCyclesEnv     = "DEDUP_CRASH_CYCLES"      // number of kill cycles (default 5)
-)
+// crashCyclesEnv sets the number of kill cycles (default 5).
+const crashCyclesEnv = "DEDUP_CRASH_CYCLES"
 
 const (
 	killTTL           = time.Hour
@@ -90,12 +83,7 @@ func killCycles(t *testing.T) (int, *rand.Rand) {
 func runKilledChild(t *testing.T, dir string, start int, seed uint64, delay time.Duration) []byte {
 	t.Helper()
 	var stdout, stderr bytes.Buffer
-	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashChild$")
-	cmd.Env = append(os.Environ(),
-		crashChildDirEnv+"="+dir,
-		crashChildStartEnv+"="+strconv.Itoa(start),
-		crashChildSeedEnv+"="+strconv.FormatUint(seed, 10),
-	)
+	cmd := testutil.ChildCommand(t, "crash-kill", dir, strconv.Itoa(start), strconv.FormatUint(seed, 10))
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	require.NoError(t, cmd.Start())
 	time.Sleep(delay)
@@ -202,18 +190,16 @@ func assertNoIDs(t *testing.T, ids []string, format string, args ...any) {
 	assert.Failf(t, fmt.Sprintf(format, args...), "%d IDs, among them %v", len(ids), ids[:min(len(ids), 20)])
 }
 
-// TestCrashChild is the child process of TestCrashKill, not a test of its
-// own: without DEDUP_CRASH_CHILD_DIR it does nothing. It marks IDs until it
-// is killed, printing "try <id>" before each call and "ack <id> <isNew>"
+// crashKillChild is the child process of TestCrashKill. Its arguments are
+// the store directory, the sequence number of its first fresh ID and the
+// seed of its choice of batches and duplicates. It marks IDs until it is
+// killed, printing "try <id>" before each call and "ack <id> <isNew>"
 // after each call returns.
-func TestCrashChild(t *testing.T) {
-	dir := os.Getenv(crashChildDirEnv)
-	if dir == "" {
-		return
-	}
-	start, err := strconv.Atoi(os.Getenv(crashChildStartEnv))
+func crashKillChild(t *testutil.Child, args []string) {
+	dir := args[0]
+	start, err := strconv.Atoi(args[1])
 	require.NoError(t, err)
-	seed, err := strconv.ParseUint(os.Getenv(crashChildSeedEnv), 10, 64)
+	seed, err := strconv.ParseUint(args[2], 10, 64)
 	require.NoError(t, err)
 	rng := rand.New(rand.NewPCG(seed, 1))
 

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -89,15 +90,13 @@ func simID(n int) []byte {
 func simOptions(fs vfs.FS, logf func(string, ...any)) *dedup.Options {
 	return &dedup.Options{
 		FS:            fs,
-		Clock:         ttl.NewFake(time.Unix(1_700_000_000, 0)),
+		Clock:         ttl.NewFake(testutil.Epoch),
 		SegmentSize:   simSegmentSize,
 		MemtableMarks: simMemtableMarks,
 		ExpectedMarks: simExpectedMarks,
 		Logf:          logf,
 	}
 }
-
-func discardLogf(string, ...any) {}
 
 // TestCrashSimulatedPowerLoss simulates a power loss before each write
 // operation of the workload (create, write, sync, rename, remove...), keeping
@@ -134,7 +133,7 @@ func TestCrashSimulatedPowerLoss(t *testing.T) {
 // filesystem under it never fails, it only takes crash clones.
 func runSim(t *testing.T, fs vfs.FS, log *simLog) {
 	t.Helper()
-	s, err := dedup.Open(simDir, simOptions(fs, discardLogf))
+	s, err := dedup.Open(simDir, simOptions(fs, testutil.Discard))
 	require.NoError(t, err, "Open")
 	for i, c := range simCalls {
 		require.NoError(t, log.call(s, c), "call %d", i)

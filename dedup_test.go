@@ -11,36 +11,10 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
-
-// epoch is where fake clocks start: a realistic Unix time, so deadlines and
-// generations look like production ones.
-var epoch = time.Unix(1_700_000_000, 0)
-
-// openStore opens a store in a fresh temporary directory and closes it when
-// the test ends. It returns the store and its directory.
-func openStore(t *testing.T, opts *dedup.Options) (*dedup.Store, string) {
-	t.Helper()
-	dir := t.TempDir()
-	return openAt(t, dir, opts), dir
-}
-
-// openAt opens the store in dir and closes it when the test ends.
-func openAt(t *testing.T, dir string, opts *dedup.Options) *dedup.Store {
-	t.Helper()
-	s, err := dedup.Open(dir, opts)
-	require.NoError(t, err, "open %s", dir)
-	t.Cleanup(func() { assert.NoError(t, s.Close(), "close at cleanup") })
-	return s
-}
-
-// reopen closes s and opens its directory again with opts.
-func reopen(t *testing.T, s *dedup.Store, dir string, opts *dedup.Options) *dedup.Store {
-	t.Helper()
-	require.NoError(t, s.Close(), "close before reopen")
-	return openAt(t, dir, opts)
-}
 
 // checkAndMark calls CheckAndMark and fails the test on error.
 func checkAndMark(t *testing.T, s *dedup.Store, id string, life time.Duration) bool {
@@ -68,7 +42,7 @@ func ids(ss ...string) [][]byte {
 }
 
 func TestBadIDIsRejected(t *testing.T) {
-	s, _ := openStore(t, nil)
+	s, _ := storetest.Open(t, nil)
 	require.True(t, checkAndMark(t, s, "kept", 0))
 
 	calls := []struct {
@@ -103,7 +77,7 @@ func TestBadIDIsRejected(t *testing.T) {
 }
 
 func TestBadTTLIsRejected(t *testing.T) {
-	s, _ := openStore(t, nil)
+	s, _ := storetest.Open(t, nil)
 	const maxTTL = 7 * 24 * time.Hour
 
 	calls := []struct {
@@ -137,7 +111,7 @@ func TestBadTTLIsRejected(t *testing.T) {
 }
 
 func TestLimitsFromOptions(t *testing.T) {
-	s, _ := openStore(t, &dedup.Options{MaxIDSize: 8, MaxTTL: time.Hour, DefaultTTL: time.Minute})
+	s, _ := storetest.Open(t, &dedup.Options{MaxIDSize: 8, MaxTTL: time.Hour, DefaultTTL: time.Minute})
 
 	_, err := s.CheckAndMark([]byte("123456789"), 0)
 	assert.ErrorIs(t, err, dedup.ErrIDTooLong, "9 bytes with MaxIDSize 8")
@@ -163,7 +137,7 @@ func TestBatchWithBadInputIsRejectedWhole(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			s, _ := openStore(t, nil)
+			s, _ := storetest.Open(t, nil)
 			_, err := s.CheckAndMarkBatch(tc.batch, tc.ttl)
 			assert.ErrorIs(t, err, tc.want)
 			for _, id := range []string{"a", "b"} {
@@ -210,13 +184,13 @@ func TestInvalidOptions(t *testing.T) {
 			assert.ErrorIs(t, err, dedup.ErrInvalidOptions)
 			assert.Nil(t, s)
 			// A refused Open must leave the directory free.
-			openAt(t, dir, nil)
+			storetest.OpenAt(t, dir, nil)
 		})
 	}
 }
 
 func TestUseAfterClose(t *testing.T) {
-	s, dir := openStore(t, nil)
+	s, dir := storetest.Open(t, nil)
 	require.True(t, checkAndMark(t, s, "a", 0))
 	require.NoError(t, s.Close())
 	assert.NoError(t, s.Close(), "closing twice is fine")
@@ -236,15 +210,15 @@ func TestUseAfterClose(t *testing.T) {
 		})
 	}
 
-	s = openAt(t, dir, nil)
+	s = storetest.OpenAt(t, dir, nil)
 	assert.True(t, seen(t, s, "a"), "mark made before Close")
 	assert.False(t, seen(t, s, "b"), "calls after Close must not apply")
 	assert.True(t, checkAndMark(t, s, "b", 0))
 }
 
 func TestExpiryIsExactOnRead(t *testing.T) {
-	clock := ttl.NewFake(epoch)
-	s, _ := openStore(t, &dedup.Options{Clock: clock})
+	clock := ttl.NewFake(testutil.Epoch)
+	s, _ := storetest.Open(t, &dedup.Options{Clock: clock})
 	const life = time.Minute
 
 	require.True(t, checkAndMark(t, s, "a", life))
@@ -266,26 +240,26 @@ func TestExpiryIsExactOnRead(t *testing.T) {
 }
 
 func TestExpiryAcrossReopen(t *testing.T) {
-	clock := ttl.NewFake(epoch)
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock}
-	s, dir := openStore(t, opts)
+	s, dir := storetest.Open(t, opts)
 
 	require.True(t, checkAndMark(t, s, "minute", time.Minute))
 	require.True(t, checkAndMark(t, s, "hour", time.Hour))
 
 	clock.Advance(time.Minute - time.Nanosecond)
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 	assert.True(t, seen(t, s, "minute"), "1ns before its deadline, after reopen")
 	assert.True(t, seen(t, s, "hour"))
 
 	clock.Advance(time.Nanosecond)
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 	assert.False(t, seen(t, s, "minute"), "at its deadline, after reopen")
 	assert.True(t, seen(t, s, "hour"))
 	assert.True(t, checkAndMark(t, s, "minute", time.Minute), "expired before reopen, so new again")
 
 	clock.Advance(time.Hour)
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 	assert.False(t, seen(t, s, "minute"), "the re-mark has expired too")
 	assert.False(t, seen(t, s, "hour"))
 }
@@ -301,8 +275,8 @@ func TestZeroTTLUsesDefaultTTL(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := ttl.NewFake(epoch)
-			s, _ := openStore(t, &dedup.Options{Clock: clock, DefaultTTL: tc.defaultTTL})
+			clock := ttl.NewFake(testutil.Epoch)
+			s, _ := storetest.Open(t, &dedup.Options{Clock: clock, DefaultTTL: tc.defaultTTL})
 
 			require.True(t, checkAndMark(t, s, "single", 0))
 			isNew, err := s.CheckAndMarkBatch(ids("batch"), 0)
@@ -321,7 +295,7 @@ func TestZeroTTLUsesDefaultTTL(t *testing.T) {
 }
 
 func TestForget(t *testing.T) {
-	s, _ := openStore(t, nil)
+	s, _ := storetest.Open(t, nil)
 	require.True(t, checkAndMark(t, s, "a", 0))
 	require.True(t, checkAndMark(t, s, "b", 0))
 
@@ -336,7 +310,7 @@ func TestForget(t *testing.T) {
 }
 
 func TestForgetSurvivesReopen(t *testing.T) {
-	s, dir := openStore(t, nil)
+	s, dir := storetest.Open(t, nil)
 	for _, id := range []string{"forgotten", "re-marked", "kept"} {
 		require.True(t, checkAndMark(t, s, id, 0))
 	}
@@ -344,7 +318,7 @@ func TestForgetSurvivesReopen(t *testing.T) {
 	require.NoError(t, s.Forget([]byte("re-marked")))
 	require.True(t, checkAndMark(t, s, "re-marked", 0))
 
-	s = reopen(t, s, dir, nil)
+	s = storetest.Reopen(t, s, dir, nil)
 	assert.False(t, seen(t, s, "forgotten"), "Forget must survive reopen")
 	assert.True(t, seen(t, s, "re-marked"), "a mark made after Forget must survive reopen")
 	assert.True(t, seen(t, s, "kept"))
@@ -355,9 +329,9 @@ func TestForgetSurvivesReopen(t *testing.T) {
 // marks that checkpoints have moved from the memtable into the index.
 func TestMarksAfterCheckpoint(t *testing.T) {
 	const n = 32
-	clock := ttl.NewFake(epoch)
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock, MemtableMarks: 16}
-	s, dir := openStore(t, opts)
+	s, dir := storetest.Open(t, opts)
 	id := func(kind string, i int) string { return fmt.Sprintf("%s-%02d", kind, i) }
 
 	for i := range n {
@@ -379,7 +353,7 @@ func TestMarksAfterCheckpoint(t *testing.T) {
 		}
 	}
 	assertLive("after checkpoints", true)
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 	assertLive("after reopen", true)
 	clock.Advance(time.Minute - time.Nanosecond)
 	assertLive("1ns before the minute deadline", true)
@@ -398,7 +372,7 @@ func TestMarksAfterCheckpoint(t *testing.T) {
 // after reopen. The merge is persisted by the checkpoint after it.
 func TestCheckpointMergesFilterChains(t *testing.T) {
 	opts := &dedup.Options{ExpectedMarks: 100, Sync: dedup.SyncNone} // no checkpoint until asked
-	s, dir := openStore(t, opts)
+	s, dir := storetest.Open(t, opts)
 	marked := make([][]byte, 1000)
 	for i := range marked {
 		marked[i] = fmt.Appendf(nil, "id-%d", i)
@@ -426,17 +400,17 @@ func TestCheckpointMergesFilterChains(t *testing.T) {
 		}
 	}
 	assertAllSeen("after the merge")
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 	assertAllSeen("after reopen, from the snapshot of the chain")
 	require.NoError(t, s.Checkpoint())
 	require.NoError(t, s.Checkpoint()) // snapshots the merged filter
-	s = reopen(t, s, dir, opts)
+	s = storetest.Reopen(t, s, dir, opts)
 	assert.Equal(t, 1, filters(), "the merged filter was snapshotted")
 	assertAllSeen("after reopen, from the snapshot of the merged filter")
 }
 
 func TestBatchRepeatIsNewOnlyAtFirstOccurrence(t *testing.T) {
-	s, _ := openStore(t, nil)
+	s, _ := storetest.Open(t, nil)
 
 	isNew, err := s.CheckAndMarkBatch(ids("a", "b", "a"), 0)
 	require.NoError(t, err)
@@ -450,7 +424,7 @@ func TestBatchRepeatIsNewOnlyAtFirstOccurrence(t *testing.T) {
 }
 
 func TestOpenLockedDirectory(t *testing.T) {
-	s, dir := openStore(t, nil)
+	s, dir := storetest.Open(t, nil)
 
 	other, err := dedup.Open(dir, nil)
 	if err == nil {
@@ -459,7 +433,7 @@ func TestOpenLockedDirectory(t *testing.T) {
 	require.ErrorIs(t, err, dedup.ErrLocked, "a second Open of a directory in use")
 
 	assert.True(t, checkAndMark(t, s, "a", 0), "the failed Open must not disturb the holder")
-	s = reopen(t, s, dir, nil)
+	s = storetest.Reopen(t, s, dir, nil)
 	assert.True(t, seen(t, s, "a"), "Open succeeds once the holder has closed")
 }
 
@@ -468,7 +442,7 @@ func TestReopenPreservesMarks(t *testing.T) {
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncInterval, dedup.SyncNone} {
 		t.Run(mode.String(), func(t *testing.T) {
 			opts := &dedup.Options{Sync: mode}
-			s, dir := openStore(t, opts)
+			s, dir := storetest.Open(t, opts)
 
 			all := make([]string, n)
 			for i := range all {
@@ -481,7 +455,7 @@ func TestReopenPreservesMarks(t *testing.T) {
 			require.NoError(t, err)
 			require.Equal(t, n-n/2, countTrue(isNew), "every ID of a fresh batch is new")
 
-			s = reopen(t, s, dir, opts)
+			s = storetest.Reopen(t, s, dir, opts)
 			for _, id := range all {
 				assert.True(t, seen(t, s, id), "%s must survive reopen", id)
 			}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -64,7 +66,7 @@ func generationEnds(s *dedup.Store) []time.Time {
 // marks' generations leave the stats and their marks stay gone across
 // reopen, while the long marks stay live.
 func TestExpiredGenerationsAreDropped(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock, FS: vfs.NewMem(), MemtableMarks: 1 << 10}
 	s, err := dedup.Open("store", opts)
 	require.NoError(t, err)
@@ -88,9 +90,7 @@ func TestExpiredGenerationsAreDropped(t *testing.T) {
 	assert.Equal(t, len(long), seenAll(t, s, long), "live marks survive the drop")
 	require.NoError(t, s.Close())
 
-	s, err = dedup.Open("store", opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, "store", opts)
 	assert.Equal(t, after, generationEnds(s), "the drop is durable")
 	assert.Zero(t, seenAll(t, s, short), "no expired mark comes back after reopen")
 	assert.Equal(t, len(long), seenAll(t, s, long))
@@ -100,19 +100,11 @@ func TestExpiredGenerationsAreDropped(t *testing.T) {
 // TestExpiryRunsInTheBackground checks that no call is needed: within a few
 // expiry intervals of its end, a generation is gone.
 func TestExpiryRunsInTheBackground(t *testing.T) {
-	s := openStoreForExpiry(t, &dedup.Options{ExpiryInterval: 20 * time.Millisecond})
+	s, _ := storetest.Open(t, &dedup.Options{ExpiryInterval: 20 * time.Millisecond})
 	markAll(t, s, expiryIDs("brief", 10), time.Second)
 	require.Len(t, s.Stats().Generations, 1)
 	assert.Eventually(t, func() bool { return len(s.Stats().Generations) == 0 },
 		5*time.Second, 20*time.Millisecond, "a 1s mark's generation must be dropped within seconds")
-}
-
-func openStoreForExpiry(t *testing.T, opts *dedup.Options) *dedup.Store {
-	t.Helper()
-	s, err := dedup.Open(t.TempDir(), opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { require.NoError(t, s.Close()) })
-	return s
 }
 
 // TestCrashWhileDroppingAGeneration takes a crash clone before every write
@@ -120,7 +112,7 @@ func openStoreForExpiry(t *testing.T, opts *dedup.Options) *dedup.Store {
 // the unsynced data: after reopen no live mark is lost and no expired one
 // is seen.
 func TestCrashWhileDroppingAGeneration(t *testing.T) {
-	start := time.Unix(1_700_000_000, 0)
+	start := testutil.Epoch
 	short, long := expiryIDs("short", 150), expiryIDs("long", 150)
 	// setup runs the workload up to the dropping checkpoint and returns the
 	// store and its clock.
@@ -169,8 +161,8 @@ func TestCrashWhileDroppingAGeneration(t *testing.T) {
 // TestCompactGivesSpaceBack checks that Compact drops expired generations
 // and gives their disk space back at once, in the index and in the WAL.
 func TestCompactGivesSpaceBack(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-	s := openStoreForExpiry(t, &dedup.Options{Clock: clock, SegmentSize: 64 << 10})
+	clock := ttl.NewFake(testutil.Epoch)
+	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, SegmentSize: 64 << 10})
 	live := expiryIDs("live", 100)
 	markAll(t, s, live, time.Hour)
 	for i := range 50 {
@@ -203,10 +195,8 @@ func BenchmarkSeenAbsentGenerations(b *testing.B) {
 			// A one-hour TTL has a 512 s span: starting where the first
 			// deadlines open a bucket, each step fills one generation.
 			const span = 512
-			clock := ttl.NewFake(time.Unix((1_700_000_000+3600)/span*span-3600, 0))
-			s, err := dedup.Open(b.TempDir(), &dedup.Options{Clock: clock, Sync: dedup.SyncNone, ExpectedMarks: marks / gens})
-			require.NoError(b, err)
-			defer s.Close()
+			clock := ttl.NewFake(time.Unix((testutil.Epoch.Unix()+3600)/span*span-3600, 0))
+			s, _ := storetest.Open(b, &dedup.Options{Clock: clock, Sync: dedup.SyncNone, ExpectedMarks: marks / gens})
 			ids := bench.RandomIDs(1, marks)
 			per := marks / gens
 			for g := range gens {
@@ -237,12 +227,12 @@ func TestTTLsThatOverflowAreRefused(t *testing.T) {
 	_, err := dedup.Open(t.TempDir(), &dedup.Options{MaxTTL: 250 * year})
 	require.ErrorIs(t, err, dedup.ErrInvalidOptions, "a MaxTTL past 2262")
 
-	s, _ := openStore(t, &dedup.Options{MaxTTL: 200 * year})
+	s, _ := storetest.Open(t, &dedup.Options{MaxTTL: 200 * year})
 	assert.True(t, checkAndMark(t, s, "long", 200*year))
 	assert.False(t, checkAndMark(t, s, "long", 200*year), "a 200-year mark is kept")
 
 	clock := ttl.NewFake(lastDeadline.Add(-30 * 24 * time.Hour))
-	s, _ = openStore(t, &dedup.Options{Clock: clock, SlidingTTL: true})
+	s, _ = storetest.Open(t, &dedup.Options{Clock: clock, SlidingTTL: true})
 	clock.Advance(29*24*time.Hour + 12*time.Hour)
 	assert.True(t, checkAndMark(t, s, "slides", time.Hour))
 	for _, tc := range []struct {

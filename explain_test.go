@@ -9,16 +9,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
 // TestExplain checks what Explain reports of an ID through its life: new,
 // marked in the WAL tail, checkpointed to Pebble, forgotten.
 func TestExplain(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock})
-	require.NoError(t, err)
-	defer s.Close()
+	clock := ttl.NewFake(testutil.Epoch)
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock})
 	id := []byte("order-1")
 
 	x, err := s.Explain(id)
@@ -59,17 +59,15 @@ func TestExplain(t *testing.T) {
 // is (WAL tail or Pebble, one or several versions), and with all also the
 // versions that are not live.
 func TestScan(t *testing.T) {
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, SlidingTTL: true})
-	require.NoError(t, err)
-	defer s.Close()
+	clock := ttl.NewFake(testutil.Epoch)
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, SlidingTTL: true})
 
 	markAll(t, s, expiryIDs("pebble", 5), time.Hour)
 	markAll(t, s, expiryIDs("brief", 3), time.Minute)
 	require.NoError(t, s.Checkpoint())
 	markAll(t, s, expiryIDs("tail", 5), time.Hour)
-	clock.Advance(2 * time.Minute)                              // the brief marks expire
-	_, err = s.CheckAndMark([]byte("pebble-000"), 24*time.Hour) // slides: a second version
+	clock.Advance(2 * time.Minute)                               // the brief marks expire
+	_, err := s.CheckAndMark([]byte("pebble-000"), 24*time.Hour) // slides: a second version
 	require.NoError(t, err)
 	require.NoError(t, s.Forget([]byte("tail-004")))
 

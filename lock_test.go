@@ -5,7 +5,6 @@ import (
 	"io"
 	"io/fs"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -17,6 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // probeInChild opens the store in dir from a child process, writable or
@@ -25,18 +26,13 @@ import (
 // "probe: error: <err>".
 func probeInChild(t *testing.T, dir string, readOnly bool, cred *syscall.Credential) string {
 	t.Helper()
-	bin, err := os.Executable() // os.Args[0] may be relative to another directory
-	require.NoError(t, err)
 	mode := "rw"
 	if readOnly {
 		mode = "ro"
 	}
+	cmd := testutil.ChildCommand(t, "lock-probe", dir, mode)
 	if cred != nil {
-		bin = executableBy(t, cred)
-	}
-	cmd := exec.Command(bin, "-test.run=^TestLockHolderChild$")
-	cmd.Env = append(os.Environ(), lockChildDirEnv+"="+dir, lockChildProbeEnv+"="+mode)
-	if cred != nil {
+		cmd.Path = executableBy(t, cred)
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
 	}
 	out, err := cmd.CombinedOutput()
@@ -110,11 +106,11 @@ func TestSecondOpenIsLockedByAnyPath(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			s := openAt(t, dir, nil)
+			s := storetest.OpenAt(t, dir, nil)
 			require.True(t, checkAndMark(t, s, "probe", 0))
 			if tc.firstRO {
 				require.NoError(t, s.Close())
-				s = openAt(t, dir, &dedup.Options{ReadOnly: true})
+				s = storetest.OpenAt(t, dir, &dedup.Options{ReadOnly: true})
 			}
 
 			second, err := dedup.Open(tc.path(t, dir), &dedup.Options{ReadOnly: tc.secondRO})
@@ -143,8 +139,8 @@ func TestReadOnlyStoresRunSideBySide(t *testing.T) {
 	require.NoError(t, s.Close())
 
 	ro := &dedup.Options{ReadOnly: true}
-	first := openAt(t, dir, ro)
-	second := openAt(t, dir, ro)
+	first := storetest.OpenAt(t, dir, ro)
+	second := storetest.OpenAt(t, dir, ro)
 	assert.True(t, seen(t, first, "probe"))
 	assert.True(t, seen(t, second, "probe"))
 	assert.Equal(t, "probe: opened, seen true, <nil>", probeInChild(t, dir, true, nil))
@@ -165,11 +161,11 @@ func TestLockOnAnotherFS(t *testing.T) {
 	require.NoError(t, s.Close())
 
 	ro := &dedup.Options{FS: mem, ReadOnly: true}
-	a := openAt(t, "store", ro)
-	_ = openAt(t, "store", ro)
+	a := storetest.OpenAt(t, "store", ro)
+	_ = storetest.OpenAt(t, "store", ro)
 	_, err = dedup.Open("store", opts)
 	require.ErrorIs(t, err, dedup.ErrLocked, "a writer beside read-only Stores")
-	other := openAt(t, "store", &dedup.Options{FS: vfs.NewMem()})
+	other := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem()})
 	assert.NotNil(t, other, "another FS is another store")
 	require.NoError(t, a.Close())
 }
@@ -209,7 +205,7 @@ func TestReadOnlyDirectoryIsNotLocked(t *testing.T) {
 				require.ErrorIs(t, err, dedup.ErrPermission)
 				assert.NotErrorIs(t, err, dedup.ErrLocked)
 				assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"))
-				ro := openAt(t, dir, &dedup.Options{ReadOnly: true})
+				ro := storetest.OpenAt(t, dir, &dedup.Options{ReadOnly: true})
 				assert.True(t, seen(t, ro, "probe"))
 				return
 			}
@@ -278,7 +274,7 @@ func TestOpenOnAnFSThatRefusesWrites(t *testing.T) {
 			require.NoError(t, s.Close())
 
 			refusing := errorfs.Wrap(base, refuseWrites{})
-			ro := openAt(t, dir, &dedup.Options{FS: refusing, ReadOnly: true})
+			ro := storetest.OpenAt(t, dir, &dedup.Options{FS: refusing, ReadOnly: true})
 			assert.True(t, seen(t, ro, "probe"))
 			require.NoError(t, ro.Close())
 

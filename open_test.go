@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // TestOpenRefusesWhatIsNotAStore checks that Open names what it refuses,
@@ -113,9 +114,7 @@ func TestChangingFalsePositiveRateKeepsMarks(t *testing.T) {
 			markAll(t, s, ids[250:], 0) // half only in the WAL
 			require.NoError(t, s.Close())
 
-			s, err = dedup.Open(dir, &dedup.Options{FalsePositiveRate: tc.after})
-			require.NoError(t, err)
-			defer s.Close()
+			s = storetest.OpenAt(t, dir, &dedup.Options{FalsePositiveRate: tc.after})
 			isNew, err := s.CheckAndMarkBatch(ids, 0)
 			require.NoError(t, err)
 			assert.NotContains(t, isNew, true, "a mark was lost with the old filters")

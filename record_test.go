@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"sync"
@@ -18,17 +17,16 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
 func openRecords(t *testing.T) (*dedup.Store, *ttl.Fake, *dedup.Options) {
 	t.Helper()
-	clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{FS: vfs.NewMem(), Clock: clock}
-	s, err := dedup.Open("store", opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
-	return s, clock, opts
+	return storetest.OpenAt(t, "store", opts), clock, opts
 }
 
 func begin(t *testing.T, s *dedup.Store, key, fp string, lease time.Duration) dedup.Claim {
@@ -147,11 +145,7 @@ func TestRecordsSurviveReopen(t *testing.T) {
 			if checkpoint {
 				require.NoError(t, s.Checkpoint())
 			}
-			require.NoError(t, s.Close())
-
-			s, err := dedup.Open("store", opts)
-			require.NoError(t, err)
-			defer s.Close()
+			s = storetest.Reopen(t, s, "store", opts)
 			c := begin(t, s, "done", "fp", time.Minute)
 			assert.Equal(t, dedup.Completed, c.Outcome)
 			assert.Equal(t, "result", string(c.Result))
@@ -293,9 +287,7 @@ func TestRecordBadInput(t *testing.T) {
 // acquires; the others see it in progress, or completed once the winner
 // completes.
 func TestConcurrentBeginOneWinner(t *testing.T) {
-	s, err := dedup.Open(t.TempDir(), nil)
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, t.TempDir(), nil)
 	for round := range 20 {
 		key := fmt.Appendf(nil, "key-%d", round)
 		var wg sync.WaitGroup
@@ -327,9 +319,6 @@ func TestConcurrentBeginOneWinner(t *testing.T) {
 	}
 }
 
-// The record kill test's child is configured through this variable.
-const recordChildDirEnv = "DEDUP_RECORD_CHILD_DIR"
-
 // TestCrashKillBetweenBeginAndComplete kills, with SIGKILL, a child that
 // has begun work on a key and not completed it. After reopen the key is in
 // progress under the child's token until its lease ends, then another
@@ -337,8 +326,7 @@ const recordChildDirEnv = "DEDUP_RECORD_CHILD_DIR"
 // off.
 func TestCrashKillBetweenBeginAndComplete(t *testing.T) {
 	dir := t.TempDir()
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRecordChild$")
-	cmd.Env = append(os.Environ(), recordChildDirEnv+"="+dir)
+	cmd := testutil.ChildCommand(t, "record", dir)
 	stdout, err := cmd.StdoutPipe()
 	require.NoError(t, err)
 	require.NoError(t, cmd.Start())
@@ -355,9 +343,7 @@ func TestCrashKillBetweenBeginAndComplete(t *testing.T) {
 	leaseEnds := time.Unix(0, leaseNS)
 
 	clock := ttl.NewFake(leaseEnds.Add(-time.Second))
-	s, err := dedup.Open(dir, &dedup.Options{Clock: clock})
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, dir, &dedup.Options{Clock: clock})
 	c, err := s.Begin([]byte("order-7"), []byte("fp"), time.Minute, time.Hour)
 	require.NoError(t, err)
 	assert.Equal(t, dedup.InProgress, c.Outcome, "the dead child's lease is still live")
@@ -372,16 +358,11 @@ func TestCrashKillBetweenBeginAndComplete(t *testing.T) {
 	require.NoError(t, s.Complete([]byte("order-7"), c.Token, []byte("done")))
 }
 
-// TestRecordChild is the child process of
-// TestCrashKillBetweenBeginAndComplete, not a test of its own: without
-// DEDUP_RECORD_CHILD_DIR it does nothing. It begins work on a key, says so,
-// and waits to be killed.
-func TestRecordChild(t *testing.T) {
-	dir := os.Getenv(recordChildDirEnv)
-	if dir == "" {
-		return
-	}
-	s, err := dedup.Open(dir, nil)
+// recordChild is the child process of
+// TestCrashKillBetweenBeginAndComplete: in the store directory args name
+// it begins work on a key, says so, and waits to be killed.
+func recordChild(t *testutil.Child, args []string) {
+	s, err := dedup.Open(args[0], nil)
 	require.NoError(t, err)
 	c, err := s.Begin([]byte("order-7"), []byte("fp"), time.Minute, time.Hour)
 	require.NoError(t, err)

@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // TestRepair damages a record in the middle of the WAL: Open fails, Repair
@@ -53,9 +54,7 @@ func TestRepair(t *testing.T) {
 	require.NoError(t, err)
 	_, err = os.Stat(segments[0] + ".broken")
 	require.NoError(t, err, "the damaged segment is kept aside")
-	s, err = dedup.Open(dir, opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, dir, opts)
 	assert.Equal(t, 100, seenAll(t, s, ids[:100]), "the marks before the damage survive")
 	assert.Zero(t, seenAll(t, s, ids[100:]), "the cut records are gone")
 
@@ -68,9 +67,7 @@ func TestRepair(t *testing.T) {
 // every mark made before it, none made after, and opens anywhere.
 func TestSnapshot(t *testing.T) {
 	dir := t.TempDir()
-	s, err := dedup.Open(dir, nil)
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, dir, nil)
 	before, after := expiryIDs("before", 200), expiryIDs("after", 10)
 	markAll(t, s, before[:100], 0)
 	require.NoError(t, s.Checkpoint())
@@ -83,9 +80,7 @@ func TestSnapshot(t *testing.T) {
 
 	moved := filepath.Join(t.TempDir(), "moved")
 	require.NoError(t, os.Rename(snap, moved), "a snapshot can be moved whole")
-	c, err := dedup.Open(moved, nil)
-	require.NoError(t, err)
-	defer c.Close()
+	c := storetest.OpenAt(t, moved, nil)
 	assert.Equal(t, len(before), seenAll(t, c, before))
 	assert.Zero(t, seenAll(t, c, after), "marks made after the snapshot are not in it")
 	r, err := c.Verify()

@@ -10,6 +10,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -41,9 +43,7 @@ func TestRestoreMovesMarksWhole(t *testing.T) {
 	for _, m := range scanAll(t, src) {
 		marks = append(marks, m)
 	}
-	dst, err := dedup.Open("other", opts)
-	require.NoError(t, err)
-	t.Cleanup(func() { dst.Close() })
+	dst := storetest.OpenAt(t, "other", opts)
 	restored, err := dst.Restore(marks)
 	require.NoError(t, err)
 	assert.Equal(t, []bool{true, true, true}, restored)
@@ -111,13 +111,13 @@ func TestRestoreRejectsInvalidMarks(t *testing.T) {
 // TestRestoredMarksSurviveReopen checks that restored marks are in the
 // WAL: a reopen replays them with their deadlines and records.
 func TestRestoredMarksSurviveReopen(t *testing.T) {
-	clock := ttl.NewFake(epoch)
+	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{FS: vfs.NewMem(), Clock: clock}
 	s, err := dedup.Open("store", opts)
 	require.NoError(t, err)
 	marks := []dedup.Mark{
-		{ID: []byte("m"), Deadline: epoch.Add(time.Hour + time.Nanosecond)},
-		{ID: []byte("r"), Deadline: epoch.Add(2 * time.Hour), Record: &dedup.Record{
+		{ID: []byte("m"), Deadline: testutil.Epoch.Add(time.Hour + time.Nanosecond)},
+		{ID: []byte("r"), Deadline: testutil.Epoch.Add(2 * time.Hour), Record: &dedup.Record{
 			State: dedup.StateCompleted, Token: 42, TTL: 2 * time.Hour, Fingerprint: []byte("fp"), Result: []byte("res"),
 		}},
 	}
@@ -125,9 +125,7 @@ func TestRestoredMarksSurviveReopen(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 
-	s, err = dedup.Open("store", opts)
-	require.NoError(t, err)
-	defer s.Close()
+	s = storetest.OpenAt(t, "store", opts)
 	all := scanAll(t, s)
 	assert.True(t, all["m"].Deadline.Equal(marks[0].Deadline))
 	r := all["r"].Record
@@ -146,7 +144,7 @@ func TestMustExistRefusesToCreate(t *testing.T) {
 	require.ErrorIs(t, err, dedup.ErrNotStore)
 	assert.NoDirExists(t, dir)
 
-	s, dir := openStore(t, nil)
+	s, dir := storetest.Open(t, nil)
 	require.NoError(t, s.Close())
 	s, err = dedup.Open(dir, &dedup.Options{MustExist: true})
 	require.NoError(t, err)

@@ -7,6 +7,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
 // TestVerify checks that Verify reads a healthy store clean, marks in the
@@ -14,10 +15,10 @@ import (
 // Open and the reads so far have not touched.
 func TestVerify(t *testing.T) {
 	const marks = 120
-	var log capturedLog
-	dir := markedStore(t, damageOptions(log.logf), marks)
+	var log testutil.Log
+	dir := markedStore(t, damageOptions(log.Logf), marks)
 
-	s, err := dedup.Open(dir, damageOptions(log.logf))
+	s, err := dedup.Open(dir, damageOptions(log.Logf))
 	require.NoError(t, err)
 	markAll(t, s, expiryIDs("wal-only", 10), 0)
 	r, err := s.Verify()
@@ -30,7 +31,7 @@ func TestVerify(t *testing.T) {
 	tables := storeFiles(t, dir, "index/db/*.sst")
 	require.NotEmpty(t, tables)
 	flipByte(t, tables[0], 64)
-	s, err = dedup.Open(dir, damageOptions(log.logf))
+	s, err = dedup.Open(dir, damageOptions(log.Logf))
 	require.NoError(t, err, "Open reads no table block")
 	defer s.Close()
 	_, err = s.Verify()

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // The WAL damage tests write one record per mark, so that record k holds
@@ -89,9 +90,7 @@ func reopenAfterRepair(t *testing.T, dir string, kept [][]byte, highest uint64) 
 	t.Helper()
 	_, err := dedup.Repair(dir, walOptions(t.Logf), true)
 	require.NoError(t, err)
-	s, err := dedup.Open(dir, walOptions(t.Logf))
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.NoError(t, s.Close()) })
+	s := storetest.OpenAt(t, dir, walOptions(t.Logf))
 	assert.Equal(t, len(kept), seenAll(t, s, kept))
 	_, err = s.CheckAndMark([]byte("after-repair"), 0)
 	require.NoError(t, err)

@@ -12,11 +12,13 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
 func TestProcessMarksOnlyOnSuccess(t *testing.T) {
-	c := &idempotency.Consumer{Store: openStore(t)}
+	c := &idempotency.Consumer{Store: storetest.OpenMem(t, nil)}
 	runs := 0
 	fail := errors.New("downstream unavailable")
 
@@ -40,7 +42,7 @@ func TestProcessMarksOnlyOnSuccess(t *testing.T) {
 }
 
 func TestProcessBusyWhileAnotherHoldsTheLease(t *testing.T) {
-	s := openStore(t)
+	s := storetest.OpenMem(t, nil)
 	claim, err := s.Begin([]byte("m"), nil, time.Minute, 0)
 	require.NoError(t, err)
 	c := &idempotency.Consumer{Store: s}
@@ -77,8 +79,8 @@ func TestProcessReportsWorkDoneButUnmarked(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			clock := ttl.NewFake(time.Unix(1_700_000_000, 0))
-			s := openStoreWith(t, &dedup.Options{Clock: clock})
+			clock := ttl.NewFake(testutil.Epoch)
+			s := storetest.OpenMem(t, &dedup.Options{Clock: clock})
 			c := &idempotency.Consumer{Store: s, Lease: time.Minute}
 			id := []byte("m")
 			var want error
@@ -96,7 +98,7 @@ func TestProcessReportsWorkDoneButUnmarked(t *testing.T) {
 // a repeat inside the batch is a duplicate, a failure fails only its own
 // message, and a redelivered batch runs only what failed.
 func TestProcessBatchKeysEachRecord(t *testing.T) {
-	c := &idempotency.Consumer{Store: openStore(t)}
+	c := &idempotency.Consumer{Store: storetest.OpenMem(t, nil)}
 	ids := [][]byte{[]byte("a"), []byte("b"), []byte("a"), []byte("c")}
 	var ran []int
 	bFailed := false
@@ -130,9 +132,7 @@ func TestProcessBatchKeysEachRecord(t *testing.T) {
 // stream, each message delivered to all of them, retrying while busy:
 // every message's handler runs exactly once in all.
 func TestConsumersProcessEachMessageOnce(t *testing.T) {
-	s, err := dedup.Open(t.TempDir(), nil)
-	require.NoError(t, err)
-	defer s.Close()
+	s, _ := storetest.Open(t, nil)
 	const messages, consumers = 200, 4
 	var mu sync.Mutex
 	runs := map[string]int{}

@@ -15,29 +15,13 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
-
-func openStore(t *testing.T) *dedup.Store {
-	t.Helper()
-	return openStoreWith(t, &dedup.Options{})
-}
-
-// openStoreWith opens an in-memory store with opts, whose FS it sets.
-func openStoreWith(t *testing.T, opts *dedup.Options) *dedup.Store {
-	t.Helper()
-	o := *opts
-	o.FS = vfs.NewMem()
-	s, err := dedup.Open("store", &o)
-	require.NoError(t, err)
-	t.Cleanup(func() { s.Close() })
-	return s
-}
 
 // charge is a payment-like handler: it counts its runs and answers with a
 // new charge ID, so that a replay is told from a second run.
@@ -91,7 +75,7 @@ func TestRepeatReplaysTheStoredResponse(t *testing.T) {
 	for _, status := range []int{http.StatusCreated, http.StatusInternalServerError} {
 		t.Run(fmt.Sprint(status), func(t *testing.T) {
 			c := &charge{status: status}
-			h := idempotency.Middleware(openStore(t), nil)(c)
+			h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(c)
 			first := serve(h, http.MethodPost, "key-1", `{"amount":100}`)
 			require.Equal(t, status, first.Code)
 			assert.Empty(t, first.Header().Get(idempotency.ReplayedHeader))
@@ -115,7 +99,7 @@ func TestRepeatReplaysTheStoredResponse(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	c := &charge{}
-	h := idempotency.Middleware(openStore(t), &idempotency.Options{Required: true})(c)
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), &idempotency.Options{Required: true})(c)
 	require.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "used", `{"amount":100}`).Code)
 
 	tests := []struct {
@@ -146,7 +130,7 @@ func TestBadRequests(t *testing.T) {
 
 func TestOtherMethodsAndNoKeyPassThrough(t *testing.T) {
 	c := &charge{}
-	h := idempotency.Middleware(openStore(t), nil)(c)
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(c)
 	for range 2 {
 		w := serve(h, http.MethodGet, "key", "")
 		assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader))
@@ -158,14 +142,14 @@ func TestOtherMethodsAndNoKeyPassThrough(t *testing.T) {
 
 func TestBodyTooLarge(t *testing.T) {
 	c := &charge{}
-	h := idempotency.Middleware(openStore(t), &idempotency.Options{MaxBodyBytes: 10})(c)
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), &idempotency.Options{MaxBodyBytes: 10})(c)
 	requireProblem(t, serve(h, http.MethodPost, "k", strings.Repeat("x", 11)), http.StatusRequestEntityTooLarge)
 	assert.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "k", strings.Repeat("x", 10)).Code)
 }
 
 func TestScopeSeparatesKeys(t *testing.T) {
 	c := &charge{}
-	h := idempotency.Middleware(openStore(t), &idempotency.Options{
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), &idempotency.Options{
 		Scope: func(r *http.Request) string { return r.Header.Get("Account") },
 	})(c)
 	for _, account := range []string{"acct_1", "acct_2", "acct_1"} {
@@ -183,7 +167,7 @@ func TestScopeSeparatesKeys(t *testing.T) {
 func TestConcurrentIdenticalRequests(t *testing.T) {
 	running, finish := make(chan struct{}), make(chan struct{})
 	var runs atomic.Int64
-	h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if runs.Add(1) == 1 {
 			close(running)
 		}
@@ -229,7 +213,7 @@ func TestPanicReleasesTheLease(t *testing.T) {
 	for _, p := range []any{"handler bug", http.ErrAbortHandler} {
 		t.Run(fmt.Sprint(p), func(t *testing.T) {
 			var runs atomic.Int64
-			h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 				if runs.Add(1) == 1 {
 					panic(p)
 				}
@@ -249,7 +233,7 @@ func TestPanicReleasesTheLease(t *testing.T) {
 // stored, and the client's retry gets it instead of a second run.
 func TestGoneClientGetsTheStoredResponse(t *testing.T) {
 	c := &charge{}
-	h := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.runs.Load() == 0 {
 			<-r.Context().Done() // the charge is made as the client goes away
 		}
@@ -276,7 +260,7 @@ func TestGoneClientOverRealHTTPChargesOnce(t *testing.T) {
 	c := &charge{}
 	started := make(chan struct{}, 1)
 	served := make(chan struct{}, 1)
-	mw := idempotency.Middleware(openStore(t), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	mw := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.runs.Load() == 0 {
 			started <- struct{}{}
 			<-r.Context().Done() // the server saw the client go
@@ -353,7 +337,7 @@ func requireNotKept(t *testing.T, w *httptest.ResponseRecorder, status int) {
 // status with a problem body saying that the response was not kept.
 func TestLargeResponseIsNotRunAgain(t *testing.T) {
 	b := &big{n: 2 << 20}
-	h := idempotency.Middleware(openStore(t), nil)(b)
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(b)
 	first := serve(h, http.MethodPost, "export", "{}")
 	require.Equal(t, http.StatusCreated, first.Code)
 	assert.Equal(t, 2<<20, first.Body.Len(), "the client gets the whole body")
@@ -391,7 +375,7 @@ func TestResponseIsKeptUpToItsBound(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			b := &big{n: tt.body}
-			h := idempotency.Middleware(openStoreWith(t, &dedup.Options{MaxValueSize: maxValue}), &idempotency.Options{MaxResponseBytes: tt.maxBody})(b)
+			h := idempotency.Middleware(storetest.OpenMem(t, &dedup.Options{MaxValueSize: maxValue}), &idempotency.Options{MaxResponseBytes: tt.maxBody})(b)
 			first := serve(h, http.MethodPost, "k", "{}")
 			require.Equal(t, http.StatusCreated, first.Code)
 			assert.Equal(t, tt.body, first.Body.Len(), "the client gets the whole body")
@@ -412,7 +396,7 @@ func TestResponseIsKeptUpToItsBound(t *testing.T) {
 // are dropped with the body, and the status is still kept.
 func TestLargeHeadersAreNotKept(t *testing.T) {
 	var runs atomic.Int64
-	h := idempotency.Middleware(openStoreWith(t, &dedup.Options{MaxValueSize: 4096}), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	h := idempotency.Middleware(storetest.OpenMem(t, &dedup.Options{MaxValueSize: 4096}), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		runs.Add(1)
 		w.Header().Set("Location", "/exports/"+strings.Repeat("x", 8192))
 		w.WriteHeader(http.StatusAccepted)
@@ -430,7 +414,7 @@ func TestLargeHeadersAreNotKept(t *testing.T) {
 // it runs, rather than run with no way to store that it did.
 func TestFingerprintLeavingNoRoomIsRefused(t *testing.T) {
 	var runs atomic.Int64
-	h := idempotency.Middleware(openStoreWith(t, &dedup.Options{MaxValueSize: 4096}), &idempotency.Options{
+	h := idempotency.Middleware(storetest.OpenMem(t, &dedup.Options{MaxValueSize: 4096}), &idempotency.Options{
 		Fingerprint: func(r *http.Request) ([]byte, error) { return io.ReadAll(r.Body) },
 	})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { runs.Add(1) }))
 	requireProblem(t, serve(h, http.MethodPost, "k", strings.Repeat("x", 4096-10)), http.StatusRequestEntityTooLarge)
@@ -455,7 +439,7 @@ func earlyHints(runs *atomic.Int64) http.Handler {
 // taken for the final one: the repeat replays the 201 that followed it.
 func TestInformationalResponseIsNotStored(t *testing.T) {
 	var runs atomic.Int64
-	h := idempotency.Middleware(openStore(t), nil)(earlyHints(&runs))
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(earlyHints(&runs))
 	serve(h, http.MethodPost, "k", "{}")
 	again := serve(h, http.MethodPost, "k", "{}")
 	assert.Equal(t, http.StatusCreated, again.Code)
@@ -469,7 +453,7 @@ func TestInformationalResponseIsNotStored(t *testing.T) {
 // client gets the 103 and then the 201, and that the replay is the 201.
 func TestInformationalResponseOverRealHTTP(t *testing.T) {
 	var runs atomic.Int64
-	srv := httptest.NewServer(idempotency.Middleware(openStore(t), nil)(earlyHints(&runs)))
+	srv := httptest.NewServer(idempotency.Middleware(storetest.OpenMem(t, nil), nil)(earlyHints(&runs)))
 	defer srv.Close()
 	post := func() (informational []int, resp *http.Response, body string) {
 		trace := &httptrace.ClientTrace{Got1xxResponse: func(code int, _ textproto.MIMEHeader) error {
@@ -500,7 +484,7 @@ func TestInformationalResponseOverRealHTTP(t *testing.T) {
 // TestReplayOverRealHTTP runs the middleware behind a real server and
 // client: the replay is the same bytes on the wire.
 func TestReplayOverRealHTTP(t *testing.T) {
-	srv := httptest.NewServer(idempotency.Middleware(openStore(t), nil)(&charge{}))
+	srv := httptest.NewServer(idempotency.Middleware(storetest.OpenMem(t, nil), nil)(&charge{}))
 	defer srv.Close()
 	post := func() (*http.Response, string) {
 		req, err := http.NewRequest(http.MethodPost, srv.URL+"/charges", strings.NewReader(`{"amount":5}`))

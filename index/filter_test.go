@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -222,7 +223,7 @@ func TestGenFilterClone(t *testing.T) {
 // mark lives: with write times recorded it is exact for one mark; without
 // them (a filter rebuilt from Pebble) it is still never below the truth.
 func TestWindowBounds(t *testing.T) {
-	written := time.Unix(1_700_000_000, 0)
+	written := testutil.Epoch
 	for _, d := range []time.Duration{time.Second, 7 * time.Second, 8 * time.Second, time.Minute, 24 * time.Hour, 7 * 24 * time.Hour} {
 		dl := ttl.DeadlineOf(written, d)
 		g := ttl.GenOf(d, dl)

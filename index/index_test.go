@@ -17,13 +17,14 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup/internal/fsutil"
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
 const testDir = "index"
 
 // testNow is the fixed time the marks of these tests are written at.
-var testNow = time.Unix(1_700_000_000, 0)
+var testNow = testutil.Epoch
 
 func testOptions(fs vfs.FS) Options {
 	return Options{FS: fs, ExpectedMarks: 1000, FalsePositiveRate: 0.01, MemtableMarks: 1000, CacheSize: 1 << 20}
@@ -378,11 +379,11 @@ func TestIndexRebuildFilters(t *testing.T) {
 	// filters because of the snapshot named name, and checks the filters.
 	reopenRebuilding := func(t *testing.T, name string) *Index {
 		t.Helper()
-		var logs []string
+		var log testutil.Log
 		opts := testOptions(fs)
-		opts.Logf = func(format string, args ...any) { logs = append(logs, fmt.Sprintf(format, args...)) }
+		opts.Logf = log.Logf
 		ix, _ := openIndex(t, opts)
-		if assert.Len(t, logs, 1) {
+		if logs := log.Lines(); assert.Len(t, logs, 1) {
 			assert.Contains(t, logs[0], name)
 			assert.Contains(t, logs[0], "rebuilding")
 		}
@@ -463,13 +464,13 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 		closeIndex()
 
 		fault.on.Store(true)
-		var logged []string
-		opts.Logf = func(format string, args ...any) { logged = append(logged, fmt.Sprintf(format, args...)) }
+		var log testutil.Log
+		opts.Logf = log.Logf
 		ix, err := Open(testDir, opts)
 		require.ErrorIs(t, err, ErrFailed)
 		assert.Nil(t, ix)
 		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
-		assert.NotEmpty(t, logged, "the fatal error must be logged")
+		assert.NotEmpty(t, log.Lines(), "the fatal error must be logged")
 	})
 	t.Run("at a checkpoint", func(t *testing.T) {
 		fault := &manifestFault{}

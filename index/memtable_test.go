@@ -9,6 +9,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -118,7 +119,7 @@ func TestMemtableRemarkAfterForget(t *testing.T) {
 }
 
 func TestMemtableLive(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
+	now := testutil.Epoch
 	live := ttl.DeadlineOf(now, time.Minute)
 	tests := []struct {
 		name    string
@@ -193,7 +194,7 @@ func TestMemtableLive(t *testing.T) {
 }
 
 func TestMemtableLiveValueIsCopy(t *testing.T) {
-	now := time.Unix(1_700_000_000, 0)
+	now := testutil.Epoch
 	m := newMemtable(0)
 	id := []byte("id")
 	m.mark(Op{ID: id, Gen: 1, Deadline: ttl.DeadlineOf(now, time.Minute), Value: []byte("value")}, memHash(id), 1)

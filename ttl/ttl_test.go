@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/assert"
+
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
 func TestDeadlineLive(t *testing.T) {
@@ -17,7 +19,7 @@ func TestDeadlineLive(t *testing.T) {
 }
 
 func TestGenBoundsDeadline(t *testing.T) {
-	base := time.Unix(1_700_000_000, 123)
+	base := testutil.Epoch.Add(123)
 	for _, tc := range []struct {
 		name string
 		ttl  time.Duration
@@ -72,7 +74,7 @@ func TestFakeZeroValueStartsAtTheUnixEpoch(t *testing.T) {
 }
 
 func TestFakeAdvancePassesTimeAndSetStepsTheWallTime(t *testing.T) {
-	c := NewFake(time.Unix(1_700_000_000, 0))
+	c := NewFake(testutil.Epoch)
 	c.Advance(time.Hour)
 	assert.Equal(t, time.Hour, c.Elapsed(), "time passing moves Elapsed")
 	c.Set(time.Unix(1_800_000_000, 0))

@@ -18,6 +18,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup/internal/fsutil"
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
 // logDir is the directory openLog keeps its log in.
@@ -575,13 +576,12 @@ func TestTornTailReportSaysWhatRecoveryKnows(t *testing.T) {
 	last := recs[len(recs)-1]
 	base[newest][last.off+recHeaderSize] ^= 0x01
 
-	var logged []string
-	l, got, err := tryOpen(base.mount(t), Options{Logf: func(format string, args ...any) {
-		logged = append(logged, fmt.Sprintf(format, args...))
-	}}, 0)
+	var log testutil.Log
+	l, got, err := tryOpen(base.mount(t), Options{Logf: log.Logf}, 0)
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
 	requireReplay(t, want[:len(want)-1], got, "the records before the torn one")
+	logged := log.Lines()
 	require.Len(t, logged, 1)
 	assert.Contains(t, logged[0], fmt.Sprintf("offset %d", last.off))
 	assert.NotContains(t, logged[0], "none of it was acknowledged")

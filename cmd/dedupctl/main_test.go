@@ -18,6 +18,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // TestMain lets the scripts run dedupctl as a command: the test binary
@@ -219,9 +220,7 @@ func TestImportSkipsExpired(t *testing.T) {
 	require.Equal(t, 0, code, stderr)
 	assert.Equal(t, "2 marks added, 0 already present, 1 expired and skipped\n", stdout)
 
-	s, err := dedup.Open(dir, &dedup.Options{ReadOnly: true})
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, dir, &dedup.Options{ReadOnly: true})
 	for id, want := range map[string]time.Time{"soon": soon, "\xff\xfe": later} {
 		x, err := s.Explain([]byte(id))
 		require.NoError(t, err)

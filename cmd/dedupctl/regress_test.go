@@ -19,6 +19,7 @@ import (
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/admin"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // newStore creates a store in a new directory, lets fill write to it, and
@@ -94,9 +95,7 @@ func TestExportImportKeepsRecordsWhole(t *testing.T) {
 	}
 	assert.Equal(t, stuck.Token, got["job-stuck"].Record.Token)
 
-	s, err := dedup.Open(dst, nil)
-	require.NoError(t, err)
-	defer s.Close()
+	s := storetest.OpenAt(t, dst, nil)
 	again := post(s)
 	assert.Equal(t, http.StatusCreated, again.Code, again.Body.String())
 	assert.Equal(t, `{"charge":1}`, again.Body.String(), "the stored response, not a second call")

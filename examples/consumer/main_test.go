@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -15,22 +14,22 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
-// childEnv, when set, makes the test binary run the consumer on the
-// directory it names instead of the tests.
-const childEnv = "CONSUMER_EXAMPLE_DIR"
-
+// TestMain runs the tests, or, in a child process that
+// TestExactlyOnceAcrossKills started, the consumer.
 func TestMain(m *testing.M) {
-	if dir := os.Getenv(childEnv); dir != "" {
-		err := run(filepath.Join(dir, "store"), filepath.Join(dir, "messages.jsonl"), filepath.Join(dir, "applied.log"), 300*time.Millisecond, time.Millisecond)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			os.Exit(1)
-		}
-		os.Exit(0)
-	}
-	os.Exit(m.Run())
+	testutil.RunMain(m, map[string]testutil.Role{"consumer": consumerChild})
+}
+
+// consumerChild runs the consumer on the stream in the directory args
+// name, with its store and its applied log beside it.
+func consumerChild(t *testutil.Child, args []string) {
+	dir := args[0]
+	err := run(filepath.Join(dir, "store"), filepath.Join(dir, "messages.jsonl"), filepath.Join(dir, "applied.log"), 300*time.Millisecond, time.Millisecond)
+	require.NoError(t, err)
 }
 
 // TestExactlyOnceAcrossKills writes a stream of 300 messages delivered one
@@ -53,8 +52,7 @@ func TestExactlyOnceAcrossKills(t *testing.T) {
 	kills := 0
 	for run := 0; ; run++ {
 		require.Less(t, run, 50, "the consumer never finished")
-		cmd := exec.Command(os.Args[0])
-		cmd.Env = append(os.Environ(), childEnv+"="+dir)
+		cmd := testutil.ChildCommand(t, "consumer", dir)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
 		require.NoError(t, cmd.Start())

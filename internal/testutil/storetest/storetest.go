@@ -1,0 +1,52 @@
+// Package storetest opens stores for tests: each store it opens is closed,
+// and its Close error checked, when the test ends.
+//
+// It imports the root package, so the root package's internal tests
+// cannot use it; its external tests and every other package's can.
+package storetest
+
+import (
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup"
+)
+
+// Open opens a store in a new temporary directory and returns it with its
+// directory.
+func Open(t testing.TB, opts *dedup.Options) (*dedup.Store, string) {
+	t.Helper()
+	dir := t.TempDir()
+	return OpenAt(t, dir, opts), dir
+}
+
+// OpenAt opens the store in dir, on opts.FS if it is set.
+func OpenAt(t testing.TB, dir string, opts *dedup.Options) *dedup.Store {
+	t.Helper()
+	s, err := dedup.Open(dir, opts)
+	require.NoError(t, err, "open %s", dir)
+	t.Cleanup(func() { assert.NoError(t, s.Close(), "close %s at cleanup", dir) })
+	return s
+}
+
+// OpenMem opens a store on a new in-memory file system, with opts but for
+// their FS, and leaves opts as it found them.
+func OpenMem(t testing.TB, opts *dedup.Options) *dedup.Store {
+	t.Helper()
+	var o dedup.Options
+	if opts != nil {
+		o = *opts
+	}
+	o.FS = vfs.NewMem()
+	return OpenAt(t, "store", &o)
+}
+
+// Reopen closes s and opens its directory dir again with opts.
+func Reopen(t testing.TB, s *dedup.Store, dir string, opts *dedup.Options) *dedup.Store {
+	t.Helper()
+	require.NoError(t, s.Close(), "close %s before reopen", dir)
+	return OpenAt(t, dir, opts)
+}

@@ -1,0 +1,19 @@
+package dedup_test
+
+import (
+	"testing"
+
+	"github.com/seed42300104/dedup/internal/testutil"
+)
+
+// TestMain runs the tests, or, in a child process that a test started
+// with testutil.ChildCommand, the child's role.
+func TestMain(m *testing.M) {
+	testutil.RunMain(m, map[string]testutil.Role{
+		"lock-holder": lockHolderChild,
+		"lock-probe":  lockProbeChild,
+		"crash-kill":  crashKillChild,
+		"crash-drop":  crashDropChild,
+		"record":      recordChild,
+	})
+}
