@@ -2,6 +2,7 @@ package dedup_test
 
 import (
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"os"
 	"path/filepath"
@@ -160,11 +161,14 @@ func TestDamagedClockFileFailsOpen(t *testing.T) {
 	}{
 		{"magic", func(b []byte) []byte { b[0] ^= 0x40; return b }, dedup.ErrCorrupt},
 		{"time", func(b []byte) []byte { b[12] ^= 0x40; return b }, dedup.ErrCorrupt},
-		{"checksum", func(b []byte) []byte { b[20] ^= 0x40; return b }, dedup.ErrCorrupt},
+		{"boot", func(b []byte) []byte { b[30] ^= 0x40; return b }, dedup.ErrCorrupt},
+		{"lead", func(b []byte) []byte { b[50] ^= 0x40; return b }, dedup.ErrCorrupt},
+		{"checksum", func(b []byte) []byte { b[len(b)-4] ^= 0x40; return b }, dedup.ErrCorrupt},
 		{"truncated", func(b []byte) []byte { return b[:10] }, dedup.ErrCorrupt},
 		{"version 2", func(b []byte) []byte {
 			b[8] = 2
-			return binary.LittleEndian.AppendUint32(b[:20], crc32.Checksum(b[:20], crc32.MakeTable(crc32.Castagnoli)))
+			body := b[:len(b)-4]
+			return binary.LittleEndian.AppendUint32(body, crc32.Checksum(body, crc32.MakeTable(crc32.Castagnoli)))
 		}, dedup.ErrIncompatibleFormat},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -201,4 +205,123 @@ func TestSnapshotCarriesTheConfirmedTime(t *testing.T) {
 	clock.Advance(10 * time.Minute)
 	require.NoError(t, c.Checkpoint())
 	assert.Empty(t, generationEnds(c))
+}
+
+// TestReopenDropsWhatEndedWhileClosedWhenTheBootTellsHowLong closes a
+// store for a day and reopens it: in the same boot, Elapsed tells how long
+// it was closed, so the first checkpoint drops the generations that ended
+// meanwhile; after a reboot, or on a clock that names no boot, the lead is
+// taken as a step and they are dropped once the clock has run for the
+// grace. So are they when the store was closed for a minute in the same
+// boot and the wall clock stepped a day ahead meanwhile.
+func TestReopenDropsWhatEndedWhileClosedWhenTheBootTellsHowLong(t *testing.T) {
+	const day = 24 * time.Hour
+	for _, tc := range []struct {
+		name    string
+		boot    string // the clock's boot while the store is open first
+		closed  func(clock *ttl.Fake)
+		atFirst bool // the first checkpoint drops them
+	}{
+		{"in the same boot", "boot-1", func(c *ttl.Fake) { c.Advance(day) }, true},
+		{"in the same boot, the wall clock ahead of the time closed", "boot-1", func(c *ttl.Fake) {
+			c.Advance(time.Minute)
+			c.Set(c.Now().Add(day))
+		}, false},
+		{"after a reboot", "boot-1", func(c *ttl.Fake) { c.Advance(day); c.SetBoot("boot-2") }, false},
+		{"on a clock that names no boot", "", func(c *ttl.Fake) { c.Advance(day) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := ttl.NewFake(testutil.Epoch)
+			clock.SetBoot(tc.boot)
+			var log testutil.Log
+			opts := &dedup.Options{Clock: clock, Logf: log.Logf, ExpiryInterval: day}
+			s, dir := storetest.Open(t, opts)
+			markAll(t, s, expiryIDs("mark", 100), time.Hour)
+			require.NoError(t, s.Checkpoint())
+			gens := generationEnds(s)
+			require.NotEmpty(t, gens)
+
+			require.NoError(t, s.Close())
+			tc.closed(clock)
+			s = storetest.OpenAt(t, dir, opts)
+			require.NoError(t, s.Checkpoint(), "the first checkpoint after Open")
+			if tc.atFirst {
+				assert.Empty(t, generationEnds(s), "dropped by the first checkpoint")
+				assert.False(t, log.Contains("ClockJumpGrace"), "nothing waits for the grace, nor is logged")
+				return
+			}
+			assert.Equal(t, gens, generationEnds(s), "kept by the first checkpoint")
+			clock.Advance(dedup.DefaultClockJumpGrace)
+			require.NoError(t, s.Checkpoint())
+			assert.Empty(t, generationEnds(s), "dropped once the clock has run for the grace")
+		})
+	}
+}
+
+// TestCloseRecordsTheTimeTrusted opens a store after a reboot, lets the
+// clock run for the grace without a checkpoint, and reopens it in the same
+// boot: Close recorded the wall time it came to trust, so the first
+// checkpoint after the reopen drops the generations ended by it.
+func TestCloseRecordsTheTimeTrusted(t *testing.T) {
+	const day = 24 * time.Hour
+	clock := ttl.NewFake(testutil.Epoch)
+	clock.SetBoot("boot-1")
+	opts := &dedup.Options{Clock: clock, ExpiryInterval: day}
+	s, dir := storetest.Open(t, opts)
+	markAll(t, s, expiryIDs("mark", 100), time.Hour)
+	require.NoError(t, s.Checkpoint())
+
+	require.NoError(t, s.Close())
+	clock.Advance(day)
+	clock.SetBoot("boot-2")
+	s = storetest.OpenAt(t, dir, opts)
+	clock.Advance(dedup.DefaultClockJumpGrace)
+	s = storetest.Reopen(t, s, dir, opts)
+	require.NoError(t, s.Checkpoint())
+	assert.Empty(t, generationEnds(s))
+}
+
+// TestShortRunsKeepDroppingExpiredGenerations runs a store as a cron job
+// does: 50 runs of ten seconds, each marking new IDs and checkpointing
+// once, as a filling memtable or ExpiryInterval would. In one boot the
+// generations that ended between runs are dropped at once; after a reboot
+// the grace runs on across the runs, so once it has passed they are too.
+// Either way the store's generations stay bounded.
+func TestShortRunsKeepDroppingExpiredGenerations(t *testing.T) {
+	const runs = 50
+	for _, tc := range []struct {
+		name    string
+		reboot  bool          // before the first run, a day after the store was last open
+		between time.Duration // from one run's start to the next's
+		from    int           // the first run after which generations are bounded
+	}{
+		{"every 3h in one boot", false, 3 * time.Hour, 0},
+		{"every 5m after a reboot", true, 5 * time.Minute, int(dedup.DefaultClockJumpGrace / (5 * time.Minute))},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := ttl.NewFake(testutil.Epoch)
+			clock.SetBoot("boot-1")
+			opts := &dedup.Options{Clock: clock, ExpiryInterval: 24 * time.Hour}
+			s, dir := storetest.Open(t, opts)
+			markAll(t, s, expiryIDs("before", 10), time.Minute)
+			require.NoError(t, s.Close())
+			if tc.reboot {
+				clock.Advance(24 * time.Hour)
+				clock.SetBoot("boot-2")
+			}
+			for run := range runs {
+				s, err := dedup.Open(dir, opts)
+				require.NoError(t, err, "run %d: Open", run)
+				markAll(t, s, expiryIDs(fmt.Sprintf("run-%d", run), 10), time.Minute)
+				clock.Advance(10 * time.Second)
+				require.NoError(t, s.Checkpoint(), "run %d", run)
+				gens := len(generationEnds(s))
+				require.NoError(t, s.Close(), "run %d: Close", run)
+				if run >= tc.from {
+					assert.LessOrEqual(t, gens, 2, "run %d: generations left", run)
+				}
+				clock.Advance(tc.between - 10*time.Second)
+			}
+		})
+	}
 }

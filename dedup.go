@@ -92,7 +92,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 	if err != nil {
 		return nil, err
 	}
-	confirmed, err := readClock(fs, dir)
+	persisted, err := readClock(fs, dir)
 	if err != nil {
 		lock.Close()
 		return nil, err
@@ -104,7 +104,7 @@ func Open(dir string, opts *Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s.expiry = newExpiryClock(&o, dir, confirmed, s.idx.Marks() > 0)
+	s.expiry = newExpiryClock(&o, dir, persisted, s.idx.Marks() > 0)
 	if o.MaxDiskBytes > 0 {
 		s.diskBytes = s.measureDisk()
 	}
@@ -197,7 +197,8 @@ func (s *Store) recover() (err error) {
 	}
 	if err == nil && fresh {
 		// With no mark yet, nothing depends on the clock being right.
-		err = writeClock(fs, s.dir, s.opts.Clock.Now())
+		c := s.opts.Clock
+		err = writeClock(fs, s.dir, clockRecord{confirmed: c.Now(), at: c.Elapsed(), boot: digestBoot(c.Boot())})
 	}
 	if err == nil && fresh {
 		err = writeFormat(fs, s.dir)
@@ -724,8 +725,8 @@ func (s *Store) Snapshot(dir string) error {
 	if err := s.log.CopyTo(fs.PathJoin(dir, walDir)); err != nil {
 		return storeError(err)
 	}
-	if t := s.expiry.persisted; !t.IsZero() {
-		if err := writeClock(fs, dir, t); err != nil {
+	if r := s.expiry.persisted; !r.confirmed.IsZero() {
+		if err := writeClock(fs, dir, r); err != nil {
 			return err
 		}
 	}
@@ -773,11 +774,11 @@ func (s *Store) runCheckpoint() error {
 		s.mu.Unlock()
 		return err
 	}
-	now, confirmed := s.expiry.now()
-	frozen := s.idx.Freeze(now)
+	drop, confirmed := s.expiry.look()
+	frozen := s.idx.Freeze(drop.confirmed)
 	s.mu.Unlock()
 
-	err := s.expiry.persist(s.opts.FS, s.dir, now, confirmed)
+	err := s.expiry.persist(s.opts.FS, s.dir, drop, confirmed)
 	if err == nil {
 		err = s.idx.Persist(frozen)
 	}
@@ -831,8 +832,10 @@ func (s *Store) Dir() string { return s.dir }
 // way, makes every acknowledged write durable in every sync mode, and
 // releases the directory. A call under way when Close begins gets its
 // own answer, not ErrClosed; later calls get ErrClosed and have no effect.
-// It returns the failure that made the store fail-stop, if any. Calling it
-// twice is fine.
+// A writable store records the confirmed time in its CLOCK file, so that
+// the next Open in the same boot can trust the wall clock at once. It
+// returns the failure that made the store fail-stop, if any, or that of
+// writing that file. Calling it twice is fine.
 func (s *Store) Close() error {
 	s.mu.Lock()
 	if s.closed.Load() {
@@ -849,5 +852,14 @@ func (s *Store) Close() error {
 	<-s.done
 	s.checkpointMu.Lock() // wait for a Checkpoint call in progress
 	defer s.checkpointMu.Unlock()
-	return errors.Join(s.err, storeError(s.log.Close()), s.idx.Close(), s.lock.Close())
+	var clockErr error
+	if !s.opts.ReadOnly && s.err == nil {
+		// The next Open in this boot then knows the time is right up to
+		// now, and how long the store was closed.
+		r, confirmed := s.expiry.closing()
+		if err := s.expiry.persist(s.opts.FS, s.dir, r, confirmed); err != nil {
+			clockErr = fmt.Errorf("dedup: writing the %s file at Close: %w", clockFile, storeError(err))
+		}
+	}
+	return errors.Join(s.err, clockErr, storeError(s.log.Close()), s.idx.Close(), s.lock.Close())
 }

@@ -41,8 +41,9 @@
 //   - Exact expiry: a mark is live while now < deadline, decided on every
 //     read, across reopen. A step of the wall clock does not drop marks
 //     for good: a generation is excised by a wall time that has kept pace
-//     with the monotonic clock, or held for Options.ClockJumpGrace, so a
-//     step undone within the grace brings its marks back.
+//     with the time since boot (CLOCK_BOOTTIME on Linux), across restarts
+//     in one boot, or held for Options.ClockJumpGrace, so a step undone
+//     within the grace brings its marks back.
 //   - Damage is never served silently: a torn WAL tail is truncated; any
 //     other damage fails with ErrCorrupt naming the file and offset.
 //   - Bad input gets a named error and changes nothing; a failed write or

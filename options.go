@@ -71,17 +71,31 @@ type Options struct {
 	// (vfs.Default). Tests pass vfs.NewCrashableMem() or an errorfs.
 	FS vfs.FS
 
-	// Clock decides expiry. Zero means the wall clock, with Go's monotonic
-	// clock to tell its steps from time passing.
+	// Clock decides expiry. Zero means the wall clock, with CLOCK_BOOTTIME
+	// and the boot's name on Linux (ttl.Real) to tell its steps from time
+	// passing, within a process and across restarts in one boot.
 	Clock ttl.Clock
 	// ClockJumpGrace is how long a forward step of the wall clock must
 	// hold before generations are dropped by it. A mark reads as expired
 	// as soon as the wall clock passes its deadline, but a dropped
 	// generation is gone for good: within the grace, setting the clock
-	// back makes the marks of a step live again. Open cannot tell the time
-	// the store was closed from a step, so it takes the time since the
-	// last checkpoint's as one. Zero means DefaultClockJumpGrace (1h).
+	// back makes the marks of a step live again. Reopened in the boot its
+	// CLOCK file was written in, a store knows how long it was closed and
+	// judges only the wall clock's lead beyond that; reopened after a
+	// reboot, or where Clock names no boot, it cannot tell the time it was
+	// closed from a step, so it takes the wall clock's lead over the last
+	// confirmed time as one. The grace runs on across restarts within one
+	// boot. Zero means DefaultClockJumpGrace (1h).
 	ClockJumpGrace time.Duration
+	// TrustClock takes the wall clock at Open as right, however far it is
+	// past the last confirmed time: the generations that ended by it are
+	// dropped at the first checkpoint, without waiting for
+	// ClockJumpGrace. It is for one-off maintenance of a store closed
+	// across a reboot, by someone who knows the clock is right (dedupctl
+	// compact --trust-clock); steps while the store runs are judged as
+	// ever. False means the wall clock's lead at Open waits as
+	// ClockJumpGrace says.
+	TrustClock bool
 
 	// DefaultTTL is the TTL of a mark written with ttl 0. Zero means 24h.
 	DefaultTTL time.Duration

@@ -383,3 +383,6 @@ func (c fixedClock) Now() time.Time { return time.Time(c) }
 
 // Elapsed is always zero: no time passes on a stopped clock.
 func (c fixedClock) Elapsed() time.Duration { return 0 }
+
+// Boot is empty: a stopped clock belongs to no boot.
+func (c fixedClock) Boot() string { return "" }

@@ -23,43 +23,53 @@ import (
 // a test can drive TTL cycles with a Fake clock instead of sleeping, and
 // Elapsed to tell time passing from the wall clock being stepped: a
 // generation is dropped for good only by a wall time that has kept pace
-// with Elapsed, or held long enough to be trusted.
+// with Elapsed, or held long enough to be trusted. Boot lets a store
+// reopened in the same boot measure, with Elapsed, how long it was closed.
 type Clock interface {
 	// Now returns the wall time.
 	Now() time.Time
 	// Elapsed returns the time passed since an origin fixed for the
-	// clock's life, on a monotonic clock: it never goes back, and a step
-	// of the wall time does not move it.
+	// boot that Boot names, or for the clock's life if Boot is empty, on
+	// a clock that never goes back and that a step of the wall time does
+	// not move.
 	Elapsed() time.Duration
+	// Boot names the boot whose origin Elapsed counts from: two readings
+	// of Elapsed under the same non-empty Boot, in any two processes,
+	// differ by the time that passed between them. Empty means that
+	// Elapsed is comparable only within the clock's life.
+	Boot() string
 }
 
-// Real is the wall clock, with Go's monotonic clock for Elapsed. Like
-// CLOCK_MONOTONIC, Elapsed does not count the time the machine is
-// suspended.
+// Real is the wall clock. On Linux, Elapsed is CLOCK_BOOTTIME and Boot the
+// kernel's boot_id, so that Elapsed counts the time the machine is
+// suspended, which Go's monotonic clock (CLOCK_MONOTONIC) does not, and a
+// store reopened in the same boot knows how long it was closed. Elsewhere
+// Elapsed is Go's monotonic time since the process started and Boot is
+// empty.
 type Real struct{}
 
-// origin is where Real's Elapsed counts from; it carries a monotonic
-// reading.
+// origin is where Real's Elapsed counts from where there is no boot clock;
+// it carries a monotonic reading.
 var origin = time.Now()
 
 // Now returns time.Now().
 func (Real) Now() time.Time { return time.Now() }
 
-// Elapsed returns the monotonic time since the process started.
-func (Real) Elapsed() time.Duration { return time.Since(origin) }
-
 // Fake is a Clock that moves only when told: Advance is time passing, Set
-// is the wall clock being stepped. Its zero value starts at the Unix epoch
-// with nothing elapsed; it is safe for concurrent use. Like deadlines, its
-// wall time is a Unix time in nanoseconds, so it spans the years 1678 to
-// 2262.
+// is the wall clock being stepped, SetBoot a new boot. Its zero value
+// starts at the Unix epoch with nothing elapsed and no boot named, as on a
+// system that names none; it is safe for concurrent use. Like deadlines,
+// its wall time is a Unix time in nanoseconds, so it spans the years 1678
+// to 2262.
 type Fake struct {
-	mu      sync.Mutex    // protects wall and elapsed
+	mu      sync.Mutex    // protects wall, elapsed and boot
 	wall    time.Duration // since the Unix epoch
 	elapsed time.Duration
+	boot    string
 }
 
-// NewFake returns a Fake clock set to t, with nothing elapsed.
+// NewFake returns a Fake clock set to t, with nothing elapsed and no boot
+// named.
 func NewFake(t time.Time) *Fake { return &Fake{wall: time.Duration(t.UnixNano())} }
 
 // Now returns the fake wall time.
@@ -74,6 +84,13 @@ func (f *Fake) Elapsed() time.Duration {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.elapsed
+}
+
+// Boot returns the name SetBoot gave the fake boot, empty if none.
+func (f *Fake) Boot() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.boot
 }
 
 // Advance lets d pass: the wall time and Elapsed both move forward by d.
@@ -95,6 +112,15 @@ func (f *Fake) Set(t time.Time) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.wall = time.Duration(t.UnixNano())
+}
+
+// SetBoot names the boot Elapsed counts from: a new name is a reboot, to
+// which no earlier reading of Elapsed compares; empty names none. Neither
+// the wall time nor Elapsed moves.
+func (f *Fake) SetBoot(id string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.boot = id
 }
 
 // Deadline is the Unix time, in nanoseconds, at which a mark expires.

@@ -85,6 +85,16 @@ func TestFakeAdvancePassesTimeAndSetStepsTheWallTime(t *testing.T) {
 	assert.Panics(t, func() { c.Advance(-time.Second) }, "time does not pass backwards")
 }
 
+func TestFakeSetBootNamesABootAndMovesNoTime(t *testing.T) {
+	c := NewFake(testutil.Epoch)
+	assert.Empty(t, c.Boot(), "a new Fake names no boot")
+	c.Advance(time.Hour)
+	c.SetBoot("boot-1")
+	assert.Equal(t, "boot-1", c.Boot())
+	assert.Equal(t, time.Unix(1_700_003_600, 0), c.Now(), "the wall time does not move")
+	assert.Equal(t, time.Hour, c.Elapsed(), "nor does Elapsed")
+}
+
 func TestRealElapsedFollowsTimePassing(t *testing.T) {
 	var c Real
 	a := c.Elapsed()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -12,7 +13,8 @@ import (
 )
 
 func newCompact(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var trustClock bool
+	cmd := &cobra.Command{
 		Use:   "compact",
 		Short: "Drop expired generations, checkpoint, trim the WAL and compact the index now",
 		Long: `Checkpoints the store, which drops the generations whose marks have all
@@ -20,7 +22,14 @@ expired and removes the WAL segments behind the checkpoint, then has Pebble
 compact the whole index so that their space is given back at once. Prints
 the sizes before and after; disk bytes is measured as stats measures it,
 before the store is opened and after it is closed. The store must exist.
-On a terminal a spinner shows on stderr while it runs.`,
+On a terminal a spinner shows on stderr while it runs.
+
+A store last open before the machine booted cannot tell the time it was
+closed from a forward step of the wall clock, so it keeps the generations
+that ended meanwhile until the clock has held for ClockJumpGrace (1h) of
+running; compact says on stderr how many it kept. --trust-clock takes the
+wall clock as right and drops them now: use it only when the clock is
+known to be right.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			dir, err := g.needDir()
@@ -31,16 +40,29 @@ On a terminal a spinner shows on stderr while it runs.`,
 			if before.DiskBytes, err = admin.DiskBytes(dir); err != nil {
 				return err
 			}
-			err = g.withStore(cmd, readWrite, func(s *dedup.Store) error {
+			opts := readWrite
+			opts.TrustClock = trustClock
+			kept := 0
+			err = g.withStore(cmd, opts, func(s *dedup.Store) error {
 				before.setStats(s.Stats())
 				spin := newSpinner(cmd.ErrOrStderr(), "compacting")
+				wall := time.Now()
 				err := s.Compact(cmd.Context())
 				spin.Finish()
-				after.setStats(s.Stats())
+				st := s.Stats()
+				after.setStats(st)
+				for _, gen := range st.Generations {
+					if !gen.Ends.After(wall) {
+						kept++
+					}
+				}
 				return err
 			})
 			if err != nil {
 				return err
+			}
+			if kept > 0 {
+				fmt.Fprintf(cmd.ErrOrStderr(), "dedupctl: compact kept %d of the generations that ended by the wall clock, which the store has not confirmed yet; --trust-clock drops them if the clock is right\n", kept)
 			}
 			if after.DiskBytes, err = admin.DiskBytes(dir); err != nil {
 				return err
@@ -48,6 +70,8 @@ On a terminal a spinner shows on stderr while it runs.`,
 			return printCompaction(cmd, g, before, after)
 		},
 	}
+	cmd.Flags().BoolVar(&trustClock, "trust-clock", false, "drop the generations that ended by the wall clock even if the store has not confirmed it (Options.TrustClock)")
+	return cmd
 }
 
 // compactSizes are the sizes compact prints, before and after.
