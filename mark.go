@@ -1,0 +1,352 @@
+// The write path: check-and-mark, forget and Seen, and the limits they
+// keep.
+
+package dedup
+
+import (
+	"fmt"
+	"math"
+	"slices"
+	"time"
+
+	"github.com/seed42300104/dedup/index"
+	"github.com/seed42300104/dedup/ttl"
+)
+
+// CheckAndMark reports whether id is new, that is, has no live mark, and if
+// so marks it for ttl (0 means Options.DefaultTTL). Among concurrent
+// callers exactly one sees isNew for an ID. It returns once the mark is
+// durable as Options.Sync defines; a duplicate answer likewise waits until
+// the mark it found is durable.
+func (s *Store) CheckAndMark(id []byte, ttl time.Duration) (isNew bool, err error) {
+	isNews, err := s.CheckAndMarkBatch([][]byte{id}, ttl)
+	if err != nil {
+		return false, err
+	}
+	return isNews[0], nil
+}
+
+// CheckAndMarkBatch is CheckAndMark for many IDs in one WAL record: isNew[i]
+// answers for ids[i]. An ID repeated in the batch is new at most once, at
+// its first occurrence. If any ID is invalid the whole batch is rejected
+// and nothing is marked.
+func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
+	ttl, err = s.checkTTL(ttl)
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		if err := s.checkID(id); err != nil {
+			return nil, fmt.Errorf("batch index %d: %w", i, err)
+		}
+	}
+	isNew = make([]bool, len(ids))
+	wait, fresh, err := s.checkAndMark(ids, ttl, isNew)
+	if err != nil {
+		return nil, err
+	}
+	defer s.calls.Done()
+	if err := s.durable(wait); err != nil {
+		return nil, err
+	}
+	s.newMarks.Add(fresh)
+	s.duplicates.Add(uint64(len(ids)) - fresh)
+	return isNew, nil
+}
+
+// checkAndMark is the atomic part of CheckAndMarkBatch: under the
+// exclusive lock it looks each ID up and writes one WAL record marking the
+// new ones. It returns the WAL record the answers depend on, for the
+// caller to wait for outside the lock; without an error the call is
+// admitted (see enter).
+func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.enter(); err != nil {
+		return 0, 0, err
+	}
+	defer s.leaveOnError(&err)
+	now := s.opts.Clock.Now()
+	deadline, gen, err := expiry(now, ttl)
+	if err != nil {
+		return 0, 0, err
+	}
+	s.batch.Reset()
+	s.batch.Time = now.UnixNano()
+	s.inBatch.reset(len(ids))
+	s.keys, s.positions = s.keys[:0], s.positions[:0]
+	for i, id := range ids {
+		k := s.idx.Key(id)
+		if len(ids) > 1 && s.inBatch.add(k) {
+			continue // a repeat of an ID earlier in the batch
+		}
+		s.keys = append(s.keys, k)
+		s.positions = append(s.positions, i)
+	}
+	s.results = slices.Grow(s.results[:0], len(s.keys))[:len(s.keys)]
+	if err := s.idx.LookupBatch(s.keys, s.opts.Clock, s.results); err != nil {
+		return 0, 0, storeError(err)
+	}
+	for j, r := range s.results {
+		k := s.keys[j]
+		if r.Live {
+			if s.opts.SlidingTTL && r.Entry.Deadline < deadline {
+				s.batch.Extend(k, gen, deadline, r.Entry.Value) // the newest version decides
+			} else {
+				wait = max(wait, r.Entry.LSN) // a duplicate answer waits for the mark it saw
+			}
+			continue
+		}
+		isNew[s.positions[j]] = true
+		fresh++
+		s.batch.Mark(k, gen, deadline, nil)
+	}
+	if err := s.makeRoom(int(fresh)); err != nil {
+		return 0, 0, err
+	}
+	if len(s.batch.Ops) > 0 {
+		if wait, err = s.append(); err != nil {
+			return 0, 0, err
+		}
+	}
+	return wait, fresh, nil
+}
+
+// makeRoom applies the capacity bounds before n new marks are written: it
+// refuses them, or drops the oldest closed generations until they fit.
+// Extensions of live marks need no room. The caller holds s.mu
+// exclusively.
+func (s *Store) makeRoom(n int) error {
+	if n == 0 {
+		return nil
+	}
+	dropped := false
+	for limit := uint64(s.opts.MaxMarks); limit > 0 && s.idx.Marks()+uint64(n) > limit; dropped = true {
+		if !s.dropOldest() {
+			return fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), n, limit)
+		}
+	}
+	// The disk is measured at checkpoints, so one drop at a time: the next
+	// measure, after the checkpoint that gives its space back, decides
+	// whether another is needed.
+	if limit := s.opts.MaxDiskBytes; limit > 0 && s.diskBytes >= limit && !s.dropPending {
+		if !s.dropOldest() {
+			if s.idx.MemMarks() > 0 {
+				s.requestCheckpoint() // measure again once the WAL behind it is gone
+			}
+			return fmt.Errorf("%w: %d bytes on disk at the last checkpoint, MaxDiskBytes %d", ErrFull, s.diskBytes, limit)
+		}
+		s.dropPending, dropped = true, true
+	}
+	if dropped {
+		s.requestCheckpoint() // make the drop durable, and its space free, soon
+	}
+	return nil
+}
+
+// dropOldest drops the oldest closed generation if WhenFull allows it and
+// there is one. The caller holds s.mu exclusively.
+func (s *Store) dropOldest() bool {
+	if s.opts.WhenFull != DropOldest {
+		return false
+	}
+	_, ok := s.idx.DropOldest(s.opts.Clock.Now())
+	return ok
+}
+
+// measureDisk returns the bytes the index and the WAL keep on disk, for
+// MaxDiskBytes.
+func (s *Store) measureDisk() int64 {
+	wal, err := s.log.Bytes()
+	if err != nil { // a segment removed meanwhile: the next measure is right
+		s.opts.Logf("dedup: measuring the WAL for MaxDiskBytes: %v", err)
+	}
+	return int64(s.idx.KeptBytes()) + wal
+}
+
+// expiry returns the deadline and generation of a mark written at now
+// with TTL d, or ErrInvalidTTL if they pass what the store can represent.
+func expiry(now time.Time, d time.Duration) (ttl.Deadline, ttl.Gen, error) {
+	if now.Before(time.Unix(0, 0)) || !now.Add(d).Before(lastTime) {
+		return 0, 0, fmt.Errorf("%w: %v from %v passes %v, the last deadline the store can represent", ErrInvalidTTL, d, now, lastTime)
+	}
+	dl := ttl.DeadlineOf(now, d)
+	g := ttl.GenOf(d, dl)
+	return dl, g, representable(g)
+}
+
+// lastTime is the latest time a deadline can name: deadlines, and the
+// ends of their generations, are Unix nanoseconds in an int64.
+var lastTime = time.Unix(0, math.MaxInt64)
+
+// representable fails with ErrInvalidTTL if the end of g, the time its
+// marks are dropped, is past lastTime.
+func representable(g ttl.Gen) error {
+	if g.End().After(lastTime) {
+		return fmt.Errorf("%w: a generation ending %v, after %v, the last deadline the store can represent", ErrInvalidTTL, g.End(), lastTime)
+	}
+	return nil
+}
+
+// startSyncOps is the batch size from which applying the batch takes
+// longer than starting a background fsync costs (bench/RESULTS.md, "fsyncs
+// that start before the batch is applied", has the measurements).
+const startSyncOps = 256
+
+// append writes s.batch to the WAL and applies it to the index. The caller
+// holds s.mu exclusively.
+func (s *Store) append() (uint64, error) {
+	s.buf = s.batch.AppendEncoded(s.buf[:0])
+	appendLog := s.log.Append
+	if len(s.batch.Ops) >= startSyncOps {
+		appendLog = s.log.AppendStart // its fsync runs while Apply does
+	}
+	lsn, err := appendLog(s.buf)
+	if err != nil {
+		return 0, storeError(err)
+	}
+	s.idx.Apply(&s.batch, lsn)
+	if s.idx.MemMarks() >= s.opts.MemtableMarks {
+		s.requestCheckpoint()
+		// Back-pressure: the memtable may grow to twice its size, plus the
+		// batches of the writers under way, while the checkpoint requested
+		// starts and runs; past that, writes wait for it.
+		for s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed.Load() {
+			s.flushed.Wait()
+		}
+	}
+	return lsn, nil
+}
+
+// requestCheckpoint wakes the checkpointer, if it is not already woken.
+func (s *Store) requestCheckpoint() {
+	select {
+	case s.checkpoint <- struct{}{}:
+	default:
+	}
+}
+
+// durable waits until the WAL record lsn is durable; 0 means nothing to
+// wait for.
+func (s *Store) durable(lsn uint64) error {
+	if lsn == 0 {
+		return nil
+	}
+	return storeError(s.log.Wait(lsn))
+}
+
+// Seen reports whether id has a live mark, without marking it.
+func (s *Store) Seen(id []byte) (bool, error) {
+	if err := s.checkID(id); err != nil {
+		return false, err
+	}
+	if s.closed.Load() {
+		return false, ErrClosed
+	}
+	k := s.idx.Key(id)
+	if !s.idx.MayHold(k) {
+		return false, nil // certain without the lock
+	}
+	e, live, err := s.lookup(k)
+	if err != nil {
+		return false, err
+	}
+	defer s.calls.Done()
+	if err := s.durable(e.LSN); err != nil {
+		return false, err
+	}
+	return live, nil
+}
+
+// lookup looks k up under the shared lock; without an error the call is
+// admitted (see enter).
+func (s *Store) lookup(k index.Key) (_ index.Entry, _ bool, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if s.closed.Load() {
+		return index.Entry{}, false, ErrClosed
+	}
+	s.calls.Add(1)
+	defer s.leaveOnError(&err)
+	e, live, err := s.idx.Lookup(k, s.opts.Clock)
+	return e, live, storeError(err)
+}
+
+// Forget removes the mark of id, if any, so that it is new again.
+func (s *Store) Forget(id []byte) error {
+	if err := s.checkID(id); err != nil {
+		return err
+	}
+	lsn, err := s.forget(id)
+	if err != nil {
+		return err
+	}
+	defer s.calls.Done()
+	return s.durable(lsn)
+}
+
+func (s *Store) forget(id []byte) (_ uint64, err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.enter(); err != nil {
+		return 0, err
+	}
+	defer s.leaveOnError(&err)
+	s.batch.Reset()
+	s.batch.Forget(id)
+	return s.append()
+}
+
+func (s *Store) checkID(id []byte) error {
+	switch {
+	case len(id) == 0:
+		return ErrEmptyID
+	case len(id) > s.opts.MaxIDSize:
+		return fmt.Errorf("%w: %d bytes, the limit is %d", ErrIDTooLong, len(id), s.opts.MaxIDSize)
+	}
+	return nil
+}
+
+func (s *Store) checkTTL(d time.Duration) (time.Duration, error) {
+	switch {
+	case d == 0:
+		return s.opts.DefaultTTL, nil
+	case d < 0 || d > s.opts.MaxTTL:
+		return 0, fmt.Errorf("%w: %v is outside (0, %v]", ErrInvalidTTL, d, s.opts.MaxTTL)
+	}
+	return d, nil
+}
+
+// enter admits a write call: it fails as writable does, or counts the
+// call in s.calls, for Close to wait for. The caller holds s.mu and, once
+// admitted, calls s.calls.Done when the call has its answer; a call that
+// fails under the lock leaves with leaveOnError.
+func (s *Store) enter() error {
+	if err := s.writable(); err != nil {
+		return err
+	}
+	s.calls.Add(1)
+	return nil
+}
+
+// leaveOnError ends an admitted call that failed.
+func (s *Store) leaveOnError(err *error) {
+	if *err != nil {
+		s.calls.Done()
+	}
+}
+
+// writable reports why the store takes no writes, if it does not: after a
+// failed WAL write or checkpoint it is fail-stop, and refuses even the
+// check-and-marks that would find a duplicate. The caller holds s.mu.
+func (s *Store) writable() error {
+	switch {
+	case s.closed.Load():
+		return ErrClosed
+	case s.opts.ReadOnly:
+		return ErrReadOnly
+	case s.err != nil:
+		return s.err
+	}
+	return storeError(s.log.Err())
+}
