@@ -128,7 +128,7 @@ func (s *Store) runCheckpoint() error {
 		s.err = fmt.Errorf("dedup: checkpoint failed, writes are refused until reopen: %w", storeError(err))
 		err = s.err
 	} else {
-		s.idx.Release(frozen)
+		s.idx.EndCheckpoint(frozen)
 	}
 	s.flushed.Broadcast()
 	s.mu.Unlock()

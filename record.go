@@ -167,7 +167,7 @@ func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (_ Cla
 		State: StateInProgress, Token: s.log.LastLSN() + 1, LeaseEnds: now.Add(lease),
 		TTL: keep, Fingerprint: fingerprint,
 	}
-	lsn, deadline, err := s.writeRecord(k, e, live, now, r)
+	lsn, deadline, err := s.saveRecord(k, e, live, now, r)
 	if err != nil {
 		return Claim{}, 0, err
 	}
@@ -200,7 +200,7 @@ func (s *Store) Complete(key []byte, token uint64, result []byte) error {
 			return 0, err
 		}
 		r.State, r.LeaseEnds, r.Result = StateCompleted, time.Time{}, result
-		lsn, _, err := s.writeRecord(k, e, true, now, r)
+		lsn, _, err := s.saveRecord(k, e, true, now, r)
 		return lsn, err
 	})
 	if err != nil {
@@ -260,11 +260,11 @@ func (s *Store) settle(key []byte, token uint64, fn func(index.Key, index.Entry,
 	return fn(k, e, s.opts.Clock.Now(), r)
 }
 
-// writeRecord writes r as the newest version of k's mark, kept for r.TTL
+// saveRecord writes r as the newest version of k's mark, kept for r.TTL
 // from now, and returns its LSN and deadline. A version replacing a live
 // one (prev) is given a later deadline than prev's, so that it answers
 // whatever generation each lives in. The caller holds s.mu exclusively.
-func (s *Store) writeRecord(k index.Key, prev index.Entry, replaces bool, now time.Time, r Record) (uint64, ttl.Deadline, error) {
+func (s *Store) saveRecord(k index.Key, prev index.Entry, replaces bool, now time.Time, r Record) (uint64, ttl.Deadline, error) {
 	deadline, gen, err := expiry(now, r.TTL)
 	if err != nil {
 		return 0, 0, err

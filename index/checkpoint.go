@@ -216,7 +216,7 @@ type Frozen struct {
 func (f *Frozen) LSN() uint64 { return f.mem.lastLSN }
 
 // Merging reports whether the checkpoint picked filter chains to merge:
-// MergeChains and EndMerges then follow Release.
+// MergeChains and EndMerges then follow EndCheckpoint.
 func (f *Frozen) Merging() bool { return len(f.merges) > 0 }
 
 // Freeze starts a checkpoint at now: the memtable stops taking writes, the
@@ -496,11 +496,11 @@ func (w *tableWritable) Finish() error {
 
 func (w *tableWritable) Abort() { w.file.Close() }
 
-// Release ends a checkpoint whose Persist succeeded: the frozen memtable
-// leaves the read path. After a failed Persist the caller must not write
+// EndCheckpoint ends a checkpoint whose Persist succeeded: the frozen
+// memtable leaves the read path. After a failed Persist the caller must not write
 // again (the frozen memtable stays readable), since the index can no
 // longer be checkpointed. The caller holds the exclusive lock.
-func (ix *Index) Release(f *Frozen) {
+func (ix *Index) EndCheckpoint(f *Frozen) {
 	ix.frozen = slices.DeleteFunc(ix.frozen, func(m *memtable) bool { return m == f.mem })
 }
 

@@ -85,7 +85,7 @@ func BenchmarkMergeChains(b *testing.B) {
 		lsn = bx.markNew(n, lsn)
 		f = bx.Freeze(testNow)
 		require.NoError(b, bx.Persist(f))
-		bx.Release(f)
+		bx.EndCheckpoint(f)
 		done += n
 		if done < keys {
 			bx.EndMerges(f) // no merge: the chain keeps growing

@@ -22,7 +22,7 @@
 //     Persist and MergeChains, on a Frozen the caller owns, one at a time;
 //   - the shared lock: Lookup, LookupBatch, Explain, Scan, Verify, Marks,
 //     MemMarks, Window, Gens and Expired;
-//   - the exclusive lock: Apply, DropOldest, Freeze, Release, EndMerges
+//   - the exclusive lock: Apply, DropOldest, Freeze, EndCheckpoint, EndMerges
 //     and CopyTo;
 //   - nothing else running: Replay and RebuildFilters, during the caller's
 //     Open, and Close.

@@ -90,7 +90,7 @@ func checkpointIndex(t testing.TB, ix *Index) uint64 {
 	t.Helper()
 	f := ix.Freeze(testNow)
 	require.NoError(t, ix.Persist(f))
-	ix.Release(f)
+	ix.EndCheckpoint(f)
 	require.Equal(t, f.LSN(), ix.CheckpointLSN())
 	if f.Merging() {
 		require.NoError(t, ix.MergeChains(f))
@@ -187,7 +187,7 @@ func TestIndexLookupAcrossGenerations(t *testing.T) {
 	assert.Equal(t, uint64(len(ttls)), ix.CheckpointLSN())
 	t.Run("persisted and frozen", func(t *testing.T) { check(t, true) })
 
-	ix.Release(f)
+	ix.EndCheckpoint(f)
 	t.Run("pebble", func(t *testing.T) { check(t, false) })
 }
 
@@ -289,7 +289,7 @@ func TestIndexCheckpointWithoutWritesKeepsLSN(t *testing.T) {
 	ix, _ = openIndex(t, testOptions(fs))
 	f := ix.Freeze(testNow)
 	require.NoError(t, ix.Persist(f))
-	ix.Release(f)
+	ix.EndCheckpoint(f)
 	assert.Equal(t, uint64(41), ix.CheckpointLSN(), "a checkpoint of nothing new must not move the LSN back")
 	assertLive(t, ix, m.id, testNow, entryOf(m, 0))
 }

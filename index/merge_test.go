@@ -59,7 +59,7 @@ func TestMergeChains(t *testing.T) {
 			f := ix.Freeze(testNow)
 			require.True(t, f.Merging())
 			require.NoError(t, ix.Persist(f))
-			ix.Release(f)
+			ix.EndCheckpoint(f)
 			before, after := ids("before", tt.beforeScan), ids("after", tt.afterScan)
 			apply(before)
 			require.NoError(t, ix.MergeChains(f))
@@ -142,7 +142,7 @@ func TestExtensionsDuringMergeStayCovered(t *testing.T) {
 	f := ix.Freeze(testNow)
 	require.True(t, f.Merging())
 	require.NoError(t, ix.Persist(f))
-	ix.Release(f)
+	ix.EndCheckpoint(f)
 	var b Batch
 	d := ttl.DeadlineOf(testNow, long)
 	g := ttl.GenOf(long, d)
@@ -186,7 +186,7 @@ func TestFailedMergeKeepsChain(t *testing.T) {
 	f := ix.Freeze(testNow)
 	require.True(t, f.Merging())
 	require.NoError(t, ix.Persist(f))
-	ix.Release(f)
+	ix.EndCheckpoint(f)
 
 	fail.on.Store(true)
 	err := ix.MergeChains(f)
