@@ -136,6 +136,7 @@ func (s *Store) recover() (err error) {
 		ReadOnly:     s.opts.ReadOnly,
 		Logf:         s.opts.Logf,
 		Direct:       s.opts.FS.(permFS).direct(),
+		Boot:         s.opts.Clock.Boot(),
 	}, after, s.idx.Replay)
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)
@@ -206,6 +207,8 @@ func storeError(err error) error {
 		return fmt.Errorf("%w: %w", ErrIncompatibleFormat, err)
 	case errors.Is(err, wal.ErrClosed):
 		return ErrClosed
+	case errors.Is(err, wal.ErrFailedSync):
+		return fmt.Errorf("%w: %w", ErrFailedSync, err)
 	case isPermission(err) && !errors.Is(err, ErrPermission):
 		return fmt.Errorf("%w: %w", ErrPermission, err)
 	}

@@ -51,6 +51,14 @@ var (
 	// ErrIncompatibleFormat is returned by Open for a store written in a
 	// format version this build does not know.
 	ErrIncompatibleFormat = errors.New("dedup: incompatible format version")
+	// ErrFailedSync is returned by Open, for writing, of a store whose WAL
+	// met a failed write or fsync earlier in this boot (or in a boot the
+	// clock cannot tell from this one). The page cache may still hold
+	// records that never reached the disk, and replaying them would
+	// acknowledge marks a power loss or an eviction can take away. After a
+	// reboot the store opens and recovers what the disk holds; a read-only
+	// Open works meanwhile, and warns.
+	ErrFailedSync = errors.New("dedup: a write or fsync failed in this boot")
 	// ErrNotStore is returned by Open with ReadOnly or MustExist for a
 	// directory that holds no store.
 	ErrNotStore = errors.New("dedup: not a store")

@@ -10,6 +10,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
+	"github.com/seed42300104/dedup/ttl"
 )
 
 // TestOpenRefusesWhatIsNotAStore checks that Open names what it refuses,
@@ -120,4 +121,26 @@ func TestChangingFalsePositiveRateKeepsMarks(t *testing.T) {
 			assert.NotContains(t, isNew, true, "a mark was lost with the old filters")
 		})
 	}
+}
+
+// TestOpenAfterAFailedSyncInThisBoot finds the marker a WAL leaves when a
+// write or fsync of its OS files fails, written in this boot: a writable
+// Open refuses with ErrFailedSync, since the page cache may hold marks the
+// disk does not, while a read-only Open inspects the store.
+func TestOpenAfterAFailedSyncInThisBoot(t *testing.T) {
+	s, dir := storetest.Open(t, nil)
+	_, err := s.CheckAndMark([]byte("acked"), 0)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	marker := "dedup WAL failure\nboot " + ttl.Real{}.Boot() + "\nfdatasync: input/output error\n"
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wal", "FAILED"), []byte(marker), 0o600))
+
+	_, err = dedup.Open(dir, nil)
+	require.ErrorIs(t, err, dedup.ErrFailedSync)
+	assert.Contains(t, err.Error(), "reboot", "the error says what to do")
+
+	ro := storetest.OpenAt(t, dir, &dedup.Options{ReadOnly: true})
+	seen, err := ro.Seen([]byte("acked"))
+	require.NoError(t, err)
+	assert.True(t, seen, "a read-only Open inspects the store")
 }

@@ -71,6 +71,11 @@ type Options struct {
 	// one does not). Such files get background fsyncs and spares. FS ==
 	// vfs.Default implies it.
 	Direct bool
+	// Boot names the boot the process runs in (Linux's boot_id), "" if
+	// unknown. A log that fails on direct files records it, so that Open in
+	// the same boot, or in one it cannot tell apart, refuses the log with
+	// ErrFailedSync.
+	Boot string
 }
 
 // direct reports whether the log's files are the operating system's own.
@@ -174,8 +179,17 @@ func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []
 			return nil, err
 		}
 	}
+	stale, err := l.checkFailed()
+	if err != nil {
+		return nil, err
+	}
 	if err := l.recover(after, fn); err != nil {
 		return nil, err
+	}
+	if stale && !opts.ReadOnly {
+		if err := l.clearFailed(); err != nil {
+			return nil, err
+		}
 	}
 	if opts.ReadOnly {
 		close(l.done)
@@ -547,6 +561,7 @@ func (l *Log) flush(sync bool) {
 func (l *Log) fail(err error) {
 	if l.err == nil {
 		l.err = fmt.Errorf("wal: %s: write failed, the log is fail-stop until reopened: %w", l.dir, err)
+		l.markFailed(err)
 	}
 }
 
