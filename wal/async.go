@@ -122,7 +122,7 @@ func (l *Log) syncerFailed(err error) {
 		return
 	}
 	l.mu.Lock()
-	l.fail(err)
+	l.fail(dataFailure{err}) // the sync under way may have failed unseen
 	l.inflight = false
 	l.cond.Broadcast()
 	l.mu.Unlock()
@@ -151,7 +151,7 @@ func (l *Log) complete(c aio.Completion) {
 	l.completed++
 	switch {
 	case c.Err != nil:
-		l.fail(c.Err)
+		l.fail(dataFailure{c.Err})
 	case l.err == nil && c.Tag > l.synced:
 		l.synced, l.syncedAt = c.Tag, l.inflightAt
 	}

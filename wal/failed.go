@@ -30,6 +30,15 @@ const (
 	failedMagic = "dedup WAL failure\n"
 )
 
+// dataFailure is a failed write or fsync of records: the page cache may
+// then hold records the disk does not. A failure to create, extend or
+// rename a segment (a full disk, say) leaves no such records, and does not
+// keep the log from reopening.
+type dataFailure struct{ err error }
+
+func (e dataFailure) Error() string { return e.err.Error() }
+func (e dataFailure) Unwrap() error { return e.err }
+
 // markFailed records that the log met cause, so that Open in the same
 // boot refuses it. Only OS files have a page cache to distrust. A marker
 // that cannot be written is logged: the disk is failing already, and the

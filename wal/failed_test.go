@@ -3,6 +3,9 @@ package wal
 import (
 	"os"
 	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -91,4 +94,51 @@ func TestFailureOnAnotherFSLeavesNoMarker(t *testing.T) {
 	require.ErrorIs(t, l.Wait(lsn), errorfs.ErrInjected)
 	_, err = mem.Stat(mem.PathJoin("wal", failedName))
 	assert.True(t, os.IsNotExist(err), "no marker on an in-memory FS: %v", err)
+}
+
+// failCreate fails the creation of new segments, as a full disk does.
+type failCreate struct{ armed atomic.Bool }
+
+func (f *failCreate) String() string { return "fail creating segments" }
+
+func (f *failCreate) MaybeError(op errorfs.Op) error {
+	if f.armed.Load() && op.Kind == errorfs.OpCreate && (strings.HasSuffix(op.Path, ".new") || strings.HasSuffix(op.Path, ".spare")) {
+		return syscall.ENOSPC
+	}
+	return nil
+}
+
+// TestFullDiskAtRotationLeavesNoMarker fills the disk when the log
+// rotates to a new segment: no record met a failed write or fsync, so the
+// log reopens in the same boot once there is room again.
+func TestFullDiskAtRotationLeavesNoMarker(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "wal")
+	inj := &failCreate{}
+	opts := Options{FS: errorfs.Wrap(vfs.Default, inj), Direct: true, SegmentSize: 4096, Boot: "boot-1"}
+	nop := func(uint64, []byte) error { return nil }
+	l, err := Open(dir, opts, 0, nop)
+	require.NoError(t, err)
+	acked := appendN(t, l, 0, 3)
+	inj.armed.Store(true)
+	var failed error
+	for i := 0; i < 100 && failed == nil; i++ {
+		lsn, err := l.Append(make([]byte, 1000))
+		if err == nil {
+			err = l.Wait(lsn)
+		}
+		failed = err
+	}
+	require.ErrorIs(t, failed, syscall.ENOSPC, "a rotation meets the full disk")
+	l.Close()
+	assert.NoFileExists(t, filepath.Join(dir, failedName), "no record's write or fsync failed")
+
+	var got []entry
+	l, err = Open(dir, Options{FS: vfs.Default, SegmentSize: 4096, Boot: "boot-1"}, 0, func(lsn uint64, p []byte) error {
+		got = append(got, entry{lsn, string(p)})
+		return nil
+	})
+	require.NoError(t, err, "the log reopens in the same boot")
+	require.NoError(t, l.Close())
+	require.GreaterOrEqual(t, len(got), len(acked))
+	requireReplay(t, acked, got[:len(acked)], "every acknowledged record survives")
 }

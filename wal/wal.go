@@ -561,7 +561,9 @@ func (l *Log) flush(sync bool) {
 func (l *Log) fail(err error) {
 	if l.err == nil {
 		l.err = fmt.Errorf("wal: %s: write failed, the log is fail-stop until reopened: %w", l.dir, err)
-		l.markFailed(err)
+		if errors.As(err, new(dataFailure)) {
+			l.markFailed(err)
+		}
 	}
 }
 
@@ -582,7 +584,7 @@ func (l *Log) write(chunks []chunk) error {
 			return err
 		}
 		if _, err := l.file.WriteAt(c.data, c.off); err != nil {
-			return err
+			return dataFailure{err}
 		}
 		l.mu.Lock()
 		l.written = c.lastLSN
@@ -644,7 +646,7 @@ func (l *Log) fsync() error {
 		return nil
 	}
 	if err := l.file.SyncData(); err != nil {
-		return err
+		return dataFailure{err}
 	}
 	l.mu.Lock()
 	l.synced, l.syncedAt = lsn, at
