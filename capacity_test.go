@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -346,4 +349,78 @@ func TestMemtableStaysBoundedWhileCompacting(t *testing.T) {
 	assert.LessOrEqual(t, most, bound, "memtable marks while Compact ran: got %d; want at most %d", most, bound)
 	close(gate.open)
 	require.NoError(t, <-compacted)
+}
+
+// checkpointGate holds back the first table a checkpoint writes until it
+// is opened, and fails the WAL's fsyncs once failSync is set.
+type checkpointGate struct {
+	vfs.FS
+	once     sync.Once
+	reached  chan struct{} // closed when a checkpoint writes its first table
+	open     chan struct{} // closed by the test to let it go on
+	failSync atomic.Bool
+}
+
+func (g *checkpointGate) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
+	if strings.HasPrefix(g.PathBase(name), "ingest-") {
+		g.once.Do(func() { close(g.reached) })
+		<-g.open
+	}
+	return g.FS.Create(name, category)
+}
+
+func (g *checkpointGate) String() string { return "fail the WAL's fsyncs" }
+
+func (g *checkpointGate) MaybeError(op errorfs.Op) error {
+	if g.failSync.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, ".wal") {
+		return errorfs.ErrInjected
+	}
+	return nil
+}
+
+// TestWritersHeldBackByTheMemtableSeeAFailedWAL holds writers back at
+// twice the memtable's bound while a checkpoint runs, then fails the WAL:
+// once the checkpoint ends they get the failure, rather than wait for a
+// checkpoint that a failed store never runs.
+func TestWritersHeldBackByTheMemtableSeeAFailedWAL(t *testing.T) {
+	const memtable = 100
+	gate := &checkpointGate{FS: vfs.NewMem(), reached: make(chan struct{}), open: make(chan struct{})}
+	s, err := dedup.Open("store", &dedup.Options{FS: errorfs.Wrap(gate, gate), MemtableMarks: memtable})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.ErrorIs(t, s.Close(), errorfs.ErrInjected, "Close returns the failure") })
+	write := func(prefix string, n int) error {
+		for i := 0; i < n; i += 10 {
+			batch := make([][]byte, 10)
+			for j := range batch {
+				batch[j] = fmt.Appendf(nil, "%s-%d", prefix, i+j)
+			}
+			if _, err := s.CheckAndMarkBatch(batch, time.Hour); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	require.NoError(t, write("first", memtable))
+	select {
+	case <-gate.reached:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no checkpoint started")
+	}
+	held := make(chan error, 1)
+	go func() { held <- write("held", 3*memtable) }()
+	require.Eventually(t, func() bool { return s.Stats().MemtableMarks >= 2*memtable }, 30*time.Second, time.Millisecond,
+		"the writer reaches the memtable's bound")
+	gate.failSync.Store(true)
+	failing := make(chan error, 1)
+	go func() { failing <- write("failing", 10) }()
+	require.Eventually(t, func() bool { return gate.failSync.Load() && s.Stats().MemtableMarks > 2*memtable }, 30*time.Second, time.Millisecond)
+	close(gate.open)
+	for _, c := range []chan error{held, failing} {
+		select {
+		case err := <-c:
+			assert.ErrorIs(t, err, errorfs.ErrInjected, "a writer held back gets the WAL's failure")
+		case <-time.After(30 * time.Second):
+			t.Fatal("a writer held back by the memtable's bound never returned")
+		}
+	}
 }

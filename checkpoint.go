@@ -111,6 +111,7 @@ func (s *Store) expired() bool {
 func (s *Store) runCheckpoint() error {
 	s.mu.Lock()
 	if err := s.writable(); err != nil {
+		s.flushed.Broadcast() // writers held back by the memtable's bound see it too
 		s.mu.Unlock()
 		return err
 	}

@@ -211,7 +211,7 @@ func (s *Store) append() (uint64, error) {
 		// Back-pressure: the memtable may grow to twice its size, plus the
 		// batches of the writers under way, while the checkpoint requested
 		// starts and runs; past that, writes wait for it.
-		for s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.err == nil && !s.closed.Load() {
+		for s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.writable() == nil {
 			s.flushed.Wait()
 		}
 	}
