@@ -38,6 +38,7 @@ func (s *Store) Restore(marks []Mark) (restored []bool, err error) {
 	if err != nil {
 		return nil, err
 	}
+	defer s.calls.Done()
 	return restored, s.durable(wait)
 }
 
@@ -66,12 +67,13 @@ func (s *Store) checkRestore(m Mark) error {
 // restore is the atomic part of Restore: under the exclusive lock it
 // looks each ID up and writes one WAL record of the marks to restore. It
 // returns the WAL record to wait for.
-func (s *Store) restore(marks []Mark, restored []bool) (uint64, error) {
+func (s *Store) restore(marks []Mark, restored []bool) (_ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.writable(); err != nil {
+	if err := s.enter(); err != nil {
 		return 0, err
 	}
+	defer s.leaveOnError(&err)
 	now := s.opts.Clock.Now()
 	s.batch.Reset()
 	s.batch.Time = now.UnixNano()
