@@ -167,7 +167,7 @@ func TestInvalidOptions(t *testing.T) {
 		{name: "FalsePositiveRate NaN", opts: dedup.Options{FalsePositiveRate: math.NaN()}},
 		{name: "negative ExpectedMarks", opts: dedup.Options{ExpectedMarks: -1}},
 		{name: "negative MemtableMarks", opts: dedup.Options{MemtableMarks: -1}},
-		{name: "ExpectedMarks above 1<<32", opts: dedup.Options{ExpectedMarks: 1<<32 + 1}},
+		{name: "ExpectedMarks above 1<<30", opts: dedup.Options{ExpectedMarks: 1<<30 + 1}},
 		{name: "MemtableMarks above 1<<28", opts: dedup.Options{MemtableMarks: 1<<28 + 1}},
 		{name: "SegmentSize below 64KiB", opts: dedup.Options{SegmentSize: 1 << 10}},
 		{name: "negative MaxMarks", opts: dedup.Options{MaxMarks: -1}},

@@ -40,7 +40,7 @@ const (
 // allocated whole, a filter or a hash table, so a mistyped value would
 // exhaust memory at the first mark rather than fail at Open.
 const (
-	maxExpectedMarks = 1 << 32
+	maxExpectedMarks = 1 << 30
 	maxMemtableMarks = 1 << 28
 )
 
@@ -127,8 +127,8 @@ type Options struct {
 	// marks one generation is expected to hold. A generation that outgrows
 	// it gets a second, larger filter rather than a worse false-positive
 	// rate, and the next checkpoint merges the two into one sized for twice
-	// the generation's marks. Zero means 1<<20. It may not pass 1<<32,
-	// whose filter alone would take gigabytes at the default rate.
+	// the generation's marks. Zero means 1<<20. It may not pass 1<<30,
+	// whose filter alone takes over a gigabyte at the default rate.
 	ExpectedMarks int
 	// FalsePositiveRate is the Bloom filters' target rate: the share of new
 	// IDs that cost a Pebble read. Zero means 0.01. It must be at least 1e-6
