@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/seed42300104/dedup/index"
+	"github.com/seed42300104/dedup/ttl"
 	"github.com/seed42300104/dedup/wal"
 )
 
@@ -136,7 +137,7 @@ func (s *Store) recover() (err error) {
 		ReadOnly:     s.opts.ReadOnly,
 		Logf:         s.opts.Logf,
 		Direct:       s.opts.FS.(permFS).direct(),
-		Boot:         s.opts.Clock.Boot(),
+		Boot:         ttl.Real{}.Boot(), // the kernel's, whatever clock the store reads
 	}, after, s.idx.Replay)
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)
