@@ -191,9 +191,11 @@ func (d *Damage) planCut(fs vfs.FS, dir string, r *logRead, after uint64) error 
 		d.LastLost = max(d.LastLost, first) // a segment is named for a record that was to be written
 	}
 	cutTo := d.LastLost
-	if missing := whole - int64(len(b)); missing > 0 && d.plan.salvaged == nil {
-		// Bytes cut off the segment may have held records.
-		cutTo = lsnBound(d.FirstLost, whole-max(d.Offset, headerSize))
+	missing := whole - int64(len(b))
+	if missing > 0 {
+		// Bytes cut off the segment may have held records, after those
+		// kept or salvaged.
+		cutTo = lsnBound(d.FirstLost, whole-max(lostFrom, headerSize))
 	}
 	if i+1 < len(r.firsts) && (d.plan.salvaged == nil || r.firsts[i+1] != chainNext || d.Lost > 0) {
 		for _, later := range r.firsts[i+1:] {
@@ -207,7 +209,7 @@ func (d *Damage) planCut(fs vfs.FS, dir string, r *logRead, after uint64) error 
 			d.Later = append(d.Later, path)
 		}
 	}
-	if d.plan.salvaged != nil && d.Lost == 0 && d.Later == nil {
+	if d.plan.salvaged != nil && d.Lost == 0 && d.Later == nil && missing <= 0 {
 		d.FirstLost = 0 // nothing after the checkpoint is lost
 	}
 	cutTo = max(cutTo, d.LastLost)

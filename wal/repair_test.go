@@ -1,0 +1,55 @@
+package wal
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/internal/fsutil"
+)
+
+// TestRepairSalvageOfAShortenedSegmentKeepsLSNsRising damages a record
+// the checkpoint covers and cuts the segment short after it: repair
+// salvages the records after the checkpoint, and the bytes cut off may
+// have held more, so the next LSN passes every one they could have held.
+func TestRepairSalvageOfAShortenedSegmentKeepsLSNsRising(t *testing.T) {
+	mem := vfs.NewMem()
+	opts := Options{FS: mem, SegmentSize: 64 << 10}
+	l, err := Open("wal", opts, 0, func(uint64, []byte) error { return nil })
+	require.NoError(t, err)
+	var offs []int64 // offs[lsn-1]
+	off := int64(headerSize)
+	for range 200 {
+		p := []byte(strings.Repeat("y", 40))
+		lsn, err := l.Append(p)
+		require.NoError(t, err)
+		require.NoError(t, l.Wait(lsn))
+		offs = append(offs, off)
+		off += int64(recordSize(len(p)))
+	}
+	require.NoError(t, l.Close())
+	path := mem.PathJoin("wal", segmentName(1))
+	b, err := fsutil.ReadFile(mem, path)
+	require.NoError(t, err)
+	b[offs[49]+recHeaderSize+1] ^= 0xff // LSN 50, which the checkpoint at 100 covers
+	f, err := mem.Create(path, vfs.WriteCategoryUnspecified)
+	require.NoError(t, err)
+	_, err = f.Write(b[:offs[150]]) // cut short after LSN 150
+	require.NoError(t, err)
+	require.NoError(t, f.Close())
+
+	d, err := Repair(mem, "wal", 100, 64<<10, true)
+	require.NoError(t, err)
+	require.NotNil(t, d)
+	assert.NotZero(t, d.FirstLost, "the bytes cut off may have held records: something may be lost")
+	assert.Greater(t, d.Next, uint64(200), "Next passes every LSN handed out")
+	l, err = Open("wal", opts, 100, func(uint64, []byte) error { return nil })
+	require.NoError(t, err)
+	lsn, err := l.Append([]byte("new"))
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	assert.Greater(t, lsn, uint64(200), "LSNs, and the fencing tokens taken from them, keep rising")
+}
