@@ -47,7 +47,8 @@ type repairPlan struct {
 	salvaged  []byte // the new segment holding the records after the checkpoint
 	salvageAt uint64 // its first LSN
 	state     logState
-	guess     int64 // the largest size a segment of this log is known to have
+	prior     uint64 // the newest segment the STATE before the repair named
+	guess     int64  // the largest size a segment of this log is known to have
 }
 
 // Repair looks for the first damage that Open would meet in the log in
@@ -84,7 +85,7 @@ func Repair(fs vfs.FS, dir string, after uint64, segmentSize int64, apply bool) 
 		}
 	}
 	d := &Damage{Err: err}
-	d.plan.state = r.state
+	d.plan.state, d.plan.prior = r.state, r.state.newest
 	d.plan.guess = segmentSize
 	if st, err := fs.Stat(fs.PathJoin(dir, spareName)); err == nil {
 		d.plan.guess = max(d.plan.guess, st.Size())
@@ -280,10 +281,14 @@ func (d *Damage) apply(fs vfs.FS, dir string) error {
 			return err
 		}
 	}
-	if d.plan.salvaged == nil {
-		if err := writeState(fs, dir, d.plan.state); err != nil {
-			return err
-		}
+	// The cuts are durable before any record goes. A salvaging repair
+	// names its new segment newest only once that segment is in place.
+	first := d.plan.state
+	if d.plan.salvaged != nil {
+		first.newest = d.plan.prior
+	}
+	if err := writeState(fs, dir, first); err != nil {
+		return err
 	}
 	switch {
 	case !d.plan.segment:
