@@ -353,11 +353,23 @@ func TestSetModelRejectsViolations(t *testing.T) {
 	}
 }
 
-// TestCloseAnswersTheCallsUnderWay has callers mark fresh IDs while Close
-// runs, and checks after a reopen that the answers were true: an ID
-// acknowledged as new is seen, and an ID refused with ErrClosed is new,
-// even though Close's final flush wrote out every record appended.
+// TestCloseAnswersTheCallsUnderWay has callers mark fresh IDs, half of
+// them through Restore, while Close runs, and checks after a reopen that
+// the answers were true: an ID acknowledged as new is seen, and an ID
+// refused with ErrClosed is new, even though Close's final flush wrote
+// out every record appended.
 func TestCloseAnswersTheCallsUnderWay(t *testing.T) {
+	// writeOne marks id, with CheckAndMark or, for restore, with Restore.
+	writeOne := func(s *dedup.Store, restore bool, id string) (bool, error) {
+		if !restore {
+			return s.CheckAndMark([]byte(id), 0)
+		}
+		restored, err := s.Restore([]dedup.Mark{{ID: []byte(id), Deadline: time.Now().Add(time.Hour)}})
+		if err != nil {
+			return false, err
+		}
+		return restored[0], nil
+	}
 	const workers, rounds = 16, 4
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncInterval} {
 		t.Run(mode.String(), func(t *testing.T) {
@@ -372,7 +384,7 @@ func TestCloseAnswersTheCallsUnderWay(t *testing.T) {
 					wg.Go(func() {
 						for i := 0; ; i++ {
 							id := fmt.Sprintf("r%d-w%d-%d", round, w, i)
-							isNew, err := s.CheckAndMark([]byte(id), 0)
+							isNew, err := writeOne(s, w%2 == 1, id)
 							switch {
 							case errors.Is(err, dedup.ErrClosed):
 								refused.Store(id, true)
