@@ -35,16 +35,8 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 		{"in the memtable", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := ttl.NewFake(testutil.Epoch)
-			var log testutil.Log
-			opts := &dedup.Options{Clock: clock, Logf: log.Logf}
-			s, dir := storetest.Open(t, opts)
-			marks := expiryIDs("mark", 100)
-			markAll(t, s, marks, time.Hour)
-			if tc.checkpoint {
-				require.NoError(t, s.Checkpoint())
-			}
-			gens := generationEnds(s)
+			c := openClocked(t, tc.checkpoint)
+			clock, log, opts, s, dir, marks, gens := c.clock, c.log, c.opts, c.s, c.dir, c.marks, c.gens
 
 			clock.Set(testutil.Epoch.Add(year))
 			assert.Zero(t, seenAll(t, s, marks), "past their deadlines by the wall clock, the marks read as expired")
@@ -69,13 +61,9 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 // generations it expired, which setting the clock back does not bring
 // back.
 func TestClockJumpHeldPastGraceDropsGenerations(t *testing.T) {
-	clock := ttl.NewFake(testutil.Epoch)
-	var log testutil.Log
-	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, Logf: log.Logf})
-	marks := expiryIDs("mark", 100)
-	markAll(t, s, marks, time.Hour)
-	require.NoError(t, s.Checkpoint())
-	require.NotEmpty(t, generationEnds(s))
+	c := openClocked(t, true)
+	clock, log, s, marks := c.clock, c.log, c.s, c.marks
+	require.NotEmpty(t, c.gens)
 
 	clock.Set(testutil.Epoch.Add(year))
 	require.NoError(t, s.Checkpoint())
@@ -104,16 +92,8 @@ func TestReopenWithClockAheadKeepsGenerationsUntilGrace(t *testing.T) {
 		{"before any checkpoint", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			clock := ttl.NewFake(testutil.Epoch)
-			var log testutil.Log
-			opts := &dedup.Options{Clock: clock, Logf: log.Logf}
-			s, dir := storetest.Open(t, opts)
-			marks := expiryIDs("mark", 100)
-			markAll(t, s, marks, time.Hour)
-			if tc.checkpoint {
-				require.NoError(t, s.Checkpoint())
-			}
-			gens := generationEnds(s)
+			c := openClocked(t, tc.checkpoint)
+			clock, log, opts, s, dir, marks, gens := c.clock, c.log, c.opts, c.s, c.dir, c.marks, c.gens
 
 			clock.Set(testutil.Epoch.Add(year))
 			s = storetest.Reopen(t, s, dir, opts)
@@ -324,4 +304,31 @@ func TestShortRunsKeepDroppingExpiredGenerations(t *testing.T) {
 			}
 		})
 	}
+}
+
+// clocked is a store on a fake clock started at testutil.Epoch, holding
+// 100 marks of an hour, with its log kept for assertions.
+type clocked struct {
+	s     *dedup.Store
+	dir   string
+	opts  *dedup.Options
+	clock *ttl.Fake
+	log   *testutil.Log
+	marks [][]byte
+	gens  []time.Time // the generations' ends once the marks are written
+}
+
+// openClocked opens a clocked store and marks it, then checkpoints it if
+// asked to.
+func openClocked(t *testing.T, checkpoint bool) clocked {
+	t.Helper()
+	c := clocked{clock: ttl.NewFake(testutil.Epoch), log: new(testutil.Log), marks: expiryIDs("mark", 100)}
+	c.opts = &dedup.Options{Clock: c.clock, Logf: c.log.Logf}
+	c.s, c.dir = storetest.Open(t, c.opts)
+	markAll(t, c.s, c.marks, time.Hour)
+	if checkpoint {
+		require.NoError(t, c.s.Checkpoint())
+	}
+	c.gens = generationEnds(c.s)
+	return c
 }
