@@ -45,7 +45,10 @@
 //     in one boot, or held for Options.ClockJumpGrace, so a step undone
 //     within the grace brings its marks back.
 //   - Damage is never served silently: a torn WAL tail is truncated; any
-//     other damage fails with ErrCorrupt naming the file and offset.
+//     other damage fails with ErrCorrupt naming the file and offset, except
+//     damage confined to the records written since the newest segment's
+//     last fsync, which no later record vouches for and which cannot be
+//     told from a torn write (it is truncated, and logged as such).
 //   - Bad input gets a named error and changes nothing; a failed write or
 //     fsync makes the store fail-stop for writes until it is reopened.
 //
