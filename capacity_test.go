@@ -28,14 +28,14 @@ func TestMaxMarksFailsClosed(t *testing.T) {
 	clock := ttl.NewFake(testutil.Epoch)
 	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 100})
 
-	ids := expiryIDs("cap", 150)
-	markAll(t, s, ids[:100], time.Minute)
+	ids := storetest.IDs("cap", 150)
+	storetest.MarkAll(t, s, ids[:100], time.Minute)
 
 	_, err := s.CheckAndMark(ids[100], time.Minute)
 	assert.ErrorIs(t, err, dedup.ErrFull)
 	_, err = s.CheckAndMarkBatch(ids[100:110], time.Minute)
 	assert.ErrorIs(t, err, dedup.ErrFull)
-	assert.Zero(t, seenAll(t, s, ids[100:]), "a refused write marks nothing")
+	assert.Zero(t, storetest.SeenAll(t, s, ids[100:]), "a refused write marks nothing")
 
 	isNew, err := s.CheckAndMark(ids[0], time.Minute)
 	require.NoError(t, err, "a duplicate needs no room")
@@ -43,7 +43,7 @@ func TestMaxMarksFailsClosed(t *testing.T) {
 
 	clock.Advance(2 * time.Minute)
 	require.NoError(t, s.Checkpoint(), "drops the expired generation")
-	markAll(t, s, ids[100:], time.Minute)
+	storetest.MarkAll(t, s, ids[100:], time.Minute)
 }
 
 // TestSlidingTTL checks that with SlidingTTL a duplicate extends its mark,
@@ -65,7 +65,7 @@ func TestSlidingTTL(t *testing.T) {
 			s, err := dedup.Open("store", opts)
 			require.NoError(t, err)
 			id := []byte("slide")
-			markAll(t, s, [][]byte{id}, time.Minute)
+			storetest.MarkAll(t, s, [][]byte{id}, time.Minute)
 			require.NoError(t, s.Checkpoint(), "the first mark goes to Pebble")
 
 			clock.Set(start.Add(50 * time.Second))
@@ -77,9 +77,9 @@ func TestSlidingTTL(t *testing.T) {
 
 			s = storetest.OpenAt(t, "store", opts)
 			clock.Set(start.Add(tc.liveAt))
-			assert.Equal(t, 1, seenAll(t, s, [][]byte{id}), "live at %v", tc.liveAt)
+			assert.Equal(t, 1, storetest.SeenAll(t, s, [][]byte{id}), "live at %v", tc.liveAt)
 			clock.Set(start.Add(tc.liveAt + time.Second))
-			assert.Zero(t, seenAll(t, s, [][]byte{id}), "expired at %v", tc.liveAt+time.Second)
+			assert.Zero(t, storetest.SeenAll(t, s, [][]byte{id}), "expired at %v", tc.liveAt+time.Second)
 		})
 	}
 }
@@ -94,22 +94,22 @@ func TestMaxMarksDropOldest(t *testing.T) {
 	s, err := dedup.Open("store", opts)
 	require.NoError(t, err)
 
-	old, fresh := expiryIDs("old", 100), expiryIDs("fresh", 50)
-	markAll(t, s, old, time.Minute)
+	old, fresh := storetest.IDs("old", 100), storetest.IDs("fresh", 50)
+	storetest.MarkAll(t, s, old, time.Minute)
 	_, err = s.CheckAndMark(fresh[0], time.Minute)
 	assert.ErrorIs(t, err, dedup.ErrFull, "the only generation still takes marks: nothing to drop")
 
 	clock.Advance(40 * time.Second) // the old marks' generation no longer takes marks, though they live
-	require.Equal(t, len(old), seenAll(t, s, old))
-	markAll(t, s, fresh, time.Minute)
-	assert.Zero(t, seenAll(t, s, old), "the oldest generation was dropped early")
-	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
+	require.Equal(t, len(old), storetest.SeenAll(t, s, old))
+	storetest.MarkAll(t, s, fresh, time.Minute)
+	assert.Zero(t, storetest.SeenAll(t, s, old), "the oldest generation was dropped early")
+	assert.Equal(t, len(fresh), storetest.SeenAll(t, s, fresh))
 	require.NoError(t, s.Checkpoint(), "the drop is durable from the checkpoint it requests")
 	require.NoError(t, s.Close())
 
 	s = storetest.OpenAt(t, "store", opts)
-	assert.Zero(t, seenAll(t, s, old), "the early drop is durable")
-	assert.Equal(t, len(fresh), seenAll(t, s, fresh))
+	assert.Zero(t, storetest.SeenAll(t, s, old), "the early drop is durable")
+	assert.Equal(t, len(fresh), storetest.SeenAll(t, s, fresh))
 }
 
 // TestSlidingHotIDNeedsNoRoom checks that extending a live mark is not a
@@ -119,7 +119,7 @@ func TestSlidingHotIDNeedsNoRoom(t *testing.T) {
 	clock := ttl.NewFake(testutil.Epoch)
 	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, MaxMarks: 10, SlidingTTL: true})
 	hot := []byte("hot")
-	markAll(t, s, [][]byte{hot}, time.Hour)
+	storetest.MarkAll(t, s, [][]byte{hot}, time.Hour)
 	for i := range 100 {
 		clock.Advance(time.Second)
 		isNew, err := s.CheckAndMark(hot, time.Hour)
@@ -179,8 +179,8 @@ func TestEffectiveWindow(t *testing.T) {
 
 	dropped := false
 	for n := range 40 {
-		batch := expiryIDs(fmt.Sprintf("w%02d", n), perStep)
-		markAll(t, s, batch, ttlOf)
+		batch := storetest.IDs(fmt.Sprintf("w%02d", n), perStep)
+		storetest.MarkAll(t, s, batch, ttlOf)
 		ids, writes = append(ids, batch...), append(writes, slices.Repeat([]time.Time{clock.Now()}, perStep)...)
 		clock.Advance(step)
 		window := check(fmt.Sprintf("step %d", n))
@@ -209,7 +209,7 @@ func baseDiskBytes(t *testing.T, dir string, opts *dedup.Options) int64 {
 	s, err := dedup.Open(dir, opts)
 	require.NoError(t, err)
 	defer s.Close()
-	markAll(t, s, expiryIDs("base", 1), time.Second)
+	storetest.MarkAll(t, s, storetest.IDs("base", 1), time.Second)
 	require.NoError(t, s.Checkpoint())
 	st := s.Stats()
 	return int64(st.IndexDiskBytes) + st.WALBytes
@@ -222,7 +222,7 @@ func fillDisk(t *testing.T, s *dedup.Store, prefix string, d time.Duration) ([][
 	t.Helper()
 	var written [][]byte
 	for n := range 1000 {
-		batch := expiryIDs(fmt.Sprintf("%s%03d", prefix, n), 500)
+		batch := storetest.IDs(fmt.Sprintf("%s%03d", prefix, n), 500)
 		if _, err := s.CheckAndMarkBatch(batch, d); err != nil {
 			return written, err
 		}
@@ -247,14 +247,14 @@ func TestMaxDiskBytesFailsClosed(t *testing.T) {
 	require.ErrorIs(t, err, dedup.ErrFull)
 	st := s.Stats()
 	assert.GreaterOrEqual(t, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes, "ErrFull below the bound")
-	assert.Equal(t, len(written), seenAll(t, s, written), "nothing is dropped under FailClosed")
+	assert.Equal(t, len(written), storetest.SeenAll(t, s, written), "nothing is dropped under FailClosed")
 	isNew, err := s.CheckAndMark(written[0], time.Minute)
 	require.NoError(t, err, "a duplicate needs no room")
 	assert.False(t, isNew)
 
 	clock.Advance(2 * time.Minute)
 	require.NoError(t, s.Checkpoint(), "drops the expired generations and compacts their range")
-	markAll(t, s, expiryIDs("after", 500), time.Minute)
+	storetest.MarkAll(t, s, storetest.IDs("after", 500), time.Minute)
 	assert.Eventually(t, func() bool {
 		st := s.Stats()
 		return int64(st.IndexDiskBytes)+st.WALBytes < opts.MaxDiskBytes
@@ -276,8 +276,8 @@ func TestMaxDiskBytesDropOldest(t *testing.T) {
 	for step := range 12 {
 		var ids [][]byte
 		for n := range 10 {
-			batch := expiryIDs(fmt.Sprintf("s%02d-%02d", step, n), 500)
-			markAll(t, s, batch, ttlOf)
+			batch := storetest.IDs(fmt.Sprintf("s%02d-%02d", step, n), 500)
+			storetest.MarkAll(t, s, batch, ttlOf)
 			ids = append(ids, batch...)
 			require.NoError(t, s.Checkpoint())
 		}
@@ -287,8 +287,8 @@ func TestMaxDiskBytesDropOldest(t *testing.T) {
 	st := s.Stats()
 	assert.Less(t, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes+256<<10,
 		"the store stays within the bound plus what one checkpoint writes")
-	assert.Zero(t, seenAll(t, s, gens[7]), "older marks were dropped early")
-	assert.Equal(t, len(gens[11]), seenAll(t, s, gens[11]), "the newest marks are kept")
+	assert.Zero(t, storetest.SeenAll(t, s, gens[7]), "older marks were dropped early")
+	assert.Equal(t, len(gens[11]), storetest.SeenAll(t, s, gens[11]), "the newest marks are kept")
 	assert.Less(t, st.EffectiveWindow, ttlOf, "the effective window shows the early drops")
 	t.Logf("effective window %v against a TTL of %v; %d bytes on disk, bound %d", st.EffectiveWindow, ttlOf, int64(st.IndexDiskBytes)+st.WALBytes, opts.MaxDiskBytes)
 }

@@ -39,7 +39,7 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 			clock, log, opts, s, dir, marks, gens := c.clock, c.log, c.opts, c.s, c.dir, c.marks, c.gens
 
 			clock.Set(testutil.Epoch.Add(year))
-			assert.Zero(t, seenAll(t, s, marks), "past their deadlines by the wall clock, the marks read as expired")
+			assert.Zero(t, storetest.SeenAll(t, s, marks), "past their deadlines by the wall clock, the marks read as expired")
 			require.NoError(t, s.Checkpoint())
 			clock.Advance(dedup.DefaultClockJumpGrace / 2)
 			require.NoError(t, s.Checkpoint())
@@ -47,11 +47,11 @@ func TestClockJumpUndoneWithinGraceKeepsEveryMark(t *testing.T) {
 			assert.True(t, log.Contains("jumped"), "the step is logged")
 
 			clock.Set(testutil.Epoch.Add(dedup.DefaultClockJumpGrace / 2))
-			assert.Equal(t, len(marks), seenAll(t, s, marks), "with the clock set back, every mark is live again")
+			assert.Equal(t, len(marks), storetest.SeenAll(t, s, marks), "with the clock set back, every mark is live again")
 			require.NoError(t, s.Checkpoint())
 			assert.True(t, log.Contains("back in step"), "the end of the step is logged")
 			s = storetest.Reopen(t, s, dir, opts)
-			assert.Equal(t, len(marks), seenAll(t, s, marks), "and stays live across reopen")
+			assert.Equal(t, len(marks), storetest.SeenAll(t, s, marks), "and stays live across reopen")
 		})
 	}
 }
@@ -74,7 +74,7 @@ func TestClockJumpHeldPastGraceDropsGenerations(t *testing.T) {
 	assert.True(t, log.Contains("has held"), "the trust in the step is logged")
 
 	clock.Set(testutil.Epoch.Add(dedup.DefaultClockJumpGrace))
-	assert.Zero(t, seenAll(t, s, marks), "a dropped generation is gone for good")
+	assert.Zero(t, storetest.SeenAll(t, s, marks), "a dropped generation is gone for good")
 }
 
 // TestReopenWithClockAheadKeepsGenerationsUntilGrace reopens a store with
@@ -103,7 +103,7 @@ func TestReopenWithClockAheadKeepsGenerationsUntilGrace(t *testing.T) {
 
 			clock.Set(testutil.Epoch.Add(time.Minute))
 			s = storetest.Reopen(t, s, dir, opts)
-			assert.Equal(t, len(marks), seenAll(t, s, marks), "with the clock set back, every mark is live")
+			assert.Equal(t, len(marks), storetest.SeenAll(t, s, marks), "with the clock set back, every mark is live")
 
 			clock.Set(testutil.Epoch.Add(year))
 			s = storetest.Reopen(t, s, dir, opts)
@@ -121,7 +121,7 @@ func TestReopenInStepDropsAsTheClockRuns(t *testing.T) {
 	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock}
 	s, dir := storetest.Open(t, opts)
-	markAll(t, s, expiryIDs("mark", 100), time.Minute)
+	storetest.MarkAll(t, s, storetest.IDs("mark", 100), time.Minute)
 	require.NoError(t, s.Checkpoint())
 	s = storetest.Reopen(t, s, dir, opts)
 
@@ -154,7 +154,7 @@ func TestDamagedClockFileFailsOpen(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := ttl.NewFake(testutil.Epoch)
 			s, dir := storetest.Open(t, &dedup.Options{Clock: clock})
-			markAll(t, s, expiryIDs("mark", 10), time.Hour)
+			storetest.MarkAll(t, s, storetest.IDs("mark", 10), time.Hour)
 			require.NoError(t, s.Checkpoint())
 			require.NoError(t, s.Close())
 
@@ -176,7 +176,7 @@ func TestSnapshotCarriesTheConfirmedTime(t *testing.T) {
 	clock := ttl.NewFake(testutil.Epoch)
 	opts := &dedup.Options{Clock: clock}
 	s, _ := storetest.Open(t, opts)
-	markAll(t, s, expiryIDs("mark", 100), time.Minute)
+	storetest.MarkAll(t, s, storetest.IDs("mark", 100), time.Minute)
 	copyDir := filepath.Join(t.TempDir(), "snapshot")
 	require.NoError(t, s.Snapshot(copyDir))
 
@@ -216,7 +216,7 @@ func TestReopenDropsWhatEndedWhileClosedWhenTheBootTellsHowLong(t *testing.T) {
 			var log testutil.Log
 			opts := &dedup.Options{Clock: clock, Logf: log.Logf, ExpiryInterval: day}
 			s, dir := storetest.Open(t, opts)
-			markAll(t, s, expiryIDs("mark", 100), time.Hour)
+			storetest.MarkAll(t, s, storetest.IDs("mark", 100), time.Hour)
 			require.NoError(t, s.Checkpoint())
 			gens := generationEnds(s)
 			require.NotEmpty(t, gens)
@@ -248,7 +248,7 @@ func TestCloseRecordsTheTimeTrusted(t *testing.T) {
 	clock.SetBoot("boot-1")
 	opts := &dedup.Options{Clock: clock, ExpiryInterval: day}
 	s, dir := storetest.Open(t, opts)
-	markAll(t, s, expiryIDs("mark", 100), time.Hour)
+	storetest.MarkAll(t, s, storetest.IDs("mark", 100), time.Hour)
 	require.NoError(t, s.Checkpoint())
 
 	require.NoError(t, s.Close())
@@ -283,7 +283,7 @@ func TestShortRunsKeepDroppingExpiredGenerations(t *testing.T) {
 			clock.SetBoot("boot-1")
 			opts := &dedup.Options{Clock: clock, ExpiryInterval: 24 * time.Hour}
 			s, dir := storetest.Open(t, opts)
-			markAll(t, s, expiryIDs("before", 10), time.Minute)
+			storetest.MarkAll(t, s, storetest.IDs("before", 10), time.Minute)
 			require.NoError(t, s.Close())
 			if tc.reboot {
 				clock.Advance(24 * time.Hour)
@@ -292,7 +292,7 @@ func TestShortRunsKeepDroppingExpiredGenerations(t *testing.T) {
 			for run := range runs {
 				s, err := dedup.Open(dir, opts)
 				require.NoError(t, err, "run %d: Open", run)
-				markAll(t, s, expiryIDs(fmt.Sprintf("run-%d", run), 10), time.Minute)
+				storetest.MarkAll(t, s, storetest.IDs(fmt.Sprintf("run-%d", run), 10), time.Minute)
 				clock.Advance(10 * time.Second)
 				require.NoError(t, s.Checkpoint(), "run %d", run)
 				gens := len(generationEnds(s))
@@ -322,10 +322,10 @@ type clocked struct {
 // asked to.
 func openClocked(t *testing.T, checkpoint bool) clocked {
 	t.Helper()
-	c := clocked{clock: ttl.NewFake(testutil.Epoch), log: new(testutil.Log), marks: expiryIDs("mark", 100)}
+	c := clocked{clock: ttl.NewFake(testutil.Epoch), log: new(testutil.Log), marks: storetest.IDs("mark", 100)}
 	c.opts = &dedup.Options{Clock: c.clock, Logf: c.log.Logf}
 	c.s, c.dir = storetest.Open(t, c.opts)
-	markAll(t, c.s, c.marks, time.Hour)
+	storetest.MarkAll(t, c.s, c.marks, time.Hour)
 	if checkpoint {
 		require.NoError(t, c.s.Checkpoint())
 	}

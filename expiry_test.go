@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"math/rand/v2"
 	"testing"
 	"time"
 
@@ -18,39 +17,6 @@ import (
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
-
-// expiryIDs returns n IDs named after prefix.
-func expiryIDs(prefix string, n int) [][]byte {
-	ids := make([][]byte, n)
-	for i := range ids {
-		ids[i] = fmt.Appendf(nil, "%s-%03d", prefix, i)
-	}
-	return ids
-}
-
-// markAll marks ids for ttl and requires every one to be new.
-func markAll(t *testing.T, s *dedup.Store, ids [][]byte, ttl time.Duration) {
-	t.Helper()
-	isNew, err := s.CheckAndMarkBatch(ids, ttl)
-	require.NoError(t, err)
-	for i, v := range isNew {
-		require.True(t, v, "%s must be new", ids[i])
-	}
-}
-
-// seenAll reports how many of ids are seen.
-func seenAll(t *testing.T, s *dedup.Store, ids [][]byte) int {
-	t.Helper()
-	n := 0
-	for _, id := range ids {
-		seen, err := s.Seen(id)
-		require.NoError(t, err)
-		if seen {
-			n++
-		}
-	}
-	return n
-}
 
 // generationEnds lists when each generation of s ends.
 func generationEnds(s *dedup.Store) []time.Time {
@@ -71,12 +37,12 @@ func TestExpiredGenerationsAreDropped(t *testing.T) {
 	s, err := dedup.Open("store", opts)
 	require.NoError(t, err)
 
-	short, long := expiryIDs("short", 200), expiryIDs("long", 200)
-	markAll(t, s, short[:100], time.Minute)
-	markAll(t, s, long[:100], time.Hour)
+	short, long := storetest.IDs("short", 200), storetest.IDs("long", 200)
+	storetest.MarkAll(t, s, short[:100], time.Minute)
+	storetest.MarkAll(t, s, long[:100], time.Hour)
 	require.NoError(t, s.Checkpoint(), "the first marks go to Pebble")
-	markAll(t, s, short[100:], time.Minute)
-	markAll(t, s, long[100:], time.Hour)
+	storetest.MarkAll(t, s, short[100:], time.Minute)
+	storetest.MarkAll(t, s, long[100:], time.Hour)
 	before := generationEnds(s)
 
 	clock.Advance(2 * time.Minute)
@@ -86,76 +52,25 @@ func TestExpiredGenerationsAreDropped(t *testing.T) {
 	for _, end := range after {
 		assert.True(t, end.After(clock.Now()), "generation ending %v is expired at %v but kept", end, clock.Now())
 	}
-	assert.Zero(t, seenAll(t, s, short), "expired marks are not seen")
-	assert.Equal(t, len(long), seenAll(t, s, long), "live marks survive the drop")
+	assert.Zero(t, storetest.SeenAll(t, s, short), "expired marks are not seen")
+	assert.Equal(t, len(long), storetest.SeenAll(t, s, long), "live marks survive the drop")
 	require.NoError(t, s.Close())
 
 	s = storetest.OpenAt(t, "store", opts)
 	assert.Equal(t, after, generationEnds(s), "the drop is durable")
-	assert.Zero(t, seenAll(t, s, short), "no expired mark comes back after reopen")
-	assert.Equal(t, len(long), seenAll(t, s, long))
-	markAll(t, s, short, time.Minute) // new again, in a fresh generation
+	assert.Zero(t, storetest.SeenAll(t, s, short), "no expired mark comes back after reopen")
+	assert.Equal(t, len(long), storetest.SeenAll(t, s, long))
+	storetest.MarkAll(t, s, short, time.Minute) // new again, in a fresh generation
 }
 
 // TestExpiryRunsInTheBackground checks that no call is needed: within a few
 // expiry intervals of its end, a generation is gone.
 func TestExpiryRunsInTheBackground(t *testing.T) {
 	s, _ := storetest.Open(t, &dedup.Options{ExpiryInterval: 20 * time.Millisecond})
-	markAll(t, s, expiryIDs("brief", 10), time.Second)
+	storetest.MarkAll(t, s, storetest.IDs("brief", 10), time.Second)
 	require.Len(t, s.Stats().Generations, 1)
 	assert.Eventually(t, func() bool { return len(s.Stats().Generations) == 0 },
 		5*time.Second, 20*time.Millisecond, "a 1s mark's generation must be dropped within seconds")
-}
-
-// TestCrashWhileDroppingAGeneration takes a crash clone before every write
-// of a checkpoint that drops a generation, keeping none, half or all of
-// the unsynced data: after reopen no live mark is lost and no expired one
-// is seen.
-func TestCrashWhileDroppingAGeneration(t *testing.T) {
-	start := testutil.Epoch
-	short, long := expiryIDs("short", 150), expiryIDs("long", 150)
-	// setup runs the workload up to the dropping checkpoint and returns the
-	// store and its clock.
-	setup := func(t *testing.T, fs vfs.FS) (*dedup.Store, *ttl.Fake) {
-		clock := ttl.NewFake(start)
-		s, err := dedup.Open(simDir, &dedup.Options{FS: fs, Clock: clock, SegmentSize: 64 << 10})
-		require.NoError(t, err)
-		markAll(t, s, short[:100], time.Minute)
-		markAll(t, s, long[:100], time.Hour)
-		require.NoError(t, s.Checkpoint())
-		markAll(t, s, short[100:], time.Minute)
-		markAll(t, s, long[100:], time.Hour)
-		clock.Advance(2 * time.Minute)
-		return s, clock
-	}
-
-	// Count the writes of the dropping checkpoint and Close.
-	counter := newCrashPoint(-1, vfs.CrashCloneCfg{})
-	s, _ := setup(t, counter.fs())
-	first := counter.ops.Load()
-	require.NoError(t, s.Checkpoint())
-	require.NoError(t, s.Close())
-	last := counter.ops.Load()
-	t.Logf("the dropping checkpoint and Close make %d write operations", last-first)
-
-	for at := first; at <= last; at++ {
-		for _, pct := range []int{0, 50, 100} {
-			t.Run(fmt.Sprintf("op=%d/unsynced=%d%%", at, pct), func(t *testing.T) {
-				rng := rand.New(rand.NewPCG(uint64(at), uint64(pct)))
-				c := newCrashPoint(int(at), vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng})
-				s, _ := setup(t, c.fs())
-				require.NoError(t, s.Checkpoint())
-				require.NoError(t, s.Close())
-				clone := c.crash()
-
-				s, err := dedup.Open(simDir, &dedup.Options{FS: clone, Clock: ttl.NewFake(start.Add(2 * time.Minute))})
-				require.NoError(t, err, "Open after the crash")
-				defer s.Close()
-				assert.Equal(t, len(long), seenAll(t, s, long), "live marks lost")
-				assert.Zero(t, seenAll(t, s, short), "expired marks resurrected")
-			})
-		}
-	}
 }
 
 // TestCompactGivesSpaceBack checks that Compact drops expired generations
@@ -163,10 +78,10 @@ func TestCrashWhileDroppingAGeneration(t *testing.T) {
 func TestCompactGivesSpaceBack(t *testing.T) {
 	clock := ttl.NewFake(testutil.Epoch)
 	s, _ := storetest.Open(t, &dedup.Options{Clock: clock, SegmentSize: 64 << 10})
-	live := expiryIDs("live", 100)
-	markAll(t, s, live, time.Hour)
+	live := storetest.IDs("live", 100)
+	storetest.MarkAll(t, s, live, time.Hour)
 	for i := range 50 {
-		markAll(t, s, expiryIDs(fmt.Sprintf("brief-%02d", i), 100), time.Minute)
+		storetest.MarkAll(t, s, storetest.IDs(fmt.Sprintf("brief-%02d", i), 100), time.Minute)
 	}
 	wal := s.Stats()
 	require.Greater(t, wal.WALSegments, 1, "the marks fill several WAL segments")
@@ -179,7 +94,7 @@ func TestCompactGivesSpaceBack(t *testing.T) {
 	t.Logf("index tables %d -> %d bytes, WAL %d -> %d bytes", before.IndexTableBytes, after.IndexTableBytes, wal.WALBytes, after.WALBytes)
 	assert.Less(t, after.IndexTableBytes, before.IndexTableBytes/5, "the expired marks' tables are compacted away")
 	assert.Less(t, after.WALBytes, wal.WALBytes, "the WAL segments behind the checkpoint are removed")
-	assert.Equal(t, len(live), seenAll(t, s, live))
+	assert.Equal(t, len(live), storetest.SeenAll(t, s, live))
 }
 
 // BenchmarkSeenAbsentGenerations is what the span of a generation trades

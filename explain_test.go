@@ -26,7 +26,7 @@ func TestExplain(t *testing.T) {
 	assert.False(t, x.Live)
 	assert.Empty(t, x.FilterGenerations, "definitely new")
 
-	markAll(t, s, [][]byte{id}, time.Hour)
+	storetest.MarkAll(t, s, [][]byte{id}, time.Hour)
 	x, err = s.Explain(id)
 	require.NoError(t, err)
 	assert.True(t, x.Live)
@@ -62,10 +62,10 @@ func TestScan(t *testing.T) {
 	clock := ttl.NewFake(testutil.Epoch)
 	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock, SlidingTTL: true})
 
-	markAll(t, s, expiryIDs("pebble", 5), time.Hour)
-	markAll(t, s, expiryIDs("brief", 3), time.Minute)
+	storetest.MarkAll(t, s, storetest.IDs("pebble", 5), time.Hour)
+	storetest.MarkAll(t, s, storetest.IDs("brief", 3), time.Minute)
 	require.NoError(t, s.Checkpoint())
-	markAll(t, s, expiryIDs("tail", 5), time.Hour)
+	storetest.MarkAll(t, s, storetest.IDs("tail", 5), time.Hour)
 	clock.Advance(2 * time.Minute)                               // the brief marks expire
 	_, err := s.CheckAndMark([]byte("pebble-000"), 24*time.Hour) // slides: a second version
 	require.NoError(t, err)
@@ -106,9 +106,9 @@ func TestScan(t *testing.T) {
 func TestScanCallbackMayCallTheStore(t *testing.T) {
 	s, err := dedup.Open("store", &dedup.Options{FS: vfs.NewMem()})
 	require.NoError(t, err)
-	markAll(t, s, expiryIDs("old", 50), 0)
+	storetest.MarkAll(t, s, storetest.IDs("old", 50), 0)
 	require.NoError(t, s.Checkpoint())
-	markAll(t, s, expiryIDs("tail", 50), 0)
+	storetest.MarkAll(t, s, storetest.IDs("tail", 50), 0)
 
 	done := make(chan error, 1)
 	yielded := 0
@@ -131,8 +131,8 @@ func TestScanCallbackMayCallTheStore(t *testing.T) {
 		t.Fatal("Scan deadlocked on a callback that writes to the store")
 	}
 	assert.Equal(t, 100, yielded, "the marks at the start of the scan, once each")
-	assert.Zero(t, seenAll(t, s, expiryIDs("old", 50))+seenAll(t, s, expiryIDs("tail", 50)), "every ID forgotten")
-	assert.Equal(t, 50, seenAll(t, s, expiryIDs("new-old", 50)))
+	assert.Zero(t, storetest.SeenAll(t, s, storetest.IDs("old", 50))+storetest.SeenAll(t, s, storetest.IDs("tail", 50)), "every ID forgotten")
+	assert.Equal(t, 50, storetest.SeenAll(t, s, storetest.IDs("new-old", 50)))
 
 	closed := make(chan error, 1)
 	go func() { closed <- s.Close() }()

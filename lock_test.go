@@ -1,6 +1,8 @@
 package dedup_test
 
 import (
+	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"io/fs"
@@ -9,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
@@ -283,4 +286,87 @@ func TestOpenOnAnFSThatRefusesWrites(t *testing.T) {
 			assert.NotErrorIs(t, err, dedup.ErrLocked)
 		})
 	}
+}
+
+// TestLockHeldByAnotherProcess opens a store in a child process and checks
+// that Open here fails with ErrLocked, naming the LOCK file, until the
+// child dies.
+func TestLockHeldByAnotherProcess(t *testing.T) {
+	dir := t.TempDir()
+	cmd := testutil.ChildCommand(t, "lock-holder", dir)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, err := cmd.StdoutPipe()
+	require.NoError(t, err)
+	require.NoError(t, cmd.Start())
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Kill() // it may have exited already
+			_ = cmd.Wait()         // a killed child's error says only that
+		}
+	}
+	t.Cleanup(stop)
+
+	ready := make(chan bool, 1)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			if sc.Text() == "ready" {
+				ready <- true
+				return
+			}
+		}
+		ready <- false
+	}()
+	select {
+	case ok := <-ready:
+		if !ok {
+			stop()
+			t.Fatalf("the child exited before it held the store:\n%s", stderr.String())
+		}
+	case <-time.After(30 * time.Second):
+		stop()
+		t.Fatalf("the child did not open the store within 30s:\n%s", stderr.String())
+	}
+
+	s, err := dedup.Open(dir, nil)
+	if s != nil {
+		assert.NoError(t, s.Close())
+	}
+	require.ErrorIs(t, err, dedup.ErrLocked)
+	assert.Contains(t, err.Error(), filepath.Join(dir, "LOCK"), "the error must name the lock file")
+	assert.Contains(t, err.Error(), fmt.Sprintf("process %d", cmd.Process.Pid), "the error must name the holder")
+
+	stop()
+	s, err = dedup.Open(dir, nil)
+	require.NoError(t, err, "the lock dies with the process that held it")
+	assert.NoError(t, s.Close())
+}
+
+// lockHolderChild is the child process of TestLockHeldByAnotherProcess:
+// it opens the store in the directory args name, prints "ready" and holds
+// the store until it is killed.
+func lockHolderChild(t *testutil.Child, args []string) {
+	s, err := dedup.Open(args[0], nil)
+	require.NoError(t, err)
+	defer s.Close()
+	fmt.Println("ready")
+	time.Sleep(time.Minute)
+}
+
+// lockProbeChild is the child process of probeInChild: it opens the store
+// in the directory args[0] names, writable or, if args[1] is "ro",
+// read-only, prints one line saying whether it could and whether the store
+// has seen the ID "probe", and exits.
+func lockProbeChild(t *testutil.Child, args []string) {
+	s, err := dedup.Open(args[0], &dedup.Options{ReadOnly: args[1] == "ro"})
+	if err != nil {
+		fmt.Println("probe: error:", err)
+		return
+	}
+	ok, err := s.Seen([]byte("probe"))
+	fmt.Printf("probe: opened, seen %v, %v\n", ok, err)
+	require.NoError(t, s.Close())
 }

@@ -12,8 +12,6 @@ func TestMain(m *testing.M) {
 	testutil.RunMain(m, map[string]testutil.Role{
 		"lock-holder": lockHolderChild,
 		"lock-probe":  lockProbeChild,
-		"crash-kill":  crashKillChild,
-		"crash-drop":  crashDropChild,
 		"record":      recordChild,
 	})
 }

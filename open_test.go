@@ -107,12 +107,12 @@ func TestChangingFalsePositiveRateKeepsMarks(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			ids := expiryIDs("fp", 500)
+			ids := storetest.IDs("fp", 500)
 			s, err := dedup.Open(dir, &dedup.Options{FalsePositiveRate: tc.before})
 			require.NoError(t, err)
-			markAll(t, s, ids[:250], 0)
+			storetest.MarkAll(t, s, ids[:250], 0)
 			require.NoError(t, s.Checkpoint(), "half the marks in snapshotted filters")
-			markAll(t, s, ids[250:], 0) // half only in the WAL
+			storetest.MarkAll(t, s, ids[250:], 0) // half only in the WAL
 			require.NoError(t, s.Close())
 
 			s = storetest.OpenAt(t, dir, &dedup.Options{FalsePositiveRate: tc.after})

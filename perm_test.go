@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // TestStoreFilesHaveTheModesPromised checks that every file and directory
@@ -33,7 +34,7 @@ func TestStoreFilesHaveTheModesPromised(t *testing.T) {
 			opts.SegmentSize, opts.MemtableMarks = 1<<16, 500
 			s, err := dedup.Open(root, &opts)
 			require.NoError(t, err)
-			markAll(t, s, expiryIDs("perm", 3000), 0)
+			storetest.MarkAll(t, s, storetest.IDs("perm", 3000), 0)
 			require.NoError(t, s.Checkpoint())
 			require.NoError(t, s.Snapshot(filepath.Join(root, "..", "snapshot")))
 			require.NoError(t, s.Close())

@@ -21,7 +21,7 @@ func TestRepair(t *testing.T) {
 	opts := &dedup.Options{SegmentSize: 64 << 10}
 	s, err := dedup.Open(dir, opts)
 	require.NoError(t, err)
-	ids := expiryIDs("rep", 300)
+	ids := storetest.IDs("rep", 300)
 	for _, id := range ids { // one record each
 		_, err := s.CheckAndMark(id, 0)
 		require.NoError(t, err)
@@ -55,8 +55,8 @@ func TestRepair(t *testing.T) {
 	_, err = os.Stat(segments[0] + ".broken")
 	require.NoError(t, err, "the damaged segment is kept aside")
 	s = storetest.OpenAt(t, dir, opts)
-	assert.Equal(t, 100, seenAll(t, s, ids[:100]), "the marks before the damage survive")
-	assert.Zero(t, seenAll(t, s, ids[100:]), "the cut records are gone")
+	assert.Equal(t, 100, storetest.SeenAll(t, s, ids[:100]), "the marks before the damage survive")
+	assert.Zero(t, storetest.SeenAll(t, s, ids[100:]), "the cut records are gone")
 
 	d, err = dedup.Repair(dir, opts, false)
 	assert.ErrorIs(t, err, dedup.ErrLocked, "an open store is not repaired")
@@ -68,21 +68,21 @@ func TestRepair(t *testing.T) {
 func TestSnapshot(t *testing.T) {
 	dir := t.TempDir()
 	s := storetest.OpenAt(t, dir, nil)
-	before, after := expiryIDs("before", 200), expiryIDs("after", 10)
-	markAll(t, s, before[:100], 0)
+	before, after := storetest.IDs("before", 200), storetest.IDs("after", 10)
+	storetest.MarkAll(t, s, before[:100], 0)
 	require.NoError(t, s.Checkpoint())
-	markAll(t, s, before[100:], 0)
+	storetest.MarkAll(t, s, before[100:], 0)
 
 	snap := filepath.Join(t.TempDir(), "snap")
 	require.NoError(t, s.Snapshot(snap))
 	assert.Error(t, s.Snapshot(snap), "a snapshot never overwrites")
-	markAll(t, s, after, 0)
+	storetest.MarkAll(t, s, after, 0)
 
 	moved := filepath.Join(t.TempDir(), "moved")
 	require.NoError(t, os.Rename(snap, moved), "a snapshot can be moved whole")
 	c := storetest.OpenAt(t, moved, nil)
-	assert.Equal(t, len(before), seenAll(t, c, before))
-	assert.Zero(t, seenAll(t, c, after), "marks made after the snapshot are not in it")
+	assert.Equal(t, len(before), storetest.SeenAll(t, c, before))
+	assert.Zero(t, storetest.SeenAll(t, c, after), "marks made after the snapshot are not in it")
 	r, err := c.Verify()
 	require.NoError(t, err)
 	assert.Empty(t, r.Uncovered)

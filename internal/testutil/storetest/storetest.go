@@ -1,4 +1,4 @@
-// Package storetest opens stores for tests: each store it opens is closed,
+// Package storetest opens and fills stores for tests: each store it opens is closed,
 // and its Close error checked, when the test ends.
 //
 // It imports the root package, so the root package's internal tests
@@ -6,7 +6,9 @@
 package storetest
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/assert"
@@ -49,4 +51,37 @@ func Reopen(t testing.TB, s *dedup.Store, dir string, opts *dedup.Options) *dedu
 	t.Helper()
 	require.NoError(t, s.Close(), "close %s before reopen", dir)
 	return OpenAt(t, dir, opts)
+}
+
+// IDs returns n IDs named after prefix.
+func IDs(prefix string, n int) [][]byte {
+	ids := make([][]byte, n)
+	for i := range ids {
+		ids[i] = fmt.Appendf(nil, "%s-%03d", prefix, i)
+	}
+	return ids
+}
+
+// MarkAll marks ids for ttl and requires every one to be new.
+func MarkAll(t testing.TB, s *dedup.Store, ids [][]byte, ttl time.Duration) {
+	t.Helper()
+	isNew, err := s.CheckAndMarkBatch(ids, ttl)
+	require.NoError(t, err)
+	for i, v := range isNew {
+		require.True(t, v, "%s must be new", ids[i])
+	}
+}
+
+// SeenAll reports how many of ids are seen.
+func SeenAll(t testing.TB, s *dedup.Store, ids [][]byte) int {
+	t.Helper()
+	n := 0
+	for _, id := range ids {
+		seen, err := s.Seen(id)
+		require.NoError(t, err)
+		if seen {
+			n++
+		}
+	}
+	return n
 }

@@ -1,4 +1,4 @@
-package dedup_test
+package crashtest_test
 
 import (
 	"fmt"
@@ -17,6 +17,7 @@ import (
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/index"
 	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // pebbleDir is where the store keeps its Pebble database, under its own
@@ -200,11 +201,11 @@ func TestPebbleFatalIsAnError(t *testing.T) {
 		return nil
 	}))
 	opts := &dedup.Options{FS: fs, Logf: testutil.Discard}
-	ids := expiryIDs("fatal", 200)
+	ids := storetest.IDs("fatal", 200)
 	for _, dir := range []string{"at-open", "at-checkpoint"} {
 		s, err := dedup.Open(dir, opts)
 		require.NoError(t, err)
-		markAll(t, s, ids[:100], 0)
+		storetest.MarkAll(t, s, ids[:100], 0)
 		require.NoError(t, s.Checkpoint())
 		if dir == "at-open" {
 			require.NoError(t, s.Close())
@@ -215,7 +216,7 @@ func TestPebbleFatalIsAnError(t *testing.T) {
 			s, err = dedup.Open(dir, opts)
 			assert.Nil(t, s)
 		} else {
-			markAll(t, s, ids[100:], 0)
+			storetest.MarkAll(t, s, ids[100:], 0)
 			err = s.Checkpoint()
 		}
 		failing.Store(false)

@@ -1,4 +1,4 @@
-package dedup_test
+package crashtest_test
 
 import (
 	"encoding/binary"
@@ -32,7 +32,7 @@ func walStore(t *testing.T, n, checkpointAt int) (string, [][]byte) {
 	dir := t.TempDir()
 	s, err := dedup.Open(dir, walOptions(t.Logf))
 	require.NoError(t, err)
-	ids := expiryIDs("wal", n)
+	ids := storetest.IDs("wal", n)
 	for i, id := range ids {
 		isNew, err := s.CheckAndMark(id, 0)
 		require.NoError(t, err)
@@ -91,7 +91,7 @@ func reopenAfterRepair(t *testing.T, dir string, kept [][]byte, highest uint64) 
 	_, err := dedup.Repair(dir, walOptions(t.Logf), true)
 	require.NoError(t, err)
 	s := storetest.OpenAt(t, dir, walOptions(t.Logf))
-	assert.Equal(t, len(kept), seenAll(t, s, kept))
+	assert.Equal(t, len(kept), storetest.SeenAll(t, s, kept))
 	_, err = s.CheckAndMark([]byte("after-repair"), 0)
 	require.NoError(t, err)
 	assert.Greater(t, s.Stats().LastLSN, highest, "LSNs after a repair must pass every LSN used before it")
@@ -116,7 +116,7 @@ func TestZeroedHeaderWithRecordsFailsOpen(t *testing.T) {
 	require.NotNil(t, d, "Repair must see the damage Open sees")
 	assert.Equal(t, seg, d.Segment)
 	s := reopenAfterRepair(t, dir, nil, 100)
-	assert.Zero(t, seenAll(t, s, ids), "the records behind a bad header are cut")
+	assert.Zero(t, storetest.SeenAll(t, s, ids), "the records behind a bad header are cut")
 }
 
 // TestShortenedOrMissingSegmentFailsOpen cuts the newest WAL segment

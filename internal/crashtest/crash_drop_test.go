@@ -1,10 +1,11 @@
-package dedup_test
+package crashtest_test
 
 import (
 	"bufio"
 	"bytes"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"strconv"
 	"strings"
@@ -12,11 +13,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
 )
 
@@ -219,5 +222,56 @@ func crashDropChild(t *testutil.Child, args []string) {
 		require.NoError(t, s.Checkpoint())
 		_, err = fmt.Fprintf(os.Stdout, "now %d %d\n", clock.Now().UnixNano(), dropped)
 		require.NoError(t, err)
+	}
+}
+
+// TestCrashWhileDroppingAGeneration takes a crash clone before every write
+// of a checkpoint that drops a generation, keeping none, half or all of
+// the unsynced data: after reopen no live mark is lost and no expired one
+// is seen.
+func TestCrashWhileDroppingAGeneration(t *testing.T) {
+	start := testutil.Epoch
+	short, long := storetest.IDs("short", 150), storetest.IDs("long", 150)
+	// setup runs the workload up to the dropping checkpoint and returns the
+	// store and its clock.
+	setup := func(t *testing.T, fs vfs.FS) (*dedup.Store, *ttl.Fake) {
+		clock := ttl.NewFake(start)
+		s, err := dedup.Open(simDir, &dedup.Options{FS: fs, Clock: clock, SegmentSize: 64 << 10})
+		require.NoError(t, err)
+		storetest.MarkAll(t, s, short[:100], time.Minute)
+		storetest.MarkAll(t, s, long[:100], time.Hour)
+		require.NoError(t, s.Checkpoint())
+		storetest.MarkAll(t, s, short[100:], time.Minute)
+		storetest.MarkAll(t, s, long[100:], time.Hour)
+		clock.Advance(2 * time.Minute)
+		return s, clock
+	}
+
+	// Count the writes of the dropping checkpoint and Close.
+	counter := newCrashPoint(-1, vfs.CrashCloneCfg{})
+	s, _ := setup(t, counter.fs())
+	first := counter.ops.Load()
+	require.NoError(t, s.Checkpoint())
+	require.NoError(t, s.Close())
+	last := counter.ops.Load()
+	t.Logf("the dropping checkpoint and Close make %d write operations", last-first)
+
+	for at := first; at <= last; at++ {
+		for _, pct := range []int{0, 50, 100} {
+			t.Run(fmt.Sprintf("op=%d/unsynced=%d%%", at, pct), func(t *testing.T) {
+				rng := rand.New(rand.NewPCG(uint64(at), uint64(pct)))
+				c := newCrashPoint(int(at), vfs.CrashCloneCfg{UnsyncedDataPercent: pct, RNG: rng})
+				s, _ := setup(t, c.fs())
+				require.NoError(t, s.Checkpoint())
+				require.NoError(t, s.Close())
+				clone := c.crash()
+
+				s, err := dedup.Open(simDir, &dedup.Options{FS: clone, Clock: ttl.NewFake(start.Add(2 * time.Minute))})
+				require.NoError(t, err, "Open after the crash")
+				defer s.Close()
+				assert.Equal(t, len(long), storetest.SeenAll(t, s, long), "live marks lost")
+				assert.Zero(t, storetest.SeenAll(t, s, short), "expired marks resurrected")
+			})
+		}
 	}
 }

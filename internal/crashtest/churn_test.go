@@ -1,4 +1,4 @@
-package dedup_test
+package crashtest_test
 
 import (
 	"fmt"
@@ -63,7 +63,7 @@ func TestChurn(t *testing.T) {
 				batch[i] = id(next)
 				next++
 			}
-			markAll(t, s, batch, ttlOf)
+			storetest.MarkAll(t, s, batch, ttlOf)
 			clock.Advance(step)
 			require.NoError(t, s.Checkpoint())
 

@@ -1,4 +1,4 @@
-package dedup_test
+package crashtest_test
 
 import (
 	"fmt"
@@ -311,7 +311,7 @@ func sweepPoints(n, limit int) []int {
 	switch {
 	case os.Getenv(crashFullEnv) == "1":
 		limit = n
-	case testing.Short() || raceDetector:
+	case testing.Short() || testutil.Race:
 		limit = min(limit, shortLimit)
 	}
 	limit = min(limit, n)

@@ -1,4 +1,4 @@
-package dedup_test
+package crashtest_test
 
 import (
 	"testing"
@@ -8,6 +8,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/internal/testutil"
+	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
 // TestVerify checks that Verify reads a healthy store clean, marks in the
@@ -20,7 +21,7 @@ func TestVerify(t *testing.T) {
 
 	s, err := dedup.Open(dir, damageOptions(log.Logf))
 	require.NoError(t, err)
-	markAll(t, s, expiryIDs("wal-only", 10), 0)
+	storetest.MarkAll(t, s, storetest.IDs("wal-only", 10), 0)
 	r, err := s.Verify()
 	require.NoError(t, err)
 	assert.Positive(t, r.WALRecords, "the WAL records after the checkpoint are read")
