@@ -12,6 +12,10 @@ import "errors"
 // refused; callers fall back to a synchronous fdatasync.
 var ErrUnsupported = errors.New("aio: native fdatasync not supported")
 
+// ErrUnexpected marks a completion whose result no fdatasync returns: the
+// sync it reports cannot be taken for a success.
+var ErrUnexpected = errors.New("aio: unexpected completion")
+
 // ErrClosed is returned by Wait once the Syncer is closed.
 var ErrClosed = errors.New("aio: closed")
 

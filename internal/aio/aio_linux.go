@@ -165,13 +165,23 @@ func (s *Syncer) reapLocked(out []Completion) ([]Completion, error) {
 		return out, fmt.Errorf("aio: io_getevents: %w", e)
 	}
 	for _, ev := range s.events[:n] {
-		c := Completion{Tag: ev.data}
-		if ev.res < 0 {
-			c.Err = fmt.Errorf("aio: fdatasync: %w", unix.Errno(-ev.res))
-		}
-		out = append(out, c)
+		out = append(out, completionOf(ev))
 	}
 	return out, nil
+}
+
+// completionOf reads an event: res is what fdatasync returned, 0 or a
+// negated errno. Any other result is none a sync can have, so it is
+// reported as a failure rather than taken for a success.
+func completionOf(ev ioEvent) Completion {
+	c := Completion{Tag: ev.data}
+	switch {
+	case ev.res < 0:
+		c.Err = fmt.Errorf("aio: fdatasync: %w", unix.Errno(-ev.res))
+	case ev.res > 0:
+		c.Err = fmt.Errorf("%w: fdatasync completed with result %d", ErrUnexpected, ev.res)
+	}
+	return c
 }
 
 // Close waits for the syncs in flight, releases the context, and makes
