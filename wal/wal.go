@@ -1,8 +1,10 @@
 package wal
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -583,8 +585,8 @@ func (l *Log) write(chunks []chunk) error {
 		if err := l.zeroTo(end + zeroAhead/2); err != nil {
 			return err
 		}
-		if _, err := l.file.WriteAt(c.data, c.off); err != nil {
-			return dataFailure{err}
+		if n, err := l.file.WriteAt(c.data, c.off); err != nil || n < len(c.data) {
+			return dataFailure{cmp.Or(err, io.ErrShortWrite)}
 		}
 		l.mu.Lock()
 		l.written = c.lastLSN

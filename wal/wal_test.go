@@ -2,6 +2,8 @@ package wal
 
 import (
 	"fmt"
+	"io"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -133,4 +135,50 @@ func TestOpenSyncsWhatItReplays(t *testing.T) {
 	assert.Equal(t, want, replayed, "the replayed records survive a power loss after Open")
 	require.NoError(t, afterPowerLoss.Close())
 	require.NoError(t, l.Close())
+}
+
+// shortWrites is a filesystem whose segment files, once armed, write half
+// of what they are given and report no error, as a broken filesystem or
+// driver may.
+type shortWrites struct {
+	vfs.FS
+	armed *atomic.Bool
+}
+
+func (fs shortWrites) OpenReadWrite(name string, c vfs.DiskWriteCategory, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.OpenReadWrite(name, c, opts...)
+	return shortFile{f, fs.armed}, err
+}
+
+type shortFile struct {
+	vfs.File
+	armed *atomic.Bool
+}
+
+func (f shortFile) WriteAt(p []byte, off int64) (int, error) {
+	if f.armed.Load() && len(p) > 1 {
+		return f.File.WriteAt(p[:len(p)/2], off)
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// TestShortWriteIsFailStop writes a record short without an error: the
+// record is not acknowledged and the log is fail-stop.
+func TestShortWriteIsFailStop(t *testing.T) {
+	var armed atomic.Bool
+	mem := vfs.NewMem()
+	l, _ := openLog(t, shortWrites{mem, &armed}, Options{}, 0)
+	acked := appendN(t, l, 0, 3)
+	armed.Store(true)
+	lsn, err := l.Append([]byte("cut short"))
+	require.NoError(t, err)
+	require.ErrorIs(t, l.Wait(lsn), io.ErrShortWrite)
+	_, err = l.Append([]byte("after"))
+	assert.ErrorIs(t, err, io.ErrShortWrite, "the log is fail-stop")
+	assert.ErrorIs(t, l.Close(), io.ErrShortWrite)
+
+	l, got, err := tryOpen(mem, Options{}, 0)
+	require.NoError(t, err)
+	require.NoError(t, l.Close())
+	requireReplay(t, acked, got, "the records before the short write")
 }
