@@ -2,6 +2,7 @@ package wal
 
 import (
 	"errors"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
@@ -14,26 +15,19 @@ import (
 // zeros ahead of itself and syncing them.
 const spareName = "next.spare"
 
-// startSpare prepares the spare unless it is ready or being prepared. The
-// writer asks for it once records fill half of the current segment, so a
-// log that is opened and closed without filling one never pays for it. On
-// the OS filesystem a goroutine prepares it meanwhile. On any other (an
-// in-memory or error-injecting FS in tests) it is prepared before
-// startSpare returns, so a test sees the same operations in every run.
+// startSpare starts preparing the spare in a goroutine, unless it is
+// ready or being prepared. The writer asks for it once records fill half
+// of the current segment, so a log that is opened and closed without
+// filling one never pays for it.
 func (l *Log) startSpare() {
-	background := l.opts.direct()
 	l.mu.Lock()
 	if l.spareReady || l.spareBusy || l.closed {
 		l.mu.Unlock()
 		return
 	}
 	l.spareBusy = true
-	l.mu.Unlock()
-	if !background {
-		l.prepareSpare()
-		return
-	}
 	l.spareWG.Add(1)
+	l.mu.Unlock()
 	go func() {
 		defer l.spareWG.Done()
 		l.prepareSpare()
@@ -50,8 +44,9 @@ func (l *Log) prepareSpare() {
 	err := l.makeSpare()
 	l.mu.Lock()
 	l.spareBusy, l.spareReady = false, err == nil
+	l.cond.Broadcast()
 	l.mu.Unlock()
-	if err != nil && err != errStopped && l.opts.Logf != nil {
+	if err != nil && !errors.Is(err, errStopped) && l.opts.Logf != nil {
 		l.opts.Logf("dedup/wal: %s: preparing the next segment: %v (the next rotation creates one)", l.dir, err)
 	}
 }
@@ -62,17 +57,22 @@ func (l *Log) makeSpare() error {
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	return errors.Join(fillSpare(f, l.opts.SegmentSize, &l.stopSpare), f.Close())
+}
+
+// fillSpare fills f with size zeros and syncs it, unless stop is set
+// meanwhile.
+func fillSpare(f vfs.File, size int64, stop *atomic.Bool) error {
 	const step = 8 << 20 // between checks for Close
-	for off := int64(0); off < l.opts.SegmentSize; off += step {
-		if l.stopSpare.Load() {
+	for off := int64(0); off < size; off += step {
+		if stop.Load() {
 			return errStopped
 		}
-		if err := writeZeros(f, off, min(off+step, l.opts.SegmentSize)); err != nil {
+		if err := writeZeros(f, off, min(off+step, size)); err != nil {
 			return err
 		}
 	}
-	if l.stopSpare.Load() {
+	if stop.Load() {
 		return errStopped
 	}
 	return f.Sync()

@@ -2,10 +2,14 @@ package wal
 
 import (
 	"bytes"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -31,6 +35,7 @@ func TestRotationUsesTheSpare(t *testing.T) {
 
 	want := appendN(t, l, 0, 300)
 	require.Greater(t, l.Segments(), 2)
+	waitSpare(l)
 	requireZeros(spare, 0)
 	// The newest segment, made from a spare, is full size from the start:
 	// no record had to extend it.
@@ -91,6 +96,60 @@ func TestBackgroundSpare(t *testing.T) {
 	require.Greater(t, l.Segments(), 4)
 	require.NoError(t, l.Close())
 	l, got := open()
+	defer l.Close()
+	assert.Equal(t, want, got)
+}
+
+// waitSpare waits until no spare is being prepared.
+func waitSpare(l *Log) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for l.spareBusy {
+		l.cond.Wait()
+	}
+}
+
+// TestSpareIsPreparedBesideTheRecords holds the preparation of the spare
+// on an in-memory FS: records go on being written and synced, across
+// rotations, while it waits, as on the OS filesystem.
+func TestSpareIsPreparedBesideTheRecords(t *testing.T) {
+	release := make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, spareName) {
+			<-release
+		}
+		return nil
+	}))
+	l, _ := openLog(t, fs, Options{}, 0)
+	written := make(chan error, 1)
+	var want []entry
+	go func() {
+		for i := range 300 {
+			p := fmt.Sprintf("payload-%04d", i)
+			lsn, err := l.Append([]byte(p))
+			if err == nil {
+				err = l.Wait(lsn)
+			}
+			if err != nil {
+				written <- err
+				return
+			}
+			want = append(want, entry{lsn, p})
+		}
+		written <- nil
+	}()
+	select {
+	case err := <-written:
+		require.NoError(t, err)
+	case <-time.After(10 * time.Second):
+		close(release)
+		t.Fatal("records waited for the spare")
+	}
+	assert.Greater(t, l.Segments(), 2, "rotations while the spare was held")
+	close(release)
+	require.NoError(t, l.Close())
+
+	l, got := openLog(t, fs, Options{}, 0)
 	defer l.Close()
 	assert.Equal(t, want, got)
 }

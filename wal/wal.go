@@ -70,7 +70,7 @@ type Options struct {
 	// Direct says that FS's files are the operating system's, with nothing
 	// interposed on their writes and syncs, as vfs.Default's are (a wrapper
 	// that only sets the modes of new files qualifies; an error-injecting
-	// one does not). Such files get background fsyncs and spares. FS ==
+	// one does not). Such files get background fsyncs. FS ==
 	// vfs.Default implies it.
 	Direct bool
 	// Boot names the boot the process runs in (Linux's boot_id), "" if
