@@ -12,7 +12,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
-	"github.com/seed42300104/dedup/internal/aio"
 	"github.com/seed42300104/dedup/internal/fsutil"
 )
 
@@ -70,14 +69,19 @@ type Options struct {
 	// Direct says that FS's files are the operating system's, with nothing
 	// interposed on their writes and syncs, as vfs.Default's are (a wrapper
 	// that only sets the modes of new files qualifies; an error-injecting
-	// one does not). Such files get background fsyncs. FS ==
-	// vfs.Default implies it.
+	// one does not). The kernel may then sync them through their
+	// descriptors (see sync.go), and a failure to write or sync them is
+	// recorded (failed.go). FS == vfs.Default implies it.
 	Direct bool
 	// Boot names the boot the process runs in (Linux's boot_id), "" if
 	// unknown. A log that fails on direct files records it, so that Open in
 	// the same boot, or in one it cannot tell apart, refuses the log with
 	// ErrFailedSync.
 	Boot string
+
+	// testSyncer, if set, makes the syncer in place of newSyncer: the
+	// seam through which tests inject sync completions.
+	testSyncer func(done func(completion)) syncer
 }
 
 // direct reports whether the log's files are the operating system's own.
@@ -85,8 +89,8 @@ func (o Options) direct() bool { return o.Direct || o.FS == vfs.Default }
 
 // Log is an open write-ahead log. Append and Wait are safe for concurrent
 // use. Records appended while a write and fsync are under way share the
-// next ones (group commit). One background goroutine does the writes and
-// fsyncs, except those AppendStart starts (see async.go).
+// next ones (group commit). A writer goroutine does the writes and
+// fsyncs, except those AppendStart starts (see sync.go).
 type Log struct {
 	opts Options
 	dir  string
@@ -108,23 +112,25 @@ type Log struct {
 	err                 error    // sticky: the first I/O failure; the Log is then fail-stop
 	closed              bool
 
-	// syncer, when set, runs the fsyncs of SyncAlways in the background
-	// (see async.go); flushing and inflight, under mu, say that a goroutine
-	// is writing pending records and that a sync is running, and
-	// inflightAt is where the data that sync covers ends.
-	syncer     *aio.Syncer
-	flushing   bool
-	inflight   bool
-	inflightAt position
-	noAsync    bool   // the kernel refused a background sync: the writer syncs
-	completed  uint64 // background syncs ended, for Wait to notice one
+	// flushing says that a goroutine holds the right to write pending
+	// records (see flush). inflight says that a sync runs, started for
+	// the LSN inflightTag, covering data that ends at inflightAt;
+	// inflightBg that it runs in the syncer, whose completion poll may
+	// take. completed counts the syncs ended, for Wait to notice one.
+	flushing    bool
+	inflight    bool
+	inflightBg  bool
+	inflightTag uint64
+	inflightAt  position
+	completed   uint64
 
+	// syncer runs the syncs that AppendStart and completions start (see
+	// sync.go). Set by Open, nil if ReadOnly.
+	syncer syncer
 	kick   chan struct{} // wakes the writer
 	done   chan struct{} // closed when the writer exits
-	polled chan struct{} // closed when the poller exits
 	// file is the segment records are written to, fileFirst its first
-	// LSN; both are owned by the writer goroutine, or by the goroutine
-	// that set flushing (async.go).
+	// LSN; both are owned by the goroutine that set flushing.
 	file      vfs.File
 	fileFirst uint64
 	// spareReady and spareBusy, under mu, say that the spare segment is
@@ -200,10 +206,7 @@ func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []
 	if err := l.openTail(); err != nil {
 		return nil, err
 	}
-	if l.syncer = newSyncer(opts); l.syncer != nil {
-		l.polled = make(chan struct{})
-		go l.poller()
-	}
+	l.syncer = newSyncer(opts, l.complete)
 	go l.writer()
 	return l, nil
 }
@@ -325,8 +328,8 @@ func (l *Log) recordNewest(first uint64) error {
 }
 
 // createSegment makes the segment whose first LSN is first, from the spare
-// if one is ready, and records it as the newest. It runs on the writer (or
-// a flushing appender, see async.go), or in Open before the writer starts.
+// if one is ready, and records it as the newest. It runs in flush, or in
+// Open before the writer starts.
 func (l *Log) createSegment(first uint64) error {
 	used, err := l.useSpare(first)
 	if !used && err == nil {
@@ -412,8 +415,8 @@ func (l *Log) Append(payload []byte) (uint64, error) {
 
 // AppendStart is Append for a caller with more work to do before it
 // waits: if the log is idle, the caller writes the record itself and
-// starts its fsync in the background (where the OS allows, see async.go),
-// so the sync overlaps that work. Elsewhere it is Append.
+// hands its fsync to the syncer (see sync.go), so the sync overlaps that
+// work. Elsewhere it is Append.
 func (l *Log) AppendStart(payload []byte) (uint64, error) {
 	return l.append(payload, true)
 }
@@ -444,18 +447,20 @@ func (l *Log) append(payload []byte, start bool) (uint64, error) {
 	c.data = appendRecord(c.data, lsn, syncedTo, payload)
 	c.lastLSN = lsn
 	l.tailOff += size
-	start = start && l.syncer != nil && !l.noAsync && !l.flushing && !l.inflight
-	l.flushing = l.flushing || start
-	syncing := l.inflight
-	if !start && !syncing {
+	if start && !l.flushing && !l.inflight {
+		l.flushing = true
+		l.flush(false, false)
+		return lsn, nil
+	}
+	// A flush under way takes the record before it ends, and so does the
+	// one that follows a sync under way.
+	poll := l.inflight && l.inflightBg
+	if !l.inflight {
 		l.wake()
 	}
 	l.mu.Unlock()
-	switch {
-	case start:
-		l.flushAsync()
-	case syncing:
-		l.takeCompletions() // a finished sync goes on with the records pending
+	if poll {
+		l.syncer.poll() // a finished sync goes on with the records pending
 	}
 	return lsn, nil
 }
@@ -488,10 +493,10 @@ func (l *Log) Wait(lsn uint64) error {
 		case l.closed:
 			return ErrClosed
 		}
-		if l.inflight {
+		if l.inflight && l.inflightBg {
 			seen := l.completed
 			l.mu.Unlock()
-			l.takeCompletions()
+			l.syncer.poll()
 			l.mu.Lock()
 			if l.completed != seen {
 				continue // a sync ended meanwhile, maybe the one lsn waits for
@@ -508,7 +513,8 @@ func (l *Log) wake() {
 	}
 }
 
-// writer is the single goroutine that writes and fsyncs.
+// writer is the goroutine that flushes for Append, for the SyncInterval
+// ticker and for Close, syncing in the system call.
 func (l *Log) writer() {
 	defer close(l.done)
 	var tick <-chan time.Time
@@ -518,43 +524,136 @@ func (l *Log) writer() {
 		tick = t.C
 	}
 	for {
-		sync := l.opts.Sync == SyncAlways
 		select {
 		case _, ok := <-l.kick:
 			if !ok {
-				l.flush(true)
+				l.writerFlush(true)
 				return
 			}
+			l.writerFlush(false)
 		case <-tick:
-			sync = true
-		}
-		if l.syncer == nil {
-			l.flush(sync)
-		} else {
-			l.flushAlongside()
+			l.writerFlush(true)
 		}
 	}
 }
 
-// flush writes every pending chunk and, if asked to, fsyncs them.
-func (l *Log) flush(sync bool) {
+// writerFlush flushes on the writer. Records it finds taken by a flush or
+// sync under way are left to them, which go on with them; a sync the mode
+// does not ask for by itself (the ticker's, Close's) waits for them to
+// end.
+func (l *Log) writerFlush(sync bool) {
 	l.mu.Lock()
-	chunks := l.pending
-	l.pending = nil
-	failed := l.err != nil
-	l.mu.Unlock()
-	if failed {
+	for sync && (l.flushing || l.inflight) {
+		l.cond.Wait()
+	}
+	if l.flushing {
+		l.mu.Unlock()
 		return
 	}
-	err := l.write(chunks)
-	if err == nil && sync {
-		err = l.fsync()
+	l.flushing = true
+	l.flush(sync, true)
+}
+
+// flush is the one way records reach the disk. The caller holds mu and
+// has set l.flushing, so it alone writes to l.file; flush clears it and
+// unlocks mu. It writes the pending records and syncs them if the mode
+// asks for it (every write under SyncAlways) or sync does: here if wait,
+// else in the syncer, whose completion goes on with the records appended
+// meanwhile. It returns once nothing is pending, or a sync runs in the
+// syncer.
+func (l *Log) flush(sync, wait bool) {
+	sync = sync || l.opts.Sync == SyncAlways
+	for l.err == nil && !l.inflight {
+		chunks := l.pending
+		l.pending = nil
+		if len(chunks) == 0 && (!sync || l.written == l.synced) {
+			break
+		}
+		l.mu.Unlock()
+		err := l.write(chunks)
+		l.mu.Lock()
+		if err != nil {
+			l.fail(err)
+			break
+		}
+		if !sync || l.written == l.synced {
+			continue
+		}
+		if wait {
+			l.syncHere()
+			continue
+		}
+		tag := l.beginSync(true)
+		l.mu.Unlock()
+		if err := l.syncer.start(l.file, tag); err != nil {
+			l.mu.Lock()
+			l.settle(completion{tag, err}) // none started: a failed one
+			break
+		}
+		l.mu.Lock()
 	}
+	l.flushing = false
+	l.cond.Broadcast()
+	l.mu.Unlock()
+}
+
+// beginSync records that a sync of everything written starts, in the
+// syncer if background, and returns its tag. The caller holds mu and the
+// right to write, and no sync runs.
+func (l *Log) beginSync(background bool) uint64 {
+	l.inflight, l.inflightBg = true, background
+	l.inflightTag, l.inflightAt = l.written, l.writtenAt
+	return l.written
+}
+
+// syncHere syncs what is written on this goroutine and settles it. The
+// caller holds mu and the right to write, and no sync runs; mu is
+// released during the sync. A failed fsync is never retried: the kernel
+// may have dropped the dirty pages, so a later success would prove
+// nothing (PostgreSQL's fsyncgate).
+// That holds for EINTR too, which a network or FUSE filesystem may
+// return: Linux's file_write_and_wait_range advances the file's
+// writeback-error cursor even when it returns an earlier error, so an
+// interrupted sync may have consumed the report of a failed writeback,
+// and a retry would succeed over it.
+func (l *Log) syncHere() {
+	tag := l.beginSync(false)
+	l.mu.Unlock()
+	err := l.file.SyncData()
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if err != nil {
-		l.fail(err)
+	l.settle(completion{tag, err})
+}
+
+// complete settles a sync the syncer ran, and flushes what was appended
+// while it ran, unless a flush under way does.
+func (l *Log) complete(c completion) {
+	l.mu.Lock()
+	l.settle(c)
+	if l.err != nil || l.flushing || len(l.pending) == 0 {
+		l.mu.Unlock()
+		return
 	}
+	l.flushing = true
+	l.flush(false, false)
+}
+
+// settle publishes the end of the sync under way: the records up to its
+// tag are durable. A failed sync makes the log fail-stop, and so does a
+// completion that is not the sync's (errStraySync): nothing is published
+// then. The caller holds mu.
+func (l *Log) settle(c completion) {
+	switch {
+	case c.err != nil:
+		l.fail(dataFailure{c.err})
+	case !l.inflight:
+		l.fail(dataFailure{fmt.Errorf("%w: completion for LSN %d, with none under way", errStraySync, c.tag)})
+	case c.tag != l.inflightTag:
+		l.fail(dataFailure{fmt.Errorf("%w: completion for LSN %d, the sync under way is for LSN %d", errStraySync, c.tag, l.inflightTag)})
+	case l.err == nil:
+		l.synced, l.syncedAt = c.tag, l.inflightAt
+	}
+	l.inflight = false
+	l.completed++
 	l.cond.Broadcast()
 }
 
@@ -632,34 +731,17 @@ func writeZeros(f vfs.File, from, to int64) error {
 	return nil
 }
 
-// fsync makes everything written durable. A failed fsync is never retried:
-// the kernel may have dropped the dirty pages, so a later success would
-// prove nothing (PostgreSQL's fsyncgate). That holds for EINTR too, which
-// a network or FUSE filesystem may return: Linux's
-// file_write_and_wait_range advances the file's writeback-error cursor
-// even when it returns an earlier error, so an interrupted sync may have
-// consumed the report of a failed writeback, and a retry would succeed
-// over it.
-func (l *Log) fsync() error {
-	l.mu.Lock()
-	lsn, at := l.written, l.writtenAt
-	l.mu.Unlock()
-	if lsn == l.synced {
-		return nil
-	}
-	if err := l.file.SyncData(); err != nil {
-		return dataFailure{err}
-	}
-	l.mu.Lock()
-	l.synced, l.syncedAt = lsn, at
-	l.mu.Unlock()
-	return nil
-}
-
 // rotate syncs and closes the current segment and creates the next one, so
-// only the newest segment can ever end in a torn write.
+// only the newest segment can ever end in a torn write. It runs in flush,
+// where no sync runs.
 func (l *Log) rotate(first uint64) error {
-	if err := l.fsync(); err != nil {
+	l.mu.Lock()
+	if l.written != l.synced {
+		l.syncHere()
+	}
+	err := l.err
+	l.mu.Unlock()
+	if err != nil {
 		return err
 	}
 	if err := l.file.Close(); err != nil {
@@ -777,9 +859,7 @@ func (l *Log) Close() error {
 	l.stopSpare.Store(true)
 	l.spareWG.Wait()
 	if l.syncer != nil {
-		err := l.syncer.Close() // ends the poller
-		<-l.polled
-		if err != nil {
+		if err := l.syncer.close(); err != nil {
 			l.mu.Lock()
 			l.fail(err)
 			l.mu.Unlock()

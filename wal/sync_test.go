@@ -3,7 +3,6 @@ package wal
 import (
 	"fmt"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,7 +23,7 @@ func openDiskLog(t *testing.T, dir string) (*Log, []entry) {
 		return nil
 	})
 	require.NoError(t, err)
-	if l.syncer == nil {
+	if _, ok := l.syncer.(*aioSyncer); !ok {
 		l.Close()
 		_, err := aio.New()
 		require.ErrorIs(t, err, aio.ErrUnsupported, "SyncAlways on the OS filesystem syncs in the background where it can")
@@ -102,48 +101,15 @@ func TestCloseWaitsForBackgroundSync(t *testing.T) {
 	assert.Equal(t, want, got)
 }
 
-// TestFailedBackgroundSyncIsFinal delivers a failed completion, as the
-// kernel reports a failed fdatasync: the records it covered are never
-// acknowledged, and every later Append and Wait fails, never retrying.
-func TestFailedBackgroundSyncIsFinal(t *testing.T) {
-	l, _ := openDiskLog(t, t.TempDir())
-	defer l.Close()
-	lsn, err := l.AppendStart([]byte("before"))
-	require.NoError(t, err)
-	require.NoError(t, l.Wait(lsn))
-
-	// Hold the log as if a sync of the next record were running, then
-	// report that sync failed.
-	l.mu.Lock()
-	for l.flushing || l.inflight {
-		l.cond.Wait()
-	}
-	l.flushing = true
-	l.mu.Unlock()
-	lsn, err = l.Append([]byte("lost"))
-	require.NoError(t, err)
-	l.mu.Lock()
-	l.flushing, l.inflight = false, true
-	l.mu.Unlock()
-	l.complete(aio.Completion{Tag: lsn, Err: fmt.Errorf("aio: fdatasync: %w", syscall.EIO)})
-
-	require.ErrorIs(t, l.Wait(lsn), syscall.EIO)
-	_, err = l.AppendStart([]byte("after"))
-	require.ErrorIs(t, err, syscall.EIO)
-	l.mu.Lock()
-	assert.Less(t, l.synced, lsn, "a failed sync publishes nothing")
-	l.mu.Unlock()
-	require.ErrorIs(t, l.Close(), syscall.EIO)
-}
-
-// TestRefusedBackgroundSync makes the kernel's refusal of a background
-// sync happen (the syncer is closed, as a filesystem without AIO fsync
-// refuses it): the record is synced in place and acknowledged, and later
-// ones go to the writer.
+// TestRefusedBackgroundSync makes the kernel refuse a background sync
+// (the AIO context is closed, as a filesystem without AIO fsync refuses
+// it): no sync started, so the portable syncer runs it, and every later
+// one, and the records are acknowledged once synced.
 func TestRefusedBackgroundSync(t *testing.T) {
 	dir := t.TempDir()
 	l, _ := openDiskLog(t, dir)
-	require.NoError(t, l.syncer.Close())
+	s := l.syncer.(*aioSyncer)
+	require.NoError(t, s.aio.Close())
 	want := []entry{}
 	for i := range 3 {
 		p := fmt.Sprintf("payload-%d", i)
@@ -152,9 +118,7 @@ func TestRefusedBackgroundSync(t *testing.T) {
 		require.NoError(t, l.Wait(lsn))
 		want = append(want, entry{lsn, p})
 	}
-	l.mu.Lock()
-	assert.True(t, l.noAsync, "a refused background sync turns them off")
-	l.mu.Unlock()
+	assert.True(t, s.refused.Load(), "a refused background sync hands the syncs to the portable syncer")
 	require.NoError(t, l.Close())
 
 	l, got := openDiskLog(t, dir)
@@ -166,10 +130,10 @@ func TestRefusedBackgroundSync(t *testing.T) {
 // the store's file-mode wrapper does.
 type passThrough struct{ vfs.FS }
 
-// TestBackgroundSyncsNeedDirectFiles checks which filesystems get the
-// background fsync: the OS's, and a wrapper of it that says its files are
-// direct; not a wrapper that does not, whose writes and syncs the log
-// must go through.
+// TestBackgroundSyncsNeedDirectFiles checks which filesystems get native
+// AIO syncs: the OS's, and a wrapper of it that says its files are
+// direct; not a wrapper that does not, whose syncs the log must go
+// through (the portable syncer does).
 func TestBackgroundSyncsNeedDirectFiles(t *testing.T) {
 	if _, err := aio.New(); err != nil {
 		t.Skipf("no native AIO here: %v", err)
@@ -189,7 +153,8 @@ func TestBackgroundSyncsNeedDirectFiles(t *testing.T) {
 			l, err := Open(t.TempDir(), tc.opts, 0, func(uint64, []byte) error { return nil })
 			require.NoError(t, err)
 			defer l.Close()
-			assert.Equal(t, tc.want, l.syncer != nil, "%s: background fsyncs", tc.name)
+			_, native := l.syncer.(*aioSyncer)
+			assert.Equal(t, tc.want, native, "%s: syncs through native AIO", tc.name)
 		})
 	}
 }
