@@ -1,0 +1,275 @@
+package wal
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/seed42300104/dedup/internal/testutil"
+)
+
+// The sweeps below run one workload in every sync mode on an in-memory
+// filesystem and cut the power before, or fail, each of its operations
+// in turn. The workload mixes Append, whose records the writer syncs in
+// the system call, and AppendStart, whose syncs run in the syncer while
+// more records are appended; its records fill several 4 KiB segments, so
+// that spares are prepared and used. The syncer is the one production
+// picks for an in-memory FS: the portable one.
+
+var sweepModes = []Options{
+	{Sync: SyncAlways},
+	{Sync: SyncInterval, SyncInterval: time.Millisecond},
+	{Sync: SyncNone},
+}
+
+// sweepAcks is what the workload was told. A power cut stops it, since
+// nothing the workload is told after the cut can be in what survives.
+type sweepAcks struct {
+	stopped  atomic.Bool
+	appended []entry
+	acked    uint64 // the highest LSN known durable
+	// failed, if set, says that a segment's write or sync has failed;
+	// lateAcks are the records appended after that whose Wait succeeded.
+	failed   func() bool
+	lateAcks []uint64
+}
+
+// runSweepWorkload opens the log on fs and appends rounds of one to four
+// records, by Append and AppendStart in turn, waiting for each round
+// before the next, and every fourth round for the spare being prepared. Under SyncAlways a record is durable once Wait returns;
+// in the other modes, once Close has. It returns the first error.
+func runSweepWorkload(fs vfs.FS, mode Options, acks *sweepAcks, logf func(string, ...any)) error {
+	opts := mode
+	opts.FS, opts.SegmentSize, opts.Logf = fs, 4096, logf
+	l, err := Open(logDir, opts, 0, func(uint64, []byte) error { return nil })
+	if err != nil {
+		return err
+	}
+	next := 0
+	for round := 0; round < 24 && err == nil; round++ {
+		appendLog := l.Append
+		if round%2 == 1 {
+			appendLog = l.AppendStart
+		}
+		var lsns []uint64
+		dead := acks.failed != nil && acks.failed()
+		for range 1 + round%4 {
+			p := testPayload(next)
+			next++
+			var lsn uint64
+			if lsn, err = appendLog(p); err != nil {
+				break
+			}
+			lsns = append(lsns, lsn)
+			acks.appended = append(acks.appended, entry{lsn, string(p)})
+		}
+		for _, lsn := range lsns {
+			if err := l.Wait(lsn); err != nil {
+				return errors.Join(err, l.Close())
+			}
+			if dead {
+				acks.lateAcks = append(acks.lateAcks, lsn)
+			}
+			if mode.Sync == SyncAlways && !acks.stopped.Load() {
+				acks.acked = lsn
+			}
+		}
+		if round%4 == 3 {
+			waitSpare(l) // so that rotations find it ready, as well as busy
+		}
+	}
+	if err != nil {
+		return errors.Join(err, l.Close())
+	}
+	if err := l.Close(); err != nil {
+		return err
+	}
+	if !acks.stopped.Load() {
+		acks.acked = uint64(len(acks.appended))
+	}
+	return nil
+}
+
+// powerCut is an errorfs injector that cuts the power just before the
+// at-th write operation: it stops the workload's acknowledgements and
+// takes a crash clone of mem. It injects no errors.
+type powerCut struct {
+	mem       *vfs.MemFS
+	cfg       vfs.CrashCloneCfg
+	at        int64 // -1 only counts
+	acks      *sweepAcks
+	ops       atomic.Int64
+	spareUsed atomic.Int64 // renames that make the spare a segment
+
+	mu    sync.Mutex // held to take the clone
+	clone *vfs.MemFS
+}
+
+func (c *powerCut) String() string { return fmt.Sprintf("power cut before write op %d", c.at) }
+
+func (c *powerCut) MaybeError(op errorfs.Op) error {
+	if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, spareName) {
+		c.spareUsed.Add(1)
+	}
+	if op.Kind.ReadOrWrite() == errorfs.OpIsWrite && c.ops.Add(1)-1 == c.at {
+		c.crash()
+	}
+	return nil
+}
+
+// crash takes the crash clone, once.
+func (c *powerCut) crash() *vfs.MemFS {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.clone == nil {
+		c.acks.stopped.Store(true)
+		c.clone = c.mem.CrashClone(c.cfg)
+	}
+	return c.clone
+}
+
+// sweepSample returns the operation indexes, out of n, that a sweep
+// visits: all of them if there are at most limit, else a fixed random
+// sample of limit (fewer with -short).
+func sweepSample(n, limit int) []int {
+	if testing.Short() {
+		limit = min(limit, 20)
+	}
+	if n <= limit {
+		limit = n
+	}
+	points := rand.New(rand.NewPCG(uint64(n), 0)).Perm(n)[:limit]
+	slices.Sort(points)
+	return points
+}
+
+// TestPowerLossSweep cuts the power before each write operation of the
+// workload, in every sync mode, keeping none, half or all of the data not
+// yet synced: Open must succeed and replay a prefix of what was appended
+// that holds every record acknowledged as durable.
+func TestPowerLossSweep(t *testing.T) {
+	for _, mode := range sweepModes {
+		t.Run(mode.Sync.String(), func(t *testing.T) {
+			counter := &powerCut{mem: vfs.NewCrashableMem(), at: -1, acks: &sweepAcks{}}
+			require.NoError(t, runSweepWorkload(errorfs.Wrap(counter.mem, counter), mode, counter.acks, testutil.Discard))
+			require.Positive(t, counter.spareUsed.Load(), "the workload must rotate into a prepared spare")
+			ops := int(counter.ops.Load())
+			points := sweepSample(ops+1, 150) // index ops: after the last operation
+			t.Logf("the workload makes %d write operations; cutting the power before %d of them", ops, len(points))
+			for _, i := range points {
+				for _, p := range []int{0, 50, 100} {
+					t.Run(fmt.Sprintf("op=%d/unsynced=%d%%", i, p), func(t *testing.T) {
+						cut := &powerCut{mem: vfs.NewCrashableMem(), at: int64(i), acks: &sweepAcks{},
+							cfg: vfs.CrashCloneCfg{UnsyncedDataPercent: p, RNG: rand.New(rand.NewPCG(uint64(i), uint64(p)))}}
+						require.NoError(t, runSweepWorkload(errorfs.Wrap(cut.mem, cut), mode, cut.acks, testutil.Discard))
+						l, got, err := tryOpen(cut.crash(), Options{}, 0)
+						require.NoError(t, err, "Open after the power cut")
+						require.NoError(t, l.Close())
+						requirePrefix(t, cut.acks.appended, got, cut.acks.acked)
+					})
+				}
+			}
+		})
+	}
+}
+
+// failOp is an errorfs injector that fails the at-th operation and
+// remembers it.
+type failOp struct {
+	at  int64 // -1 only counts
+	ops atomic.Int64
+
+	mu  sync.Mutex // protects hit
+	hit *errorfs.Op
+}
+
+func (f *failOp) String() string { return fmt.Sprintf("fail op %d", f.at) }
+
+func (f *failOp) MaybeError(op errorfs.Op) error {
+	if f.ops.Add(1)-1 != f.at {
+		return nil
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.hit = &op
+	return errorfs.ErrInjected
+}
+
+func (f *failOp) failed() (errorfs.Op, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.hit == nil {
+		return errorfs.Op{}, false
+	}
+	return *f.hit, true
+}
+
+// TestInjectedErrorSweep fails each operation of the workload in turn, in
+// every sync mode. The failure must reach the workload, or, for the
+// spare, the log; a log whose segment write or sync failed acknowledges
+// nothing more; and what was acknowledged survives both a power loss
+// right after and a reopen of the same files.
+func TestInjectedErrorSweep(t *testing.T) {
+	for _, mode := range sweepModes {
+		t.Run(mode.Sync.String(), func(t *testing.T) {
+			counter := &failOp{at: -1}
+			require.NoError(t, runSweepWorkload(errorfs.Wrap(vfs.NewMem(), counter), mode, &sweepAcks{}, testutil.Discard))
+			ops := int(counter.ops.Load())
+			points := sweepSample(ops, 200)
+			t.Logf("the workload makes %d operations; failing %d of them", ops, len(points))
+			for _, i := range points {
+				t.Run(fmt.Sprintf("op=%d", i), func(t *testing.T) {
+					mem := vfs.NewCrashableMem()
+					fault := &failOp{at: int64(i)}
+					acks := &sweepAcks{failed: func() bool {
+						op, failed := fault.failed()
+						return failed && segmentWrite(op)
+					}}
+					var sink testutil.Log
+					err := runSweepWorkload(errorfs.Wrap(mem, fault), mode, acks, sink.Logf)
+					if op, failed := fault.failed(); failed {
+						t.Logf("failed the %v of %s", op.Kind, op.Path)
+						if strings.HasSuffix(op.Path, spareName) {
+							assert.True(t, err != nil || sink.Contains(errorfs.ErrInjected.Error()),
+								"the failure of the spare's %v was neither returned nor logged", op.Kind)
+						} else {
+							assert.ErrorIs(t, err, errorfs.ErrInjected, "the failure of the %v of %s", op.Kind, op.Path)
+						}
+						assert.Empty(t, acks.lateAcks, "records appended after the %v of %s failed, and acknowledged", op.Kind, op.Path)
+					}
+					for name, fs := range map[string]vfs.FS{
+						"after a power loss": mem.CrashClone(vfs.CrashCloneCfg{}),
+						"reopened":           mem,
+					} {
+						l, got, err := tryOpen(fs, Options{}, 0)
+						require.NoError(t, err, "Open %s", name)
+						require.NoError(t, l.Close())
+						requirePrefix(t, acks.appended, got, acks.acked)
+					}
+				})
+			}
+		})
+	}
+}
+
+// segmentWrite reports whether op writes or syncs a segment: after such a
+// failure the log must acknowledge nothing more.
+func segmentWrite(op errorfs.Op) bool {
+	switch op.Kind {
+	case errorfs.OpFileWrite, errorfs.OpFileWriteAt, errorfs.OpFilePreallocate,
+		errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		return strings.HasSuffix(op.Path, ".wal")
+	}
+	return false
+}
