@@ -2,6 +2,7 @@ package wal
 
 import (
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -157,4 +158,39 @@ func TestBackgroundSyncsNeedDirectFiles(t *testing.T) {
 			assert.Equal(t, tc.want, native, "%s: syncs through native AIO", tc.name)
 		})
 	}
+}
+
+// TestNativeSyncerTakesDescriptorsOnly starts syncs of a file with a
+// descriptor and of one without (an in-memory file): the native syncer
+// runs the first, the portable one the second, and both report.
+func TestNativeSyncerTakesDescriptorsOnly(t *testing.T) {
+	reported := make(chan completion, 2)
+	s, err := newAIOSyncer(func(c completion) { reported <- c })
+	if err != nil {
+		t.Skipf("no native AIO here: %v", err)
+	}
+	defer func() { assert.NoError(t, s.close()) }()
+	disk, err := vfs.Default.Create(filepath.Join(t.TempDir(), "f"), vfs.WriteCategoryUnspecified)
+	require.NoError(t, err)
+	defer disk.Close()
+	mem, err := vfs.NewMem().Create("f", vfs.WriteCategoryUnspecified)
+	require.NoError(t, err)
+	defer mem.Close()
+
+	for _, tc := range []struct {
+		name string
+		f    vfs.File
+		tag  uint64
+	}{{"a file with a descriptor", disk, 1}, {"a file without", mem, 2}} {
+		_, err := tc.f.WriteAt([]byte("record"), 0)
+		require.NoError(t, err)
+		require.NoError(t, s.start(tc.f, tc.tag), tc.name)
+		select {
+		case c := <-reported:
+			assert.Equal(t, completion{tag: tc.tag}, c, tc.name)
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: no completion", tc.name)
+		}
+	}
+	assert.False(t, s.refused.Load(), "a file without a descriptor is no refusal")
 }
