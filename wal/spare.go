@@ -16,9 +16,9 @@ import (
 const spareName = "next.spare"
 
 // startSpare starts preparing the spare in a goroutine, unless it is
-// ready or being prepared. The writer asks for it once records fill half
-// of the current segment, so a log that is opened and closed without
-// filling one never pays for it.
+// ready or being prepared. write asks for it once records fill half of
+// the current segment, so a log that is opened and closed without filling
+// one never pays for it.
 func (l *Log) startSpare() {
 	l.mu.Lock()
 	if l.spareReady || l.spareBusy || l.closed {

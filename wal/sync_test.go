@@ -14,8 +14,8 @@ import (
 	"github.com/seed42300104/dedup/internal/aio"
 )
 
-// openDiskLog opens a log on the OS filesystem, where AppendStart syncs
-// in the background, and fails the test if it does not.
+// openDiskLog opens a log on the OS filesystem, whose syncs run through
+// native AIO, and skips the test where the kernel offers none.
 func openDiskLog(t *testing.T, dir string) (*Log, []entry) {
 	t.Helper()
 	var got []entry
