@@ -10,8 +10,18 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/backendtest"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
+
+// TestBackendContract runs the contract that every dedup.Backend keeps
+// against the embedded Store.
+func TestBackendContract(t *testing.T) {
+	backendtest.Run(t, func(t *testing.T) dedup.Backend {
+		s, _ := storetest.Open(t, nil)
+		return s
+	})
+}
 
 // waitWatch is a context that tells, by closing waiting, when a call
 // first asks for its Done channel: the store asks for it only once it
