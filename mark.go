@@ -50,17 +50,17 @@ func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duratio
 		}
 		if waited, err := s.awaitRoom(ctx); err != nil {
 			return 0, 0, err
-		} else if !waited {
-			break
+		} else if waited {
+			continue // the IDs may have been marked meanwhile
 		}
+		if err := s.makeRoom(int(fresh)); err != nil {
+			return 0, 0, err
+		}
+		if wait, err = s.append(); err != nil {
+			return 0, 0, err
+		}
+		return wait, fresh, nil
 	}
-	if err := s.makeRoom(int(fresh)); err != nil {
-		return 0, 0, err
-	}
-	if wait, err = s.append(); err != nil {
-		return 0, 0, err
-	}
-	return wait, fresh, nil
 }
 
 // stageMarks looks ids up and stages in s.batch the marks of the new ones
