@@ -352,75 +352,104 @@ func TestMemtableStaysBoundedWhileCompacting(t *testing.T) {
 }
 
 // checkpointGate holds back the first table a checkpoint writes until it
-// is opened, and fails the WAL's fsyncs once failSync is set.
+// is opened, then fails that checkpoint's tables, and every later one's,
+// if fail is set.
 type checkpointGate struct {
 	vfs.FS
-	once     sync.Once
-	reached  chan struct{} // closed when a checkpoint writes its first table
-	open     chan struct{} // closed by the test to let it go on
-	failSync atomic.Bool
+	once    sync.Once
+	reached chan struct{} // closed when a checkpoint writes its first table
+	open    chan struct{} // closed by the test to let it go on
+	fail    atomic.Bool
+}
+
+func newCheckpointGate() *checkpointGate {
+	return &checkpointGate{FS: vfs.NewMem(), reached: make(chan struct{}), open: make(chan struct{})}
 }
 
 func (g *checkpointGate) Create(name string, category vfs.DiskWriteCategory) (vfs.File, error) {
 	if strings.HasPrefix(g.PathBase(name), "ingest-") {
 		g.once.Do(func() { close(g.reached) })
 		<-g.open
+		if g.fail.Load() {
+			return nil, fmt.Errorf("creating %s: %w", name, errorfs.ErrInjected)
+		}
 	}
 	return g.FS.Create(name, category)
 }
 
-func (g *checkpointGate) String() string { return "fail the WAL's fsyncs" }
-
-func (g *checkpointGate) MaybeError(op errorfs.Op) error {
-	if g.failSync.Load() && op.Kind == errorfs.OpFileSyncData && strings.HasSuffix(op.Path, ".wal") {
-		return errorfs.ErrInjected
-	}
-	return nil
-}
-
-// TestWritersHeldBackByTheMemtableSeeAFailedWAL holds writers back at
-// twice the memtable's bound while a checkpoint runs, then fails the WAL:
-// once the checkpoint ends they get the failure, rather than wait for a
-// checkpoint that a failed store never runs.
-func TestWritersHeldBackByTheMemtableSeeAFailedWAL(t *testing.T) {
-	const memtable = 100
-	gate := &checkpointGate{FS: vfs.NewMem(), reached: make(chan struct{}), open: make(chan struct{})}
-	s, err := dedup.Open("store", &dedup.Options{FS: errorfs.Wrap(gate, gate), MemtableMarks: memtable})
-	require.NoError(t, err)
-	t.Cleanup(func() { assert.ErrorIs(t, s.Close(), errorfs.ErrInjected, "Close returns the failure") })
-	write := func(prefix string, n int) error {
-		for i := 0; i < n; i += 10 {
-			batch := make([][]byte, 10)
-			for j := range batch {
-				batch[j] = fmt.Appendf(nil, "%s-%d", prefix, i+j)
-			}
-			if _, err := s.CheckAndMarkBatch(batch, time.Hour); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	require.NoError(t, write("first", memtable))
+// holdBackWriters fills s's memtable, of the given bound, while the
+// checkpoint gate holds the checkpoint it requested, to twice its bound:
+// from then on writes are held back until a checkpoint ends.
+func holdBackWriters(t *testing.T, s *dedup.Store, gate *checkpointGate, memtable int) {
+	t.Helper()
+	require.NoError(t, markRange(s, "first", 0, memtable))
 	select {
 	case <-gate.reached:
 	case <-time.After(30 * time.Second):
 		t.Fatal("no checkpoint started")
 	}
-	held := make(chan error, 1)
-	go func() { held <- write("held", 3*memtable) }()
-	require.Eventually(t, func() bool { return s.Stats().MemtableMarks >= 2*memtable }, 30*time.Second, time.Millisecond,
-		"the writer reaches the memtable's bound")
-	gate.failSync.Store(true)
-	failing := make(chan error, 1)
-	go func() { failing <- write("failing", 10) }()
-	require.Eventually(t, func() bool { return gate.failSync.Load() && s.Stats().MemtableMarks > 2*memtable }, 30*time.Second, time.Millisecond)
+	for i := 0; s.Stats().MemtableMarks < 2*memtable; i += 10 {
+		require.NoError(t, markRange(s, "second", i, i+10))
+	}
+}
+
+// markRange marks the IDs prefix-lo to prefix-(hi-1), ten to a batch.
+func markRange(s *dedup.Store, prefix string, lo, hi int) error {
+	return markRangeContext(context.Background(), s, prefix, lo, hi)
+}
+
+func markRangeContext(ctx context.Context, s *dedup.Store, prefix string, lo, hi int) error {
+	for i := lo; i < hi; i += 10 {
+		batch := make([][]byte, 10)
+		for j := range batch {
+			batch[j] = fmt.Appendf(nil, "%s-%d", prefix, i+j)
+		}
+		if _, err := s.CheckAndMarkBatchContext(ctx, batch, time.Hour); err != nil {
+			return fmt.Errorf("marking %s-%d to %s-%d: %w", prefix, i, prefix, i+9, err)
+		}
+	}
+	return nil
+}
+
+// TestWritersHeldBackByTheMemtableSeeAFailedCheckpoint holds writers back
+// at twice the memtable's bound while a checkpoint runs, then fails that
+// checkpoint: the writers get its failure, having written nothing, rather
+// than wait for a checkpoint that a failed store never runs.
+func TestWritersHeldBackByTheMemtableSeeAFailedCheckpoint(t *testing.T) {
+	const memtable = 100
+	gate := newCheckpointGate()
+	s, err := dedup.Open("store", &dedup.Options{FS: gate, MemtableMarks: memtable})
+	require.NoError(t, err)
+	t.Cleanup(func() { assert.ErrorIs(t, s.Close(), errorfs.ErrInjected, "Close returns the failure") })
+	holdBackWriters(t, s, gate, memtable)
+
+	writers := []func(context.Context) error{
+		func(ctx context.Context) error { return markRangeContext(ctx, s, "held", 0, 10) },
+		func(ctx context.Context) error { return s.ForgetContext(ctx, []byte("second-0")) },
+		func(ctx context.Context) error {
+			_, err := s.BeginContext(ctx, []byte("held-key"), nil, time.Minute, time.Hour)
+			return err
+		},
+	}
+	held := make(chan error, len(writers))
+	for _, w := range writers {
+		ctx := newWaitWatch(context.Background())
+		go func() { held <- w(ctx) }()
+		<-ctx.waiting
+	}
+	gate.fail.Store(true)
 	close(gate.open)
-	for _, c := range []chan error{held, failing} {
+	for range writers {
 		select {
-		case err := <-c:
-			assert.ErrorIs(t, err, errorfs.ErrInjected, "a writer held back gets the WAL's failure")
+		case err := <-held:
+			assert.ErrorIs(t, err, errorfs.ErrInjected, "a writer held back gets the checkpoint's failure")
 		case <-time.After(30 * time.Second):
 			t.Fatal("a writer held back by the memtable's bound never returned")
 		}
+	}
+	for id, want := range map[string]bool{"held-0": false, "held-key": false, "second-0": true} {
+		seen, err := s.Seen([]byte(id))
+		require.NoError(t, err)
+		assert.Equal(t, want, seen, "%s: a refused write changes nothing", id)
 	}
 }

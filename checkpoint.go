@@ -30,7 +30,7 @@ func (s *Store) Checkpoint() error {
 // Close waits for the compaction to end.
 func (s *Store) Compact(ctx context.Context) (err error) {
 	s.mu.Lock()
-	err = s.enter()
+	err = s.enter(ctx)
 	s.mu.Unlock()
 	if err != nil {
 		return err

@@ -4,17 +4,16 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/anishathalye/porcupine"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/backendtest"
 	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
@@ -126,147 +125,14 @@ func markConcurrently(t *testing.T, s *dedup.Store, pool [][]byte) []atomic.Int3
 	return wins
 }
 
-// setOp is one call in a linearizability history.
-type setOp int
-
-const (
-	opCheckAndMark setOp = iota
-	opSeen
-	opForget
-)
-
-func (o setOp) String() string {
-	switch o {
-	case opCheckAndMark:
-		return "CheckAndMark"
-	case opSeen:
-		return "Seen"
-	case opForget:
-		return "Forget"
-	}
-	return fmt.Sprintf("setOp(%d)", int(o))
-}
-
-// setInput is the input of a history operation: a call on one ID.
-type setInput struct {
-	op setOp
-	id int
-}
-
-const linearizabilityIDs = 8
-
-// setModel specifies the store as a set of live IDs. IDs are independent, so
-// the history is partitioned by ID and each partition's state is just
-// whether its ID is marked. Outputs are the bool results of CheckAndMark and
-// Seen; Forget has none.
-var setModel = porcupine.Model{
-	Partition: func(history []porcupine.Operation) [][]porcupine.Operation {
-		byID := make([][]porcupine.Operation, linearizabilityIDs)
-		for _, op := range history {
-			id := op.Input.(setInput).id
-			byID[id] = append(byID[id], op)
-		}
-		return byID
-	},
-	Init: func() any { return false },
-	Step: func(state, input, output any) (bool, any) {
-		marked := state.(bool)
-		switch op := input.(setInput).op; op {
-		case opCheckAndMark:
-			return output.(bool) == !marked, true
-		case opSeen:
-			return output.(bool) == marked, marked
-		case opForget:
-			return true, false
-		default:
-			panic(fmt.Sprintf("unknown %v", op))
-		}
-	},
-	DescribeOperation: func(input, output any) string {
-		in := input.(setInput)
-		if in.op == opForget {
-			return fmt.Sprintf("Forget(%d)", in.id)
-		}
-		return fmt.Sprintf("%v(%d) -> %v", in.op, in.id, output)
-	},
-}
-
-// applyOp performs in on s and returns its output for the model.
-func applyOp(s *dedup.Store, in setInput) (any, error) {
-	id := fmt.Appendf(nil, "id-%d", in.id)
-	switch in.op {
-	case opCheckAndMark:
-		return s.CheckAndMark(id, 0)
-	case opSeen:
-		return s.Seen(id)
-	case opForget:
-		return nil, s.Forget(id)
-	}
-	return nil, fmt.Errorf("unknown %v", in.op)
-}
-
 // TestLinearizable records a concurrent history of CheckAndMark, Seen and
 // Forget on a few IDs and checks it against a sequential set.
 func TestLinearizable(t *testing.T) {
 	for _, cfg := range concurrencyConfigs {
 		t.Run(cfg.name, func(t *testing.T) {
-			testLinearizable(t, &cfg.opts)
+			s, _ := storetest.Open(t, &cfg.opts)
+			backendtest.Linearizable(t, s)
 		})
-	}
-}
-
-func testLinearizable(t *testing.T, opts *dedup.Options) {
-	const (
-		clients      = 8
-		opsPerClient = 100
-	)
-	// Weighted so that IDs are often forgotten and so often new again.
-	mix := []setOp{opCheckAndMark, opCheckAndMark, opCheckAndMark, opSeen, opSeen, opForget}
-
-	s, _ := storetest.Open(t, opts)
-
-	// A shared counter orders calls and returns exactly as they happened.
-	var ticks atomic.Int64
-	histories := make([][]porcupine.Operation, clients)
-	start := make(chan struct{})
-	var wg sync.WaitGroup
-	for c := range clients {
-		wg.Go(func() {
-			<-start
-			for range opsPerClient {
-				in := setInput{op: mix[rand.IntN(len(mix))], id: rand.IntN(linearizabilityIDs)}
-				callTime := ticks.Add(1)
-				out, err := applyOp(s, in)
-				returnTime := ticks.Add(1)
-				if !assert.NoError(t, err, "%v(%d)", in.op, in.id) {
-					return
-				}
-				histories[c] = append(histories[c], porcupine.Operation{
-					ClientId: c,
-					Input:    in,
-					Call:     callTime,
-					Output:   out,
-					Return:   returnTime,
-				})
-			}
-		})
-	}
-	close(start)
-	wg.Wait()
-
-	var history []porcupine.Operation
-	for _, h := range histories {
-		history = append(history, h...)
-	}
-	require.Len(t, history, clients*opsPerClient, "every call must succeed")
-
-	result, info := porcupine.CheckOperationsVerbose(setModel, history, 0)
-	if !assert.Equal(t, porcupine.Ok, result, "history of %d operations is not linearizable", len(history)) {
-		f, err := os.CreateTemp("", "dedup-linearizability-*.html")
-		require.NoError(t, err)
-		defer f.Close()
-		require.NoError(t, porcupine.Visualize(setModel, info, f))
-		t.Logf("visualization of the history: %s", f.Name())
 	}
 }
 
@@ -317,40 +183,6 @@ func TestSeenWhileFiltersChange(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Greater(t, s.Stats().FilterMisses, uint64(0), "some absent IDs must pass a filter and be answered under the lock")
-}
-
-// TestSetModelRejectsViolations makes sure the model can fail a history, so
-// that TestLinearizable passing means something.
-func TestSetModelRejectsViolations(t *testing.T) {
-	op := func(client int, in setInput, out any, call, ret int64) porcupine.Operation {
-		return porcupine.Operation{ClientId: client, Input: in, Call: call, Output: out, Return: ret}
-	}
-	tests := []struct {
-		name    string
-		history []porcupine.Operation
-	}{
-		{name: "two winners", history: []porcupine.Operation{
-			op(0, setInput{opCheckAndMark, 0}, true, 1, 2),
-			op(1, setInput{opCheckAndMark, 0}, true, 3, 4),
-		}},
-		{name: "unseen after mark", history: []porcupine.Operation{
-			op(0, setInput{opCheckAndMark, 0}, true, 1, 2),
-			op(1, setInput{opSeen, 0}, false, 3, 4),
-		}},
-		{name: "seen after forget", history: []porcupine.Operation{
-			op(0, setInput{opCheckAndMark, 0}, true, 1, 2),
-			op(0, setInput{opForget, 0}, nil, 3, 4),
-			op(1, setInput{opSeen, 0}, true, 5, 6),
-		}},
-		{name: "duplicate before any mark", history: []porcupine.Operation{
-			op(0, setInput{opCheckAndMark, 1}, false, 1, 2),
-		}},
-	}
-	for _, tc := range tests {
-		t.Run(tc.name, func(t *testing.T) {
-			assert.False(t, porcupine.CheckOperations(setModel, tc.history))
-		})
-	}
 }
 
 // TestCloseAnswersTheCallsUnderWay has callers mark fresh IDs, half of

@@ -8,6 +8,8 @@
 // this ID? if not, it is mine now" in one atomic step; CheckAndMarkBatch
 // does the same for many IDs in one WAL record. Seen only asks, Forget
 // removes a mark. Options configures a Store; Stats reports on one.
+// Backend is the part of that API a Store shares with a store on Redis,
+// with a context for each call (CheckAndMarkContext and so on).
 //
 // A mark can carry an idempotency Record instead: Begin starts work on a
 // key under a lease with a fencing token and reports a Claim (acquired,
@@ -95,7 +97,9 @@
 // Reads share the lock; Scan reads under it but calls its callback
 // without it, so the callback may call the store. Close lets the calls
 // under way finish with their own answers: ErrClosed means a call had no
-// effect.
+// effect. A write that would take the memtable past twice its bound waits,
+// before it writes anything, for the checkpoint that empties it; a
+// Context method gives that wait up when its context ends, with no effect.
 //
 // A store directory is held by one writable Store at a time, or by any
 // number of read-only ones, in one process or several, whatever path

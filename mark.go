@@ -4,6 +4,7 @@
 package dedup
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -19,11 +20,7 @@ import (
 // durable as Options.Sync defines; a duplicate answer likewise waits until
 // the mark it found is durable.
 func (s *Store) CheckAndMark(id []byte, ttl time.Duration) (isNew bool, err error) {
-	isNews, err := s.CheckAndMarkBatch([][]byte{id}, ttl)
-	if err != nil {
-		return false, err
-	}
-	return isNews[0], nil
+	return s.CheckAndMarkContext(context.Background(), id, ttl)
 }
 
 // CheckAndMarkBatch is CheckAndMark for many IDs in one WAL record: isNew[i]
@@ -31,27 +28,7 @@ func (s *Store) CheckAndMark(id []byte, ttl time.Duration) (isNew bool, err erro
 // its first occurrence. If any ID is invalid the whole batch is rejected
 // and nothing is marked.
 func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
-	ttl, err = s.checkTTL(ttl)
-	if err != nil {
-		return nil, err
-	}
-	for i, id := range ids {
-		if err := s.checkID(id); err != nil {
-			return nil, fmt.Errorf("batch index %d: %w", i, err)
-		}
-	}
-	isNew = make([]bool, len(ids))
-	wait, fresh, err := s.checkAndMark(ids, ttl, isNew)
-	if err != nil {
-		return nil, err
-	}
-	defer s.calls.Done()
-	if err := s.durable(wait); err != nil {
-		return nil, err
-	}
-	s.newMarks.Add(fresh)
-	s.duplicates.Add(uint64(len(ids)) - fresh)
-	return isNew, nil
+	return s.CheckAndMarkBatchContext(context.Background(), ids, ttl)
 }
 
 // checkAndMark is the atomic part of CheckAndMarkBatch: under the
@@ -59,13 +36,39 @@ func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool
 // new ones. It returns the WAL record the answers depend on, for the
 // caller to wait for outside the lock; without an error the call is
 // admitted (see enter).
-func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
+func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return 0, 0, err
 	}
 	defer s.leaveOnError(&err)
+	for {
+		wait, fresh, err = s.stageMarks(ids, ttl, isNew)
+		if err != nil || len(s.batch.Ops) == 0 {
+			return wait, fresh, err
+		}
+		if waited, err := s.awaitRoom(ctx); err != nil {
+			return 0, 0, err
+		} else if waited {
+			continue // the IDs may have been marked meanwhile
+		}
+		if err := s.makeRoom(int(fresh)); err != nil {
+			return 0, 0, err
+		}
+		if wait, err = s.append(); err != nil {
+			return 0, 0, err
+		}
+		return wait, fresh, nil
+	}
+}
+
+// stageMarks looks ids up and stages in s.batch the marks of the new ones
+// and the extensions of live ones, setting isNew. It returns the WAL
+// record that the duplicate answers depend on. The caller holds s.mu
+// exclusively.
+func (s *Store) stageMarks(ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
+	clear(isNew)
 	now := s.opts.Clock.Now()
 	deadline, gen, err := expiry(now, ttl)
 	if err != nil {
@@ -100,14 +103,6 @@ func (s *Store) checkAndMark(ids [][]byte, ttl time.Duration, isNew []bool) (wai
 		isNew[s.positions[j]] = true
 		fresh++
 		s.batch.Mark(k, gen, deadline, nil)
-	}
-	if err := s.makeRoom(int(fresh)); err != nil {
-		return 0, 0, err
-	}
-	if len(s.batch.Ops) > 0 {
-		if wait, err = s.append(); err != nil {
-			return 0, 0, err
-		}
 	}
 	return wait, fresh, nil
 }
@@ -208,14 +203,44 @@ func (s *Store) append() (uint64, error) {
 	s.idx.Apply(&s.batch, lsn)
 	if s.idx.MemMarks() >= s.opts.MemtableMarks {
 		s.requestCheckpoint()
-		// Back-pressure: the memtable may grow to twice its size, plus the
-		// batches of the writers under way, while the checkpoint requested
-		// starts and runs; past that, writes wait for it.
-		for s.idx.MemMarks() >= 2*s.opts.MemtableMarks && s.writable() == nil {
-			s.flushed.Wait()
-		}
 	}
 	return lsn, nil
+}
+
+// awaitRoom is the memtable's back-pressure: the memtable may grow to
+// twice its size, plus one batch, while the checkpoint requested at its
+// size starts and runs; past that, writes wait for it. They wait before
+// they write anything, so that a write given up (ctx ended, or the store
+// stopped taking writes) has no effect. awaitRoom waits without s.mu and
+// reports whether it did: what the caller looked up under the lock may
+// then have changed, and must be looked up again. The caller holds s.mu
+// exclusively.
+func (s *Store) awaitRoom(ctx context.Context) (waited bool, err error) {
+	full := func() bool { return s.idx.MemMarks() >= 2*s.opts.MemtableMarks }
+	if !full() {
+		return false, nil
+	}
+	if ctx.Done() != nil {
+		// Under s.mu, so that ctx ending cannot fall between the check of
+		// ctx below and the Wait, and go unnoticed.
+		stop := context.AfterFunc(ctx, func() {
+			s.mu.Lock()
+			s.flushed.Broadcast()
+			s.mu.Unlock()
+		})
+		defer stop()
+	}
+	for full() {
+		if err := s.writable(); err != nil {
+			return true, err
+		}
+		if err := ctx.Err(); err != nil {
+			return true, fmt.Errorf("dedup: held back until a checkpoint empties the memtable: %w", err)
+		}
+		s.requestCheckpoint()
+		s.flushed.Wait()
+	}
+	return true, nil
 }
 
 // requestCheckpoint wakes the checkpointer, if it is not already woken.
@@ -237,25 +262,7 @@ func (s *Store) durable(lsn uint64) error {
 
 // Seen reports whether id has a live mark, without marking it.
 func (s *Store) Seen(id []byte) (bool, error) {
-	if err := s.checkID(id); err != nil {
-		return false, err
-	}
-	if s.closed.Load() {
-		return false, ErrClosed
-	}
-	k := s.idx.Key(id)
-	if !s.idx.MayHold(k) {
-		return false, nil // certain without the lock
-	}
-	e, live, err := s.lookup(k)
-	if err != nil {
-		return false, err
-	}
-	defer s.calls.Done()
-	if err := s.durable(e.LSN); err != nil {
-		return false, err
-	}
-	return live, nil
+	return s.SeenContext(context.Background(), id)
 }
 
 // lookup looks k up under the shared lock; without an error the call is
@@ -274,24 +281,21 @@ func (s *Store) lookup(k index.Key) (_ index.Entry, _ bool, err error) {
 
 // Forget removes the mark of id, if any, so that it is new again.
 func (s *Store) Forget(id []byte) error {
-	if err := s.checkID(id); err != nil {
-		return err
-	}
-	lsn, err := s.forget(id)
-	if err != nil {
-		return err
-	}
-	defer s.calls.Done()
-	return s.durable(lsn)
+	return s.ForgetContext(context.Background(), id)
 }
 
-func (s *Store) forget(id []byte) (_ uint64, err error) {
+// forget is the atomic part of Forget; without an error the call is
+// admitted (see enter).
+func (s *Store) forget(ctx context.Context, id []byte) (_ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer s.leaveOnError(&err)
+	if _, err := s.awaitRoom(ctx); err != nil {
+		return 0, err
+	}
 	s.batch.Reset()
 	s.batch.Forget(id)
 	return s.append()
@@ -317,12 +321,16 @@ func (s *Store) checkTTL(d time.Duration) (time.Duration, error) {
 	return d, nil
 }
 
-// enter admits a write call: it fails as writable does, or counts the
-// call in s.calls, for Close to wait for. The caller holds s.mu and, once
-// admitted, calls s.calls.Done when the call has its answer; a call that
-// fails under the lock leaves with leaveOnError.
-func (s *Store) enter() error {
+// enter admits a write call: it fails as writable does, or with ctx's
+// error if ctx has ended (while the call waited for s.mu, say), or counts
+// the call in s.calls, for Close to wait for. The caller holds s.mu and,
+// once admitted, calls s.calls.Done when the call has its answer; a call
+// that fails under the lock leaves with leaveOnError.
+func (s *Store) enter(ctx context.Context) error {
 	if err := s.writable(); err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	s.calls.Add(1)

@@ -2,6 +2,7 @@ package dedup
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"fmt"
 	"time"
@@ -107,75 +108,66 @@ type Claim struct {
 // CheckAndMark has no record, and is Completed whatever the fingerprint.
 // A lease must be positive and no longer than ttl.
 func (s *Store) Begin(key, fingerprint []byte, lease, ttl time.Duration) (Claim, error) {
-	if err := s.checkID(key); err != nil {
-		return Claim{}, err
-	}
-	ttl, err := s.checkTTL(ttl)
-	if err != nil {
-		return Claim{}, err
-	}
-	if lease <= 0 || lease > ttl {
-		return Claim{}, fmt.Errorf("%w: lease %v is outside (0, %v]", ErrInvalidTTL, lease, ttl)
-	}
-	if err := s.checkValue(fingerprint, nil); err != nil {
-		return Claim{}, err
-	}
-	c, wait, err := s.begin(key, fingerprint, lease, ttl)
-	if err != nil {
-		return Claim{}, err
-	}
-	defer s.calls.Done()
-	return c, s.durable(wait)
+	return s.BeginContext(context.Background(), key, fingerprint, lease, ttl)
 }
 
-func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (_ Claim, _ uint64, err error) {
+// begin is the atomic part of Begin; without an error the call is
+// admitted (see enter).
+func (s *Store) begin(ctx context.Context, key, fingerprint []byte, lease, keep time.Duration) (_ Claim, _ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return Claim{}, 0, err
 	}
 	defer s.leaveOnError(&err)
-	now := s.opts.Clock.Now()
 	k := s.idx.Key(key)
-	e, live, err := s.idx.Lookup(k, s.opts.Clock)
-	if err != nil {
-		return Claim{}, 0, storeError(err)
-	}
-	if live {
-		r, err := decodeRecord(e)
+	for {
+		now := s.opts.Clock.Now()
+		e, live, err := s.idx.Lookup(k, s.opts.Clock)
+		if err != nil {
+			return Claim{}, 0, storeError(err)
+		}
+		if live {
+			r, err := decodeRecord(e)
+			if err != nil {
+				return Claim{}, 0, err
+			}
+			// A plain mark (CheckAndMark's, with no record) is completed work
+			// whatever the fingerprint: it has none to compare. A record's
+			// fingerprint must equal the caller's, an empty one included, or
+			// a key begun without a fingerprint would answer any request.
+			switch {
+			case len(e.Value) > 0 && !bytes.Equal(fingerprint, r.Fingerprint):
+				r.Result = nil
+				return Claim{Mismatch, r}, e.LSN, nil
+			case r.State == StateCompleted:
+				return Claim{Completed, r}, e.LSN, nil
+			case now.Before(r.LeaseEnds):
+				return Claim{InProgress, r}, e.LSN, nil
+			}
+			// The lease has ended: take the key over.
+		}
+		if waited, err := s.awaitRoom(ctx); err != nil {
+			return Claim{}, 0, err
+		} else if waited {
+			continue // the key may have changed meanwhile
+		}
+		// The token is the LSN of the record that grants the lease: writes
+		// are serialized under s.mu, so it is the WAL's next.
+		r := Record{
+			State: StateInProgress, Token: s.log.LastLSN() + 1, LeaseEnds: now.Add(lease),
+			TTL: keep, Fingerprint: fingerprint,
+		}
+		lsn, deadline, err := s.saveRecord(k, e, live, now, r)
 		if err != nil {
 			return Claim{}, 0, err
 		}
-		// A plain mark (CheckAndMark's, with no record) is completed work
-		// whatever the fingerprint: it has none to compare. A record's
-		// fingerprint must equal the caller's, an empty one included, or
-		// a key begun without a fingerprint would answer any request.
-		switch {
-		case len(e.Value) > 0 && !bytes.Equal(fingerprint, r.Fingerprint):
-			r.Result = nil
-			return Claim{Mismatch, r}, e.LSN, nil
-		case r.State == StateCompleted:
-			return Claim{Completed, r}, e.LSN, nil
-		case now.Before(r.LeaseEnds):
-			return Claim{InProgress, r}, e.LSN, nil
+		if lsn != r.Token {
+			panic(fmt.Sprintf("dedup: a record written as LSN %d got LSN %d", r.Token, lsn))
 		}
-		// The lease has ended: take the key over.
+		r.Deadline = deadline.Time()
+		return Claim{Acquired, r}, lsn, nil
 	}
-	// The token is the LSN of the record that grants the lease: writes
-	// are serialized under s.mu, so it is the WAL's next.
-	r := Record{
-		State: StateInProgress, Token: s.log.LastLSN() + 1, LeaseEnds: now.Add(lease),
-		TTL: keep, Fingerprint: fingerprint,
-	}
-	lsn, deadline, err := s.saveRecord(k, e, live, now, r)
-	if err != nil {
-		return Claim{}, 0, err
-	}
-	if lsn != r.Token {
-		panic(fmt.Sprintf("dedup: a record written as LSN %d got LSN %d", r.Token, lsn))
-	}
-	r.Deadline = deadline.Time()
-	return Claim{Acquired, r}, lsn, nil
 }
 
 // Complete stores result in the record of key, begun with token, and keeps
@@ -186,13 +178,13 @@ func (s *Store) begin(key, fingerprint []byte, lease, keep time.Duration) (_ Cla
 // record's fingerprint, passes Options.MaxValueSize is ErrValueTooLarge,
 // and the record stays in progress.
 func (s *Store) Complete(key []byte, token uint64, result []byte) error {
-	if err := s.checkID(key); err != nil {
-		return err
-	}
-	if err := s.checkValue(nil, result); err != nil {
-		return err
-	}
-	wait, err := s.settle(key, token, func(k index.Key, e index.Entry, now time.Time, r Record) (uint64, error) {
+	return s.CompleteContext(context.Background(), key, token, result)
+}
+
+// complete is the atomic part of Complete; without an error the call is
+// admitted (see enter).
+func (s *Store) complete(ctx context.Context, key []byte, token uint64, result []byte) (uint64, error) {
+	return s.settle(ctx, key, token, func(k index.Key, e index.Entry, now time.Time, r Record) (uint64, error) {
 		if r.State == StateCompleted {
 			return e.LSN, nil
 		}
@@ -203,21 +195,19 @@ func (s *Store) Complete(key []byte, token uint64, result []byte) error {
 		lsn, _, err := s.saveRecord(k, e, true, now, r)
 		return lsn, err
 	})
-	if err != nil {
-		return err
-	}
-	defer s.calls.Done()
-	return s.durable(wait)
 }
 
 // Release gives up the key begun with token, after a failure, leaving no
 // mark: the next Begin acquires it. It fails with ErrStaleToken if another
 // owner has taken the key over, or the work was completed.
 func (s *Store) Release(key []byte, token uint64) error {
-	if err := s.checkID(key); err != nil {
-		return err
-	}
-	wait, err := s.settle(key, token, func(k index.Key, _ index.Entry, _ time.Time, r Record) (uint64, error) {
+	return s.ReleaseContext(context.Background(), key, token)
+}
+
+// release is the atomic part of Release; without an error the call is
+// admitted (see enter).
+func (s *Store) release(ctx context.Context, key []byte, token uint64) (uint64, error) {
+	return s.settle(ctx, key, token, func(k index.Key, _ index.Entry, _ time.Time, r Record) (uint64, error) {
 		if r.State == StateCompleted {
 			return 0, fmt.Errorf("%w: %q is completed and cannot be released", ErrStaleToken, k.ID)
 		}
@@ -225,39 +215,42 @@ func (s *Store) Release(key []byte, token uint64) error {
 		s.batch.Forget(k.ID)
 		return s.append()
 	})
-	if err != nil {
-		return err
-	}
-	defer s.calls.Done()
-	return s.durable(wait)
 }
 
 // settle runs fn, under the write lock, on the live record of key if token
-// began it; fn returns the LSN to wait for. Without an error the call is
-// admitted (see enter).
-func (s *Store) settle(key []byte, token uint64, fn func(index.Key, index.Entry, time.Time, Record) (uint64, error)) (_ uint64, err error) {
+// began it; fn returns the LSN to wait for. A call held back by the
+// memtable (see awaitRoom) looks the record up again once it may write.
+// Without an error the call is admitted (see enter).
+func (s *Store) settle(ctx context.Context, key []byte, token uint64, fn func(index.Key, index.Entry, time.Time, Record) (uint64, error)) (_ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer s.leaveOnError(&err)
 	k := s.idx.Key(key)
-	e, live, err := s.idx.Lookup(k, s.opts.Clock)
-	if err != nil {
-		return 0, storeError(err)
+	for {
+		e, live, err := s.idx.Lookup(k, s.opts.Clock)
+		if err != nil {
+			return 0, storeError(err)
+		}
+		if !live {
+			return 0, fmt.Errorf("%w: %q has no record (expired or released)", ErrStaleToken, key)
+		}
+		r, err := decodeRecord(e)
+		if err != nil {
+			return 0, err
+		}
+		if r.Token != token {
+			return 0, fmt.Errorf("%w: %q is held by token %d, not %d", ErrStaleToken, key, r.Token, token)
+		}
+		if waited, err := s.awaitRoom(ctx); err != nil {
+			return 0, err
+		} else if waited {
+			continue // the record may have changed meanwhile
+		}
+		return fn(k, e, s.opts.Clock.Now(), r)
 	}
-	if !live {
-		return 0, fmt.Errorf("%w: %q has no record (expired or released)", ErrStaleToken, key)
-	}
-	r, err := decodeRecord(e)
-	if err != nil {
-		return 0, err
-	}
-	if r.Token != token {
-		return 0, fmt.Errorf("%w: %q is held by token %d, not %d", ErrStaleToken, key, r.Token, token)
-	}
-	return fn(k, e, s.opts.Clock.Now(), r)
 }
 
 // saveRecord writes r as the newest version of k's mark, kept for r.TTL
@@ -293,22 +286,7 @@ func (s *Store) saveRecord(k index.Key, prev index.Entry, replaces bool, now tim
 // Record returns the live idempotency record of key, if it has one. A key
 // marked by CheckAndMark has a live mark but no record.
 func (s *Store) Record(key []byte) (Record, bool, error) {
-	if err := s.checkID(key); err != nil {
-		return Record{}, false, err
-	}
-	e, live, err := s.lookup(s.idx.Key(key))
-	if err != nil {
-		return Record{}, false, err
-	}
-	defer s.calls.Done()
-	if !live || len(e.Value) == 0 {
-		return Record{}, false, nil
-	}
-	if err := s.durable(e.LSN); err != nil {
-		return Record{}, false, err
-	}
-	r, err := decodeRecord(e)
-	return r, err == nil, err
+	return s.RecordContext(context.Background(), key)
 }
 
 // recordOf returns the record of an entry, or nil for a plain mark.

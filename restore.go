@@ -1,6 +1,7 @@
 package dedup
 
 import (
+	"context"
 	"fmt"
 	"time"
 
@@ -70,16 +71,37 @@ func (s *Store) checkRestore(m Mark) error {
 func (s *Store) restore(marks []Mark, restored []bool) (_ uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if err := s.enter(); err != nil {
+	ctx := context.Background()
+	if err := s.enter(ctx); err != nil {
 		return 0, err
 	}
 	defer s.leaveOnError(&err)
+	for {
+		wait, n, err := s.stageRestore(marks, restored)
+		if err != nil || n == 0 {
+			return wait, err
+		}
+		if waited, err := s.awaitRoom(ctx); err != nil {
+			return 0, err
+		} else if waited {
+			continue // the IDs may have been marked meanwhile
+		}
+		if err := s.makeRoom(n); err != nil {
+			return 0, err
+		}
+		return s.append()
+	}
+}
+
+// stageRestore looks the marks up and stages in s.batch the n to restore,
+// setting restored. It returns the WAL record that the skipped marks'
+// answers depend on. The caller holds s.mu exclusively.
+func (s *Store) stageRestore(marks []Mark, restored []bool) (wait uint64, n int, err error) {
+	clear(restored)
 	now := s.opts.Clock.Now()
 	s.batch.Reset()
 	s.batch.Time = now.UnixNano()
 	s.inBatch.reset(len(marks))
-	var wait uint64
-	n := 0
 	for i, m := range marks {
 		deadline := ttl.Deadline(m.Deadline.UnixNano())
 		if !deadline.Live(now) {
@@ -91,7 +113,7 @@ func (s *Store) restore(marks []Mark, restored []bool) (_ uint64, err error) {
 		}
 		e, live, err := s.idx.Lookup(k, s.opts.Clock)
 		if err != nil {
-			return 0, storeError(err)
+			return 0, 0, storeError(err)
 		}
 		if live {
 			wait = max(wait, e.LSN) // the answer rests on the mark found
@@ -105,11 +127,5 @@ func (s *Store) restore(marks []Mark, restored []bool) (_ uint64, err error) {
 		restored[i] = true
 		n++
 	}
-	if err := s.makeRoom(n); err != nil {
-		return 0, err
-	}
-	if n == 0 {
-		return wait, nil
-	}
-	return s.append()
+	return wait, n, nil
 }

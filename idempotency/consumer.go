@@ -1,6 +1,7 @@
 package idempotency
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"time"
@@ -15,7 +16,7 @@ import (
 // both run it: one holds a lease, the other is told the ID is busy.
 type Consumer struct {
 	// Store keeps the IDs.
-	Store *dedup.Store
+	Store dedup.Backend
 	// TTL is how long a processed ID is remembered. Zero means the store's
 	// DefaultTTL.
 	TTL time.Duration
@@ -65,11 +66,19 @@ func (s Status) String() string {
 // the store's failure to begin, when fn did not run. If fn panics, the ID
 // is released and the panic goes on.
 func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
+	return c.ProcessContext(context.Background(), id, fn)
+}
+
+// ProcessContext is Process for a message handled under ctx: ctx bounds
+// the store's Begin, and an ended ctx means fn does not run (status 0,
+// ctx's error). Once fn has run, its outcome is recorded (the ID marked
+// or released) whether or not ctx has ended.
+func (c *Consumer) ProcessContext(ctx context.Context, id []byte, fn func() error) (Status, error) {
 	lease := c.Lease
 	if lease == 0 {
 		lease = time.Minute
 	}
-	claim, err := c.Store.Begin(id, nil, lease, c.TTL)
+	claim, err := c.Store.BeginContext(ctx, id, nil, lease, c.TTL)
 	if err != nil {
 		return 0, err
 	}
@@ -79,16 +88,17 @@ func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
 	case dedup.InProgress:
 		return Busy, nil
 	}
+	ctx = context.WithoutCancel(ctx) // fn's outcome must be recorded once it has run
 	defer func() {
 		if p := recover(); p != nil {
-			c.Store.Release(id, claim.Token) // so that a redelivery runs it again
+			c.Store.ReleaseContext(ctx, id, claim.Token) // so that a redelivery runs it again
 			panic(p)
 		}
 	}()
 	if err := fn(); err != nil {
-		return Failed, errors.Join(err, c.Store.Release(id, claim.Token))
+		return Failed, errors.Join(err, c.Store.ReleaseContext(ctx, id, claim.Token))
 	}
-	if err := c.Store.Complete(id, claim.Token, nil); err != nil {
+	if err := c.Store.CompleteContext(ctx, id, claim.Token, nil); err != nil {
 		return Unmarked, fmt.Errorf("idempotency: the handler of %q succeeded but its ID could not be marked: %w", id, err)
 	}
 	return Processed, nil
@@ -105,9 +115,15 @@ type Result struct {
 // handles the message ids[i]. One message's failure does not stop the
 // others; each result says what happened to its message.
 func (c *Consumer) ProcessBatch(ids [][]byte, fn func(i int) error) []Result {
+	return c.ProcessBatchContext(context.Background(), ids, fn)
+}
+
+// ProcessBatchContext is ProcessBatch under ctx, as ProcessContext: once
+// ctx has ended, the messages not yet begun get status 0 and ctx's error.
+func (c *Consumer) ProcessBatchContext(ctx context.Context, ids [][]byte, fn func(i int) error) []Result {
 	out := make([]Result, len(ids))
 	for i, id := range ids {
-		out[i].Status, out[i].Err = c.Process(id, func() error { return fn(i) })
+		out[i].Status, out[i].Err = c.ProcessContext(ctx, id, func() error { return fn(i) })
 	}
 	return out
 }

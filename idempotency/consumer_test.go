@@ -1,6 +1,7 @@
 package idempotency_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -126,6 +127,54 @@ func TestProcessBatchKeysEachRecord(t *testing.T) {
 		assert.NoError(t, r.Err)
 	}
 	assert.Equal(t, []int{1}, ran)
+}
+
+// TestProcessContextRecordsWhatRanAfterItsContextEnded checks that a
+// message whose context ends while its handler runs still has the
+// handler's outcome recorded: marked if it succeeded, released if it
+// failed; and that a message whose context has ended before it is begun
+// is not run and stays free.
+func TestProcessContextRecordsWhatRanAfterItsContextEnded(t *testing.T) {
+	c := &idempotency.Consumer{Store: storetest.OpenMem(t, nil)}
+	fail := errors.New("downstream unavailable")
+	tests := []struct {
+		name      string
+		fnErr     error
+		want      idempotency.Status
+		redeliver idempotency.Status
+	}{
+		{"succeeds", nil, idempotency.Processed, idempotency.Duplicate},
+		{"fails", fail, idempotency.Failed, idempotency.Processed},
+	}
+	for _, tc := range tests {
+		ctx, cancel := context.WithCancel(context.Background())
+		id := []byte(tc.name)
+		st, err := c.ProcessContext(ctx, id, func() error { cancel(); return tc.fnErr })
+		assert.Equal(t, tc.want, st, "%s: its context ended while it ran", tc.name)
+		if tc.fnErr != nil {
+			assert.ErrorIs(t, err, tc.fnErr, tc.name)
+			assert.NotErrorIs(t, err, context.Canceled, "%s: the release is not refused", tc.name)
+		} else {
+			assert.NoError(t, err, tc.name)
+		}
+		st, err = c.Process(id, func() error { return nil })
+		require.NoError(t, err)
+		assert.Equal(t, tc.redeliver, st, "%s: redelivered", tc.name)
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	st, err := c.ProcessContext(ctx, []byte("ended"), func() error { t.Error("ran with an ended context"); return nil })
+	assert.Zero(t, st, "not begun")
+	assert.ErrorIs(t, err, context.Canceled)
+	results := c.ProcessBatchContext(ctx, [][]byte{[]byte("ended"), []byte("ended-too")}, func(int) error { t.Error("ran with an ended context"); return nil })
+	for i, r := range results {
+		assert.Zero(t, r.Status, "batch message %d: not begun", i)
+		assert.ErrorIs(t, r.Err, context.Canceled, "batch message %d", i)
+	}
+	st, err = c.Process([]byte("ended"), func() error { return nil })
+	require.NoError(t, err)
+	assert.Equal(t, idempotency.Processed, st, "a message not begun is free")
 }
 
 // TestConsumersProcessEachMessageOnce runs several consumers over the same

@@ -1,6 +1,7 @@
 // Package idempotency makes HTTP handlers and message consumers
-// idempotent over a dedup.Store: a repeated request gets the stored
-// response of the first, and a redelivered message is not processed again.
+// idempotent over a dedup.Backend, the embedded dedup.Store or a shared
+// one: a repeated request gets the stored response of the first, and a
+// redelivered message is not processed again.
 //
 // Middleware follows draft-ietf-httpapi-idempotency-key-header and
 // Stripe's behaviour. The first request with a key runs the handler under
@@ -33,6 +34,7 @@ package idempotency
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -148,8 +150,11 @@ func DefaultFingerprint(r *http.Request) ([]byte, error) {
 }
 
 // Middleware returns middleware that makes the requests it applies to
-// idempotent by their key, over store.
-func Middleware(store *dedup.Store, opts *Options) func(http.Handler) http.Handler {
+// idempotent by their key, over store. A request's context bounds the
+// store's Begin; once the handler has run, its response is stored, or its
+// lease released after a panic, whether or not the request's context has
+// ended.
+func Middleware(store dedup.Backend, opts *Options) func(http.Handler) http.Handler {
 	o := opts.withDefaults()
 	return func(next http.Handler) http.Handler {
 		return &handler{store: store, opts: o, next: next}
@@ -157,7 +162,7 @@ func Middleware(store *dedup.Store, opts *Options) func(http.Handler) http.Handl
 }
 
 type handler struct {
-	store *dedup.Store
+	store dedup.Backend
 	opts  Options
 	next  http.Handler
 }
@@ -212,7 +217,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		scope = h.opts.Scope(r)
 	}
 	id := StoreKey(scope, key)
-	claim, err := h.store.Begin(id, fp, h.opts.Lease, h.opts.TTL)
+	claim, err := h.store.BeginContext(r.Context(), id, fp, h.opts.Lease, h.opts.TTL)
+	if ended := r.Context().Err(); err != nil && ended != nil && errors.Is(err, ended) {
+		// The client has gone, or the server gave up on the request:
+		// nothing was begun, and a retry with the key runs the handler.
+		problem(w, http.StatusServiceUnavailable, "Request not run", "The request ended before it was run; retry it with the same key.")
+		return
+	}
 	if err != nil {
 		h.opts.Logf("idempotency: key %q: %v", key, err)
 		problem(w, http.StatusInternalServerError, "Idempotency store unavailable", "The request was not run; retry it with the same key.")
@@ -235,9 +246,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // in at most budget bytes; if the handler panics, it releases the lease.
 func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []byte, token uint64, budget int) {
 	rec := &recorder{ResponseWriter: w, headers: h.opts.Headers, budget: budget, maxBody: h.opts.MaxResponseBytes}
+	// What the handler did must be recorded even once its client has gone.
+	ctx := context.WithoutCancel(r.Context())
 	defer func() {
 		if p := recover(); p != nil {
-			if err := h.store.Release(id, token); err != nil {
+			if err := h.store.ReleaseContext(ctx, id, token); err != nil {
 				h.opts.Logf("idempotency: key %q: releasing after a panic: %v", key, err)
 			}
 			panic(p)
@@ -247,7 +260,7 @@ func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []b
 	// The handler returned: its work is done, whatever its client's state,
 	// so the response is stored. If that fails the lease is kept, not
 	// released: a release would let a retry do the work again at once.
-	if err := h.store.Complete(id, token, rec.encode()); err != nil {
+	if err := h.store.CompleteContext(ctx, id, token, rec.encode()); err != nil {
 		h.opts.Logf("idempotency: key %q: the handler ran but its response could not be stored; the key stays in progress until its lease ends: %v", key, err)
 	}
 }

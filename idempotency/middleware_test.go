@@ -233,8 +233,10 @@ func TestPanicReleasesTheLease(t *testing.T) {
 // stored, and the client's retry gets it instead of a second run.
 func TestGoneClientGetsTheStoredResponse(t *testing.T) {
 	c := &charge{}
+	started := make(chan struct{})
 	h := idempotency.Middleware(storetest.OpenMem(t, nil), nil)(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if c.runs.Load() == 0 {
+			close(started)
 			<-r.Context().Done() // the charge is made as the client goes away
 		}
 		c.ServeHTTP(w, r)
@@ -242,14 +244,44 @@ func TestGoneClientGetsTheStoredResponse(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}")).WithContext(ctx)
 	r.Header.Set("Idempotency-Key", "c")
+	served := make(chan struct{})
+	go func() {
+		defer close(served)
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}()
+	<-started
 	cancel()
-	h.ServeHTTP(httptest.NewRecorder(), r)
+	<-served
 
 	w := serve(h, http.MethodPost, "c", "{}")
 	assert.Equal(t, http.StatusCreated, w.Code)
 	assert.Equal(t, "/charges/ch_1", w.Header().Get("Location"))
 	assert.Equal(t, "true", w.Header().Get(idempotency.ReplayedHeader))
 	assert.Equal(t, int64(1), c.runs.Load(), "the retry did not charge again")
+}
+
+// TestRequestEndedBeforeBeginIsNotRun checks that a request whose context
+// has ended before its key is begun (its client gone, or a deadline
+// passed) is not run and leaves the key free: it gets 503, and the retry
+// runs the handler.
+func TestRequestEndedBeforeBeginIsNotRun(t *testing.T) {
+	c := &charge{}
+	logged := 0
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), &idempotency.Options{Logf: func(string, ...any) { logged++ }})(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}")).WithContext(ctx)
+	r.Header.Set("Idempotency-Key", "e")
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	requireProblem(t, w, http.StatusServiceUnavailable)
+	assert.Zero(t, c.runs.Load(), "the handler did not run")
+	assert.Zero(t, logged, "a request that ended is not the store's failure")
+
+	w = serve(h, http.MethodPost, "e", "{}")
+	assert.Equal(t, http.StatusCreated, w.Code, "the retry runs the handler")
+	assert.Empty(t, w.Header().Get(idempotency.ReplayedHeader))
+	assert.Equal(t, int64(1), c.runs.Load())
 }
 
 // TestGoneClientOverRealHTTPChargesOnce is the same over a real server on

@@ -12,17 +12,23 @@
 // on start the consumer first completes the IDs whose effects are in the
 // output: the effect is the proof, and the token shows no other owner has
 // taken the ID over meanwhile.
+//
+// The consumer is written against dedup.Backend, the API that the
+// embedded store shares with the Redis one. Ctrl-C stops it between
+// messages: a message begun is applied and marked first.
 package main
 
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log"
 	"os"
+	"os/signal"
 	"strconv"
 	"strings"
 	"time"
@@ -37,12 +43,14 @@ func main() {
 	lease := flag.Duration("lease", 2*time.Second, "how long one message may take before another run may take it over")
 	work := flag.Duration("work", 0, "how long applying a message takes, to watch it")
 	flag.Parse()
-	if err := run(*dir, *in, *out, *lease, *work); err != nil {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, *dir, *in, *out, *lease, *work); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(dir, in, out string, lease, work time.Duration) error {
+func run(ctx context.Context, dir, in, out string, lease, work time.Duration) error {
 	store, err := dedup.Open(dir, nil)
 	if err != nil {
 		return err
@@ -53,7 +61,7 @@ func run(dir, in, out string, lease, work time.Duration) error {
 		return err
 	}
 	defer effects.Close()
-	if err := reconcile(store, out); err != nil {
+	if err := reconcile(ctx, store, out); err != nil {
 		return err
 	}
 	stream, err := os.Open(in)
@@ -68,7 +76,11 @@ func run(dir, in, out string, lease, work time.Duration) error {
 		if err := json.Unmarshal(sc.Bytes(), &msg); err != nil || msg.ID == "" {
 			return fmt.Errorf("a bad message %q", sc.Text())
 		}
-		done, err := apply(store, effects, []byte(msg.ID), lease, work)
+		done, err := apply(ctx, store, effects, []byte(msg.ID), lease, work)
+		if errors.Is(err, context.Canceled) {
+			log.Printf("interrupted: %d messages applied, %d duplicates skipped", applied, duplicates)
+			return nil
+		}
 		if err != nil {
 			return err
 		}
@@ -87,10 +99,10 @@ func run(dir, in, out string, lease, work time.Duration) error {
 
 // apply applies one message unless it was applied before, and reports
 // whether it did. A message another run holds (a crashed run's lease) is
-// waited for.
-func apply(store *dedup.Store, effects *os.File, id []byte, lease, work time.Duration) (bool, error) {
+// waited for. Once ctx ends no message is begun; one begun is finished.
+func apply(ctx context.Context, store dedup.Backend, effects *os.File, id []byte, lease, work time.Duration) (bool, error) {
 	for {
-		claim, err := store.Begin(id, nil, lease, 0)
+		claim, err := store.BeginContext(ctx, id, nil, lease, 0)
 		if err != nil {
 			return false, err
 		}
@@ -98,18 +110,23 @@ func apply(store *dedup.Store, effects *os.File, id []byte, lease, work time.Dur
 		case dedup.Completed, dedup.Mismatch:
 			return false, nil
 		case dedup.InProgress:
-			time.Sleep(min(time.Until(claim.LeaseEnds), 100*time.Millisecond) + time.Millisecond)
+			select {
+			case <-ctx.Done():
+				return false, ctx.Err()
+			case <-time.After(min(time.Until(claim.LeaseEnds), 100*time.Millisecond) + time.Millisecond):
+			}
 			continue
 		}
 		// The effect, then the mark: see the package comment.
+		ctx := context.WithoutCancel(ctx)
 		time.Sleep(work)
 		if _, err := fmt.Fprintf(effects, "%s %d\n", id, claim.Token); err != nil {
-			return false, errors.Join(err, store.Release(id, claim.Token))
+			return false, errors.Join(err, store.ReleaseContext(ctx, id, claim.Token))
 		}
 		if err := effects.Sync(); err != nil {
 			return false, err // the effect may be on disk: do not release, reconcile decides
 		}
-		return true, store.Complete(id, claim.Token, nil)
+		return true, store.CompleteContext(ctx, id, claim.Token, nil)
 	}
 }
 
@@ -141,7 +158,7 @@ func openEffects(path string) (*os.File, error) {
 // progress. Completing an ID already completed with its token is a no-op;
 // a stale token means the record has expired since. (A real consumer
 // would keep a checkpoint of the output rather than read it all.)
-func reconcile(store *dedup.Store, path string) error {
+func reconcile(ctx context.Context, store dedup.Backend, path string) error {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return err
@@ -155,7 +172,7 @@ func reconcile(store *dedup.Store, path string) error {
 		if !ok || err != nil {
 			return fmt.Errorf("%s: a bad line %q", path, line)
 		}
-		if err := store.Complete([]byte(id), token, nil); err != nil && !errors.Is(err, dedup.ErrStaleToken) {
+		if err := store.CompleteContext(ctx, []byte(id), token, nil); err != nil && !errors.Is(err, dedup.ErrStaleToken) {
 			return fmt.Errorf("%s: completing %s: %w", path, id, err)
 		}
 	}

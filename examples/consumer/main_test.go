@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -28,7 +29,7 @@ func TestMain(m *testing.M) {
 // name, with its store and its applied log beside it.
 func consumerChild(t *testutil.Child, args []string) {
 	dir := args[0]
-	err := run(filepath.Join(dir, "store"), filepath.Join(dir, "messages.jsonl"), filepath.Join(dir, "applied.log"), 300*time.Millisecond, time.Millisecond)
+	err := run(context.Background(), filepath.Join(dir, "store"), filepath.Join(dir, "messages.jsonl"), filepath.Join(dir, "applied.log"), 300*time.Millisecond, time.Millisecond)
 	require.NoError(t, err)
 }
 

@@ -68,8 +68,9 @@ func checkLoopback(addr string) error {
 }
 
 // newServer returns the API: POST /charges, idempotent by key (required),
-// and GET /charges to list what was charged.
-func newServer(store *dedup.Store, l *ledger) http.Handler {
+// and GET /charges to list what was charged. It needs only the Backend
+// API, so a fleet of servers could share one store.
+func newServer(store dedup.Backend, l *ledger) http.Handler {
 	mux := http.NewServeMux()
 	idem := idempotency.Middleware(store, &idempotency.Options{Required: true})
 	mux.Handle("POST /charges", idem(http.HandlerFunc(l.charge)))
