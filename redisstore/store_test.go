@@ -497,7 +497,10 @@ func recordBadInput(t *testing.T, srv server) {
 			return err
 		}, dedup.ErrInvalidTTL},
 		{"negative TTL", func() error { _, err := s.BeginContext(ctx, []byte("x"), nil, time.Minute, -time.Hour); return err }, dedup.ErrInvalidTTL},
-		{"huge fingerprint", func() error { _, err := s.BeginContext(ctx, []byte("x"), make([]byte, 2<<10), time.Minute, 0); return err }, dedup.ErrValueTooLarge},
+		{"huge fingerprint", func() error {
+			_, err := s.BeginContext(ctx, []byte("x"), make([]byte, 2<<10), time.Minute, 0)
+			return err
+		}, dedup.ErrValueTooLarge},
 		{"huge result", func() error { return s.CompleteContext(ctx, []byte("k"), c.Token, make([]byte, 2<<10)) }, dedup.ErrValueTooLarge},
 		{"empty key to Complete", func() error { return s.CompleteContext(ctx, nil, c.Token, nil) }, dedup.ErrEmptyID},
 		{"empty key to Release", func() error { return s.ReleaseContext(ctx, nil, c.Token) }, dedup.ErrEmptyID},
