@@ -69,9 +69,9 @@ type markCmd struct {
 // marks makes the SET of each distinct ID. With GET, the reply tells a
 // new mark (nil), one this call's earlier attempt made (the nonce) and
 // another's.
-func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonce string) []markCmd {
+func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonce string) []*markCmd {
 	ms := millis(ttl)
-	marks := make([]markCmd, 0, len(ids))
+	marks := make([]*markCmd, 0, len(ids))
 	var seen map[string]struct{}
 	if len(ids) > 1 {
 		seen = make(map[string]struct{}, len(ids))
@@ -84,7 +84,7 @@ func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonc
 			}
 			seen[key] = struct{}{}
 		}
-		marks = append(marks, markCmd{at: i, key: key, cmd: redis.NewCmd(ctx, "set", key, nonce, "px", ms, "nx", "get")})
+		marks = append(marks, &markCmd{at: i, key: key, cmd: redis.NewCmd(ctx, "set", key, nonce, "px", ms, "nx", "get")})
 	}
 	return marks
 }
@@ -92,7 +92,7 @@ func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonc
 // sendMarks sends the SETs, pipelined, and reads their answers. With
 // MinReplicas each primary's share is pipelined on a connection of its
 // own, followed by WAIT.
-func (s *Store) sendMarks(ctx context.Context, marks []markCmd, nonce string) error {
+func (s *Store) sendMarks(ctx context.Context, marks []*markCmd, nonce string) error {
 	if s.opts.MinReplicas == 0 {
 		if len(marks) == 1 {
 			_ = s.client.Process(ctx, marks[0].cmd) // the error is the command's
@@ -115,7 +115,7 @@ func (s *Store) sendMarks(ctx context.Context, marks []markCmd, nonce string) er
 	i := 0
 	for node, marks := range groups {
 		wg.Add(1)
-		go func(i int, node *redis.Client, marks []markCmd) {
+		go func(i int, node *redis.Client, marks []*markCmd) {
 			defer wg.Done()
 			errs[i] = s.sendReplicated(ctx, node, marks, nonce)
 		}(i, node, marks)
@@ -126,7 +126,7 @@ func (s *Store) sendMarks(ctx context.Context, marks []markCmd, nonce string) er
 }
 
 // sendReplicated pipelines marks and WAIT on one connection of node.
-func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []markCmd, nonce string) error {
+func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []*markCmd, nonce string) error {
 	cn := node.Conn()
 	defer cn.Close()
 	var wait *redis.IntCmd
@@ -145,23 +145,22 @@ func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []
 }
 
 // byPrimary groups marks by the primary of their key's slot.
-func (s *Store) byPrimary(ctx context.Context, marks []markCmd) (map[*redis.Client][]markCmd, error) {
-	groups := make(map[*redis.Client][]markCmd)
-	for i := range marks {
-		node, err := s.primary(ctx, marks[i].key)
+func (s *Store) byPrimary(ctx context.Context, marks []*markCmd) (map[*redis.Client][]*markCmd, error) {
+	groups := make(map[*redis.Client][]*markCmd)
+	for _, m := range marks {
+		node, err := s.primary(ctx, m.key)
 		if err != nil {
 			return nil, err
 		}
-		groups[node] = append(groups[node], marks[i])
+		groups[node] = append(groups[node], m)
 	}
 	return groups, nil
 }
 
 // answer reads the replies of sent marks into their isNew. retried says a
 // reply was this call's own nonce: an earlier attempt made the mark.
-func answer(marks []markCmd, nonce string) (retried bool, err error) {
-	for i := range marks {
-		m := &marks[i]
+func answer(marks []*markCmd, nonce string) (retried bool, err error) {
+	for _, m := range marks {
 		v, err := m.cmd.Text()
 		switch {
 		case errors.Is(err, redis.Nil):
@@ -185,7 +184,7 @@ const undoTimeout = time.Second
 // undo takes back the marks of a failed call, so that a retry finds its
 // IDs new, and returns cause, with what could not be taken back. It runs
 // even if ctx has ended, for undoTimeout.
-func (s *Store) undo(ctx context.Context, marks []markCmd, nonce string, cause error) error {
+func (s *Store) undo(ctx context.Context, marks []*markCmd, nonce string, cause error) error {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
 	defer cancel()
 	pipe := s.client.Pipeline()

@@ -24,8 +24,9 @@ var ctx = context.Background()
 type server struct {
 	name   string
 	client redis.UniversalClient
-	// primaries counts the primaries that hold at least one key.
-	primaries func(t *testing.T) int
+	opts   redisstore.Options // the options every Store on it starts from
+	// primaries counts the primaries that hold keys starting with prefix.
+	primaries func(t *testing.T, prefix string) int
 }
 
 // servers starts a standalone server and a Cluster, for the test.
@@ -33,20 +34,22 @@ func servers(t *testing.T) []server {
 	t.Helper()
 	single := redistest.Start(t, redistest.Config{})
 	cluster := redistest.StartCluster(t, redistest.Config{})
+	primaries := func(t *testing.T, prefix string) int {
+		var n atomic.Int32
+		require.NoError(t, cluster.Client(t).ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			keys, err := c.Keys(ctx, prefix+"*").Result()
+			if len(keys) > 0 {
+				n.Add(1)
+			}
+			return err
+		}))
+		return int(n.Load())
+	}
 	return []server{
-		{name: "standalone", client: single.Client(), primaries: func(*testing.T) int { return 1 }},
-		{name: "cluster", client: cluster.Client(t), primaries: func(t *testing.T) int {
-			n := 0
-			require.NoError(t, cluster.Client(t).ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
-				if keys, err := c.DBSize(ctx).Result(); err != nil {
-					return err
-				} else if keys > 0 {
-					n++
-				}
-				return nil
-			}))
-			return n
-		}},
+		{name: "standalone", client: single.Client(), primaries: func(*testing.T, string) int { return 1 }},
+		{name: "cluster", client: cluster.Client(t), primaries: primaries},
+		{name: "cluster with MinReplicas 1", client: cluster.Client(t), primaries: primaries,
+			opts: redisstore.Options{MinReplicas: 1}},
 	}
 }
 
@@ -57,6 +60,24 @@ func open(t *testing.T, client redis.UniversalClient, opts *redisstore.Options) 
 	if opts != nil {
 		o = *opts
 	}
+	return openIn(t, client, o)
+}
+
+// open returns a Store on srv in a namespace of the test's own, with
+// opts, or with srv's options where opts has none.
+func (srv server) open(t *testing.T, opts *redisstore.Options) *redisstore.Store {
+	t.Helper()
+	o := srv.opts
+	if opts != nil {
+		min := o.MinReplicas
+		o = *opts
+		o.MinReplicas = max(o.MinReplicas, min)
+	}
+	return openIn(t, srv.client, o)
+}
+
+func openIn(t *testing.T, client redis.UniversalClient, o redisstore.Options) *redisstore.Store {
+	t.Helper()
 	if o.Prefix == "" {
 		o.Prefix = t.Name() + ":"
 	}
@@ -105,6 +126,7 @@ func TestSpecifications(t *testing.T) {
 		{"CompleteBoundsFingerprintAndResultTogether", completeBoundsFingerprintAndResultTogether},
 		{"RecordBadInput", recordBadInput},
 		{"ConcurrentBeginOneWinner", concurrentBeginOneWinner},
+		{"EvictionPolicyOfAnyPrimaryIsRefused", evictionPolicyOfAnyPrimaryIsRefused},
 	}
 	for _, srv := range servers(t) {
 		t.Run(srv.name, func(t *testing.T) {
@@ -116,7 +138,7 @@ func TestSpecifications(t *testing.T) {
 }
 
 func checkAndMarkIsNewOnce(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	id := []byte("order-1")
 	isNew, err := s.CheckAndMarkContext(ctx, id, time.Hour)
 	require.NoError(t, err)
@@ -138,7 +160,7 @@ func checkAndMarkIsNewOnce(t *testing.T, srv server) {
 }
 
 func batchRepeatIsNewOnlyAtFirstOccurrence(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	batch := [][]byte{[]byte("a"), []byte("b"), []byte("a"), []byte("c"), []byte("b")}
 	isNew, err := s.CheckAndMarkBatchContext(ctx, batch, time.Hour)
 	require.NoError(t, err)
@@ -152,7 +174,7 @@ func batchRepeatIsNewOnlyAtFirstOccurrence(t *testing.T, srv server) {
 }
 
 func batchIsSplitAcrossPrimaries(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	batch := ids("spread", 300)
 	isNew, err := s.CheckAndMarkBatchContext(ctx, batch, time.Hour)
 	require.NoError(t, err)
@@ -165,14 +187,14 @@ func batchIsSplitAcrossPrimaries(t *testing.T, srv server) {
 		assert.False(t, n, "ID %d", i)
 	}
 	want := 1
-	if srv.name == "cluster" {
+	if _, ok := srv.client.(*redis.ClusterClient); ok {
 		want = 3
 	}
-	assert.Equal(t, want, srv.primaries(t), "primaries holding the batch's marks")
+	assert.Equal(t, want, srv.primaries(t, t.Name()+":"), "primaries holding the batch's marks")
 }
 
 func expiryIsTheServersToTheMillisecond(t *testing.T, srv server) {
-	s := open(t, srv.client, &redisstore.Options{DefaultTTL: 90 * time.Minute})
+	s := srv.open(t, &redisstore.Options{DefaultTTL: 90 * time.Minute})
 	tests := []struct {
 		name string
 		ttl  time.Duration
@@ -197,7 +219,7 @@ func expiryIsTheServersToTheMillisecond(t *testing.T, srv server) {
 }
 
 func markExpiresAndIsNewAgain(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	id := []byte("short")
 	isNew, err := s.CheckAndMarkContext(ctx, id, 50*time.Millisecond)
 	require.NoError(t, err)
@@ -212,7 +234,7 @@ func markExpiresAndIsNewAgain(t *testing.T, srv server) {
 }
 
 func badInputIsRefusedAndMarksNothing(t *testing.T, srv server) {
-	s := open(t, srv.client, &redisstore.Options{DefaultTTL: time.Minute, MaxTTL: time.Hour, MaxIDSize: 8})
+	s := srv.open(t, &redisstore.Options{DefaultTTL: time.Minute, MaxTTL: time.Hour, MaxIDSize: 8})
 	tests := []struct {
 		name string
 		ids  [][]byte
@@ -250,7 +272,7 @@ func concurrentStoresAgreeOnOneWinner(t *testing.T, srv server) {
 	const stores, callers, n = 2, 4, 200
 	var opened []*redisstore.Store
 	for range stores {
-		opened = append(opened, open(t, srv.client, nil))
+		opened = append(opened, srv.open(t, nil))
 	}
 	wins := make([]atomic.Int32, n)
 	var wg sync.WaitGroup
@@ -285,8 +307,8 @@ func concurrentStoresAgreeOnOneWinner(t *testing.T, srv server) {
 }
 
 func prefixesAreSeparateNamespaces(t *testing.T, srv server) {
-	a := open(t, srv.client, &redisstore.Options{Prefix: t.Name() + ":a:"})
-	b := open(t, srv.client, &redisstore.Options{Prefix: t.Name() + ":b:"})
+	a := srv.open(t, &redisstore.Options{Prefix: t.Name() + ":a:"})
+	b := srv.open(t, &redisstore.Options{Prefix: t.Name() + ":b:"})
 	for _, s := range []*redisstore.Store{a, b} {
 		isNew, err := s.CheckAndMarkContext(ctx, []byte("id"), time.Hour)
 		require.NoError(t, err)
@@ -295,7 +317,7 @@ func prefixesAreSeparateNamespaces(t *testing.T, srv server) {
 }
 
 func closedStoreRefusesEveryCall(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	require.NoError(t, s.Close())
 	id := []byte("k")
 	_, err := s.CheckAndMarkContext(ctx, id, 0)
@@ -312,7 +334,7 @@ func closedStoreRefusesEveryCall(t *testing.T, srv server) {
 // for everyone else, a mismatch for another request, completed with its
 // result, and Complete and Release refused to any other token.
 func beginOutcomes(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	before := time.Now()
 	c := begin(t, s, "pay-1", "req-A", time.Minute)
 	after := time.Now()
@@ -380,7 +402,7 @@ func fingerprintsMatchOnlyIfEqual(t *testing.T, srv server) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			s := open(t, srv.client, nil)
+			s := srv.open(t, nil)
 			key := []byte("k")
 			if tt.first == "mark" {
 				_, err := s.CheckAndMarkContext(ctx, key, time.Hour)
@@ -406,7 +428,7 @@ func fingerprintsMatchOnlyIfEqual(t *testing.T, srv server) {
 }
 
 func releaseLeavesNoMarkAndTokensGrow(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	key := []byte("job")
 	var last uint64
 	for i := range 20 {
@@ -424,7 +446,7 @@ func releaseLeavesNoMarkAndTokensGrow(t *testing.T, srv server) {
 }
 
 func endedLeaseIsTakenOverAndFenced(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	key := []byte("k")
 	old := begin(t, s, "k", "fp", 50*time.Millisecond)
 	assert.Equal(t, dedup.InProgress, begin(t, s, "k", "fp", time.Minute).Outcome, "the lease is live")
@@ -446,7 +468,7 @@ func endedLeaseIsTakenOverAndFenced(t *testing.T, srv server) {
 // (written by a primary whose clock ran ahead) is still taken over with a
 // larger one.
 func takeoverTokenPassesAStoredTokenAheadOfTheClock(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
+	s := srv.open(t, nil)
 	c := begin(t, s, "k", "", 20*time.Millisecond)
 	ahead := uint64(time.Now().Add(24 * time.Hour).UnixMicro())
 	key := t.Name() + ":k"
@@ -462,7 +484,7 @@ func takeoverTokenPassesAStoredTokenAheadOfTheClock(t *testing.T, srv server) {
 }
 
 func completeBoundsFingerprintAndResultTogether(t *testing.T, srv server) {
-	s := open(t, srv.client, &redisstore.Options{MaxValueSize: 1000})
+	s := srv.open(t, &redisstore.Options{MaxValueSize: 1000})
 	limit := s.MaxValueSize()
 	require.Equal(t, 1000, limit)
 	fp := strings.Repeat("f", 100)
@@ -483,7 +505,7 @@ func completeBoundsFingerprintAndResultTogether(t *testing.T, srv server) {
 }
 
 func recordBadInput(t *testing.T, srv server) {
-	s := open(t, srv.client, &redisstore.Options{MaxValueSize: 1 << 10})
+	s := srv.open(t, &redisstore.Options{MaxValueSize: 1 << 10})
 	c := begin(t, s, "k", "", time.Minute)
 	tests := []struct {
 		name string
@@ -521,8 +543,8 @@ func recordBadInput(t *testing.T, srv server) {
 }
 
 func concurrentBeginOneWinner(t *testing.T, srv server) {
-	s := open(t, srv.client, nil)
-	other := open(t, srv.client, nil)
+	s := srv.open(t, nil)
+	other := srv.open(t, nil)
 	const callers = 16
 	outcomes := make([]dedup.Outcome, callers)
 	var wg sync.WaitGroup

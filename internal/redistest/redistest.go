@@ -208,7 +208,7 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 
 // WaitOK waits until every running node reports cluster_state:ok with all
 // 16384 slots served, and knows three primaries each with a replica
-// linked to it.
+// linked to it and synced.
 func (c *Cluster) WaitOK(t testing.TB) {
 	t.Helper()
 	var last error
@@ -233,6 +233,9 @@ func (c *Cluster) ok() error {
 		}
 		if err == nil {
 			err = linkedReplicas(ctx, n)
+		}
+		if err == nil {
+			err = synced(ctx, n)
 		}
 		n.Close()
 		if err != nil {
@@ -266,6 +269,47 @@ func linkedReplicas(ctx context.Context, n *redis.Client) error {
 		return fmt.Errorf("%s sees %d primaries with slots and %d replicas connected:\n%s", n.Options().Addr, primaries, replicas, nodes)
 	}
 	return nil
+}
+
+// WaitPromoted waits until replica has become a primary, after its
+// primary failed, and reports cluster_state:ok.
+func (c *Cluster) WaitPromoted(t testing.TB, replica *Server) {
+	t.Helper()
+	ctx := context.Background()
+	n := redis.NewClient(&redis.Options{Addr: replica.Addr, MaxRetries: -1, DisableIdentity: true})
+	defer n.Close()
+	var last string
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		role, err := n.Do(ctx, "role").Slice()
+		info, err2 := n.ClusterInfo(ctx).Result()
+		if err == nil && err2 == nil && role[0] == "master" && strings.Contains(info, "cluster_state:ok") {
+			return
+		}
+		last = fmt.Sprint(role, err, err2)
+	}
+	t.Fatalf("%s was not promoted: %s", replica.Addr, last)
+}
+
+// synced fails if the node is a replica that has not completed its sync
+// with its primary: it could not be promoted.
+func synced(ctx context.Context, n *redis.Client) error {
+	info, err := n.Info(ctx, "replication").Result()
+	if err != nil {
+		return err
+	}
+	if infoField(info, "role") == "slave" && infoField(info, "master_link_status") != "up" {
+		return fmt.Errorf("%s has not synced with its primary", n.Options().Addr)
+	}
+	return nil
+}
+
+func infoField(info, name string) string {
+	for _, line := range strings.Split(info, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 // Primary returns the node that serves key's slot, as the cluster sees
