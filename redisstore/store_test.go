@@ -29,10 +29,12 @@ type server struct {
 	primaries func(t *testing.T, prefix string) int
 }
 
-// servers starts a standalone server and a Cluster, for the test.
+// servers starts a standalone server, a primary with a replica behind a
+// Sentinel, and a Cluster, for the test.
 func servers(t *testing.T) []server {
 	t.Helper()
 	single := redistest.Start(t, redistest.Config{})
+	sentinel := redistest.StartSentinel(t, redistest.Config{})
 	cluster := redistest.StartCluster(t, redistest.Config{})
 	primaries := func(t *testing.T, prefix string) int {
 		var n atomic.Int32
@@ -47,6 +49,9 @@ func servers(t *testing.T) []server {
 	}
 	return []server{
 		{name: "standalone", client: single.Client(), primaries: func(*testing.T, string) int { return 1 }},
+		{name: "sentinel", client: sentinel.Client(t), primaries: func(*testing.T, string) int { return 1 }},
+		{name: "sentinel with MinReplicas 1", client: sentinel.Client(t), primaries: func(*testing.T, string) int { return 1 },
+			opts: redisstore.Options{MinReplicas: 1}},
 		{name: "cluster", client: cluster.Client(t), primaries: primaries},
 		{name: "cluster with MinReplicas 1", client: cluster.Client(t), primaries: primaries,
 			opts: redisstore.Options{MinReplicas: 1}},

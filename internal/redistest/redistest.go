@@ -149,6 +149,70 @@ func (s *Server) Client() *redis.Client {
 	return c
 }
 
+// Sentinel is a primary with one replica, watched by one Sentinel.
+type Sentinel struct {
+	Primary, Replica, Sentinel *Server
+}
+
+// MasterName is the name a Sentinel knows its primary by.
+const MasterName = "dedup"
+
+// StartSentinel starts a primary, its replica and a Sentinel (quorum 1)
+// watching them, waits until the Sentinel knows the replica and the
+// replica has synced, and kills them when t ends.
+func StartSentinel(t testing.TB, cfg Config) *Sentinel {
+	t.Helper()
+	primary := Start(t, cfg)
+	host, port, _ := strings.Cut(primary.Addr, ":")
+	rcfg := cfg
+	rcfg.Args = append(append([]string{}, cfg.Args...), "--replicaof", host, port)
+	replica := Start(t, rcfg)
+
+	dir := t.TempDir()
+	sport := freePort(t)
+	conf := filepath.Join(dir, "sentinel.conf")
+	text := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nlogfile %s\n"+
+		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 10000\n",
+		sport, dir, filepath.Join(dir, "redis.log"), MasterName, host, port, MasterName, NodeTimeout.Milliseconds(), MasterName)
+	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sentinel := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(sport)), t: t,
+		path: Require(t, "redis-server"), dir: dir, args: []string{conf, "--sentinel"}}
+	t.Cleanup(sentinel.Kill)
+	sentinel.Restart()
+
+	ctx := context.Background()
+	sc := redis.NewSentinelClient(&redis.Options{Addr: sentinel.Addr, MaxRetries: -1, DisableIdentity: true})
+	defer sc.Close()
+	rc := redis.NewClient(&redis.Options{Addr: replica.Addr, MaxRetries: -1, DisableIdentity: true})
+	defer rc.Close()
+	var last error
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		replicas, err := sc.Replicas(ctx, MasterName).Result()
+		if err == nil && len(replicas) != 1 {
+			err = fmt.Errorf("the Sentinel knows %d replicas", len(replicas))
+		}
+		if err == nil {
+			err = synced(ctx, rc)
+		}
+		if last = err; err == nil {
+			return &Sentinel{Primary: primary, Replica: replica, Sentinel: sentinel}
+		}
+	}
+	t.Fatalf("the Sentinel setup did not become ready: %v", last)
+	return nil
+}
+
+// Client returns a client that finds the primary through the Sentinel,
+// closed when the test ends.
+func (s *Sentinel) Client(t testing.TB) *redis.Client {
+	c := redis.NewFailoverClient(&redis.FailoverOptions{MasterName: MasterName,
+		SentinelAddrs: []string{s.Sentinel.Addr}, DisableIdentity: true})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
 // Cluster is a Redis Cluster of three primaries, each with one replica.
 type Cluster struct {
 	// Nodes are its servers, in the order redis-cli --cluster create was
