@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,6 +263,73 @@ func TestRetriedWriteFindsItsOwnMark(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, c.Token, r.Token)
 	assert.Equal(t, "r", string(r.Result))
+}
+
+// TestReshardGivesNoWrongAnswer moves slots between primaries while
+// callers race on the same IDs: each ID is new exactly once, for every
+// caller that got an answer.
+func TestReshardGivesNoWrongAnswer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a reshard takes seconds")
+	}
+	c := redistest.StartCluster(t, redistest.Config{})
+	client := c.Client(t)
+	stores := []*redisstore.Store{open(t, client, &redisstore.Options{Prefix: "reshard:"}), open(t, client, &redisstore.Options{Prefix: "reshard:"})}
+	// Keys spread over all slots, so that some are in the slots that move.
+	const perRound, callers = 64, 4
+	type tally struct{ wins, errs atomic.Int32 }
+	var rounds [][]tally
+	warm, stop, stopped := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(stopped)
+		for r := 0; ; r++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if r == 5 {
+				close(warm)
+			}
+			round := make([]tally, perRound)
+			rounds = append(rounds, round)
+			var wg sync.WaitGroup
+			for k := range callers {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					isNew, err := stores[k%2].CheckAndMarkBatchContext(ctx, ids(fmt.Sprintf("r%d", r), perRound), time.Hour)
+					for i := range round {
+						switch {
+						case err != nil:
+							round[i].errs.Add(1)
+						case isNew[i]:
+							round[i].wins.Add(1)
+						}
+					}
+				}()
+			}
+			wg.Wait()
+		}
+	}()
+	<-warm
+	p := c.Primaries(t)
+	c.Reshard(t, p[0], p[1], 1000)
+	close(stop)
+	<-stopped
+	errs := 0
+	for r, round := range rounds {
+		for i := range round {
+			tl := &round[i]
+			errs += int(tl.errs.Load())
+			assert.LessOrEqual(t, tl.wins.Load(), int32(1), "r%d-%d was new more than once", r, i)
+			if tl.errs.Load() == 0 {
+				assert.Equal(t, int32(1), tl.wins.Load(), "r%d-%d: answered by all, new for none", r, i)
+			}
+		}
+	}
+	n := len(rounds)
+	t.Logf("%d rounds of %d IDs raced by %d callers during the reshard; %d calls' IDs got an error", n, perRound, callers, errs)
 }
 
 // TestFailoverLosesOnlyUnreplicatedMarks kills the primary of a Cluster

@@ -376,6 +376,49 @@ func infoField(info, name string) string {
 	return ""
 }
 
+// Reshard moves slots slots from primary from to primary to with
+// redis-cli --cluster reshard, keys and all, and returns once it is done.
+func (c *Cluster) Reshard(t testing.TB, from, to *Server, slots int) {
+	t.Helper()
+	cli := Require(t, "redis-cli")
+	ctx := context.Background()
+	id := func(s *Server) string {
+		n := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
+		defer n.Close()
+		v, err := n.Do(ctx, "cluster", "myid").Text()
+		if err != nil {
+			t.Fatalf("CLUSTER MYID of %s: %v", s.Addr, err)
+		}
+		return v
+	}
+	out, err := exec.Command(cli, "--cluster", "reshard", from.Addr, "--cluster-from", id(from),
+		"--cluster-to", id(to), "--cluster-slots", strconv.Itoa(slots), "--cluster-yes").CombinedOutput()
+	if err != nil {
+		t.Fatalf("redis-cli --cluster reshard: %v\n%s", err, out)
+	}
+}
+
+// Primaries returns the nodes that are primaries now.
+func (c *Cluster) Primaries(t testing.TB) []*Server {
+	t.Helper()
+	var out []*Server
+	for _, s := range c.Nodes {
+		if s.cmd == nil {
+			continue
+		}
+		n := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
+		role, err := n.Do(context.Background(), "role").Slice()
+		n.Close()
+		if err != nil {
+			t.Fatalf("ROLE of %s: %v", s.Addr, err)
+		}
+		if role[0] == "master" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
 // Primary returns the node that serves key's slot, as the cluster sees
 // it now, and its replica.
 func (c *Cluster) Primary(t testing.TB, key string) (primary, replica *Server) {
