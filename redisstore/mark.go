@@ -31,7 +31,7 @@ func (s *Store) CheckAndMarkContext(ctx context.Context, id []byte, ttl time.Dur
 // error may come after some were marked (see the package doc on unknown
 // outcomes).
 func (s *Store) CheckAndMarkBatchContext(ctx context.Context, ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
 	ttl, err = s.checkTTL(ttl)
@@ -199,7 +199,7 @@ func (s *Store) undo(ctx context.Context, marks []*markCmd, nonce string, cause 
 
 // SeenContext reports whether id has a live mark, without marking it.
 func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return false, err
 	}
 	if err := s.checkID(id); err != nil {
@@ -215,7 +215,7 @@ func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
 // ForgetContext removes the mark or record of id, if any, so that it is
 // new again.
 func (s *Store) ForgetContext(ctx context.Context, id []byte) error {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
 	if err := s.checkID(id); err != nil {

@@ -113,7 +113,7 @@ return {v, t[1], t[2], redis.call('PTTL', KEYS[1])}
 // rounded up to whole milliseconds. A takeover never shortens the key's
 // remaining life.
 func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease, ttl time.Duration) (dedup.Claim, error) {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return dedup.Claim{}, err
 	}
 	if err := s.checkID(key); err != nil {
@@ -170,7 +170,7 @@ func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease
 // the record's fingerprint, passes Options.MaxValueSize is
 // dedup.ErrValueTooLarge, and the record stays in progress.
 func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, result []byte) error {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
 	if err := s.checkID(key); err != nil {
@@ -194,7 +194,7 @@ func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, r
 // dedup.ErrStaleToken if another owner has taken the key over, or the
 // work was completed.
 func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) error {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return err
 	}
 	if err := s.checkID(key); err != nil {
@@ -232,7 +232,7 @@ func settled(key []byte, token uint64, res []any) error {
 // RecordContext returns the live idempotency record of key, if it has
 // one. A key marked by CheckAndMark has a live mark but no record.
 func (s *Store) RecordContext(ctx context.Context, key []byte) (dedup.Record, bool, error) {
-	if err := s.checkOpen(); err != nil {
+	if err := s.enter(ctx); err != nil {
 		return dedup.Record{}, false, err
 	}
 	if err := s.checkID(key); err != nil {

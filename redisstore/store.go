@@ -39,8 +39,9 @@
 //
 // # Errors and unknown outcomes
 //
-// A call that returns an error has not answered; it never says new. Over
-// a network an error may come after the write took effect: a timeout, a
+// A call that returns an error has not answered; it never says new. A
+// call whose context has ended before it starts returns the context's
+// error and sends nothing. Over a network an error may come after the write took effect: a timeout, a
 // connection lost, a context that ended in flight. The outcome is then
 // unknown, and the ID may be marked. A failed mark call takes back the
 // marks it made, where Redis still answers; a retry of one that could not
@@ -289,11 +290,13 @@ func (s *Store) MaxValueSize() int { return s.opts.MaxValueSize }
 
 func (s *Store) key(id []byte) string { return s.opts.Prefix + string(id) }
 
-func (s *Store) checkOpen() error {
+// enter admits a call: it fails on a closed store, and with the
+// context's error on an ended context, before anything is sent.
+func (s *Store) enter(ctx context.Context) error {
 	if s.closed.Load() {
 		return dedup.ErrClosed
 	}
-	return nil
+	return ctx.Err()
 }
 
 func (s *Store) checkID(id []byte) error {

@@ -123,6 +123,7 @@ func TestSpecifications(t *testing.T) {
 		{"ConcurrentStoresAgreeOnOneWinner", concurrentStoresAgreeOnOneWinner},
 		{"PrefixesAreSeparateNamespaces", prefixesAreSeparateNamespaces},
 		{"ClosedStoreRefusesEveryCall", closedStoreRefusesEveryCall},
+		{"EndedContextSendsNothing", endedContextSendsNothing},
 		{"BeginOutcomes", beginOutcomes},
 		{"FingerprintsMatchOnlyIfEqual", fingerprintsMatchOnlyIfEqual},
 		{"ReleaseLeavesNoMarkAndTokensGrow", releaseLeavesNoMarkAndTokensGrow},
@@ -333,6 +334,33 @@ func closedStoreRefusesEveryCall(t *testing.T, srv server) {
 	assert.ErrorIs(t, err, dedup.ErrClosed)
 	assert.ErrorIs(t, s.CompleteContext(ctx, id, 1, nil), dedup.ErrClosed)
 	assert.NoError(t, srv.client.Ping(ctx).Err(), "the client stays open")
+}
+
+func endedContextSendsNothing(t *testing.T, srv server) {
+	s := srv.open(t, nil)
+	c := begin(t, s, "held", "", time.Minute)
+	ended, cancel := context.WithCancel(ctx)
+	cancel()
+	id, held := []byte("fresh"), []byte("held")
+	_, err := s.CheckAndMarkBatchContext(ended, [][]byte{id}, time.Hour)
+	assert.ErrorIs(t, err, context.Canceled)
+	_, err = s.BeginContext(ended, id, nil, time.Minute, time.Hour)
+	assert.ErrorIs(t, err, context.Canceled)
+	assert.ErrorIs(t, s.CompleteContext(ended, held, c.Token, nil), context.Canceled)
+	assert.ErrorIs(t, s.ReleaseContext(ended, held, c.Token), context.Canceled)
+	assert.ErrorIs(t, s.ForgetContext(ended, held), context.Canceled)
+	_, err = s.SeenContext(ended, id)
+	assert.ErrorIs(t, err, context.Canceled)
+	_, _, err = s.RecordContext(ended, held)
+	assert.ErrorIs(t, err, context.Canceled)
+
+	seen, err := s.SeenContext(ctx, id)
+	require.NoError(t, err)
+	assert.False(t, seen)
+	r, ok, err := s.RecordContext(ctx, held)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, dedup.StateInProgress, r.State)
 }
 
 // beginOutcomes walks one key through its life: acquired, in progress
