@@ -1,7 +1,8 @@
 // Package redistest starts real redis-server processes for tests: a
-// standalone server, or a Cluster of three primaries with one replica
-// each, every process on free ports of 127.0.0.1 with its files in the
-// test's temporary directory, and killed when the test ends.
+// standalone server, a primary and its replica behind a Sentinel, or a
+// Cluster of three primaries with one replica each; every process on free
+// ports of 127.0.0.1 with its files in the test's temporary directory, and
+// killed when the test ends.
 //
 // Where redis-server (or, for a Cluster, redis-cli) is not on PATH, the
 // test is skipped with one line saying so, unless the environment sets
