@@ -128,16 +128,44 @@ func TestStoppedRedisAnswersNothing(t *testing.T) {
 	}
 }
 
-// TestKilledServerLosesNoAcknowledgedMark kills a standalone server with
-// appendfsync always (kill -9) while writers mark IDs and complete
-// records, and restarts it: every mark acknowledged new, and every record
-// acknowledged complete, is there.
+// TestKilledServerLosesNoAcknowledgedMark kills a server with appendfsync
+// always (kill -9) while writers mark IDs and complete records, and
+// restarts it: every mark acknowledged new, and every record acknowledged
+// complete, is there. The server is standalone, or the Cluster primary of
+// every key, restarted within cluster-node-timeout so that it comes back
+// as the primary.
 func TestKilledServerLosesNoAcknowledgedMark(t *testing.T) {
-	srv := redistest.Start(t, redistest.Config{AppendFsyncAlways: true})
-	client := redis.NewClient(&redis.Options{Addr: srv.Addr, DialTimeout: 200 * time.Millisecond, MaxRetries: -1, DisableIdentity: true})
-	defer client.Close()
-	s := open(t, client, nil)
+	tests := []struct {
+		name  string
+		start func(t *testing.T) (c redis.UniversalClient, kill, restart func())
+	}{
+		{"standalone", func(t *testing.T) (redis.UniversalClient, func(), func()) {
+			srv := redistest.Start(t, redistest.Config{AppendFsyncAlways: true})
+			c := redis.NewClient(&redis.Options{Addr: srv.Addr, DialerRetries: 1, MaxRetries: -1, DisableIdentity: true})
+			t.Cleanup(func() { c.Close() })
+			return c, srv.Kill, srv.Restart
+		}},
+		{"cluster primary", func(t *testing.T) (redis.UniversalClient, func(), func()) {
+			cluster := redistest.StartCluster(t, redistest.Config{AppendFsyncAlways: true})
+			c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: cluster.Addrs(), DialerRetries: 1, MaxRetries: -1, DisableIdentity: true})
+			t.Cleanup(func() { c.Close() })
+			primary, _ := cluster.Primary(t, "{killed}:")
+			return c, primary.Kill, func() {
+				primary.Restart()
+				cluster.WaitPrimary(t, primary)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client, kill, restart := tt.start(t)
+			// One hash tag: on a Cluster, every key is on the primary killed.
+			killedAndRestarted(t, open(t, client, &redisstore.Options{Prefix: "{killed}:"}), kill, restart)
+		})
+	}
+}
 
+func killedAndRestarted(t *testing.T, s *redisstore.Store, kill, restart func()) {
 	const writers = 4
 	marked := make([][][]byte, writers)
 	completed := make([][]string, writers)
@@ -171,11 +199,16 @@ func TestKilledServerLosesNoAcknowledgedMark(t *testing.T) {
 		}()
 	}
 	time.Sleep(300 * time.Millisecond)
-	srv.Kill()
+	kill()
 	time.Sleep(50 * time.Millisecond)
 	close(stop)
 	wg.Wait()
-	srv.Restart()
+	restart()
+	// The client's pool fails fast for a while after failed dials.
+	require.Eventually(t, func() bool {
+		_, err := s.SeenContext(ctx, []byte("any"))
+		return err == nil
+	}, 10*time.Second, 50*time.Millisecond)
 
 	n, m := 0, 0
 	for w := range writers {
@@ -378,7 +411,7 @@ func TestFailoverLosesOnlyUnreplicatedMarks(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 			close(stop)
 			wg.Wait()
-			c.WaitPromoted(t, replica)
+			c.WaitPrimary(t, replica)
 
 			after := replica.Client()
 			acked, lost := 0, 0

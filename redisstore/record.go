@@ -192,7 +192,9 @@ func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, r
 // ReleaseContext gives up the key begun with token, after a failure,
 // leaving no mark: the next Begin acquires it. It fails with
 // dedup.ErrStaleToken if another owner has taken the key over, or the
-// work was completed.
+// work was completed. A Release that go-redis retried after its first
+// attempt's reply was lost finds no record, and so fails with
+// dedup.ErrStaleToken too, the key released all the same.
 func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) error {
 	if err := s.enter(ctx); err != nil {
 		return err

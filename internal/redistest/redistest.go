@@ -336,12 +336,13 @@ func linkedReplicas(ctx context.Context, n *redis.Client) error {
 	return nil
 }
 
-// WaitPromoted waits until replica has become a primary, after its
-// primary failed, and reports cluster_state:ok.
-func (c *Cluster) WaitPromoted(t testing.TB, replica *Server) {
+// WaitPrimary waits until node is a primary and reports
+// cluster_state:ok: a replica promoted after its primary failed, or a
+// primary restarted.
+func (c *Cluster) WaitPrimary(t testing.TB, node *Server) {
 	t.Helper()
 	ctx := context.Background()
-	n := redis.NewClient(&redis.Options{Addr: replica.Addr, MaxRetries: -1, DisableIdentity: true})
+	n := redis.NewClient(&redis.Options{Addr: node.Addr, MaxRetries: -1, DisableIdentity: true})
 	defer n.Close()
 	var last string
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -352,7 +353,7 @@ func (c *Cluster) WaitPromoted(t testing.TB, replica *Server) {
 		}
 		last = fmt.Sprint(role, err, err2)
 	}
-	t.Fatalf("%s was not promoted: %s", replica.Addr, last)
+	t.Fatalf("%s is not an ok primary: %s", node.Addr, last)
 }
 
 // synced fails if the node is a replica that has not completed its sync
