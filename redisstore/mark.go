@@ -104,11 +104,11 @@ func (s *Store) sendMarks(ctx context.Context, marks []*markCmd, nonce string) e
 			_, _ = pipe.Exec(ctx) // the errors are the commands'
 		}
 		_, err := answer(marks, nonce)
-		return err
+		return s.sent(ctx, err)
 	}
 	groups, err := s.byPrimary(ctx, marks)
 	if err != nil {
-		return err
+		return s.sent(ctx, err)
 	}
 	errs := make([]error, len(groups))
 	var wg sync.WaitGroup
@@ -139,7 +139,7 @@ func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []
 	}) // the errors are the commands'
 	retried, err := answer(marks, nonce)
 	if err != nil {
-		return err
+		return s.sent(ctx, err)
 	}
 	return s.waited(wait, retried)
 }
@@ -207,7 +207,7 @@ func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
 	}
 	n, err := s.client.Exists(ctx, s.key(id)).Result()
 	if err != nil {
-		return false, fmt.Errorf("redisstore: EXISTS: %w", err)
+		return false, fmt.Errorf("redisstore: EXISTS: %w", s.sent(ctx, err))
 	}
 	return n == 1, nil
 }
@@ -225,7 +225,7 @@ func (s *Store) ForgetContext(ctx context.Context, id []byte) error {
 	return s.onPrimary(ctx, key, func(c conn) (bool, error) {
 		cmd := redis.NewIntCmd(ctx, "del", key)
 		if err := c.Process(ctx, cmd); err != nil {
-			return false, fmt.Errorf("redisstore: DEL: %w", err)
+			return false, fmt.Errorf("redisstore: DEL: %w", s.sent(ctx, err))
 		}
 		return false, nil
 	})

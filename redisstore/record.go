@@ -134,7 +134,7 @@ func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease
 	err = s.onPrimary(ctx, k, func(cn conn) (bool, error) {
 		res, err := beginScript.Run(ctx, cn, []string{k}, string(fingerprint), millis(lease), millis(ttl), nonce).Slice()
 		if err != nil {
-			return false, fmt.Errorf("redisstore: Begin %q: %w", key, err)
+			return false, fmt.Errorf("redisstore: Begin %q: %w", key, s.sent(ctx, err))
 		}
 		outcome, _ := res[0].(string)
 		r, err := decodeReply(k, res[1:])
@@ -183,7 +183,7 @@ func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, r
 	return s.onPrimary(ctx, k, func(cn conn) (bool, error) {
 		res, err := completeScript.Run(ctx, cn, []string{k}, strconv.FormatUint(token, 10), string(result), s.opts.MaxValueSize).Slice()
 		if err != nil {
-			return false, fmt.Errorf("redisstore: Complete %q: %w", key, err)
+			return false, fmt.Errorf("redisstore: Complete %q: %w", key, s.sent(ctx, err))
 		}
 		return false, settled(key, token, res)
 	})
@@ -206,7 +206,7 @@ func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) er
 	return s.onPrimary(ctx, k, func(cn conn) (bool, error) {
 		res, err := releaseScript.Run(ctx, cn, []string{k}, strconv.FormatUint(token, 10)).Slice()
 		if err != nil {
-			return false, fmt.Errorf("redisstore: Release %q: %w", key, err)
+			return false, fmt.Errorf("redisstore: Release %q: %w", key, s.sent(ctx, err))
 		}
 		return false, settled(key, token, res)
 	})
@@ -243,7 +243,7 @@ func (s *Store) RecordContext(ctx context.Context, key []byte) (dedup.Record, bo
 	k := s.key(key)
 	res, err := recordScript.Run(ctx, s.client, []string{k}).Slice()
 	if err != nil {
-		return dedup.Record{}, false, fmt.Errorf("redisstore: Record %q: %w", key, err)
+		return dedup.Record{}, false, fmt.Errorf("redisstore: Record %q: %w", key, s.sent(ctx, err))
 	}
 	if len(res) == 0 || !strings.HasPrefix(res[0].(string), recordMagic) {
 		return dedup.Record{}, false, nil

@@ -122,7 +122,8 @@ type Options struct {
 	// a *redis.Client (standalone or Sentinel) or a *redis.ClusterClient,
 	// because WAIT counts the writes of one connection: each call runs on
 	// a connection of the key's primary of its own, and a Cluster slot
-	// that moves meanwhile fails the call rather than follow it.
+	// that moves meanwhile fails the call rather than follow it (the next
+	// call finds the slot's new primary).
 	MinReplicas int
 	// ReplicaTimeout is how long a write waits for MinReplicas. Zero means
 	// 1s. A batch waits in a pipeline, within the client's ReadTimeout,
@@ -366,7 +367,7 @@ func (s *Store) onPrimary(ctx context.Context, key string, fn func(conn) (retrie
 	}
 	node, err := s.primary(ctx, key)
 	if err != nil {
-		return err
+		return s.sent(ctx, err)
 	}
 	cn := node.Conn()
 	defer cn.Close()
@@ -375,6 +376,25 @@ func (s *Store) onPrimary(ctx context.Context, key string, fn func(conn) (retrie
 		return err
 	}
 	return s.waited(cn.Wait(ctx, s.opts.MinReplicas, s.opts.ReplicaTimeout), retried)
+}
+
+// sent passes on the error of a command. On a Cluster, an error that is
+// not the server's answer (a refused connection, a timeout), or a
+// redirection that MinReplicas does not follow, makes the client reload
+// its map of slots, in the background: after a failover, go-redis would
+// otherwise keep sending a slot's commands to its dead primary until its
+// periodic reload (ClusterOptions.ClusterStateReloadInterval), and every
+// call would fail until then.
+func (s *Store) sent(ctx context.Context, err error) error {
+	cc, ok := s.client.(*redis.ClusterClient)
+	if !ok || err == nil {
+		return err
+	}
+	var answer redis.Error
+	if !errors.As(err, &answer) || strings.HasPrefix(answer.Error(), "MOVED ") || strings.HasPrefix(answer.Error(), "ASK ") {
+		cc.ReloadState(ctx)
+	}
+	return err
 }
 
 // primary returns the client of key's primary.
