@@ -14,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/backendtest"
 	"github.com/seed42300104/dedup/internal/redistest"
 	"github.com/seed42300104/dedup/redisstore"
 )
@@ -107,76 +108,36 @@ func begin(t *testing.T, s *redisstore.Store, key, fp string, lease time.Duratio
 	return c
 }
 
-// TestSpecifications runs the semantics of the embedded store against a
-// standalone server and a Cluster.
+// TestSpecifications runs the contract every dedup.Backend keeps, and
+// this store's own specifications, against each kind of deployment.
 func TestSpecifications(t *testing.T) {
 	specs := []struct {
 		name string
 		run  func(t *testing.T, srv server)
 	}{
-		{"CheckAndMarkIsNewOnce", checkAndMarkIsNewOnce},
-		{"BatchRepeatIsNewOnlyAtFirstOccurrence", batchRepeatIsNewOnlyAtFirstOccurrence},
 		{"BatchIsSplitAcrossPrimaries", batchIsSplitAcrossPrimaries},
 		{"ExpiryIsTheServersToTheMillisecond", expiryIsTheServersToTheMillisecond},
-		{"MarkExpiresAndIsNewAgain", markExpiresAndIsNewAgain},
 		{"BadInputIsRefusedAndMarksNothing", badInputIsRefusedAndMarksNothing},
 		{"ConcurrentStoresAgreeOnOneWinner", concurrentStoresAgreeOnOneWinner},
 		{"PrefixesAreSeparateNamespaces", prefixesAreSeparateNamespaces},
-		{"ClosedStoreRefusesEveryCall", closedStoreRefusesEveryCall},
-		{"EndedContextSendsNothing", endedContextSendsNothing},
-		{"BeginOutcomes", beginOutcomes},
+		{"CloseLeavesTheClientOpen", closeLeavesTheClientOpen},
 		{"FingerprintsMatchOnlyIfEqual", fingerprintsMatchOnlyIfEqual},
 		{"ReleaseLeavesNoMarkAndTokensGrow", releaseLeavesNoMarkAndTokensGrow},
-		{"EndedLeaseIsTakenOverAndFenced", endedLeaseIsTakenOverAndFenced},
 		{"TakeoverTokenPassesAStoredTokenAheadOfTheClock", takeoverTokenPassesAStoredTokenAheadOfTheClock},
 		{"CompleteBoundsFingerprintAndResultTogether", completeBoundsFingerprintAndResultTogether},
-		{"RecordBadInput", recordBadInput},
 		{"ConcurrentBeginOneWinner", concurrentBeginOneWinner},
 		{"EvictionPolicyOfAnyPrimaryIsRefused", evictionPolicyOfAnyPrimaryIsRefused},
 	}
 	for _, srv := range servers(t) {
 		t.Run(srv.name, func(t *testing.T) {
+			t.Run("Contract", func(t *testing.T) {
+				backendtest.Run(t, func(t *testing.T) dedup.Backend { return srv.open(t, nil) })
+			})
 			for _, spec := range specs {
 				t.Run(spec.name, func(t *testing.T) { spec.run(t, srv) })
 			}
 		})
 	}
-}
-
-func checkAndMarkIsNewOnce(t *testing.T, srv server) {
-	s := srv.open(t, nil)
-	id := []byte("order-1")
-	isNew, err := s.CheckAndMarkContext(ctx, id, time.Hour)
-	require.NoError(t, err)
-	assert.True(t, isNew)
-	isNew, err = s.CheckAndMarkContext(ctx, id, time.Hour)
-	require.NoError(t, err)
-	assert.False(t, isNew, "a duplicate")
-	seen, err := s.SeenContext(ctx, id)
-	require.NoError(t, err)
-	assert.True(t, seen)
-
-	require.NoError(t, s.ForgetContext(ctx, id))
-	seen, err = s.SeenContext(ctx, id)
-	require.NoError(t, err)
-	assert.False(t, seen, "forgotten")
-	isNew, err = s.CheckAndMarkContext(ctx, id, time.Hour)
-	require.NoError(t, err)
-	assert.True(t, isNew, "new again once forgotten")
-}
-
-func batchRepeatIsNewOnlyAtFirstOccurrence(t *testing.T, srv server) {
-	s := srv.open(t, nil)
-	batch := [][]byte{[]byte("a"), []byte("b"), []byte("a"), []byte("c"), []byte("b")}
-	isNew, err := s.CheckAndMarkBatchContext(ctx, batch, time.Hour)
-	require.NoError(t, err)
-	assert.Equal(t, []bool{true, true, false, true, false}, isNew)
-	isNew, err = s.CheckAndMarkBatchContext(ctx, batch, time.Hour)
-	require.NoError(t, err)
-	assert.Equal(t, []bool{false, false, false, false, false}, isNew)
-	isNew, err = s.CheckAndMarkBatchContext(ctx, nil, time.Hour)
-	require.NoError(t, err)
-	assert.Empty(t, isNew, "an empty batch")
 }
 
 func batchIsSplitAcrossPrimaries(t *testing.T, srv server) {
@@ -222,21 +183,6 @@ func expiryIsTheServersToTheMillisecond(t *testing.T, srv server) {
 			assert.Greater(t, pttl, tt.want-100*time.Millisecond)
 		})
 	}
-}
-
-func markExpiresAndIsNewAgain(t *testing.T, srv server) {
-	s := srv.open(t, nil)
-	id := []byte("short")
-	isNew, err := s.CheckAndMarkContext(ctx, id, 50*time.Millisecond)
-	require.NoError(t, err)
-	require.True(t, isNew)
-	time.Sleep(60 * time.Millisecond)
-	seen, err := s.SeenContext(ctx, id)
-	require.NoError(t, err)
-	assert.False(t, seen, "expired")
-	isNew, err = s.CheckAndMarkContext(ctx, id, time.Hour)
-	require.NoError(t, err)
-	assert.True(t, isNew, "new again once expired")
 }
 
 func badInputIsRefusedAndMarksNothing(t *testing.T, srv server) {
@@ -322,97 +268,12 @@ func prefixesAreSeparateNamespaces(t *testing.T, srv server) {
 	}
 }
 
-func closedStoreRefusesEveryCall(t *testing.T, srv server) {
+func closeLeavesTheClientOpen(t *testing.T, srv server) {
 	s := srv.open(t, nil)
 	require.NoError(t, s.Close())
-	id := []byte("k")
-	_, err := s.CheckAndMarkContext(ctx, id, 0)
+	_, err := s.CheckAndMarkContext(ctx, []byte("k"), 0)
 	assert.ErrorIs(t, err, dedup.ErrClosed)
-	_, err = s.SeenContext(ctx, id)
-	assert.ErrorIs(t, err, dedup.ErrClosed)
-	_, err = s.BeginContext(ctx, id, nil, time.Minute, 0)
-	assert.ErrorIs(t, err, dedup.ErrClosed)
-	assert.ErrorIs(t, s.CompleteContext(ctx, id, 1, nil), dedup.ErrClosed)
 	assert.NoError(t, srv.client.Ping(ctx).Err(), "the client stays open")
-}
-
-func endedContextSendsNothing(t *testing.T, srv server) {
-	s := srv.open(t, nil)
-	c := begin(t, s, "held", "", time.Minute)
-	ended, cancel := context.WithCancel(ctx)
-	cancel()
-	id, held := []byte("fresh"), []byte("held")
-	_, err := s.CheckAndMarkBatchContext(ended, [][]byte{id}, time.Hour)
-	assert.ErrorIs(t, err, context.Canceled)
-	_, err = s.BeginContext(ended, id, nil, time.Minute, time.Hour)
-	assert.ErrorIs(t, err, context.Canceled)
-	assert.ErrorIs(t, s.CompleteContext(ended, held, c.Token, nil), context.Canceled)
-	assert.ErrorIs(t, s.ReleaseContext(ended, held, c.Token), context.Canceled)
-	assert.ErrorIs(t, s.ForgetContext(ended, held), context.Canceled)
-	_, err = s.SeenContext(ended, id)
-	assert.ErrorIs(t, err, context.Canceled)
-	_, _, err = s.RecordContext(ended, held)
-	assert.ErrorIs(t, err, context.Canceled)
-
-	seen, err := s.SeenContext(ctx, id)
-	require.NoError(t, err)
-	assert.False(t, seen)
-	r, ok, err := s.RecordContext(ctx, held)
-	require.NoError(t, err)
-	require.True(t, ok)
-	assert.Equal(t, dedup.StateInProgress, r.State)
-}
-
-// beginOutcomes walks one key through its life: acquired, in progress
-// for everyone else, a mismatch for another request, completed with its
-// result, and Complete and Release refused to any other token.
-func beginOutcomes(t *testing.T, srv server) {
-	s := srv.open(t, nil)
-	before := time.Now()
-	c := begin(t, s, "pay-1", "req-A", time.Minute)
-	after := time.Now()
-	require.Equal(t, dedup.Acquired, c.Outcome)
-	assert.NotZero(t, c.Token)
-	assert.Equal(t, dedup.StateInProgress, c.State)
-	assert.Equal(t, time.Hour, c.TTL)
-	assert.WithinRange(t, c.LeaseEnds, before.Add(time.Minute-time.Millisecond), after.Add(time.Minute+time.Millisecond))
-	assert.WithinRange(t, c.Deadline, before.Add(time.Hour-time.Millisecond), after.Add(time.Hour+time.Millisecond))
-	token := c.Token
-
-	again := begin(t, s, "pay-1", "req-A", time.Minute)
-	assert.Equal(t, dedup.InProgress, again.Outcome)
-	assert.Equal(t, token, again.Token, "InProgress names the holder's token")
-	assert.Equal(t, dedup.Mismatch, begin(t, s, "pay-1", "req-B", time.Minute).Outcome)
-	assert.Equal(t, dedup.Mismatch, begin(t, s, "pay-1", "", time.Minute).Outcome, "no fingerprint is another fingerprint")
-
-	key := []byte("pay-1")
-	assert.ErrorIs(t, s.CompleteContext(ctx, key, token+1, []byte("x")), dedup.ErrStaleToken)
-	assert.ErrorIs(t, s.ReleaseContext(ctx, key, token+1), dedup.ErrStaleToken)
-	require.NoError(t, s.CompleteContext(ctx, key, token, []byte("receipt-1")))
-	require.NoError(t, s.CompleteContext(ctx, key, token, []byte("ignored")), "completing twice is idempotent")
-
-	done := begin(t, s, "pay-1", "req-A", time.Minute)
-	assert.Equal(t, dedup.Completed, done.Outcome)
-	assert.Equal(t, "receipt-1", string(done.Result))
-	assert.Equal(t, token, done.Token)
-	assert.True(t, done.LeaseEnds.IsZero())
-	mismatch := begin(t, s, "pay-1", "req-B", time.Minute)
-	assert.Equal(t, dedup.Mismatch, mismatch.Outcome)
-	assert.Nil(t, mismatch.Result, "a mismatch does not see the result")
-	assert.ErrorIs(t, s.ReleaseContext(ctx, key, token), dedup.ErrStaleToken, "completed work cannot be released")
-
-	r, ok, err := s.RecordContext(ctx, key)
-	require.NoError(t, err)
-	require.True(t, ok)
-	assert.Equal(t, dedup.StateCompleted, r.State)
-	assert.Equal(t, "req-A", string(r.Fingerprint))
-	assert.Equal(t, "receipt-1", string(r.Result))
-	assert.Equal(t, token, r.Token)
-	assert.WithinRange(t, r.Deadline, after.Add(time.Hour-time.Second), time.Now().Add(time.Hour+time.Millisecond), "kept for its TTL from Complete")
-
-	_, ok, err = s.RecordContext(ctx, []byte("never-begun"))
-	require.NoError(t, err)
-	assert.False(t, ok)
 }
 
 func fingerprintsMatchOnlyIfEqual(t *testing.T, srv server) {
@@ -478,24 +339,6 @@ func releaseLeavesNoMarkAndTokensGrow(t *testing.T, srv server) {
 	}
 }
 
-func endedLeaseIsTakenOverAndFenced(t *testing.T, srv server) {
-	s := srv.open(t, nil)
-	key := []byte("k")
-	old := begin(t, s, "k", "fp", 50*time.Millisecond)
-	assert.Equal(t, dedup.InProgress, begin(t, s, "k", "fp", time.Minute).Outcome, "the lease is live")
-	late := begin(t, s, "late", "", 50*time.Millisecond)
-	time.Sleep(60 * time.Millisecond)
-	require.NoError(t, s.CompleteContext(ctx, []byte("late"), late.Token, []byte("ok")), "no one took it over")
-
-	taken := begin(t, s, "k", "fp", time.Minute)
-	require.Equal(t, dedup.Acquired, taken.Outcome)
-	assert.Greater(t, taken.Token, old.Token)
-	assert.ErrorIs(t, s.CompleteContext(ctx, key, old.Token, []byte("stale")), dedup.ErrStaleToken)
-	assert.ErrorIs(t, s.ReleaseContext(ctx, key, old.Token), dedup.ErrStaleToken)
-	require.NoError(t, s.CompleteContext(ctx, key, taken.Token, []byte("fresh")))
-	assert.Equal(t, "fresh", string(begin(t, s, "k", "fp", time.Minute).Result))
-}
-
 // takeoverTokenPassesAStoredTokenAheadOfTheClock checks the stored+1 half
 // of the token rule: a record whose token is ahead of the server's clock
 // (written by a primary whose clock ran ahead) is still taken over with a
@@ -535,44 +378,6 @@ func completeBoundsFingerprintAndResultTogether(t *testing.T, srv server) {
 	done := begin(t, s, "k", fp, time.Minute)
 	assert.Equal(t, dedup.Completed, done.Outcome)
 	assert.Equal(t, limit-len(fp), len(done.Result), "the result kept whole")
-}
-
-func recordBadInput(t *testing.T, srv server) {
-	s := srv.open(t, &redisstore.Options{MaxValueSize: 1 << 10})
-	c := begin(t, s, "k", "", time.Minute)
-	tests := []struct {
-		name string
-		call func() error
-		want error
-	}{
-		{"empty key", func() error { _, err := s.BeginContext(ctx, nil, nil, time.Minute, 0); return err }, dedup.ErrEmptyID},
-		{"zero lease", func() error { _, err := s.BeginContext(ctx, []byte("x"), nil, 0, 0); return err }, dedup.ErrInvalidTTL},
-		{"lease past TTL", func() error {
-			_, err := s.BeginContext(ctx, []byte("x"), nil, time.Hour+time.Nanosecond, time.Hour)
-			return err
-		}, dedup.ErrInvalidTTL},
-		{"negative TTL", func() error { _, err := s.BeginContext(ctx, []byte("x"), nil, time.Minute, -time.Hour); return err }, dedup.ErrInvalidTTL},
-		{"huge fingerprint", func() error {
-			_, err := s.BeginContext(ctx, []byte("x"), make([]byte, 2<<10), time.Minute, 0)
-			return err
-		}, dedup.ErrValueTooLarge},
-		{"huge result", func() error { return s.CompleteContext(ctx, []byte("k"), c.Token, make([]byte, 2<<10)) }, dedup.ErrValueTooLarge},
-		{"empty key to Complete", func() error { return s.CompleteContext(ctx, nil, c.Token, nil) }, dedup.ErrEmptyID},
-		{"empty key to Release", func() error { return s.ReleaseContext(ctx, nil, c.Token) }, dedup.ErrEmptyID},
-		{"empty key to Record", func() error { _, _, err := s.RecordContext(ctx, nil); return err }, dedup.ErrEmptyID},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			assert.ErrorIs(t, tt.call(), tt.want)
-		})
-	}
-	r, ok, err := s.RecordContext(ctx, []byte("k"))
-	require.NoError(t, err)
-	require.True(t, ok)
-	assert.Equal(t, dedup.StateInProgress, r.State, "a refused Complete changes nothing")
-	seen, err := s.SeenContext(ctx, []byte("x"))
-	require.NoError(t, err)
-	assert.False(t, seen, "a refused Begin marks nothing")
 }
 
 func concurrentBeginOneWinner(t *testing.T, srv server) {
