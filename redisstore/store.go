@@ -45,7 +45,10 @@
 // connection lost, a context that ended in flight. The outcome is then
 // unknown, and the ID may be marked. A failed mark call takes back the
 // marks it made, where Redis still answers; a retry of one that could not
-// reads them as duplicates until they expire or are forgotten.
+// reads them as duplicates until they expire or are forgotten. A
+// concurrent caller may have read such a mark as a duplicate before it
+// was taken back, so the caller of a failed call must retry it, as
+// at-least-once processing requires anyway.
 //
 // go-redis retries a command after a lost connection. Each call writes a
 // value of its own (a nonce), so that a retried SET that finds the mark
