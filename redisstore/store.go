@@ -104,7 +104,9 @@ var (
 type Options struct {
 	// Prefix is put before every ID to make its key: the namespace of
 	// this store. Stores with different prefixes share a server without
-	// seeing each other's marks. Empty means "dedup:".
+	// seeing each other's marks. A prefix holding a Cluster hash tag
+	// ("{tenant}:") puts every key in one slot, on one primary. Empty
+	// means "dedup:".
 	Prefix string
 	// DefaultTTL is the TTL of a mark written with ttl 0. Zero means 24h.
 	DefaultTTL time.Duration
