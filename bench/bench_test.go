@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/redistest"
 )
 
 func smallConfig(t *testing.T) Config {
@@ -25,7 +25,7 @@ func smallConfig(t *testing.T) Config {
 // on one without (PATH emptied), where the Redis row alone is skipped.
 func TestRunRows(t *testing.T) {
 	t.Run("redis-server on PATH", func(t *testing.T) {
-		needRedis(t)
+		redistest.Require(t, "redis-server")
 		testRunRows(t, false)
 	})
 	t.Run("no redis-server", func(t *testing.T) {
@@ -126,21 +126,8 @@ func TestRedisSkippedWithoutServer(t *testing.T) {
 	assert.Contains(t, results[0].Ratios, "pebble-batch-insert")
 }
 
-// needRedis skips a test that needs redis-server where PATH has none,
-// unless DEDUP_REQUIRE_REDIS is set (as .ci/run sets it), which makes that
-// a failure.
-func needRedis(t *testing.T) {
-	t.Helper()
-	if _, err := exec.LookPath("redis-server"); err != nil {
-		if os.Getenv("DEDUP_REQUIRE_REDIS") != "" {
-			t.Fatal("DEDUP_REQUIRE_REDIS is set and redis-server is not on PATH")
-		}
-		t.Skip("redis-server not on PATH: install it (apt-get install redis-server) to run this test")
-	}
-}
-
 func TestRedisPersistsAsTheStore(t *testing.T) {
-	needRedis(t)
+	redistest.Require(t, "redis-server")
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncNone} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := smallConfig(t)

@@ -1,0 +1,246 @@
+// Marks: check-and-mark, Seen and Forget.
+
+package redisstore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// CheckAndMarkContext reports whether id is new, that is, has no live
+// mark, and if so marks it for ttl (0 means Options.DefaultTTL). Among
+// concurrent callers, in any process, exactly one sees isNew for an ID.
+func (s *Store) CheckAndMarkContext(ctx context.Context, id []byte, ttl time.Duration) (isNew bool, err error) {
+	isNews, err := s.CheckAndMarkBatchContext(ctx, [][]byte{id}, ttl)
+	if err != nil {
+		return false, err
+	}
+	return isNews[0], nil
+}
+
+// CheckAndMarkBatchContext is CheckAndMarkContext for many IDs, pipelined:
+// isNew[i] answers for ids[i]. An ID repeated in the batch is sent once,
+// and is new at most once, at its first occurrence. If any ID is invalid
+// the whole batch is rejected and nothing is marked. Unlike the embedded
+// store's, a batch is not atomic: its IDs live in different slots, and an
+// error may come after some were marked (see the package doc on unknown
+// outcomes).
+func (s *Store) CheckAndMarkBatchContext(ctx context.Context, ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
+	if err := s.enter(ctx); err != nil {
+		return nil, err
+	}
+	ttl, err = s.checkTTL(ttl)
+	if err != nil {
+		return nil, err
+	}
+	for i, id := range ids {
+		if err := s.checkID(id); err != nil {
+			return nil, fmt.Errorf("batch index %d: %w", i, err)
+		}
+	}
+	isNew = make([]bool, len(ids))
+	if len(ids) == 0 {
+		return isNew, nil
+	}
+	nonce := s.nonces.next()
+	marks := s.marks(ctx, ids, ttl, nonce)
+	if err := s.sendMarks(ctx, marks, nonce); err != nil {
+		return nil, s.undo(ctx, marks, nonce, err)
+	}
+	for _, m := range marks {
+		isNew[m.at] = m.isNew
+	}
+	return isNew, nil
+}
+
+// markCmd is the SET of one distinct ID of a batch.
+type markCmd struct {
+	at    int // the index of the ID's first occurrence
+	key   string
+	cmd   *redis.Cmd
+	isNew bool // the answer, once sent
+}
+
+// marks makes the SET of each distinct ID. With GET, the reply tells a
+// new mark (nil), one this call's earlier attempt made (the nonce) and
+// another's.
+func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonce string) []*markCmd {
+	ms := millis(ttl)
+	marks := make([]*markCmd, 0, len(ids))
+	var seen map[string]struct{}
+	if len(ids) > 1 {
+		seen = make(map[string]struct{}, len(ids))
+	}
+	for i, id := range ids {
+		key := s.key(id)
+		if seen != nil {
+			if _, ok := seen[key]; ok {
+				continue
+			}
+			seen[key] = struct{}{}
+		}
+		marks = append(marks, &markCmd{at: i, key: key, cmd: redis.NewCmd(ctx, "set", key, nonce, "px", ms, "nx", "get")})
+	}
+	return marks
+}
+
+// sendMarks sends the SETs, pipelined, and reads their answers. With
+// MinReplicas each primary's share is pipelined on a connection of its
+// own, followed by WAIT.
+func (s *Store) sendMarks(ctx context.Context, marks []*markCmd, nonce string) error {
+	if s.opts.MinReplicas == 0 {
+		if len(marks) == 1 {
+			_ = s.client.Process(ctx, marks[0].cmd) // the error is the command's
+		} else {
+			pipe := s.client.Pipeline()
+			for _, m := range marks {
+				_ = pipe.Process(ctx, m.cmd)
+			}
+			_, _ = pipe.Exec(ctx) // the errors are the commands'
+		}
+		_, err := answer(marks, nonce)
+		return s.sent(ctx, err)
+	}
+	groups, err := s.byPrimary(ctx, marks)
+	if err != nil {
+		return s.sent(ctx, err)
+	}
+	errs := make([]error, len(groups))
+	var wg sync.WaitGroup
+	i := 0
+	for node, marks := range groups {
+		wg.Add(1)
+		go func(i int, node *redis.Client, marks []*markCmd) {
+			defer wg.Done()
+			errs[i] = s.sendReplicated(ctx, node, marks, nonce)
+		}(i, node, marks)
+		i++
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// sendReplicated pipelines marks and WAIT on one connection of node.
+func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []*markCmd, nonce string) error {
+	cn := node.Conn()
+	defer cn.Close()
+	var wait *redis.IntCmd
+	_, _ = cn.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for _, m := range marks {
+			_ = p.Process(ctx, m.cmd)
+		}
+		wait = redis.NewIntCmd(ctx, "wait", s.opts.MinReplicas, s.opts.ReplicaTimeout.Milliseconds())
+		return p.Process(ctx, wait)
+	}) // the errors are the commands'
+	retried, err := answer(marks, nonce)
+	if err != nil {
+		return s.sent(ctx, err)
+	}
+	return s.waited(wait, retried)
+}
+
+// byPrimary groups marks by the primary of their key's slot.
+func (s *Store) byPrimary(ctx context.Context, marks []*markCmd) (map[*redis.Client][]*markCmd, error) {
+	groups := make(map[*redis.Client][]*markCmd)
+	for _, m := range marks {
+		node, err := s.primary(ctx, m.key)
+		if err != nil {
+			return nil, err
+		}
+		groups[node] = append(groups[node], m)
+	}
+	return groups, nil
+}
+
+// answer reads the replies of sent marks into their isNew. retried says a
+// reply was this call's own nonce: an earlier attempt made the mark.
+func answer(marks []*markCmd, nonce string) (retried bool, err error) {
+	for _, m := range marks {
+		v, err := m.cmd.Text()
+		switch {
+		case errors.Is(err, redis.Nil):
+			m.isNew = true
+		case err != nil:
+			return false, fmt.Errorf("redisstore: SET %q NX: %w", m.key, err)
+		case v == nonce:
+			m.isNew, retried = true, true
+		}
+	}
+	return retried, nil
+}
+
+// undoScript deletes a key if it holds the given value: a mark this call
+// made, and no other's.
+const undoScript = `if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end return 0`
+
+// undoTimeout bounds how long a failed call spends taking its marks back.
+const undoTimeout = time.Second
+
+// undo takes back the marks of a failed call, so that a retry finds its
+// IDs new, and returns cause, with what could not be taken back. It runs
+// even if ctx has ended, for undoTimeout.
+func (s *Store) undo(ctx context.Context, marks []*markCmd, nonce string, cause error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), undoTimeout)
+	defer cancel()
+	pipe := s.client.Pipeline()
+	for _, m := range marks {
+		pipe.Eval(ctx, undoScript, []string{m.key}, nonce)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("%w (and the marks this call may have made could not be taken back: %v)", cause, err)
+	}
+	return cause
+}
+
+// SeenContext reports whether id has a live mark, without marking it.
+func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
+	if err := s.enter(ctx); err != nil {
+		return false, err
+	}
+	if err := s.checkID(id); err != nil {
+		return false, err
+	}
+	n, err := s.client.Exists(ctx, s.key(id)).Result()
+	if err != nil {
+		return false, fmt.Errorf("redisstore: EXISTS: %w", s.sent(ctx, err))
+	}
+	return n == 1, nil
+}
+
+// ForgetContext removes the mark or record of id, if any, so that it is
+// new again.
+func (s *Store) ForgetContext(ctx context.Context, id []byte) error {
+	if err := s.enter(ctx); err != nil {
+		return err
+	}
+	if err := s.checkID(id); err != nil {
+		return err
+	}
+	key := s.key(id)
+	return s.onPrimary(ctx, key, func(c conn) (bool, error) {
+		cmd := redis.NewIntCmd(ctx, "del", key)
+		if err := c.Process(ctx, cmd); err != nil {
+			return false, fmt.Errorf("redisstore: DEL: %w", s.sent(ctx, err))
+		}
+		return false, nil
+	})
+}
+
+// waited checks the reply of WAIT.
+func (s *Store) waited(cmd *redis.IntCmd, retried bool) error {
+	n, err := cmd.Result()
+	switch {
+	case err != nil:
+		return fmt.Errorf("redisstore: WAIT: %w", err)
+	case int(n) < s.opts.MinReplicas:
+		return fmt.Errorf("%w: %d of %d within %v", ErrNotReplicated, n, s.opts.MinReplicas, s.opts.ReplicaTimeout)
+	case retried:
+		return fmt.Errorf("%w: an earlier attempt of this call wrote on another connection, which WAIT cannot see", ErrNotReplicated)
+	}
+	return nil
+}
