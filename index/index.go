@@ -20,8 +20,8 @@
 //     CheckpointLSN, FilterMisses, CompactionTimes, DiskBytes, KeptBytes
 //     and Compact, which read atomics or Pebble's own synchronized state;
 //     Persist and MergeChains, on a Frozen the caller owns, one at a time;
-//   - the shared lock: Lookup, LookupBatch, Explain, Scan, Verify, Marks,
-//     MemMarks, Window, Gens and Expired;
+//   - the shared lock: Lookup, LookupBatch, LookupLive, Explain, Scan,
+//     Verify, Marks, MemMarks, Window, Gens and Expired;
 //   - the exclusive lock: Apply, DropOldest, Freeze, EndCheckpoint, EndMerges
 //     and CopyTo;
 //   - nothing else running: Replay and RebuildFilters, during the caller's

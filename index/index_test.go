@@ -536,3 +536,65 @@ func TestMarksAfterAnEarlyDropAreKept(t *testing.T) {
 	ix, _ = openIndex(t, testOptions(fs))
 	check("after reopen")
 }
+
+// TestLookupBatchAnswersAsLookup looks marks up in batches, through
+// Pebble's point reads (one or two keys to read) and through one iterator
+// (more), and checks every answer against Lookup's: marks in Pebble and
+// in the memtable, forgotten, expired and absent IDs. LookupBatch counts
+// the filter misses Lookup counts, and LookupLive none.
+func TestLookupBatchAnswersAsLookup(t *testing.T) {
+	ix, _ := openIndex(t, testOptions(vfs.NewMem()))
+	marks := generationMarks(40, time.Minute, time.Hour)
+	ix.Apply(markBatch(ix, marks[:50]...), 1)
+	checkpointIndex(t, ix)
+	ix.Apply(forgetBatch(marks[0].id, marks[45].id), 2)
+	ix.Apply(markBatch(ix, marks[50:]...), 3)
+	var ids []string
+	for _, m := range marks {
+		ids = append(ids, m.id)
+	}
+	for i := range 40 {
+		ids = append(ids, fmt.Sprintf("absent-%d", i))
+	}
+	for _, tc := range []struct {
+		name string
+		ids  []string
+		at   time.Duration
+	}{
+		{"one mark in Pebble", ids[1:2], 0},
+		{"two marks in Pebble", ids[1:3], 0},
+		{"marks in Pebble, one forgotten", ids[:40], 0},
+		{"every kind", ids, 0},
+		{"every kind, the minute's marks expired", ids, 90 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := testNow.Add(tc.at)
+			keys := make([]Key, len(tc.ids))
+			want := make([]Result, len(tc.ids))
+			misses := ix.FilterMisses()
+			for i, id := range tc.ids {
+				keys[i] = ix.Key([]byte(id))
+				e, live := lookup(t, ix, id, now)
+				want[i] = Result{e, live}
+			}
+			misses = ix.FilterMisses() - misses
+			if tc.name == "marks in Pebble, one forgotten" {
+				require.NotZero(t, misses, "a forgotten ID passes its filter")
+			}
+			for _, look := range []struct {
+				name   string
+				fn     func([]Key, ttl.Clock, []Result) error
+				misses uint64
+			}{
+				{"LookupBatch", ix.LookupBatch, misses},
+				{"LookupLive", ix.LookupLive, 0},
+			} {
+				out := make([]Result, len(keys))
+				before := ix.FilterMisses()
+				require.NoError(t, look.fn(keys, ttl.NewFake(now), out), look.name)
+				assert.Equal(t, want, out, "%s answers as Lookup", look.name)
+				assert.Equal(t, look.misses, ix.FilterMisses()-before, "filter misses %s counts", look.name)
+			}
+		})
+	}
+}

@@ -31,7 +31,19 @@ func (ix *Index) Lookup(k Key, clock ttl.Clock) (Entry, bool, error) {
 // LookupBatch is Lookup for many keys: out[i] answers for keys[i]. The keys
 // that are left to Pebble are read in key order through one iterator,
 // which costs far less per key than a point read each.
-func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) (err error) {
+func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) error {
+	return ix.lookupBatch(keys, clock, out, true)
+}
+
+// LookupLive is LookupBatch for a caller that takes only the live marks
+// from it and looks the other keys up again with LookupBatch: it leaves
+// FilterMisses to that second look, so that a miss is counted once.
+func (ix *Index) LookupLive(keys []Key, clock ttl.Clock, out []Result) error {
+	return ix.lookupBatch(keys, clock, out, false)
+}
+
+// lookupBatch is LookupBatch, counting the filters' misses if count.
+func (ix *Index) lookupBatch(keys []Key, clock ttl.Clock, out []Result, count bool) (err error) {
 	defer ix.catchFatal(&err)
 	var now time.Time
 	var probes []probe
@@ -61,7 +73,7 @@ func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) (err err
 		}
 		if e, live, found := ix.lookupMemtables(k, now); found {
 			out[i] = Result{e, live}
-			if !live {
+			if !live && count {
 				ix.filterMisses.Add(1)
 			}
 			continue
@@ -77,7 +89,7 @@ func (ix *Index) LookupBatch(keys []Key, clock ttl.Clock, out []Result) (err err
 		return err
 	}
 	for _, i := range probed {
-		if !out[i].Live {
+		if !out[i].Live && count {
 			ix.filterMisses.Add(1)
 		}
 	}
@@ -111,7 +123,11 @@ func (ix *Index) FilterMisses() uint64 { return ix.filterMisses.Load() }
 // mark is only written when no live one exists (or, sliding, to extend
 // it). A version in a generation dropped early is gone.
 func (ix *Index) lookupMemtables(k Key, now time.Time) (e Entry, live, found bool) {
-	for _, m := range ix.memtablesNewestFirst() {
+	for i := len(ix.frozen); i >= 0; i-- {
+		m := ix.mem
+		if i < len(ix.frozen) {
+			m = ix.frozen[i]
+		}
 		me, ok := m.get(k.ID, k.Hash())
 		if !ok {
 			continue

@@ -169,6 +169,9 @@ func (m *memtable) grow() {
 }
 
 func (m *memtable) get(id []byte, hash uint64) (memEntry, bool) {
+	if m.n == 0 {
+		return memEntry{}, false // a cache miss in its slots saved
+	}
 	if e := m.find(id, hash); e != nil {
 		return *e, true
 	}
