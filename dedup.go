@@ -38,28 +38,32 @@ type Store struct {
 	// mu orders the write path: a write holds it exclusively from its check
 	// to its WAL append and index update, which is what makes
 	// check-and-mark atomic. Reads hold it shared, except a Seen that no
-	// filter can hold, which needs no lock (index.MayHold).
+	// filter can hold, which needs no lock (index.MayHold). A
+	// check-and-mark may look its IDs up under the shared lock first: a
+	// live mark found there makes a duplicate, as of that moment, and
+	// only the other IDs are checked again, and marked, under the
+	// exclusive lock.
 	mu           sync.RWMutex
-	closed       atomic.Bool    // set under mu
-	err          error          // sticky: a failed checkpoint; writes are refused
-	batch        index.Batch    // reused by writes, under mu
-	buf          []byte         // reused WAL payload, under mu
-	inBatch      batchSet       // IDs already new in the current batch, under mu
-	keys         []index.Key    // the batch's distinct IDs, under mu
-	positions    []int          // where each of keys is in the batch, under mu
-	results      []index.Result // their lookups, under mu
-	diskBytes    int64          // on disk at Open or the last checkpoint, under mu
-	dropPending  bool           // a drop for MaxDiskBytes awaits its checkpoint, under mu
-	flushed      *sync.Cond     // on mu: broadcast when a checkpoint ends
-	checkpoint   chan struct{}  // wakes the checkpointer
-	checkpointMu sync.Mutex     // one checkpoint at a time
-	done         chan struct{}  // closed when the checkpointer exits
+	closed       atomic.Bool   // set under mu
+	err          error         // sticky: a failed checkpoint; writes are refused
+	batch        index.Batch   // reused by writes, under mu
+	buf          []byte        // reused WAL payload, under mu
+	inBatch      batchSet      // IDs already in the current Restore batch, under mu
+	diskBytes    int64         // on disk at Open or the last checkpoint, under mu
+	dropPending  bool          // a drop for MaxDiskBytes awaits its checkpoint, under mu
+	flushed      *sync.Cond    // on mu: broadcast when a checkpoint ends
+	checkpoint   chan struct{} // wakes the checkpointer
+	checkpointMu sync.Mutex    // one checkpoint at a time
+	done         chan struct{} // closed when the checkpointer exits
 	// calls counts the calls admitted, under mu, before Close: Close
 	// waits for them to have their answers before it closes the WAL, so
 	// that a call that wrote a record is never told ErrClosed.
 	calls sync.WaitGroup
 
 	newMarks, duplicates atomic.Uint64
+	// readFirst says the last check-and-mark found most of its IDs
+	// live, so the next one looks them up under the shared lock first.
+	readFirst atomic.Bool
 }
 
 // Open opens the store in dir, creating it if needed, and recovers it: the

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/seed42300104/dedup/index"
@@ -31,12 +32,28 @@ func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool
 	return s.CheckAndMarkBatchContext(context.Background(), ids, ttl)
 }
 
-// checkAndMark is the atomic part of CheckAndMarkBatch: under the
-// exclusive lock it looks each ID up and writes one WAL record marking the
-// new ones. It returns the WAL record the answers depend on, for the
+// checkAndMark is the atomic part of CheckAndMarkBatch. While recent
+// calls found most of their IDs live, it first looks the IDs up under the
+// shared lock, where callers read the index side by side: an ID with a
+// live mark then is a duplicate, answered as of that moment. The rest are
+// looked up again, and the new ones marked in one WAL record, under the
+// exclusive lock. It returns the WAL record the answers depend on, for the
 // caller to wait for outside the lock; without an error the call is
 // admitted (see enter).
 func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
+	sc := scratchPool.Get().(*batchScratch)
+	defer scratchPool.Put(sc)
+	sc.distinct(s.idx, ids)
+	var shared uint64 // the WAL record the duplicates found shared rest on
+	if s.readFirst.Load() && !s.opts.SlidingTTL {
+		settled, err := s.lookupShared(ctx, sc, &shared)
+		if err != nil {
+			return 0, 0, err
+		}
+		if settled {
+			return shared, 0, nil
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.enter(ctx); err != nil {
@@ -44,9 +61,13 @@ func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duratio
 	}
 	defer s.leaveOnError(&err)
 	for {
-		wait, fresh, err = s.stageMarks(ids, ttl, isNew)
-		if err != nil || len(s.batch.Ops) == 0 {
-			return wait, fresh, err
+		staged, n, err := s.stageMarks(sc, ttl, isNew)
+		if err != nil {
+			return 0, 0, err
+		}
+		wait, fresh = max(shared, staged), n
+		if len(s.batch.Ops) == 0 {
+			return wait, fresh, nil
 		}
 		if waited, err := s.awaitRoom(ctx); err != nil {
 			return 0, 0, err
@@ -63,36 +84,28 @@ func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duratio
 	}
 }
 
-// stageMarks looks ids up and stages in s.batch the marks of the new ones
-// and the extensions of live ones, setting isNew. It returns the WAL
+// stageMarks looks sc's keys up and stages in s.batch the marks of the new
+// ones and the extensions of live ones, setting isNew. It returns the WAL
 // record that the duplicate answers depend on. The caller holds s.mu
 // exclusively.
-func (s *Store) stageMarks(ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
+func (s *Store) stageMarks(sc *batchScratch, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
 	clear(isNew)
 	now := s.opts.Clock.Now()
 	deadline, gen, err := expiry(now, ttl)
 	if err != nil {
 		return 0, 0, err
 	}
-	s.batch.Reset()
-	s.batch.Time = now.UnixNano()
-	s.inBatch.reset(len(ids))
-	s.keys, s.positions = s.keys[:0], s.positions[:0]
-	for i, id := range ids {
-		k := s.idx.Key(id)
-		if len(ids) > 1 && s.inBatch.add(k) {
-			continue // a repeat of an ID earlier in the batch
-		}
-		s.keys = append(s.keys, k)
-		s.positions = append(s.positions, i)
-	}
-	s.results = slices.Grow(s.results[:0], len(s.keys))[:len(s.keys)]
-	if err := s.idx.LookupBatch(s.keys, s.opts.Clock, s.results); err != nil {
+	sc.results = slices.Grow(sc.results[:0], len(sc.keys))[:len(sc.keys)]
+	if err := s.idx.LookupBatch(sc.keys, s.opts.Clock, sc.results); err != nil {
 		return 0, 0, storeError(err)
 	}
-	for j, r := range s.results {
-		k := s.keys[j]
+	s.batch.Reset()
+	s.batch.Time = now.UnixNano()
+	live := 0
+	for j, r := range sc.results {
+		k := sc.keys[j]
 		if r.Live {
+			live++
 			if s.opts.SlidingTTL && r.Entry.Deadline < deadline {
 				s.batch.Extend(k, gen, deadline, r.Entry.Value) // the newest version decides
 			} else {
@@ -100,11 +113,73 @@ func (s *Store) stageMarks(ids [][]byte, ttl time.Duration, isNew []bool) (wait,
 			}
 			continue
 		}
-		isNew[s.positions[j]] = true
+		isNew[sc.positions[j]] = true
 		fresh++
 		s.batch.Mark(k, gen, deadline, nil)
 	}
+	s.readFirst.Store(2*live > len(sc.keys))
 	return wait, fresh, nil
+}
+
+// lookupShared looks sc's keys up under the shared lock, raising *wait to
+// the WAL record each live one rests on, and leaves in sc only the keys
+// without a live mark. settled says none is left: the call is then
+// admitted (see enter). Once fewer than half are live, the next calls go
+// straight to the exclusive lock.
+func (s *Store) lookupShared(ctx context.Context, sc *batchScratch, wait *uint64) (settled bool, err error) {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if err := s.enter(ctx); err != nil {
+		return false, err
+	}
+	defer func() {
+		if !settled {
+			s.calls.Done()
+		}
+	}()
+	sc.results = slices.Grow(sc.results[:0], len(sc.keys))[:len(sc.keys)]
+	if err := s.idx.LookupLive(sc.keys, s.opts.Clock, sc.results); err != nil {
+		return false, storeError(err)
+	}
+	n := 0
+	for j, r := range sc.results {
+		if r.Live {
+			*wait = max(*wait, r.Entry.LSN)
+			continue
+		}
+		sc.keys[n], sc.positions[n] = sc.keys[j], sc.positions[j]
+		n++
+	}
+	if 2*n >= len(sc.keys) {
+		s.readFirst.Store(false)
+	}
+	sc.keys, sc.positions = sc.keys[:n], sc.positions[:n]
+	return n == 0, nil
+}
+
+// batchScratch is the working memory of one check-and-mark call, reused
+// through scratchPool.
+type batchScratch struct {
+	inBatch   batchSet
+	keys      []index.Key    // the batch's distinct IDs
+	positions []int          // where each of keys is in the batch
+	results   []index.Result // their lookups
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(batchScratch) }}
+
+// distinct hashes ids and keeps the first occurrence of each.
+func (sc *batchScratch) distinct(ix *index.Index, ids [][]byte) {
+	sc.inBatch.reset(len(ids))
+	sc.keys, sc.positions = sc.keys[:0], sc.positions[:0]
+	for i, id := range ids {
+		k := ix.Key(id)
+		if len(ids) > 1 && sc.inBatch.add(k) {
+			continue // a repeat of an ID earlier in the batch
+		}
+		sc.keys = append(sc.keys, k)
+		sc.positions = append(sc.positions, i)
+	}
 }
 
 // makeRoom applies the capacity bounds before n new marks are written: it
