@@ -221,8 +221,12 @@ func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Opt
 		Cache:      cache,
 		DisableWAL: true,
 		// Dropping a generation excises its key range, which needs
-		// virtual tables.
-		FormatMajorVersion: pebble.FormatVirtualSSTables,
+		// virtual tables. Tables are columnar: keys share their prefix
+		// per bundle, and the sequence numbers of ingested tables, all
+		// equal, take no room per key. An index of an older format is
+		// moved up to it when opened for writing; old tables stay
+		// readable until compactions rewrite them.
+		FormatMajorVersion: pebble.FormatTableFormatV6,
 		MemTableSize:       64 << 20,
 		ReadOnly:           opts.ReadOnly,
 		ErrorIfNotExists:   mustExist,
@@ -247,11 +251,17 @@ func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Opt
 	po.L0StopWritesThreshold = 64
 	po.LBaseMaxBytes = 1 << 30
 	// Random IDs do not compress; a per-table filter saves a block read
-	// for most Gets of a key the table does not hold.
+	// for most Gets of a key the table does not hold. The bottom level,
+	// which holds most marks, has none: its tables do not overlap, so a
+	// key is looked for in one of them only, and only once a
+	// generation's own filter has said it may be there, which it is but
+	// for that filter's false positives. Its filter would cost disk and
+	// a filter block read per lookup, to save a read on those few.
 	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
 	}
+	po.Levels[len(po.Levels)-1].FilterPolicy = pebble.NoFilterPolicy
 	type opened struct {
 		db  *pebble.DB
 		err error

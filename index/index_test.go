@@ -1,9 +1,11 @@
 package index
 
 import (
+	"context"
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"os"
 	"path"
 	"strings"
 	"sync/atomic"
@@ -594,6 +596,58 @@ func TestLookupBatchAnswersAsLookup(t *testing.T) {
 				require.NoError(t, look.fn(keys, ttl.NewFake(now), out), look.name)
 				assert.Equal(t, want, out, "%s answers as Lookup", look.name)
 				assert.Equal(t, look.misses, ix.FilterMisses()-before, "filter misses %s counts", look.name)
+			}
+		})
+	}
+}
+
+// TestIndexOfRowTablesOpens opens an index that the build before columnar
+// tables wrote (testdata/index-rowblk: Pebble format 16, two generations,
+// one mark forgotten). Its marks are read as before. Opened for writing,
+// the index moves up to the columnar format, and marks checkpointed
+// beside the old tables, and old tables compacted into new ones, are read
+// too; opened read-only, it is left as it was.
+func TestIndexOfRowTablesOpens(t *testing.T) {
+	old := generationMarks(20, time.Minute, time.Hour)
+	const forgotten = "1h0m0s-3"
+	for _, tc := range []struct {
+		name     string
+		readOnly bool
+		format   pebble.FormatMajorVersion
+	}{
+		{"read-only", true, pebble.FormatVirtualSSTables},
+		{"for writing", false, pebble.FormatTableFormatV6},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			require.NoError(t, os.CopyFS(dir, os.DirFS("testdata/index-rowblk")))
+			opts := testOptions(vfs.Default)
+			opts.Existing, opts.ReadOnly = true, tc.readOnly
+			ix, err := Open(dir, opts)
+			require.NoError(t, err)
+			t.Cleanup(func() { assert.NoError(t, ix.Close()) })
+			assert.Equal(t, tc.format, ix.db.FormatMajorVersion())
+			assertOld := func() {
+				t.Helper()
+				for _, m := range old {
+					if m.id == forgotten {
+						assertAbsent(t, ix, m.id, testNow)
+					} else {
+						assertLive(t, ix, m.id, testNow, entryOf(m, 0))
+					}
+				}
+			}
+			assertOld()
+			if tc.readOnly {
+				return
+			}
+			added := generationMarks(20, 24*time.Hour)
+			ix.Apply(markBatch(ix, added...), 3)
+			checkpointIndex(t, ix)
+			require.NoError(t, ix.Compact(context.Background()))
+			assertOld()
+			for _, m := range added {
+				assertLive(t, ix, m.id, testNow, entryOf(m, 0))
 			}
 		})
 	}
