@@ -22,12 +22,11 @@ import (
 )
 
 // The simulated crash tests replay one small deterministic workload on an
-// in-memory filesystem. It checkpoints every 50 marks, and its 300 IDs of
-// 256 bytes fill more than one 64KiB WAL segment early enough for a later
-// checkpoint to remove the first.
+// in-memory filesystem. Its 600 IDs of 256 bytes fill several 64KiB WAL
+// segments early enough for its second checkpoint to remove the first.
 const (
 	simDir           = "/store"
-	simIDs           = 300
+	simIDs           = 600
 	simIDSize        = 256
 	simProbes        = 20 // IDs past the workload's checked to be unseen
 	simSegmentSize   = 64 << 10
@@ -36,6 +35,11 @@ const (
 	// checkpoint merges, reading Pebble back.
 	simExpectedMarks = simIDs / 8
 	simTTL           = time.Hour
+	// simBigBatch is the size of one batch of new IDs, a third of the way
+	// in, large enough that the store starts its fsync in the background (the AIO
+	// path on the OS's files) and, at 256 bytes an ID, larger than a
+	// segment.
+	simBigBatch = 260
 )
 
 // crashFullEnv set to 1 makes the sweeps visit every operation index instead
@@ -43,7 +47,8 @@ const (
 const crashFullEnv = "DEDUP_CRASH_FULL"
 
 // simCalls is the workload: calls of CheckAndMark and of CheckAndMarkBatch
-// with 1 to 16 IDs; about one ID in five is an earlier one attempted again.
+// with 1 to 16 IDs, and one batch of simBigBatch new IDs; about one ID in
+// five of the others is an earlier one attempted again.
 var simCalls = simWorkload()
 
 // simCall is one call of the workload. IDs are named by their sequence
@@ -56,15 +61,20 @@ type simCall struct {
 func simWorkload() []simCall {
 	rng := rand.New(rand.NewPCG(1, 2))
 	var calls []simCall
+	bigDone := false
 	for next := 0; next < simIDs; {
 		c := simCall{ns: []int{}, batch: rng.IntN(2) == 0}
 		size := 1
 		if c.batch {
 			size = 1 + rng.IntN(16)
 		}
+		big := next >= simIDs/3 && !bigDone
+		if big {
+			c.batch, size, bigDone = true, simBigBatch, true
+		}
 		for len(c.ns) < size && next < simIDs {
 			n := next
-			if next > 0 && rng.IntN(5) == 0 {
+			if next > 0 && !big && rng.IntN(5) == 0 {
 				n = rng.IntN(next)
 			} else {
 				next++
