@@ -16,7 +16,8 @@ import (
 // has less to replay. The store does this on its own whenever the memtable
 // fills; call it to bound replay before a planned restart, or to reclaim
 // WAL space at once.
-func (s *Store) Checkpoint() error {
+func (s *Store) Checkpoint() (err error) {
+	defer s.counters.count(&err)
 	s.checkpointMu.Lock()
 	defer s.checkpointMu.Unlock()
 	return s.runCheckpoint()
@@ -109,6 +110,7 @@ func (s *Store) expired() bool {
 // forward. A failed checkpoint makes the store fail-stop for writes. The
 // caller holds checkpointMu.
 func (s *Store) runCheckpoint() error {
+	start := time.Now()
 	s.mu.Lock()
 	if err := s.writable(); err != nil {
 		s.flushed.Broadcast() // writers held back by the memtable's bound see it too
@@ -128,6 +130,7 @@ func (s *Store) runCheckpoint() error {
 	if err != nil {
 		s.err = fmt.Errorf("dedup: checkpoint failed, writes are refused until reopen: %w", storeError(err))
 		err = s.err
+		s.opts.Logger.Error("dedup: fail-stop: checkpoint failed", "dir", s.dir, "err", err)
 	} else {
 		s.idx.EndCheckpoint(frozen)
 	}
@@ -136,8 +139,9 @@ func (s *Store) runCheckpoint() error {
 	if err != nil {
 		return err
 	}
+	s.checkpointed(frozen, since(start))
 	if err := s.log.Remove(frozen.LSN()); err != nil {
-		s.opts.Logf("dedup: removing WAL segments behind LSN %d: %v", frozen.LSN(), err)
+		s.opts.Logger.Warn("dedup: WAL segments behind the checkpoint not removed", "dir", s.dir, "lsn", frozen.LSN(), "err", err)
 	}
 	if s.opts.MaxDiskBytes > 0 {
 		disk := s.measureDisk()
@@ -162,6 +166,21 @@ func (s *Store) mergeChains(frozen *index.Frozen) {
 	s.idx.EndMerges(frozen)
 	s.mu.Unlock()
 	if err != nil {
-		s.opts.Logf("dedup: %v", err)
+		s.opts.Logger.Warn("dedup: filter chains not merged", "dir", s.dir, "err", err)
+	}
+}
+
+// checkpointed counts and logs the checkpoint of frozen, which took
+// nanos, and the generations it dropped.
+func (s *Store) checkpointed(frozen *index.Frozen, nanos int64) {
+	dropped, early := frozen.Dropped(), frozen.DroppedEarly()
+	s.counters.checkpoints.Add(1)
+	s.counters.checkpointNanos.Observe(nanos)
+	s.counters.expired.Add(uint64(len(dropped) - early))
+	log := s.opts.Logger
+	log.Debug("dedup: checkpoint", "dir", s.dir, "lsn", frozen.LSN(), "marks", frozen.Marks(),
+		"generations_dropped", len(dropped), "duration", time.Duration(nanos))
+	for _, g := range dropped {
+		log.Info("dedup: generation dropped", "dir", s.dir, "generation_end", g.End())
 	}
 }

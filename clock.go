@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"sync"
 	"time"
@@ -99,7 +100,7 @@ var unknownTime = time.Unix(0, 0)
 type expiryClock struct {
 	clock ttl.Clock
 	grace time.Duration
-	logf  func(format string, args ...any)
+	log   *slog.Logger
 
 	mu        sync.Mutex    // protects known through opened
 	known     bool          // some wall time is confirmed: false after Open found none
@@ -112,7 +113,7 @@ type expiryClock struct {
 	// opened is what Open found, logged at the first look, so that a store
 	// that never drops a generation (read-only, or a command's brief
 	// run) says nothing of it.
-	opened string
+	opened clockEvent
 
 	persisted clockRecord // what the CLOCK file holds. Under Store.checkpointMu
 }
@@ -125,7 +126,7 @@ type expiryClock struct {
 // does not: the wall clock's lead over the confirmed time is taken as a
 // step, unless o.TrustClock.
 func newExpiryClock(o *Options, dir string, persisted clockRecord, holdsMarks bool) *expiryClock {
-	c := &expiryClock{clock: o.Clock, grace: o.ClockJumpGrace, logf: o.Logf, persisted: persisted}
+	c := &expiryClock{clock: o.Clock, grace: o.ClockJumpGrace, log: o.Logger, persisted: persisted}
 	wall, elapsed := c.clock.Now(), c.clock.Elapsed()
 	lead := wall.Sub(persisted.confirmed)
 	switch {
@@ -134,18 +135,16 @@ func newExpiryClock(o *Options, dir string, persisted clockRecord, holdsMarks bo
 	case o.TrustClock:
 		c.trust(wall, elapsed)
 		if persisted.confirmed.IsZero() || lead > jumpTolerance {
-			c.opened = fmt.Sprintf("dedup: %s: the wall clock at Open, %v, is trusted (TrustClock): the generations that ended by it are dropped",
-				dir, wall.UTC())
+			c.opened = clockEvent{"clock: the wall clock at Open is trusted (TrustClock)", []any{"dir", dir, "wall", wall.UTC()}}
 		}
 	case persisted.confirmed.IsZero():
 		c.since = elapsed
-		c.opened = fmt.Sprintf("dedup: %s has no %s file: no generation is dropped by expiry until the wall clock has run for %v (ClockJumpGrace) since Open",
-			dir, clockFile, c.grace)
+		c.opened = clockEvent{"clock: no CLOCK file, expiry drops wait for ClockJumpGrace", []any{"dir", dir, "grace", c.grace}}
 	case persisted.sameBoot(digestBoot(c.clock.Boot()), elapsed):
 		c.known, c.confirmed, c.at = true, persisted.confirmed, persisted.at
 		c.ahead, c.aheadBy, c.since = persisted.aheadBy > 0, persisted.aheadBy, persisted.since
-		if _, msg := c.judge(wall, elapsed); msg != "" {
-			c.opened = fmt.Sprintf("dedup: %s: at Open, in the boot its %s file was written in, %s", dir, clockFile, msg)
+		if _, e := c.judge(wall, elapsed); e.msg != "" {
+			c.opened = clockEvent{e.msg, append([]any{"dir", dir, "at_open", true}, e.attrs...)}
 		}
 	case lead > jumpTolerance:
 		c.known, c.confirmed, c.at = true, persisted.confirmed, elapsed
@@ -153,8 +152,10 @@ func newExpiryClock(o *Options, dir string, persisted clockRecord, holdsMarks bo
 		if c.quiet = lead <= c.grace; c.quiet {
 			break // the time a reboot takes
 		}
-		c.opened = fmt.Sprintf("dedup: %s: at Open the wall clock was %v past the last confirmed time, %v, and how long the store was closed is unknown, its %s file not being from this boot: the generations that ended since are dropped once the wall clock has held for %v (ClockJumpGrace)",
-			dir, lead, persisted.confirmed.UTC(), clockFile, c.grace)
+		// How long the store was closed is unknown, its CLOCK file not
+		// being from this boot.
+		c.opened = clockEvent{"clock: wall clock ahead at Open in another boot, expiry drops wait for ClockJumpGrace",
+			[]any{"dir", dir, "ahead", lead, "confirmed", persisted.confirmed.UTC(), "grace", c.grace}}
 	default:
 		c.trust(wall, elapsed)
 	}
@@ -182,9 +183,9 @@ func (c *expiryClock) now() (t time.Time, confirmed bool) {
 func (c *expiryClock) look() (r clockRecord, confirmed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.opened != "" {
-		c.logf("%s", c.opened)
-		c.opened = ""
+	if c.opened.msg != "" {
+		c.log.Info(c.opened.msg, c.opened.attrs...)
+		c.opened = clockEvent{}
 	}
 	return c.lookLocked()
 }
@@ -194,16 +195,16 @@ func (c *expiryClock) look() (r clockRecord, confirmed bool) {
 func (c *expiryClock) closing() (r clockRecord, confirmed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.opened = ""
+	c.opened = clockEvent{}
 	return c.lookLocked()
 }
 
 // lookLocked is look without what Open found. The caller holds c.mu.
 func (c *expiryClock) lookLocked() (r clockRecord, confirmed bool) {
 	wall, elapsed := c.clock.Now(), c.clock.Elapsed()
-	t, msg := c.judge(wall, elapsed)
-	if msg != "" {
-		c.logf("dedup: %s", msg)
+	t, e := c.judge(wall, elapsed)
+	if e.msg != "" {
+		c.log.Warn(e.msg, e.attrs...)
 	}
 	r = clockRecord{confirmed: t, at: elapsed, boot: digestBoot(c.clock.Boot())}
 	if c.ahead {
@@ -212,37 +213,46 @@ func (c *expiryClock) lookLocked() (r clockRecord, confirmed bool) {
 	return r, c.known
 }
 
+// clockEvent is what to log of a move of the clock: nothing if msg is
+// empty.
+type clockEvent struct {
+	msg   string
+	attrs []any
+}
+
 // judge moves the state on to the wall time wall, read at elapsed, and
 // returns the time by which generations may be dropped, with what to log
 // of the move, if anything. The caller holds c.mu.
-func (c *expiryClock) judge(wall time.Time, elapsed time.Duration) (time.Time, string) {
+func (c *expiryClock) judge(wall time.Time, elapsed time.Duration) (time.Time, clockEvent) {
 	if !c.known {
 		if elapsed-c.since < c.grace {
-			return unknownTime, ""
+			return unknownTime, clockEvent{}
 		}
 		c.trust(wall, elapsed)
-		return wall, fmt.Sprintf("the wall clock has run for %v (ClockJumpGrace) since Open: expired generations are dropped by it", c.grace)
+		return wall, clockEvent{"clock: ClockJumpGrace has passed since Open, expiry drops follow the wall clock", []any{"grace", c.grace}}
 	}
 	expected := c.confirmed.Add(elapsed - c.at)
 	skew := wall.Sub(expected)
-	var msg string
+	var e clockEvent
 	switch {
 	case skew > jumpTolerance && (!c.ahead || skew > c.aheadBy+jumpTolerance):
+		// Marks read as expired by it, but their generations are kept
+		// until it has held for the grace.
 		c.ahead, c.aheadBy, c.since, c.quiet = true, skew, elapsed, false
-		return expected, fmt.Sprintf("the wall clock jumped: it runs %v ahead of the time elapsed since the last confirmed time: marks read as expired by it, but their generations are kept until it has held for %v (ClockJumpGrace)",
-			skew, c.grace)
+		return expected, clockEvent{"clock: the wall clock jumped ahead, expiry drops wait for ClockJumpGrace", []any{"ahead", skew, "grace", c.grace}}
 	case skew > jumpTolerance && elapsed-c.since < c.grace:
 		c.aheadBy = min(c.aheadBy, skew)
-		return expected, ""
+		return expected, clockEvent{}
 	case skew > jumpTolerance && !c.quiet:
-		msg = fmt.Sprintf("the wall clock has held %v ahead for %v (ClockJumpGrace): expired generations are dropped by it", skew, c.grace)
+		e = clockEvent{"clock: the wall clock has held ahead for ClockJumpGrace, expiry drops follow it", []any{"ahead", skew, "grace", c.grace}}
 	case skew < -jumpTolerance:
-		msg = fmt.Sprintf("the wall clock stepped %v back: expired generations are dropped by it", -skew)
+		e = clockEvent{"clock: the wall clock stepped back", []any{"back", -skew}}
 	case c.ahead && !c.quiet:
-		msg = "the wall clock is back in step with the confirmed time: no generation was dropped by the time it ran ahead"
+		// No generation was dropped by the time it ran ahead.
+		e = clockEvent{"clock: the wall clock is back in step", nil}
 	}
 	c.trust(wall, elapsed)
-	return wall, msg
+	return wall, e
 }
 
 // persist makes r, by which the running checkpoint drops generations, the

@@ -44,7 +44,7 @@ func TestDropTimeFollowsTheWallClockOnlyInStep(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := ttl.NewFake(start)
-			o := Options{Clock: clock, ClockJumpGrace: grace, Logf: t.Logf}
+			o := Options{Clock: clock, ClockJumpGrace: grace, Logger: testutil.NewLog(t).Logger()}
 			c := newExpiryClock(&o, "store", clockRecord{}, false)
 			for i, m := range tc.moves {
 				clock.Advance(m.advance)
@@ -124,7 +124,7 @@ func TestDropTimeAtOpen(t *testing.T) {
 			clock := ttl.NewFake(start.Add(-up))
 			clock.Advance(up)
 			clock.SetBoot(tc.boot)
-			o := Options{Clock: clock, ClockJumpGrace: grace, TrustClock: tc.trust, Logf: t.Logf}
+			o := Options{Clock: clock, ClockJumpGrace: grace, TrustClock: tc.trust, Logger: testutil.NewLog(t).Logger()}
 			c := newExpiryClock(&o, "store", tc.persisted, tc.holdsMarks)
 			got, confirmed := c.now()
 			assert.Equal(t, tc.want, got)
@@ -159,17 +159,17 @@ func TestDropTimeAfterOpenTrustsAStepOnlyAfterItsOwnGrace(t *testing.T) {
 	const grace = time.Hour
 	clock := ttl.NewFake(start)
 	var log testutil.Log
-	o := Options{Clock: clock, ClockJumpGrace: grace, Logf: log.Logf}
+	o := Options{Clock: clock, ClockJumpGrace: grace, Logger: log.Logger()}
 	c := newExpiryClock(&o, "store", clockRecord{confirmed: start.Add(-time.Minute)}, true)
 	got, _ := c.now()
 	assert.Equal(t, start.Add(-time.Minute), got, "the minute since the checkpoint waits for the grace")
-	assert.Empty(t, log.Lines(), "a restart's gap is not logged")
+	assert.Empty(t, log.Records(), "a restart's gap is not logged")
 
 	clock.Advance(grace - time.Second)
 	clock.Set(start.Add(grace - time.Second + 365*24*time.Hour))
 	got, _ = c.now()
 	assert.Equal(t, start.Add(grace-time.Second-time.Minute), got)
-	assert.Len(t, log.Lines(), 1, "the step is logged")
+	assert.Len(t, log.Records(), 1, "the step is logged")
 	clock.Advance(time.Second)
 	got, _ = c.now()
 	assert.Equal(t, start.Add(grace-time.Minute), got, "the step has not held for the grace")

@@ -22,7 +22,7 @@ var _ Backend = (*Store)(nil)
 // CheckAndMarkContext is CheckAndMark; it fails with ctx's error, having
 // marked nothing, if ctx ends before the mark is written.
 func (s *Store) CheckAndMarkContext(ctx context.Context, id []byte, ttl time.Duration) (isNew bool, err error) {
-	isNews, err := s.CheckAndMarkBatchContext(ctx, [][]byte{id}, ttl)
+	isNews, err := s.checkAndMarkBatch(ctx, [][]byte{id}, ttl, false)
 	if err != nil {
 		return false, err
 	}
@@ -32,6 +32,13 @@ func (s *Store) CheckAndMarkContext(ctx context.Context, id []byte, ttl time.Dur
 // CheckAndMarkBatchContext is CheckAndMarkBatch; it fails with ctx's
 // error, having marked nothing, if ctx ends before the marks are written.
 func (s *Store) CheckAndMarkBatchContext(ctx context.Context, ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
+	return s.checkAndMarkBatch(ctx, ids, ttl, true)
+}
+
+// checkAndMarkBatch is CheckAndMarkBatchContext, counted as a batch or a
+// single check.
+func (s *Store) checkAndMarkBatch(ctx context.Context, ids [][]byte, ttl time.Duration, batch bool) (isNew []bool, err error) {
+	defer s.counters.count(&err)
 	ttl, err = s.checkTTL(ttl)
 	if err != nil {
 		return nil, err
@@ -50,13 +57,13 @@ func (s *Store) CheckAndMarkBatchContext(ctx context.Context, ids [][]byte, ttl 
 	if err := s.durable(wait); err != nil {
 		return nil, err
 	}
-	s.newMarks.Add(fresh)
-	s.duplicates.Add(uint64(len(ids)) - fresh)
+	s.counters.checked(batch, uint64(len(ids)), fresh)
 	return isNew, nil
 }
 
 // SeenContext is Seen; it fails with ctx's error if ctx has ended.
-func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
+func (s *Store) SeenContext(ctx context.Context, id []byte) (_ bool, err error) {
+	defer s.counters.count(&err)
 	if err := s.checkID(id); err != nil {
 		return false, err
 	}
@@ -68,6 +75,7 @@ func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
 	}
 	k := s.idx.Key(id)
 	if !s.idx.MayHold(k) {
+		s.counters.seenByFilters.Add(1)
 		return false, nil // certain without the lock
 	}
 	e, live, err := s.lookup(k)
@@ -78,12 +86,18 @@ func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
 	if err := s.durable(e.LSN); err != nil {
 		return false, err
 	}
+	if live {
+		s.counters.seen[1].Add(1)
+	} else {
+		s.counters.seen[0].Add(1)
+	}
 	return live, nil
 }
 
 // ForgetContext is Forget; it fails with ctx's error, having forgotten
 // nothing, if ctx ends before the forget is written.
-func (s *Store) ForgetContext(ctx context.Context, id []byte) error {
+func (s *Store) ForgetContext(ctx context.Context, id []byte) (err error) {
+	defer s.counters.count(&err)
 	if err := s.checkID(id); err != nil {
 		return err
 	}
@@ -97,11 +111,12 @@ func (s *Store) ForgetContext(ctx context.Context, id []byte) error {
 
 // BeginContext is Begin; it fails with ctx's error, having written
 // nothing, if ctx ends before the record is written.
-func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease, ttl time.Duration) (Claim, error) {
+func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease, ttl time.Duration) (_ Claim, err error) {
+	defer s.counters.count(&err)
 	if err := s.checkID(key); err != nil {
 		return Claim{}, err
 	}
-	ttl, err := s.checkTTL(ttl)
+	ttl, err = s.checkTTL(ttl)
 	if err != nil {
 		return Claim{}, err
 	}
@@ -121,7 +136,8 @@ func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease
 
 // CompleteContext is Complete; it fails with ctx's error, the record
 // unchanged, if ctx ends before the result is written.
-func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, result []byte) error {
+func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, result []byte) (err error) {
+	defer s.counters.count(&err)
 	if err := s.checkID(key); err != nil {
 		return err
 	}
@@ -138,7 +154,8 @@ func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, r
 
 // ReleaseContext is Release; it fails with ctx's error, the record
 // unchanged, if ctx ends before the release is written.
-func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) error {
+func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) (err error) {
+	defer s.counters.count(&err)
 	if err := s.checkID(key); err != nil {
 		return err
 	}
@@ -151,7 +168,8 @@ func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) er
 }
 
 // RecordContext is Record; it fails with ctx's error if ctx has ended.
-func (s *Store) RecordContext(ctx context.Context, key []byte) (Record, bool, error) {
+func (s *Store) RecordContext(ctx context.Context, key []byte) (_ Record, _ bool, err error) {
+	defer s.counters.count(&err)
 	if err := s.checkID(key); err != nil {
 		return Record{}, false, err
 	}

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/seed42300104/dedup/index"
 	"github.com/seed42300104/dedup/ttl"
@@ -60,10 +61,12 @@ type Store struct {
 	// that a call that wrote a record is never told ErrClosed.
 	calls sync.WaitGroup
 
-	newMarks, duplicates atomic.Uint64
 	// readFirst says the last check-and-mark found most of its IDs
 	// live, so the next one looks them up under the shared lock first.
 	readFirst atomic.Bool
+
+	counters *counters
+	full     bool // the last write of new marks met ErrFull, under mu: logged once per episode
 }
 
 // Open opens the store in dir, creating it if needed, and recovers it: the
@@ -91,13 +94,19 @@ func Open(dir string, opts *Options) (*Store, error) {
 		lock.Close()
 		return nil, err
 	}
-	s := &Store{opts: o, dir: dir, lock: lock,
+	s := &Store{opts: o, dir: dir, lock: lock, counters: newCounters(),
 		checkpoint: make(chan struct{}, 1), done: make(chan struct{})}
 	s.flushed = sync.NewCond(&s.mu)
-	if err := s.recover(); err != nil {
+	start := time.Now()
+	replayed, err := s.recover()
+	if err != nil {
 		lock.Close()
+		o.Logger.Error("dedup: open failed", "dir", dir, "err", err)
 		return nil, err
 	}
+	o.Logger.Info("dedup: opened", "dir", dir, "read_only", o.ReadOnly, "marks", s.idx.Marks(),
+		"replayed_records", replayed.records, "replayed_bytes", replayed.bytes,
+		"checkpoint_lsn", s.idx.CheckpointLSN(), "last_lsn", s.log.LastLSN(), "duration", time.Since(start))
 	s.expiry = newExpiryClock(&o, dir, persisted, s.idx.Marks() > 0)
 	if o.MaxDiskBytes > 0 {
 		s.diskBytes = s.measureDisk()
@@ -110,13 +119,17 @@ func Open(dir string, opts *Options) (*Store, error) {
 	return s, nil
 }
 
+// replayed is what recovery replayed of the WAL: records and their
+// payload bytes.
+type replayed struct{ records, bytes int64 }
+
 // recover checks the format, opens the index and replays the WAL into it.
 // A new store gets its FORMAT file last, once its index and WAL exist, so
 // that a crash while creating it leaves a directory Open starts over in.
-func (s *Store) recover() (err error) {
+func (s *Store) recover() (r replayed, err error) {
 	fresh, err := s.checkFormat()
 	if err != nil {
-		return err
+		return r, err
 	}
 	fs := s.opts.FS
 	s.idx, err = index.Open(fs.PathJoin(s.dir, indexDir), index.Options{
@@ -127,10 +140,10 @@ func (s *Store) recover() (err error) {
 		CacheSize:         s.opts.CacheSize,
 		ReadOnly:          s.opts.ReadOnly,
 		Existing:          !fresh,
-		Logf:              s.opts.Logf,
+		Logger:            s.opts.Logger,
 	})
 	if err != nil {
-		return storeError(err)
+		return r, storeError(err)
 	}
 	after := s.idx.CheckpointLSN()
 	s.log, err = wal.Open(fs.PathJoin(s.dir, walDir), wal.Options{
@@ -139,10 +152,14 @@ func (s *Store) recover() (err error) {
 		Sync:         s.opts.Sync,
 		SyncInterval: s.opts.SyncInterval,
 		ReadOnly:     s.opts.ReadOnly,
-		Logf:         s.opts.Logf,
+		Logger:       s.opts.Logger,
 		Direct:       s.opts.FS.(permFS).direct(),
 		Boot:         ttl.Real{}.Boot(), // the kernel's, whatever clock the store reads
-	}, after, s.idx.Replay)
+	}, after, func(lsn uint64, p []byte) error {
+		r.records++
+		r.bytes += int64(len(p))
+		return s.idx.Replay(lsn, p)
+	})
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)
 	}
@@ -159,9 +176,9 @@ func (s *Store) recover() (err error) {
 			s.log.Close()
 		}
 		s.idx.Close()
-		return storeError(err)
+		return r, storeError(err)
 	}
-	return nil
+	return r, nil
 }
 
 // Dir returns the directory the store was opened in, as given to Open.

@@ -192,35 +192,59 @@ func (s *Store) makeRoom(n int) error {
 	}
 	dropped := false
 	for limit := uint64(s.opts.MaxMarks); limit > 0 && s.idx.Marks()+uint64(n) > limit; dropped = true {
-		if !s.dropOldest() {
-			return fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), n, limit)
+		if !s.dropOldest("max_marks") {
+			return s.refuse(fmt.Errorf("%w: %d marks held, %d more would pass MaxMarks %d", ErrFull, s.idx.Marks(), n, limit))
 		}
 	}
 	// The disk is measured at checkpoints, so one drop at a time: the next
 	// measure, after the checkpoint that gives its space back, decides
 	// whether another is needed.
 	if limit := s.opts.MaxDiskBytes; limit > 0 && s.diskBytes >= limit && !s.dropPending {
-		if !s.dropOldest() {
+		if !s.dropOldest("max_disk_bytes") {
 			if s.idx.MemMarks() > 0 {
 				s.requestCheckpoint() // measure again once the WAL behind it is gone
 			}
-			return fmt.Errorf("%w: %d bytes on disk at the last checkpoint, MaxDiskBytes %d", ErrFull, s.diskBytes, limit)
+			return s.refuse(fmt.Errorf("%w: %d bytes on disk at the last checkpoint, MaxDiskBytes %d", ErrFull, s.diskBytes, limit))
 		}
 		s.dropPending, dropped = true, true
 	}
 	if dropped {
 		s.requestCheckpoint() // make the drop durable, and its space free, soon
 	}
+	if s.full {
+		s.full = false
+		s.opts.Logger.Info("dedup: writes of new marks resumed", "dir", s.dir)
+	}
 	return nil
 }
 
+// refuse counts a write refused with err, an ErrFull, and logs the first
+// of a run of them. The caller holds s.mu exclusively.
+func (s *Store) refuse(err error) error {
+	s.counters.full.Add(1)
+	if !s.full {
+		s.full = true
+		s.opts.Logger.Warn("dedup: store full, writes of new marks refused", "dir", s.dir,
+			"marks", s.idx.Marks(), "disk_bytes", s.diskBytes, "err", err)
+	}
+	return err
+}
+
 // dropOldest drops the oldest closed generation if WhenFull allows it and
-// there is one. The caller holds s.mu exclusively.
-func (s *Store) dropOldest() bool {
+// there is one, for the bound named by cause. The caller holds s.mu
+// exclusively.
+func (s *Store) dropOldest(cause string) bool {
 	if s.opts.WhenFull != DropOldest {
 		return false
 	}
-	_, ok := s.idx.DropOldest(s.opts.Clock.Now())
+	now := s.opts.Clock.Now()
+	window := s.idx.Window(now)
+	g, ok := s.idx.DropOldest(now)
+	if ok {
+		s.counters.early.Add(1)
+		s.opts.Logger.Warn("dedup: generation dropped early to make room", "dir", s.dir, "cause", cause,
+			"generation_end", g.End(), "window_before", window, "window_after", s.idx.Window(now))
+	}
 	return ok
 }
 
@@ -229,7 +253,7 @@ func (s *Store) dropOldest() bool {
 func (s *Store) measureDisk() int64 {
 	wal, err := s.log.Bytes()
 	if err != nil { // a segment removed meanwhile: the next measure is right
-		s.opts.Logf("dedup: measuring the WAL for MaxDiskBytes: %v", err)
+		s.opts.Logger.Warn("dedup: WAL not measured for MaxDiskBytes", "dir", s.dir, "err", err)
 	}
 	return int64(s.idx.KeptBytes()) + wal
 }

@@ -3,7 +3,7 @@ package dedup
 import (
 	"errors"
 	"fmt"
-	"log"
+	"log/slog"
 	"os"
 	"time"
 
@@ -196,9 +196,15 @@ type Options struct {
 	// store. ReadOnly implies it.
 	MustExist bool
 
-	// Logf receives rare operational messages (a rebuilt filter, a
-	// truncated torn tail). Zero means the standard logger.
-	Logf func(format string, args ...any)
+	// Logger receives the store's operational events as structured
+	// records, never one per ID: Open's recovery (Info), each checkpoint
+	// (Debug), each generation dropped (Info, or Warn when dropped early
+	// for room), capacity events and repaired damage (Warn), and the
+	// failure that makes the store fail-stop (Error). Nil means
+	// slog.Default(), which prints Info and above through the standard
+	// logger unless the program set another default;
+	// slog.New(slog.DiscardHandler) silences the store.
+	Logger *slog.Logger
 }
 
 // withDefaults returns a copy of o with every zero field set to its default.
@@ -255,8 +261,8 @@ func (o *Options) withDefaults() Options {
 	if c.DirMode == 0 {
 		c.DirMode = 0o700
 	}
-	if c.Logf == nil {
-		c.Logf = log.Printf
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }

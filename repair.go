@@ -37,6 +37,17 @@ func Repair(dir string, opts *Options, apply bool) (*Damage, error) {
 	if d == nil {
 		return nil, storeError(err)
 	}
+	attrs := []any{"dir", dir, "segment", d.Segment, "offset", d.Offset, "covered", d.Covered,
+		"first_lost_lsn", d.FirstLost, "last_lost_lsn", d.LastLost, "lost_records", d.Lost,
+		"later_segments", len(d.Later), "next_lsn", d.Next, "damage", d.Err}
+	switch {
+	case !apply:
+		o.Logger.Info("dedup: repair found damage in the WAL", attrs...)
+	case err == nil:
+		o.Logger.Warn("dedup: repair cut the WAL", attrs...)
+	default:
+		o.Logger.Error("dedup: repair failed", append(attrs, "err", err)...)
+	}
 	return &Damage{
 		Segment: d.Segment, Offset: d.Offset, Covered: d.Covered,
 		FirstLost: d.FirstLost, LastLost: d.LastLost, Lost: d.Lost,

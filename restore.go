@@ -29,6 +29,7 @@ import (
 // would be valid again: restore in-progress records whose owners have
 // stopped.
 func (s *Store) Restore(marks []Mark) (restored []bool, err error) {
+	defer s.counters.count(&err)
 	for i, m := range marks {
 		if err := s.checkRestore(m); err != nil {
 			return nil, fmt.Errorf("mark %d: %w", i, err)

@@ -29,6 +29,8 @@ type Stats struct {
 	// and files waiting for deletion.
 	IndexDiskBytes  uint64 `json:"index_disk_bytes"`
 	IndexTableBytes uint64 `json:"index_table_bytes"`
+	// FilterDiskBytes is the size of the filter snapshots on disk.
+	FilterDiskBytes uint64 `json:"filter_disk_bytes"`
 	// CompactionTime is how long Pebble has spent compacting since Open.
 	// ReclaimTime is the background cost of giving the space of expired
 	// and forgotten marks back: the time spent excising dropped
@@ -67,7 +69,8 @@ type GenerationStats struct {
 // Stats returns a snapshot of the store's counters. On a closed store it
 // returns the counters only.
 func (s *Store) Stats() Stats {
-	st := Stats{New: s.newMarks.Load(), Duplicates: s.duplicates.Load()}
+	c := &s.counters.checks
+	st := Stats{New: c[0][1].Load() + c[1][1].Load(), Duplicates: c[0][0].Load() + c[1][0].Load()}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
@@ -84,6 +87,7 @@ func (s *Store) Stats() Stats {
 		st.FilterBytes += g.FilterBytes
 	}
 	st.IndexDiskBytes, st.IndexTableBytes = s.idx.DiskBytes()
+	st.FilterDiskBytes = s.idx.FilterDiskBytes()
 	st.CompactionTime, st.ReclaimTime = s.idx.CompactionTimes()
 	st.WALSegments = s.log.Segments()
 	st.WALBytes, _ = s.log.Bytes() // a segment removed meanwhile: the next Stats is right

@@ -13,6 +13,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -44,6 +45,9 @@ type Config struct {
 	Sync dedup.SyncMode
 	// CacheSize is the store's Options.CacheSize. Zero means its default.
 	CacheSize int64
+	// Logger is the stores' Options.Logger. Nil means silent: the rows
+	// open and close many stores.
+	Logger *slog.Logger
 	// Workloads and Baselines name the rows to run, in order, from
 	// Workloads and Baselines (the package variables).
 	Workloads, Baselines []string
@@ -388,4 +392,12 @@ func diskUsage(dir string) int64 {
 		return nil
 	})
 	return total
+}
+
+// logger returns the stores' logger: cfg.Logger, or one that discards.
+func (cfg Config) logger() *slog.Logger {
+	if cfg.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return cfg.Logger
 }

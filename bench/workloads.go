@@ -85,7 +85,7 @@ var workloads = []row{
 // own and without fsyncs until Close, and times Opens of it: each call
 // opens the store, checks that it holds the marks, and closes it.
 func recoveryTrial(cfg Config, dir string, marked [][]byte, fill func(*dedup.Store) error) (trial, error) {
-	o := dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: cfg.IDs, MemtableMarks: 2 * cfg.IDs, CacheSize: cfg.CacheSize}
+	o := dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: cfg.IDs, MemtableMarks: 2 * cfg.IDs, CacheSize: cfg.CacheSize, Logger: cfg.logger()}
 	s, err := dedup.Open(dir, &o)
 	if err != nil {
 		return trial{}, err
@@ -130,6 +130,7 @@ func storeTrial(cfg Config, dir string, o dedup.Options, fill func(*dedup.Store)
 	o.Sync = cfg.Sync
 	o.ExpectedMarks = cfg.IDs
 	o.CacheSize = cfg.CacheSize
+	o.Logger = cfg.logger()
 	s, err := dedup.Open(dir, &o)
 	if err != nil {
 		return trial{}, err

@@ -135,7 +135,7 @@ func (ix *Index) loadFilters() error {
 		path := fs.PathJoin(ix.dir, filtersDir, filterName(g, lsn))
 		p, err := fsutil.ReadFile(fs, path)
 		if errors.Is(err, os.ErrNotExist) {
-			ix.logf("dedup/index: filter snapshot %s is missing; rebuilding the filters from Pebble", path)
+			ix.log().Warn("index: filter snapshot missing, rebuilding the filters from Pebble", "path", path)
 			return ix.RebuildFilters()
 		}
 		if err != nil {
@@ -143,7 +143,7 @@ func (ix *Index) loadFilters() error {
 		}
 		f, err := decodeGenFilter(path, p)
 		if errors.Is(err, errUnblocked) {
-			ix.logf("dedup/index: %v; rebuilding the filters from Pebble", err)
+			ix.log().Warn("index: filter snapshot unusable, rebuilding the filters from Pebble", "path", path, "err", err)
 			return ix.RebuildFilters()
 		}
 		if err == nil && f.gen != g {
@@ -218,6 +218,17 @@ func (f *Frozen) LSN() uint64 { return f.mem.lastLSN }
 // Merging reports whether the checkpoint picked filter chains to merge:
 // MergeChains and EndMerges then follow EndCheckpoint.
 func (f *Frozen) Merging() bool { return len(f.merges) > 0 }
+
+// Dropped returns the generations the checkpoint drops, wholly expired or
+// dropped early, in order.
+func (f *Frozen) Dropped() []ttl.Gen { return f.dropped }
+
+// DroppedEarly returns how many of Dropped were dropped early, by
+// DropOldest, rather than wholly expired.
+func (f *Frozen) DroppedEarly() int { return len(f.keepAfter) }
+
+// Marks returns the number of IDs in the frozen memtable.
+func (f *Frozen) Marks() int { return f.mem.len() }
 
 // Freeze starts a checkpoint at now: the memtable stops taking writes, the
 // changed filters are copied, and the generations wholly expired at now
@@ -306,13 +317,13 @@ func (ix *Index) removeIngestLeftovers() {
 	fs := ix.opts.FS
 	names, err := fs.List(ix.dir)
 	if err != nil {
-		ix.logf("dedup/index: listing %s: %v", ix.dir, err)
+		ix.log().Warn("index: leftover tables not looked for", "dir", ix.dir, "err", err)
 		return
 	}
 	for _, n := range names {
 		if strings.HasPrefix(n, "ingest-") && strings.HasSuffix(n, ".sst") {
 			if err := fs.Remove(fs.PathJoin(ix.dir, n)); err != nil {
-				ix.logf("dedup/index: removing a leftover table: %v", err)
+				ix.log().Warn("index: leftover table not removed", "err", err)
 			}
 		}
 	}
@@ -326,7 +337,7 @@ func (ix *Index) removeStaleSnapshots() {
 	dir := fs.PathJoin(ix.dir, filtersDir)
 	names, err := fs.List(dir)
 	if err != nil {
-		ix.logf("dedup/index: listing %s: %v", dir, err)
+		ix.log().Warn("index: stale filter snapshots not looked for", "dir", dir, "err", err)
 		return
 	}
 	keep := make(map[string]bool, len(ix.ckpt.files))
@@ -336,7 +347,7 @@ func (ix *Index) removeStaleSnapshots() {
 	for _, n := range names {
 		if !keep[n] {
 			if err := fs.Remove(fs.PathJoin(dir, n)); err != nil {
-				ix.logf("dedup/index: removing stale filter snapshot: %v", err)
+				ix.log().Warn("index: stale filter snapshot not removed", "err", err)
 			}
 		}
 	}
@@ -539,4 +550,22 @@ func (ix *Index) CopyTo(dir string) (err error) {
 		}
 	}
 	return errors.Join(fsutil.SyncDir(fs, fs.PathJoin(dir, filtersDir)), fsutil.SyncDir(fs, dir))
+}
+
+// FilterDiskBytes returns the size of the filter snapshots on disk, 0 if
+// they cannot be listed.
+func (ix *Index) FilterDiskBytes() uint64 {
+	fs := ix.opts.FS
+	dir := fs.PathJoin(ix.dir, filtersDir)
+	names, err := fs.List(dir)
+	if err != nil {
+		return 0
+	}
+	var n uint64
+	for _, name := range names {
+		if st, err := fs.Stat(fs.PathJoin(dir, name)); err == nil {
+			n += uint64(st.Size())
+		}
+	}
+	return n
 }

@@ -35,6 +35,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"reflect"
 	"runtime"
@@ -70,7 +71,9 @@ type Options struct {
 	// completed: a missing index directory is then damage, not a new
 	// index.
 	Existing bool
-	Logf     func(format string, args ...any)
+	// Logger receives what Open rebuilt, Pebble's errors and the
+	// failures that cost only space. Nil means silent.
+	Logger *slog.Logger
 }
 
 // Entry is the live mark of an ID.
@@ -107,6 +110,7 @@ type Index struct {
 	ckptLSN      atomic.Uint64
 
 	filterMisses atomic.Uint64 // see FilterMisses
+	lookups      lookupCounts  // see Lookups
 	compactions  compactionTimes
 	// fatal is the first error Pebble called fatal (see pebbleLogger);
 	// nil until then. fatalCh is closed when it is set.
@@ -154,7 +158,7 @@ func (ix *Index) CompactionTimes() (total, reclaim time.Duration) {
 
 // Open opens or creates the index in dir. If the checkpoint names filter
 // snapshots that are missing, it rebuilds the filters from Pebble and says
-// so through Logf. Once it has been checkpointed, a missing Pebble
+// so through Logger. Once it has been checkpointed, a missing Pebble
 // database or table is ErrCorrupt: the marks it held are in no WAL.
 func Open(dir string, opts Options) (*Index, error) {
 	if fp := opts.FalsePositiveRate; !(fp >= MinFalsePositiveRate && fp < 1) {
@@ -320,7 +324,7 @@ type pebbleLogger struct{ ix *Index }
 
 func (pebbleLogger) Infof(string, ...any) {}
 func (l pebbleLogger) Errorf(format string, args ...any) {
-	l.ix.logf("pebble: "+format, args...)
+	l.ix.log().Error("index: pebble error", "err", fmt.Sprintf(format, args...))
 }
 func (l pebbleLogger) Fatalf(format string, args ...any) {
 	f := &pebbleFatal{msg: fmt.Sprintf(format, args...)}
@@ -330,7 +334,7 @@ func (l pebbleLogger) Fatalf(format string, args ...any) {
 		}
 	}
 	if l.ix.fatal.CompareAndSwap(nil, f) {
-		l.ix.logf("dedup/index: %v", f)
+		l.ix.log().Error("index: fail-stop", "err", f)
 		close(l.ix.fatalCh)
 	}
 	if callerGoroutine() {
@@ -414,10 +418,12 @@ func corruptTable(err error, where string) error {
 	return fmt.Errorf("%w: %s: %s; %s", ErrCorrupt, where, msg, restoreAdvice)
 }
 
-func (ix *Index) logf(format string, args ...any) {
-	if ix.opts.Logf != nil {
-		ix.opts.Logf(format, args...)
+// log returns the Logger of the options, or one that discards.
+func (ix *Index) log() *slog.Logger {
+	if ix.opts.Logger == nil {
+		return slog.New(slog.DiscardHandler)
 	}
+	return ix.opts.Logger
 }
 
 // CheckpointLSN returns the WAL LSN that Pebble and the filter snapshots

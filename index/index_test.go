@@ -383,11 +383,11 @@ func TestIndexRebuildFilters(t *testing.T) {
 		t.Helper()
 		var log testutil.Log
 		opts := testOptions(fs)
-		opts.Logf = log.Logf
+		opts.Logger = log.Logger()
 		ix, _ := openIndex(t, opts)
-		if logs := log.Lines(); assert.Len(t, logs, 1) {
-			assert.Contains(t, logs[0], name)
-			assert.Contains(t, logs[0], "rebuilding")
+		if logs := log.Records(); assert.Len(t, logs, 1) {
+			assert.Contains(t, logs[0].Message, "rebuilding")
+			assert.Contains(t, logs[0].Attrs["path"], name)
 		}
 		checkFilters(t, ix)
 		return ix
@@ -467,12 +467,12 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 
 		fault.on.Store(true)
 		var log testutil.Log
-		opts.Logf = log.Logf
+		opts.Logger = log.Logger()
 		ix, err := Open(testDir, opts)
 		require.ErrorIs(t, err, ErrFailed)
 		assert.Nil(t, ix)
 		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
-		assert.NotEmpty(t, log.Lines(), "the fatal error must be logged")
+		assert.Len(t, log.Find("index: fail-stop"), 1, "the fatal error must be logged")
 	})
 	t.Run("at a checkpoint", func(t *testing.T) {
 		fault := &manifestFault{}

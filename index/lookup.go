@@ -42,7 +42,10 @@ func (ix *Index) LookupLive(keys []Key, clock ttl.Clock, out []Result) error {
 	return ix.lookupBatch(keys, clock, out, false)
 }
 
-// lookupBatch is LookupBatch, counting the filters' misses if count.
+// lookupBatch is LookupBatch, counting the filters' misses if count. It
+// counts the keys in Lookups by where they were answered: all of them if
+// count, else only those it finds live, which LookupLive's caller does
+// not look up again.
 func (ix *Index) lookupBatch(keys []Key, clock ttl.Clock, out []Result, count bool) (err error) {
 	defer ix.catchFatal(&err)
 	var now time.Time
@@ -50,6 +53,12 @@ func (ix *Index) lookupBatch(keys []Key, clock ttl.Clock, out []Result, count bo
 	var keyBuf []byte
 	var probed []int // indexes of the keys with probes
 	var buf [8]*genFilter
+	var byFilters, inMemtables, onDisk uint64
+	defer func() {
+		ix.lookups.filters.Add(byFilters)
+		ix.lookups.memtables.Add(inMemtables)
+		ix.lookups.disk.Add(onDisk)
+	}()
 	if len(keys) > 1 {
 		ix.warmFilters(keys)
 	}
@@ -62,6 +71,9 @@ func (ix *Index) lookupBatch(keys []Key, clock ttl.Clock, out []Result, count bo
 			}
 		}
 		if len(maybe) == 0 {
+			if count {
+				byFilters++
+			}
 			continue
 		}
 		if now.IsZero() {
@@ -69,10 +81,16 @@ func (ix *Index) lookupBatch(keys []Key, clock ttl.Clock, out []Result, count bo
 		}
 		maybe = slices.DeleteFunc(maybe, func(f *genFilter) bool { return f.end <= now.UnixNano() })
 		if len(maybe) == 0 {
+			if count {
+				byFilters++
+			}
 			continue // only generations that have wholly expired may hold it
 		}
 		if e, live, found := ix.lookupMemtables(k, now); found {
 			out[i] = Result{e, live}
+			if live || count {
+				inMemtables++
+			}
 			if !live && count {
 				ix.filterMisses.Add(1)
 			}
@@ -89,6 +107,9 @@ func (ix *Index) lookupBatch(keys []Key, clock ttl.Clock, out []Result, count bo
 		return err
 	}
 	for _, i := range probed {
+		if out[i].Live || count {
+			onDisk++
+		}
 		if !out[i].Live && count {
 			ix.filterMisses.Add(1)
 		}
@@ -111,6 +132,24 @@ func (ix *Index) warmFilters(keys []Key) {
 			}
 		}
 	}
+}
+
+// Lookups counts the keys looked up since Open, by where the answer came
+// from.
+type Lookups struct {
+	// Filters counts the keys no live generation's filter may hold, which
+	// need no further look; Memtables those a memtable answered; Disk
+	// those read from Pebble.
+	Filters, Memtables, Disk uint64
+}
+
+// lookupCounts are the counters behind Lookups.
+type lookupCounts struct{ filters, memtables, disk atomic.Uint64 }
+
+// Lookups returns the counts of keys looked up, by where they were
+// answered. It takes no lock.
+func (ix *Index) Lookups() Lookups {
+	return Lookups{Filters: ix.lookups.filters.Load(), Memtables: ix.lookups.memtables.Load(), Disk: ix.lookups.disk.Load()}
 }
 
 // FilterMisses counts the lookups a filter sent on to the memtable or

@@ -49,8 +49,8 @@ func (l *Log) markFailed(cause error) {
 	}
 	p := fmt.Appendf(nil, "%sboot %s\n%v\n", failedMagic, l.opts.Boot, cause)
 	path := l.opts.FS.PathJoin(l.dir, failedName)
-	if err := fsutil.ReplaceFile(l.opts.FS, path, p); err != nil && l.opts.Logf != nil {
-		l.opts.Logf("dedup/wal: %s: recording the failure (%v): %v", path, cause, err)
+	if err := fsutil.ReplaceFile(l.opts.FS, path, p); err != nil {
+		l.opts.Logger.Error("wal: failure marker not written", "path", path, "cause", cause, "err", err)
 	}
 }
 
@@ -78,9 +78,8 @@ func (l *Log) checkFailed() (clear bool, err error) {
 		return true, nil
 	}
 	if l.opts.ReadOnly {
-		if l.opts.Logf != nil {
-			l.opts.Logf("dedup/wal: %s: a write or fsync failed in this boot (%s): what this read-only open shows may not be on disk", path, cause)
-		}
+		// What this read-only open shows may not be on disk.
+		l.opts.Logger.Warn("wal: a write or fsync failed in this boot", "path", path, "cause", cause)
 		return false, nil
 	}
 	return false, fmt.Errorf("%w: %s records %q: the page cache may hold records the disk does not; reboot, then open the store again (or delete %s once the machine has rebooted)",
@@ -94,8 +93,6 @@ func (l *Log) clearFailed() error {
 	if err := l.opts.FS.Remove(path); err != nil {
 		return err
 	}
-	if l.opts.Logf != nil {
-		l.opts.Logf("dedup/wal: %s: a write or fsync failed in an earlier boot; recovery read what the disk holds", path)
-	}
+	l.opts.Logger.Info("wal: cleared the failure marker of an earlier boot", "path", path)
 	return fsutil.SyncDir(l.opts.FS, l.dir)
 }

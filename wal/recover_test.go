@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
@@ -580,15 +581,17 @@ func TestTornTailReportSaysWhatRecoveryKnows(t *testing.T) {
 	base[newest][last.off+recHeaderSize] ^= 0x01
 
 	var log testutil.Log
-	l, got, err := tryOpen(base.mount(t), Options{Logf: log.Logf}, 0)
+	l, got, err := tryOpen(base.mount(t), Options{Logger: log.Logger()}, 0)
 	require.NoError(t, err)
 	require.NoError(t, l.Close())
 	requireReplay(t, want[:len(want)-1], got, "the records before the torn one")
-	logged := log.Lines()
+	logged := log.Records()
 	require.Len(t, logged, 1)
-	assert.Contains(t, logged[0], fmt.Sprintf("offset %d", last.off))
-	assert.NotContains(t, logged[0], "none of it was acknowledged")
-	assert.Contains(t, logged[0], "under SyncAlways those were acknowledged")
+	assert.Equal(t, "wal: truncated a torn tail", logged[0].Message)
+	assert.Equal(t, slog.LevelWarn, logged[0].Level, "what was truncated may have been acknowledged")
+	assert.Equal(t, int64(last.off), logged[0].Attrs["offset"])
+	assert.Equal(t, want[len(want)-1].lsn, logged[0].Attrs["first_lost_lsn"])
+	assert.Contains(t, logged[0].Attrs["path"], newest)
 }
 
 // TestRepairOfMissingSegmentMovesLSNsPast deletes the newest segment:

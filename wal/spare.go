@@ -46,8 +46,8 @@ func (l *Log) prepareSpare() {
 	l.spareBusy, l.spareReady = false, err == nil
 	l.cond.Broadcast()
 	l.mu.Unlock()
-	if err != nil && !errors.Is(err, errStopped) && l.opts.Logf != nil {
-		l.opts.Logf("dedup/wal: %s: preparing the next segment: %v (the next rotation creates one)", l.dir, err)
+	if err != nil && !errors.Is(err, errStopped) {
+		l.opts.Logger.Warn("wal: spare segment not prepared", "dir", l.dir, "err", err)
 	}
 }
 
@@ -100,9 +100,7 @@ func (l *Log) useSpare(first uint64) (bool, error) {
 	if err != nil && !renamed {
 		// The spare removed from outside, say: the segment is created
 		// instead.
-		if l.opts.Logf != nil {
-			l.opts.Logf("dedup/wal: %s: using the spare segment: %v (creating one instead)", l.dir, err)
-		}
+		l.opts.Logger.Warn("wal: spare segment not used", "dir", l.dir, "err", err)
 		return false, nil
 	}
 	return err == nil, err

@@ -3,6 +3,7 @@ package wal
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -49,9 +50,9 @@ type sweepAcks struct {
 // records, by Append and AppendStart in turn, waiting for each round
 // before the next, and every fourth round for the spare being prepared. Under SyncAlways a record is durable once Wait returns;
 // in the other modes, once Close has. It returns the first error.
-func runSweepWorkload(fs vfs.FS, mode Options, acks *sweepAcks, logf func(string, ...any)) error {
+func runSweepWorkload(fs vfs.FS, mode Options, acks *sweepAcks, logger *slog.Logger) error {
 	opts := mode
-	opts.FS, opts.SegmentSize, opts.Logf = fs, 4096, logf
+	opts.FS, opts.SegmentSize, opts.Logger = fs, 4096, logger
 	l, err := Open(logDir, opts, 0, func(uint64, []byte) error { return nil })
 	if err != nil {
 		return err
@@ -237,7 +238,7 @@ func TestInjectedErrorSweep(t *testing.T) {
 						return failed && segmentWrite(op)
 					}}
 					var sink testutil.Log
-					err := runSweepWorkload(errorfs.Wrap(mem, fault), mode, acks, sink.Logf)
+					err := runSweepWorkload(errorfs.Wrap(mem, fault), mode, acks, sink.Logger())
 					if op, failed := fault.failed(); failed {
 						t.Logf("failed the %v of %s", op.Kind, op.Path)
 						if strings.HasSuffix(op.Path, spareName) {

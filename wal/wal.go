@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -13,6 +14,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/seed42300104/dedup/internal/fsutil"
+	"github.com/seed42300104/dedup/internal/metric"
 )
 
 var (
@@ -64,8 +66,10 @@ type Options struct {
 	SyncInterval time.Duration
 	// ReadOnly replays without repairing a torn tail and refuses Append.
 	ReadOnly bool
-	// Logf receives the report of a truncated torn tail.
-	Logf func(format string, args ...any)
+	// Logger receives what recovery repaired (a truncated torn tail), the
+	// failure that makes the log fail-stop, and the failures that cost
+	// only speed (the spare segment). Nil means silent.
+	Logger *slog.Logger
 	// Direct says that FS's files are the operating system's, with nothing
 	// interposed on their writes and syncs, as vfs.Default's are (a wrapper
 	// that only sets the modes of new files qualifies; an error-injecting
@@ -153,6 +157,54 @@ type Log struct {
 	// that the file exists.
 	state  logState
 	stated bool
+
+	// inflightStart is when the sync under way started, under mu.
+	inflightStart time.Time
+	stats         stats
+}
+
+// stats are the log's counters, read by Metrics without the lock.
+type stats struct {
+	appends, appendBytes, syncs atomic.Uint64
+	syncSeconds                 *metric.Histogram // nanoseconds per record sync
+	syncRecords                 *metric.Histogram // records each sync made durable
+}
+
+// Bucket bounds of the sync histograms: latencies from a fast NVMe's
+// fdatasync to a struggling disk's, and group-commit sizes in powers of
+// four.
+var (
+	syncNanosBounds  = []int64{50e3, 100e3, 250e3, 500e3, 1e6, 2.5e6, 5e6, 10e6, 25e6, 50e6, 100e6, 250e6, 500e6, 1e9}
+	syncRecordBounds = []int64{1, 4, 16, 64, 256, 1024, 4096, 16384}
+)
+
+// Metrics is a snapshot of the log's counters since Open.
+type Metrics struct {
+	// Appends counts the records appended, AppendBytes their framed size.
+	Appends, AppendBytes uint64
+	// Syncs counts the fsyncs of records that ended, failed ones included.
+	Syncs uint64
+	// SyncNanos is the time each took, in nanoseconds; SyncRecords how
+	// many records each made durable (the group commit's size), over the
+	// syncs that succeeded.
+	SyncNanos, SyncRecords metric.Snapshot
+}
+
+// Metrics returns the log's counters. It takes no lock.
+func (l *Log) Metrics() Metrics {
+	return Metrics{
+		Appends: l.stats.appends.Load(), AppendBytes: l.stats.appendBytes.Load(),
+		Syncs:     l.stats.syncs.Load(),
+		SyncNanos: l.stats.syncSeconds.Snapshot(), SyncRecords: l.stats.syncRecords.Snapshot(),
+	}
+}
+
+// logger returns the Logger of the options, or one that discards.
+func (o Options) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
 }
 
 // zeroAhead is how far ahead of the records the writer fills the segment
@@ -180,7 +232,10 @@ type chunk struct {
 // records get LSNs after the log's last record, after after, and after
 // every LSN a repair cut.
 func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []byte) error) (*Log, error) {
+	opts.Logger = opts.logger()
 	l := &Log{opts: opts, dir: dir, kick: make(chan struct{}, 1), done: make(chan struct{})}
+	l.stats.syncSeconds = metric.NewHistogram(syncNanosBounds...)
+	l.stats.syncRecords = metric.NewHistogram(syncRecordBounds...)
 	l.cond = sync.NewCond(&l.mu)
 	if !opts.ReadOnly {
 		if err := fsutil.MkdirAll(opts.FS, dir); err != nil {
@@ -222,9 +277,8 @@ func (l *Log) recover(after uint64, fn func(uint64, []byte) error) error {
 		if err := l.opts.FS.Remove(r.drop); err != nil {
 			return err
 		}
-		if l.opts.Logf != nil {
-			l.opts.Logf("dedup/wal: %s: removed a newest segment of zeros that a crash in creating it left (no record reached it)", r.drop)
-		}
+		// A crash in creating it left it; no record reached it.
+		l.opts.Logger.Info("wal: removed an empty newest segment", "path", r.drop)
 	}
 	if n := len(r.firsts); n > 0 {
 		l.tail, l.tailOff, l.tailNext, l.tailCap = r.firsts[n-1], r.tail.end, r.tail.next, r.tailCap
@@ -254,12 +308,12 @@ func (l *Log) truncateTail(path string, s scan) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	if l.opts.Logf != nil {
-		l.opts.Logf("dedup/wal: %s: truncated a torn tail of %d bytes at offset %d; LSN %d on is gone. "+
-			"No surviving record says these bytes were synced: a write cut short by a crash leaves this, and was never acknowledged; "+
-			"damage to the records of the last fsync before a crash looks the same, and under SyncAlways those were acknowledged",
-			path, s.tornEnd-s.end, s.end, s.next)
-	}
+	// No surviving record says these bytes were synced: a write cut short
+	// by a crash leaves this, and was never acknowledged. Damage to the
+	// records of the last fsync before a crash looks the same, and under
+	// SyncAlways those were acknowledged: hence a warning.
+	l.opts.Logger.Warn("wal: truncated a torn tail", "path", path, "offset", s.end,
+		"bytes", s.tornEnd-s.end, "first_lost_lsn", s.next)
 	return nil
 }
 
@@ -445,6 +499,8 @@ func (l *Log) append(payload []byte, start bool) (uint64, error) {
 	}
 	c := &l.pending[len(l.pending)-1]
 	c.data = appendRecord(c.data, lsn, syncedTo, payload)
+	l.stats.appends.Add(1)
+	l.stats.appendBytes.Add(uint64(size))
 	c.lastLSN = lsn
 	l.tailOff += size
 	if start && !l.flushing && !l.inflight {
@@ -603,6 +659,7 @@ func (l *Log) flush(sync, wait bool) {
 func (l *Log) beginSync(background bool) uint64 {
 	l.inflight, l.inflightBg = true, background
 	l.inflightTag, l.inflightAt = l.written, l.writtenAt
+	l.inflightStart = time.Now()
 	return l.written
 }
 
@@ -650,7 +707,12 @@ func (l *Log) settle(c completion) {
 	case c.tag != l.inflightTag:
 		l.fail(dataFailure{fmt.Errorf("%w: completion for LSN %d, the sync under way is for LSN %d", errStraySync, c.tag, l.inflightTag)})
 	case l.err == nil:
+		l.stats.syncRecords.Observe(int64(c.tag - l.synced))
 		l.synced, l.syncedAt = c.tag, l.inflightAt
+	}
+	if l.inflight {
+		l.stats.syncs.Add(1)
+		l.stats.syncSeconds.Observe(int64(time.Since(l.inflightStart)))
 	}
 	l.inflight = false
 	l.completed++
@@ -662,6 +724,7 @@ func (l *Log) settle(c completion) {
 func (l *Log) fail(err error) {
 	if l.err == nil {
 		l.err = fmt.Errorf("wal: %s: write failed, the log is fail-stop until reopened: %w", l.dir, err)
+		l.opts.Logger.Error("wal: fail-stop", "dir", l.dir, "err", err)
 		if errors.As(err, new(dataFailure)) {
 			l.markFailed(err)
 		}

@@ -44,6 +44,7 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 			}
 			cfg.Sync = mode
 			cfg.Shape = bench.Shape(shape)
+			cfg.Logger = g.logger(cmd)
 			if !slices.Contains(bench.Shapes, cfg.Shape) {
 				return usageError{fmt.Errorf("--shape must be one of %v, not %q", bench.Shapes, shape)}
 			}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"runtime/debug"
 
@@ -118,10 +119,11 @@ func version() string {
 
 // globals are the flags every command takes.
 type globals struct {
-	dir    string
-	output string
-	addr   string
-	remote *client // set when the command asks the admin handler at addr
+	dir      string
+	output   string
+	addr     string
+	logLevel slog.Level // of the store's log, on stderr
+	remote   *client    // set when the command asks the admin handler at addr
 }
 
 func newRoot() *cobra.Command {
@@ -156,6 +158,7 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVar(&g.addr, "addr", os.Getenv("DEDUP_ADDR"), "URL of a running process's admin handler, for get, explain, scan, stats and verify (default $DEDUP_ADDR)")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().TextVar(&g.logLevel, "log-level", slog.LevelWarn, "the least level of the store's log records written to stderr: debug, info, warn or error")
 	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g), newVerify(g), newExplain(g), newScan(g), newExport(g), newImport(g), newRepair(g), newSnapshot(g))
 	return root
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -41,7 +42,7 @@ error, and exits as that error does (3 for damage).
 			if err != nil {
 				return err
 			}
-			d, err := dedup.Repair(dir, nil, yes)
+			d, err := dedup.Repair(dir, &dedup.Options{Logger: g.logger(cmd)}, yes)
 			if errors.Is(err, dedup.ErrCorrupt) {
 				// The index's checkpoint, which says where the WAL
 				// begins, is damaged: the WAL cannot be checked.
@@ -82,7 +83,7 @@ error, and exits as that error does (3 for damage).
 // opens reports why the store in dir does not open read-only, if it does
 // not.
 func opens(dir string) error {
-	s, err := dedup.Open(dir, &dedup.Options{ReadOnly: true, Logf: func(string, ...any) {}})
+	s, err := dedup.Open(dir, &dedup.Options{ReadOnly: true, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
 	}

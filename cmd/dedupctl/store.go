@@ -3,8 +3,8 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/url"
-	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -15,18 +15,21 @@ import (
 )
 
 // openStore opens the store under --dir with opts, sending the store's
-// operational messages to the command's stderr. A read-only store is never
-// created or changed.
+// log records at --log-level and above to the command's stderr. A
+// read-only store is never created or changed.
 func (g *globals) openStore(cmd *cobra.Command, opts dedup.Options) (*dedup.Store, error) {
 	dir, err := g.needDir()
 	if err != nil {
 		return nil, err
 	}
-	stderr := cmd.ErrOrStderr()
-	opts.Logf = func(format string, args ...any) {
-		fmt.Fprintf(stderr, "dedupctl: %s\n", strings.TrimSuffix(fmt.Sprintf(format, args...), "\n"))
-	}
+	opts.Logger = g.logger(cmd)
 	return dedup.Open(dir, &opts)
+}
+
+// logger returns the logger of the store's records at --log-level and
+// above, on the command's stderr.
+func (g *globals) logger(cmd *cobra.Command) *slog.Logger {
+	return slog.New(slog.NewTextHandler(cmd.ErrOrStderr(), &slog.HandlerOptions{Level: g.logLevel}))
 }
 
 // withStore runs fn on the store under --dir, opened with opts, and closes

@@ -3,6 +3,7 @@ package crashtest_test
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -25,8 +26,8 @@ const damageMarks = 300
 func damageID(i int) []byte { return fmt.Appendf(nil, "damage-id-%04d", i) }
 
 // damageOptions makes a checkpoint every 50 marks.
-func damageOptions(logf func(string, ...any)) *dedup.Options {
-	return &dedup.Options{MemtableMarks: 50, SegmentSize: 64 << 10, Logf: logf}
+func damageOptions(logger *slog.Logger) *dedup.Options {
+	return &dedup.Options{MemtableMarks: 50, SegmentSize: 64 << 10, Logger: logger}
 }
 
 // markedStore creates a store in a fresh directory, marks n IDs in batches
@@ -53,7 +54,7 @@ func markedStore(t *testing.T, opts *dedup.Options, n int) string {
 // left the files the damage tests damage.
 func checkpointedStore(t *testing.T) string {
 	t.Helper()
-	dir := markedStore(t, damageOptions(t.Logf), damageMarks)
+	dir := markedStore(t, damageOptions(testutil.NewLog(t).Logger()), damageMarks)
 	require.FileExists(t, filepath.Join(dir, "index", "CHECKPOINT"))
 	require.NotEmpty(t, storeFiles(t, dir, "index/filters/*.bloom"))
 	require.NotEmpty(t, storeFiles(t, dir, "index/db/*.sst"))
@@ -232,7 +233,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 			// Read-only first: it must change nothing, and a writable
 			// Open must then find the same damage.
 			for _, readOnly := range []bool{true, false} {
-				opts := damageOptions(t.Logf)
+				opts := damageOptions(testutil.NewLog(t).Logger())
 				opts.ReadOnly = readOnly
 				s, err := dedup.Open(dir, opts)
 				if s != nil {
@@ -255,7 +256,7 @@ func TestCorruptStoreFailsOpen(t *testing.T) {
 // not the newest: that is never a torn write.
 func TestCorruptWALSegmentFailsOpen(t *testing.T) {
 	// No checkpoint, so every segment is replayed.
-	opts := &dedup.Options{SegmentSize: 64 << 10, Sync: dedup.SyncNone, Logf: t.Logf}
+	opts := &dedup.Options{SegmentSize: 64 << 10, Sync: dedup.SyncNone, Logger: testutil.NewLog(t).Logger()}
 	dir := markedStore(t, opts, 6000)
 	segs := storeFiles(t, dir, "wal/*.wal")
 	require.GreaterOrEqual(t, len(segs), 2, "the WAL must have rotated")
@@ -280,7 +281,7 @@ func TestCorruptPebbleTableIsDetected(t *testing.T) {
 	const marks = 120
 	// Not t.Logf: a store left open by a panic may log after the test.
 	var log testutil.Log
-	dir := markedStore(t, damageOptions(log.Logf), marks)
+	dir := markedStore(t, damageOptions(log.Logger()), marks)
 	tables := storeFiles(t, dir, "index/db/*.sst")
 	require.NotEmpty(t, tables)
 	require.Less(t, len(tables), 4, "more L0 tables would start a compaction")
@@ -288,7 +289,7 @@ func TestCorruptPebbleTableIsDetected(t *testing.T) {
 		flipByte(t, path, 64) // data blocks come first in a table
 	}
 
-	s, err := dedup.Open(dir, damageOptions(log.Logf))
+	s, err := dedup.Open(dir, damageOptions(log.Logger()))
 	if err == nil {
 		for i := range marks {
 			if _, err = seenNoPanic(t, s, damageID(i)); err != nil {
@@ -326,9 +327,9 @@ func TestRebuildMissingFilters(t *testing.T) {
 		require.NoError(t, os.Remove(path))
 	}
 	var log testutil.Log
-	assertAllSeen(t, dir, damageOptions(log.Logf), damageMarks)
-	assert.True(t, log.Contains("rebuilding"), "Open must report the rebuild; it logged %q", log.Lines())
-	assertAllSeen(t, dir, damageOptions(t.Logf), damageMarks)
+	assertAllSeen(t, dir, damageOptions(log.Logger()), damageMarks)
+	assert.Len(t, log.Find("index: filter snapshot missing, rebuilding the filters from Pebble"), 1, "Open must report the rebuild; it logged %v", log.Records())
+	assertAllSeen(t, dir, damageOptions(testutil.NewLog(t).Logger()), damageMarks)
 }
 
 // TestTornWALTailIsTruncated appends garbage after the last record of the
@@ -342,9 +343,12 @@ func TestTornWALTailIsTruncated(t *testing.T) {
 	editFile(t, newest, func(b []byte) []byte { return append(b, bytes.Repeat([]byte{0xde, 0xad, 0xbe, 0xef}, 9)...) })
 
 	var log testutil.Log
-	assertAllSeen(t, dir, damageOptions(log.Logf), damageMarks)
-	assert.True(t, log.Contains("torn tail"), "Open must report the truncation; it logged %q", log.Lines())
-	assertAllSeen(t, dir, damageOptions(t.Logf), damageMarks)
+	assertAllSeen(t, dir, damageOptions(log.Logger()), damageMarks)
+	if torn := log.Find("wal: truncated a torn tail"); assert.Len(t, torn, 1, "Open must report the truncation; it logged %v", log.Records()) {
+		assert.Equal(t, newest, torn[0].Attrs["path"])
+		assert.Equal(t, uint64(31), torn[0].Attrs["first_lost_lsn"], "nothing after the last record, LSN 30, is lost")
+	}
+	assertAllSeen(t, dir, damageOptions(testutil.NewLog(t).Logger()), damageMarks)
 }
 
 // TestCorruptPebbleBlockFailsEveryRead overwrites 200 bytes in the middle
@@ -360,7 +364,7 @@ func TestCorruptPebbleBlockFailsEveryRead(t *testing.T) {
 		ids[i] = damageID(i)
 	}
 	healthy := t.TempDir()
-	s, err := dedup.Open(healthy, &dedup.Options{Sync: dedup.SyncNone, Logf: t.Logf})
+	s, err := dedup.Open(healthy, &dedup.Options{Sync: dedup.SyncNone, Logger: testutil.NewLog(t).Logger()})
 	require.NoError(t, err)
 	for i := 0; i < marks; i += 1000 {
 		_, err := s.CheckAndMarkBatch(ids[i:i+1000], time.Hour)
@@ -433,7 +437,7 @@ func TestCorruptPebbleBlockFailsEveryRead(t *testing.T) {
 				copy(b[len(b)/2:], bytes.Repeat([]byte{0xa5}, 200))
 				return b
 			})
-			s, err := dedup.Open(dir, &dedup.Options{CacheSize: 1, Logf: t.Logf})
+			s, err := dedup.Open(dir, &dedup.Options{CacheSize: 1, Logger: testutil.NewLog(t).Logger()})
 			require.NoError(t, err, "Open reads no data block")
 			defer func() { assert.NoError(t, s.Close()) }()
 

@@ -2,6 +2,7 @@ package crashtest_test
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"path"
 	"strings"
@@ -42,7 +43,7 @@ func TestCrashInjectedErrors(t *testing.T) {
 			mem := vfs.NewCrashableMem()
 			log := newSimLog()
 			var sink testutil.Log
-			sawError := runFaulty(t, errorfs.Wrap(mem, fault), log, fault, sink.Logf)
+			sawError := runFaulty(t, errorfs.Wrap(mem, fault), log, fault, sink.Logger())
 			if op, failed := fault.failed(); failed {
 				t.Logf("failed the %s", describe(op))
 				reported := sawError || ((cleanup(op) || spare(op)) && sink.Contains(errorfs.ErrInjected.Error()))
@@ -166,9 +167,9 @@ func spare(op errorfs.Op) bool {
 // runFaulty runs the workload on fs, which fails one operation, and reports
 // whether any call, Open or Close returned an error. It fails t if a call
 // succeeds after a WAL write or sync failed.
-func runFaulty(t *testing.T, fs vfs.FS, log *simLog, fault *faultAt, logf func(string, ...any)) (sawError bool) {
+func runFaulty(t *testing.T, fs vfs.FS, log *simLog, fault *faultAt, logger *slog.Logger) (sawError bool) {
 	t.Helper()
-	s, err := dedup.Open(simDir, simOptions(fs, logf))
+	s, err := dedup.Open(simDir, simOptions(fs, logger))
 	if err != nil {
 		return true
 	}
@@ -200,7 +201,7 @@ func TestPebbleFatalIsAnError(t *testing.T) {
 		}
 		return nil
 	}))
-	opts := &dedup.Options{FS: fs, Logf: testutil.Discard}
+	opts := &dedup.Options{FS: fs, Logger: testutil.Discard}
 	ids := storetest.IDs("fatal", 200)
 	for _, dir := range []string{"at-open", "at-checkpoint"} {
 		s, err := dedup.Open(dir, opts)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -34,8 +35,8 @@ const (
 	killMaxDelay      = 300 * time.Millisecond
 )
 
-func killOptions(logf func(string, ...any)) *dedup.Options {
-	return &dedup.Options{SegmentSize: killSegmentSize, MemtableMarks: killMemtableMarks, ExpectedMarks: killExpectedMarks, Logf: logf}
+func killOptions(logger *slog.Logger) *dedup.Options {
+	return &dedup.Options{SegmentSize: killSegmentSize, MemtableMarks: killMemtableMarks, ExpectedMarks: killExpectedMarks, Logger: logger}
 }
 
 func killID(n int) string { return "id-" + strconv.Itoa(n) }
@@ -157,7 +158,7 @@ func (h *killHistory) record(t *testing.T, cycle int, out []byte) {
 // verify reopens the store after a kill and checks it against the history.
 func (h *killHistory) verify(t *testing.T, cycle int, dir string) {
 	t.Helper()
-	s, err := dedup.Open(dir, killOptions(t.Logf))
+	s, err := dedup.Open(dir, killOptions(testutil.NewLog(t).Logger()))
 	require.NoError(t, err, "cycle %d: reopening after the kill", cycle)
 	defer func() { require.NoError(t, s.Close(), "cycle %d: closing", cycle) }()
 	var lost, phantom []string

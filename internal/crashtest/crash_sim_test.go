@@ -2,6 +2,7 @@ package crashtest_test
 
 import (
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"os"
 	"path"
@@ -97,14 +98,14 @@ func simID(n int) []byte {
 	return id
 }
 
-func simOptions(fs vfs.FS, logf func(string, ...any)) *dedup.Options {
+func simOptions(fs vfs.FS, logger *slog.Logger) *dedup.Options {
 	return &dedup.Options{
 		FS:            fs,
 		Clock:         ttl.NewFake(testutil.Epoch),
 		SegmentSize:   simSegmentSize,
 		MemtableMarks: simMemtableMarks,
 		ExpectedMarks: simExpectedMarks,
-		Logf:          logf,
+		Logger:        logger,
 	}
 }
 
@@ -281,7 +282,7 @@ func simDo(s *dedup.Store, c simCall) ([]bool, error) {
 // every seen ID was attempted, and no ID acknowledged as new is new again.
 func verifyRecovered(t *testing.T, fs vfs.FS, log *simLog) {
 	t.Helper()
-	s, err := dedup.Open(simDir, simOptions(fs, t.Logf))
+	s, err := dedup.Open(simDir, simOptions(fs, testutil.NewLog(t).Logger()))
 	require.NoError(t, err, "Open after the crash")
 	defer func() { require.NoError(t, s.Close(), "Close after recovery") }()
 

@@ -17,9 +17,9 @@ import (
 func TestVerify(t *testing.T) {
 	const marks = 120
 	var log testutil.Log
-	dir := markedStore(t, damageOptions(log.Logf), marks)
+	dir := markedStore(t, damageOptions(log.Logger()), marks)
 
-	s, err := dedup.Open(dir, damageOptions(log.Logf))
+	s, err := dedup.Open(dir, damageOptions(log.Logger()))
 	require.NoError(t, err)
 	storetest.MarkAll(t, s, storetest.IDs("wal-only", 10), 0)
 	r, err := s.Verify()
@@ -32,7 +32,7 @@ func TestVerify(t *testing.T) {
 	tables := storeFiles(t, dir, "index/db/*.sst")
 	require.NotEmpty(t, tables)
 	flipByte(t, tables[0], 64)
-	s, err = dedup.Open(dir, damageOptions(log.Logf))
+	s, err = dedup.Open(dir, damageOptions(log.Logger()))
 	require.NoError(t, err, "Open reads no table block")
 	defer s.Close()
 	_, err = s.Verify()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
@@ -20,8 +22,8 @@ import (
 
 // walOptions never checkpoints on its own: the tests checkpoint where
 // they need to.
-func walOptions(logf func(string, ...any)) *dedup.Options {
-	return &dedup.Options{MemtableMarks: 1 << 20, SegmentSize: 64 << 10, Logf: logf}
+func walOptions(logger *slog.Logger) *dedup.Options {
+	return &dedup.Options{MemtableMarks: 1 << 20, SegmentSize: 64 << 10, Logger: logger}
 }
 
 // walStore marks n IDs, one WAL record each, checkpointing after the
@@ -30,7 +32,7 @@ func walOptions(logf func(string, ...any)) *dedup.Options {
 func walStore(t *testing.T, n, checkpointAt int) (string, [][]byte) {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := dedup.Open(dir, walOptions(t.Logf))
+	s, err := dedup.Open(dir, walOptions(testutil.NewLog(t).Logger()))
 	require.NoError(t, err)
 	ids := storetest.IDs("wal", n)
 	for i, id := range ids {
@@ -72,7 +74,7 @@ func recordOffset(b []byte, k int) int {
 func requireOpenFails(t *testing.T, dir, file string) {
 	t.Helper()
 	for _, readOnly := range []bool{false, true} {
-		opts := walOptions(t.Logf)
+		opts := walOptions(testutil.NewLog(t).Logger())
 		opts.ReadOnly = readOnly
 		s, err := dedup.Open(dir, opts)
 		if s != nil {
@@ -88,9 +90,9 @@ func requireOpenFails(t *testing.T, dir, file string) {
 // damaged log used (so fencing tokens keep rising), and closes it.
 func reopenAfterRepair(t *testing.T, dir string, kept [][]byte, highest uint64) *dedup.Store {
 	t.Helper()
-	_, err := dedup.Repair(dir, walOptions(t.Logf), true)
+	_, err := dedup.Repair(dir, walOptions(testutil.NewLog(t).Logger()), true)
 	require.NoError(t, err)
-	s := storetest.OpenAt(t, dir, walOptions(t.Logf))
+	s := storetest.OpenAt(t, dir, walOptions(testutil.NewLog(t).Logger()))
 	assert.Equal(t, len(kept), storetest.SeenAll(t, s, kept))
 	_, err = s.CheckAndMark([]byte("after-repair"), 0)
 	require.NoError(t, err)
@@ -111,7 +113,7 @@ func TestZeroedHeaderWithRecordsFailsOpen(t *testing.T) {
 	editFile(t, seg, func(b []byte) []byte { clear(b[:32]); return b })
 
 	requireOpenFails(t, dir, seg)
-	d, err := dedup.Repair(dir, walOptions(t.Logf), false)
+	d, err := dedup.Repair(dir, walOptions(testutil.NewLog(t).Logger()), false)
 	require.NoError(t, err)
 	require.NotNil(t, d, "Repair must see the damage Open sees")
 	assert.Equal(t, seg, d.Segment)
@@ -146,7 +148,7 @@ func TestShortenedOrMissingSegmentFailsOpen(t *testing.T) {
 				tc.damage(t, seg)
 
 				requireOpenFails(t, dir, filepath.Base(seg))
-				d, err := dedup.Repair(dir, walOptions(t.Logf), false)
+				d, err := dedup.Repair(dir, walOptions(testutil.NewLog(t).Logger()), false)
 				require.NoError(t, err)
 				require.NotNil(t, d, "Repair must see the damage Open sees")
 				reopenAfterRepair(t, dir, ids[:checkpointAt], 100)
@@ -165,7 +167,7 @@ func TestRepairKeepsRecordsAfterCheckpoint(t *testing.T) {
 	editFile(t, seg, func(b []byte) []byte { b[recordOffset(b, 4)+30] ^= 0xff; return b })
 	requireOpenFails(t, dir, seg)
 
-	d, err := dedup.Repair(dir, walOptions(t.Logf), false)
+	d, err := dedup.Repair(dir, walOptions(testutil.NewLog(t).Logger()), false)
 	require.NoError(t, err)
 	require.NotNil(t, d)
 	assert.True(t, d.Covered, "the damage lies below the checkpoint")
@@ -189,7 +191,7 @@ func TestRepairRefusesIncompatibleFormat(t *testing.T) {
 		return b
 	})
 	for _, apply := range []bool{false, true} {
-		d, err := dedup.Repair(dir, walOptions(t.Logf), apply)
+		d, err := dedup.Repair(dir, walOptions(testutil.NewLog(t).Logger()), apply)
 		require.ErrorIs(t, err, dedup.ErrIncompatibleFormat, "apply %v", apply)
 		assert.Nil(t, d)
 	}

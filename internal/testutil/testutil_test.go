@@ -2,9 +2,11 @@ package testutil_test
 
 import (
 	"fmt"
+	"log/slog"
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -66,12 +68,19 @@ func TestChildFailuresSetItsExitStatus(t *testing.T) {
 	}
 }
 
-func TestLogKeepsLinesForAssertions(t *testing.T) {
+func TestLogKeepsRecordsWithTheirAttributes(t *testing.T) {
 	var log testutil.Log
-	log.Logf("opened %s", "store")
-	log.Logf("rebuilding %d filters", 3)
-	assert.Equal(t, []string{"opened store", "rebuilding 3 filters"}, log.Lines())
-	assert.True(t, log.Contains("3 filters"))
+	logger := log.Logger().With("dir", "/s").WithGroup("wal")
+	logger.Info("opened", "segments", 2)
+	logger.Warn("rebuilding", slog.Group("filters", "n", 3), "took", time.Second)
+	recs := log.Records()
+	require.Len(t, recs, 2)
+	assert.Equal(t, map[string]any{"dir": "/s", "wal.segments": int64(2)}, recs[0].Attrs)
+	assert.Equal(t, slog.LevelWarn, recs[1].Level)
+	assert.Equal(t, map[string]any{"dir": "/s", "wal.filters.n": int64(3), "wal.took": time.Second}, recs[1].Attrs)
+	assert.Equal(t, "WARN rebuilding dir=/s wal.filters.n=3 wal.took=1s", recs[1].String())
+	assert.Len(t, log.Find("opened"), 1)
+	assert.True(t, log.Contains("filters.n=3"))
 	assert.False(t, log.Contains("torn tail"))
 }
 
@@ -99,9 +108,9 @@ func (e *endingTB) end() {
 func TestLogForwardsOnlyWhileItsTestRuns(t *testing.T) {
 	tb := &endingTB{}
 	log := testutil.NewLog(tb)
-	log.Logf("during")
+	log.Logger().Info("during")
 	tb.end()
-	log.Logf("after")
-	assert.Equal(t, []string{"during"}, tb.logged)
-	assert.Equal(t, []string{"during", "after"}, log.Lines())
+	log.Logger().Info("after")
+	assert.Equal(t, []string{"INFO during"}, tb.logged)
+	assert.Len(t, log.Records(), 2)
 }
