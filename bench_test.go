@@ -8,13 +8,16 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/bench"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
+	"github.com/seed42300104/dedup/metrics"
 )
 
 // markInBatches marks ids in batches of 4096.
@@ -49,26 +52,86 @@ func BenchmarkCheckAndMarkBatchNew(b *testing.B) {
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncInterval, dedup.SyncNone} {
 		b.Run("sync="+mode.String(), func(b *testing.B) {
 			s, _ := storetest.Open(b, &dedup.Options{Sync: mode})
-			// Each batch's IDs are drawn as it is sent, into one buffer, as
-			// a consumer would handle them: all b.N drawn up front would
-			// give the garbage collector a slice of millions of pointers
-			// to scan, which no consumer has.
-			const batch = 1024
-			r := rand.New(rand.NewPCG(1, 1))
-			ids := bench.RandomIDs(0, batch)
-			b.ResetTimer()
-			for done := 0; done < b.N; done += batch {
-				n := min(batch, b.N-done)
-				for _, id := range ids[:n] {
-					binary.LittleEndian.PutUint64(id, r.Uint64())
-					binary.LittleEndian.PutUint64(id[8:], r.Uint64())
-				}
-				if _, err := s.CheckAndMarkBatch(ids[:n], 0); err != nil {
-					b.Fatal(err)
-				}
-			}
+			markNewInBatches(b, s)
 		})
 	}
+}
+
+// markNewInBatches times the marking of b.N new 16-byte IDs in batches of
+// 1024. Each batch's IDs are drawn as it is sent, into one buffer, as a
+// consumer would handle them: all b.N drawn up front would give the
+// garbage collector a slice of millions of pointers to scan, which no
+// consumer has.
+func markNewInBatches(b *testing.B, s *dedup.Store) {
+	const batch = 1024
+	r := rand.New(rand.NewPCG(1, 1))
+	ids := bench.RandomIDs(0, batch)
+	b.ResetTimer()
+	for done := 0; done < b.N; done += batch {
+		n := min(batch, b.N-done)
+		for _, id := range ids[:n] {
+			binary.LittleEndian.PutUint64(id, r.Uint64())
+			binary.LittleEndian.PutUint64(id[8:], r.Uint64())
+		}
+		if _, err := s.CheckAndMarkBatch(ids[:n], 0); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkCollector is BenchmarkCheckAndMarkBatchNew (SyncAlways) and
+// BenchmarkSeenAbsent (1M marks) without a Prometheus collector, and with
+// one registered and gathered every scrapeInterval meanwhile: compare
+// collector=false with collector=true for what reading the store's
+// counters costs the hot paths. (The counters themselves are always kept:
+// their cost is the difference from a build without them.)
+func BenchmarkCollector(b *testing.B) {
+	for _, scraped := range []bool{false, true} {
+		b.Run(fmt.Sprintf("CheckAndMarkBatchNew/collector=%t", scraped), func(b *testing.B) {
+			s, _ := storetest.Open(b, nil)
+			scrapeMeanwhile(b, s, scraped)
+			markNewInBatches(b, s)
+		})
+		b.Run(fmt.Sprintf("SeenAbsent/collector=%t", scraped), func(b *testing.B) {
+			const marks = 1 << 20
+			s, _ := storetest.Open(b, &dedup.Options{Sync: dedup.SyncNone, ExpectedMarks: marks})
+			markInBatches(b, s, bench.RandomIDs(1, marks))
+			require.NoError(b, s.Compact(context.Background()), "settle: no checkpoint or compaction runs while Seen is timed")
+			scrapeMeanwhile(b, s, scraped)
+			seenAbsentInParallel(b, s)
+		})
+	}
+}
+
+// scrapeInterval is how often BenchmarkCollector scrapes: far more often
+// than a Prometheus server does, so that a cost shows.
+const scrapeInterval = 100 * time.Millisecond
+
+// scrapeMeanwhile, if on, registers a Collector of s and gathers it every
+// scrapeInterval until b ends.
+func scrapeMeanwhile(b *testing.B, s *dedup.Store, on bool) {
+	if !on {
+		return
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(metrics.NewCollector(s, nil))
+	stop, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(scrapeInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tick.C:
+				if _, err := reg.Gather(); err != nil {
+					b.Error(err)
+				}
+			}
+		}
+	}()
+	b.Cleanup(func() { close(stop); <-done }) // before the store's Close, registered earlier
 }
 
 // BenchmarkCheckAndMarkBatchesParallel is BenchmarkCheckAndMarkBatchNew

@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/testutil"
 )
 
 // Open opens a store in a new temporary directory and returns it with its
@@ -25,10 +26,19 @@ func Open(t testing.TB, opts *dedup.Options) (*dedup.Store, string) {
 	return OpenAt(t, dir, opts), dir
 }
 
-// OpenAt opens the store in dir, on opts.FS if it is set.
+// OpenAt opens the store in dir, on opts.FS if it is set. Without
+// opts.Logger, the store logs to the test's log (testutil.NewLog), not to
+// the process's stderr, where it would cut into benchmark results.
 func OpenAt(t testing.TB, dir string, opts *dedup.Options) *dedup.Store {
 	t.Helper()
-	s, err := dedup.Open(dir, opts)
+	var o dedup.Options
+	if opts != nil {
+		o = *opts
+	}
+	if o.Logger == nil {
+		o.Logger = testutil.NewLog(t).Logger()
+	}
+	s, err := dedup.Open(dir, &o)
 	require.NoError(t, err, "open %s", dir)
 	t.Cleanup(func() { assert.NoError(t, s.Close(), "close %s at cleanup", dir) })
 	return s
