@@ -70,11 +70,8 @@ func (h Histogram) Count() uint64 {
 // histogram converts a snapshot, scaling its values by scale (1e-9 for
 // nanoseconds to seconds).
 func histogram(s metric.Snapshot, scale float64) Histogram {
-	h := Histogram{UpperBounds: make([]float64, len(s.Bounds)), Counts: s.Counts, Sum: float64(s.Sum) * scale}
-	for i, b := range s.Bounds {
-		h.UpperBounds[i] = float64(b) * scale
-	}
-	return h
+	bounds, sum := s.Scaled(scale)
+	return Histogram{UpperBounds: bounds, Counts: s.Counts, Sum: sum}
 }
 
 // ErrorKinds names the kinds Counters.Errors counts by: a sentinel's

@@ -23,6 +23,9 @@ type Consumer struct {
 	// Lease is how long a handler may run before another consumer may take
 	// its ID over, as after a crash. Zero means one minute.
 	Lease time.Duration
+	// Counters, if set, counts the messages by status (package metrics
+	// exports them). Nil counts nothing.
+	Counters *Counters
 }
 
 // Status is what Process did with a message.
@@ -73,7 +76,8 @@ func (c *Consumer) Process(id []byte, fn func() error) (Status, error) {
 // the store's Begin, and an ended ctx means fn does not run (status 0,
 // ctx's error). Once fn has run, its outcome is recorded (the ID marked
 // or released) whether or not ctx has ended.
-func (c *Consumer) ProcessContext(ctx context.Context, id []byte, fn func() error) (Status, error) {
+func (c *Consumer) ProcessContext(ctx context.Context, id []byte, fn func() error) (status Status, err error) {
+	defer func() { c.Counters.message(status) }()
 	lease := c.Lease
 	if lease == 0 {
 		lease = time.Minute
@@ -92,6 +96,7 @@ func (c *Consumer) ProcessContext(ctx context.Context, id []byte, fn func() erro
 	defer func() {
 		if p := recover(); p != nil {
 			c.Store.ReleaseContext(ctx, id, claim.Token) // so that a redelivery runs it again
+			status = Failed                              // as counted
 			panic(p)
 		}
 	}()

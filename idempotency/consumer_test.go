@@ -215,3 +215,38 @@ func TestConsumersProcessEachMessageOnce(t *testing.T) {
 		assert.Equal(t, 1, n, "%s ran %d times", id, n)
 	}
 }
+
+// TestConsumerCountsEachStatus processes messages to each status and
+// checks the counts: a panic counts as failed, and a message whose
+// context ended before it was begun as an error.
+func TestConsumerCountsEachStatus(t *testing.T) {
+	s := storetest.OpenMem(t, nil)
+	counters := idempotency.NewCounters()
+	c := &idempotency.Consumer{Store: s, Counters: counters}
+	ok := func() error { return nil }
+	_, err := s.Begin([]byte("held"), nil, time.Minute, 0)
+	require.NoError(t, err)
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+
+	for _, step := range []struct {
+		id   string
+		fn   func() error
+		want idempotency.Status
+	}{
+		{"a", ok, idempotency.Processed},
+		{"a", ok, idempotency.Duplicate},
+		{"held", ok, idempotency.Busy},
+		{"b", func() error { return errors.New("downstream unavailable") }, idempotency.Failed},
+	} {
+		st, _ := c.Process([]byte(step.id), step.fn)
+		require.Equal(t, step.want, st, step.id)
+	}
+	assert.Panics(t, func() { c.Process([]byte("c"), func() error { panic("bug") }) })
+	st, err := c.ProcessContext(ended, []byte("d"), ok)
+	require.ErrorIs(t, err, context.Canceled)
+	require.Zero(t, st)
+
+	assert.Equal(t, map[string]uint64{"error": 1, "processed": 1, "duplicate": 1, "busy": 1, "failed": 2, "unmarked": 0},
+		counters.Snapshot().Messages)
+}

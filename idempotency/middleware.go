@@ -41,7 +41,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log"
+	"log/slog"
 	"maps"
 	"net/http"
 	"slices"
@@ -95,9 +95,13 @@ type Options struct {
 	// response's status and kept headers; a larger value is lowered to
 	// that, since a record holds no more.
 	MaxResponseBytes int
-	// Logf reports what cannot be told to the client, such as a response
-	// that could not be stored. Nil means log.Printf.
-	Logf func(format string, args ...any)
+	// Logger reports what cannot be told to the client, such as a
+	// response that could not be stored, with the request's key. Nil
+	// means slog.Default().
+	Logger *slog.Logger
+	// Counters, if set, counts the requests by outcome and times the
+	// handler (package metrics exports them). Nil counts nothing.
+	Counters *Counters
 }
 
 // ReplayedHeader marks a replayed response.
@@ -132,8 +136,8 @@ func (o *Options) withDefaults() Options {
 	if c.Headers == nil {
 		c.Headers = []string{"Content-Type", "Content-Encoding", "Content-Language", "Location", "ETag", "Last-Modified", "Cache-Control"}
 	}
-	if c.Logf == nil {
-		c.Logf = log.Printf
+	if c.Logger == nil {
+		c.Logger = slog.Default()
 	}
 	return c
 }
@@ -175,29 +179,35 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	raw, ok := r.Header[http.CanonicalHeaderKey(h.opts.KeyHeader)]
 	if !ok {
 		if h.opts.Required {
+			h.opts.Counters.request(badRequest)
 			problem(w, http.StatusBadRequest, "Idempotency key missing", fmt.Sprintf("This request needs an %s header.", h.opts.KeyHeader))
 			return
 		}
+		h.opts.Counters.request(noKey)
 		h.next.ServeHTTP(w, r)
 		return
 	}
 	key, err := parseKey(raw, h.opts.MaxKeyLength)
 	if err != nil {
+		h.opts.Counters.request(badRequest)
 		problem(w, http.StatusBadRequest, "Malformed idempotency key", fmt.Sprintf("The %s header: %v.", h.opts.KeyHeader, err))
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, h.opts.MaxBodyBytes))
 	if err != nil {
 		if errors.As(err, new(*http.MaxBytesError)) {
+			h.opts.Counters.request(tooLarge)
 			problem(w, http.StatusRequestEntityTooLarge, "Request body too large", fmt.Sprintf("An idempotent request's body may have at most %d bytes.", h.opts.MaxBodyBytes))
 			return
 		}
+		h.opts.Counters.request(badRequest)
 		problem(w, http.StatusBadRequest, "Unreadable request body", err.Error())
 		return
 	}
 	r.Body = io.NopCloser(bytes.NewReader(body))
 	fp, err := h.opts.Fingerprint(r)
 	if err != nil {
+		h.opts.Counters.request(badRequest)
 		problem(w, http.StatusBadRequest, "Request cannot be fingerprinted", err.Error())
 		return
 	}
@@ -208,6 +218,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// ran.
 	budget := h.store.MaxValueSize() - len(fp)
 	if budget < minStoredResponse {
+		h.opts.Counters.request(tooLarge)
 		problem(w, http.StatusRequestEntityTooLarge, "Request too large to be made idempotent", fmt.Sprintf("Its fingerprint, %d bytes, leaves no room in an idempotency record of %d bytes for the response.", len(fp), h.store.MaxValueSize()))
 		return
 	}
@@ -221,11 +232,13 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if ended := r.Context().Err(); err != nil && ended != nil && errors.Is(err, ended) {
 		// The client has gone, or the server gave up on the request:
 		// nothing was begun, and a retry with the key runs the handler.
+		h.opts.Counters.request(requestEnded)
 		problem(w, http.StatusServiceUnavailable, "Request not run", "The request ended before it was run; retry it with the same key.")
 		return
 	}
 	if err != nil {
-		h.opts.Logf("idempotency: key %q: %v", key, err)
+		h.opts.Counters.request(storeError)
+		h.opts.Logger.Error("idempotency: store unavailable, request not run", "key", key, "err", err)
 		problem(w, http.StatusInternalServerError, "Idempotency store unavailable", "The request was not run; retry it with the same key.")
 		return
 	}
@@ -233,9 +246,11 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case dedup.Completed:
 		h.replay(w, key, claim.Result)
 	case dedup.InProgress:
+		h.opts.Counters.request(inProgress)
 		w.Header().Set("Retry-After", strconv.Itoa(max(1, int(time.Until(claim.LeaseEnds).Seconds()+0.5))))
 		problem(w, http.StatusConflict, "Request in progress", "A request with this idempotency key is still being processed; retry later.")
 	case dedup.Mismatch:
+		h.opts.Counters.request(mismatch)
 		problem(w, http.StatusUnprocessableEntity, "Idempotency key reused", "This idempotency key was used with a different request.")
 	case dedup.Acquired:
 		h.run(w, r, key, id, claim.Token, budget)
@@ -250,25 +265,33 @@ func (h *handler) run(w http.ResponseWriter, r *http.Request, key string, id []b
 	ctx := context.WithoutCancel(r.Context())
 	defer func() {
 		if p := recover(); p != nil {
+			h.opts.Counters.request(releasedAfterPanic)
 			if err := h.store.ReleaseContext(ctx, id, token); err != nil {
-				h.opts.Logf("idempotency: key %q: releasing after a panic: %v", key, err)
+				h.opts.Logger.Error("idempotency: lease not released after a panic", "key", key, "err", err)
 			}
 			panic(p)
 		}
 	}()
+	start := time.Now()
 	h.next.ServeHTTP(rec, r)
+	h.opts.Counters.ran(time.Since(start))
 	// The handler returned: its work is done, whatever its client's state,
 	// so the response is stored. If that fails the lease is kept, not
 	// released: a release would let a retry do the work again at once.
 	if err := h.store.CompleteContext(ctx, id, token, rec.encode()); err != nil {
-		h.opts.Logf("idempotency: key %q: the handler ran but its response could not be stored; the key stays in progress until its lease ends: %v", key, err)
+		// The key stays in progress until its lease ends.
+		h.opts.Counters.request(notStored)
+		h.opts.Logger.Error("idempotency: the handler ran but its response was not stored", "key", key, "err", err)
+		return
 	}
+	h.opts.Counters.request(firstRun)
 }
 
 func (h *handler) replay(w http.ResponseWriter, key string, stored []byte) {
 	resp, err := decodeResponse(stored)
 	if err != nil {
-		h.opts.Logf("idempotency: key %q: %v", key, err)
+		h.opts.Counters.request(storeError)
+		h.opts.Logger.Error("idempotency: stored response unreadable", "key", key, "err", err)
 		problem(w, http.StatusInternalServerError, "Stored response unreadable", "The response stored for this idempotency key cannot be read.")
 		return
 	}
@@ -276,6 +299,7 @@ func (h *handler) replay(w http.ResponseWriter, key string, stored []byte) {
 		w.Header()[name] = values
 	}
 	w.Header().Set(ReplayedHeader, "true")
+	h.opts.Counters.request(replayed)
 	if !resp.kept {
 		problem(w, resp.status, "Response not kept", fmt.Sprintf("The request with this idempotency key was run and answered %d, but its body, %d bytes, was too large to keep, so it cannot be replayed.", resp.status, resp.size))
 		return

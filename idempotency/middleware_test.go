@@ -20,6 +20,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 )
 
@@ -266,8 +267,9 @@ func TestGoneClientGetsTheStoredResponse(t *testing.T) {
 // runs the handler.
 func TestRequestEndedBeforeBeginIsNotRun(t *testing.T) {
 	c := &charge{}
-	logged := 0
-	h := idempotency.Middleware(storetest.OpenMem(t, nil), &idempotency.Options{Logf: func(string, ...any) { logged++ }})(c)
+	var log testutil.Log
+	counters := idempotency.NewCounters()
+	h := idempotency.Middleware(storetest.OpenMem(t, nil), &idempotency.Options{Logger: log.Logger(), Counters: counters})(c)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}")).WithContext(ctx)
@@ -276,7 +278,8 @@ func TestRequestEndedBeforeBeginIsNotRun(t *testing.T) {
 	h.ServeHTTP(w, r)
 	requireProblem(t, w, http.StatusServiceUnavailable)
 	assert.Zero(t, c.runs.Load(), "the handler did not run")
-	assert.Zero(t, logged, "a request that ended is not the store's failure")
+	assert.Empty(t, log.Records(), "a request that ended is not the store's failure")
+	assert.Equal(t, uint64(1), counters.Snapshot().Requests["request_ended"])
 
 	w = serve(h, http.MethodPost, "e", "{}")
 	assert.Equal(t, http.StatusCreated, w.Code, "the retry runs the handler")
@@ -534,4 +537,39 @@ func TestReplayOverRealHTTP(t *testing.T) {
 	assert.Equal(t, r1.StatusCode, r2.StatusCode)
 	assert.Equal(t, b1, b2)
 	assert.Equal(t, "true", r2.Header.Get(idempotency.ReplayedHeader))
+}
+
+// TestCountersCountEachOutcome sends requests that end in each outcome
+// and checks that each is counted once, under its name, and that only
+// first runs are timed.
+func TestCountersCountEachOutcome(t *testing.T) {
+	counters := idempotency.NewCounters()
+	store := storetest.OpenMem(t, nil)
+	c := &charge{}
+	h := idempotency.Middleware(store, &idempotency.Options{Counters: counters, MaxBodyBytes: 16})(c)
+	required := idempotency.Middleware(store, &idempotency.Options{Counters: counters, Required: true})(c)
+	panics := idempotency.Middleware(store, &idempotency.Options{Counters: counters})(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {
+		panic(http.ErrAbortHandler)
+	}))
+	inProgress := idempotency.Middleware(store, &idempotency.Options{Counters: counters})(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		assert.Equal(t, http.StatusConflict, serve(h, http.MethodPost, "running", "{}").Code, "a repeat while the first runs")
+		w.WriteHeader(http.StatusAccepted)
+	}))
+
+	assert.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "a", "{}").Code)
+	assert.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "a", "{}").Code, "replayed")
+	assert.Equal(t, http.StatusUnprocessableEntity, serve(h, http.MethodPost, "a", "{1}").Code)
+	assert.Equal(t, http.StatusRequestEntityTooLarge, serve(h, http.MethodPost, "b", strings.Repeat("x", 17)).Code)
+	assert.Equal(t, http.StatusBadRequest, serve(required, http.MethodPost, "", "{}").Code)
+	assert.Equal(t, http.StatusCreated, serve(h, http.MethodPost, "", "{}").Code, "no key, none required")
+	assert.Equal(t, http.StatusCreated, serve(h, http.MethodGet, "a", "").Code, "a GET is not the middleware's: not counted")
+	assert.Panics(t, func() { serve(panics, http.MethodPost, "p", "{}") })
+	assert.Equal(t, http.StatusAccepted, serve(inProgress, http.MethodPost, "running", "{}").Code)
+
+	snap := counters.Snapshot()
+	assert.Equal(t, map[string]uint64{
+		"first_run": 2, "not_stored": 0, "replayed": 1, "in_progress": 1, "mismatch": 1, "bad_request": 1,
+		"too_large": 1, "released_after_panic": 1, "request_ended": 0, "store_error": 0, "no_key": 1,
+	}, snap.Requests)
+	assert.Equal(t, uint64(2), snap.HandlerSeconds.Count(), "the first runs are timed")
 }

@@ -98,15 +98,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(d *prometheus.Desc, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
 	}
-	histogram := func(d *prometheus.Desc, h dedup.Histogram) {
-		buckets := make(map[float64]uint64, len(h.UpperBounds))
-		var cum uint64
-		for i, b := range h.UpperBounds {
-			cum += h.Counts[i]
-			buckets[b] = cum
-		}
-		ch <- prometheus.MustNewConstHistogram(d, h.Count(), h.Sum, buckets)
-	}
+	histogram := func(d *prometheus.Desc, h dedup.Histogram) { ch <- constHistogram(d, h) }
 
 	counter(c.checks, n.SingleNew, "single", "new")
 	counter(c.checks, n.SingleDuplicates, "single", "duplicate")
@@ -168,4 +160,16 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		failed = 1
 	}
 	gauge(c.failStopped, failed)
+}
+
+// constHistogram turns h into a Prometheus histogram, whose buckets count
+// cumulatively.
+func constHistogram(d *prometheus.Desc, h dedup.Histogram) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(h.UpperBounds))
+	var cum uint64
+	for i, b := range h.UpperBounds {
+		cum += h.Counts[i]
+		buckets[b] = cum
+	}
+	return prometheus.MustNewConstHistogram(d, h.Count(), h.Sum, buckets)
 }

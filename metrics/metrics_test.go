@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"sort"
 	"strings"
 	"sync/atomic"
@@ -18,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
 	dtestutil "github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/metrics"
@@ -248,4 +251,39 @@ func TestCollectorFollowsTheStore(t *testing.T) {
 		"a closed store still reports its counters")
 	assert.Equal(t, 1.0, closed["dedup_fail_stopped"])
 	assert.NotContains(t, fmt.Sprint(log.Records()), "never marked", "nothing is logged per ID")
+}
+
+// TestIdempotencyCollectorExportsTheCounters serves a first run and a
+// replay through the middleware and processes a message twice, then
+// checks the series, and that they follow Prometheus's conventions.
+func TestIdempotencyCollectorExportsTheCounters(t *testing.T) {
+	counters := idempotency.NewCounters()
+	store := storetest.OpenMem(t, nil)
+	h := idempotency.Middleware(store, &idempotency.Options{Counters: counters})(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.WriteHeader(http.StatusCreated)
+	}))
+	for range 2 {
+		r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader("{}"))
+		r.Header.Set("Idempotency-Key", "k")
+		h.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	consumer := &idempotency.Consumer{Store: store, Counters: counters}
+	for range 2 {
+		_, err := consumer.Process([]byte("m"), func() error { return nil })
+		require.NoError(t, err)
+	}
+
+	c := metrics.NewIdempotencyCollector(counters, prometheus.Labels{"service": "payments"})
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(c))
+	got := scrape(t, reg)
+	assert.Equal(t, 1.0, got[`dedup_http_requests_total{outcome=first_run,service=payments}`])
+	assert.Equal(t, 1.0, got[`dedup_http_requests_total{outcome=replayed,service=payments}`])
+	assert.Equal(t, 0.0, got[`dedup_http_requests_total{outcome=in_progress,service=payments}`])
+	assert.Equal(t, 1.0, got[`dedup_http_handler_duration_seconds{service=payments}_count`])
+	assert.Equal(t, 1.0, got[`dedup_consumer_messages_total{service=payments,status=processed}`])
+	assert.Equal(t, 1.0, got[`dedup_consumer_messages_total{service=payments,status=duplicate}`])
 }
