@@ -67,10 +67,10 @@ func (h Histogram) Count() uint64 {
 	return n
 }
 
-// histogram converts a snapshot, scaling its values by scale (1e-9 for
-// nanoseconds to seconds).
-func histogram(s metric.Snapshot, scale float64) Histogram {
-	bounds, sum := s.Scaled(scale)
+// histogram converts a snapshot, counting its values in units of unit
+// (1e9 for nanoseconds to seconds).
+func histogram(s metric.Snapshot, unit float64) Histogram {
+	bounds, sum := s.In(unit)
 	return Histogram{UpperBounds: bounds, Counts: s.Counts, Sum: sum}
 }
 
@@ -153,8 +153,8 @@ func (s *Store) Counters() Counters {
 		SeenTrue: c.seen[1].Load(), SeenByFilters: c.seenByFilters.Load(),
 		LookupsInMemtables: lk.Memtables, LookupsOnDisk: lk.Disk, FilterMisses: s.idx.FilterMisses(),
 		WALAppends: wm.Appends, WALAppendBytes: wm.AppendBytes, WALSyncs: wm.Syncs,
-		WALSyncSeconds: histogram(wm.SyncNanos, 1e-9), WALSyncRecords: histogram(wm.SyncRecords, 1),
-		Checkpoints: c.checkpoints.Load(), CheckpointSeconds: histogram(c.checkpointNanos.Snapshot(), 1e-9),
+		WALSyncSeconds: histogram(wm.SyncNanos, 1e9), WALSyncRecords: histogram(wm.SyncRecords, 1),
+		Checkpoints: c.checkpoints.Load(), CheckpointSeconds: histogram(c.checkpointNanos.Snapshot(), 1e9),
 		GenerationsExpired: c.expired.Load(), GenerationsDroppedEarly: c.early.Load(),
 		Full: c.full.Load(), Errors: make(map[string]uint64, len(ErrorKinds)),
 	}

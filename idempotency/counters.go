@@ -86,7 +86,7 @@ func (c *Counters) Snapshot() CountersSnapshot {
 		s.Messages[st] = c.messages[i].Load()
 	}
 	h := c.handler.Snapshot()
-	bounds, sum := h.Scaled(1e-9)
+	bounds, sum := h.In(1e9)
 	s.HandlerSeconds = dedup.Histogram{UpperBounds: bounds, Counts: h.Counts, Sum: sum}
 	return s
 }

@@ -14,6 +14,11 @@
 //
 //	dedupctl --addr http://localhost:8081 explain --http order-1
 //	dedupctl --addr http://localhost:8081 scan --state in-progress
+//
+// Prometheus scrapes the store's and the middleware's series from a third
+// listener, -metrics-addr:
+//
+//	curl -s localhost:8082/metrics | grep '^dedup_'
 package main
 
 import (
@@ -25,15 +30,20 @@ import (
 	"net/http"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/admin"
 	"github.com/seed42300104/dedup/idempotency"
+	"github.com/seed42300104/dedup/metrics"
 )
 
 func main() {
 	dir := flag.String("dir", "payments-store", "the dedup store's directory")
 	addr := flag.String("addr", "localhost:8080", "where to listen")
 	adminAddr := flag.String("admin-addr", "localhost:8081", "where the admin handler listens, on loopback only (empty: not at all)")
+	metricsAddr := flag.String("metrics-addr", "localhost:8082", "where Prometheus scrapes /metrics (empty: not at all)")
 	flag.Parse()
 	if err := checkLoopback(*adminAddr); err != nil {
 		log.Fatal(err)
@@ -47,8 +57,28 @@ func main() {
 		log.Printf("admin handler on http://%s, for dedupctl --addr", *adminAddr)
 		go func() { log.Fatal(http.ListenAndServe(*adminAddr, admin.Handler(store, nil))) }()
 	}
+	counters := idempotency.NewCounters()
+	if *metricsAddr != "" {
+		log.Printf("Prometheus metrics on http://%s/metrics", *metricsAddr)
+		go func() { log.Fatal(http.ListenAndServe(*metricsAddr, metricsHandler(store, counters))) }()
+	}
 	log.Printf("listening on %s, store in %s", *addr, *dir)
-	log.Fatal(http.ListenAndServe(*addr, newServer(store, &ledger{})))
+	log.Fatal(http.ListenAndServe(*addr, newServer(store, &ledger{}, counters)))
+}
+
+// metricsHandler serves /metrics: the store's series, the middleware's
+// (counted into counters), and the Go runtime's and the process's.
+func metricsHandler(store *dedup.Store, counters *idempotency.Counters) http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		metrics.NewCollector(store, nil),
+		metrics.NewIdempotencyCollector(counters, nil),
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+	)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
 }
 
 // checkLoopback refuses an admin address that is not on the loopback
@@ -69,10 +99,11 @@ func checkLoopback(addr string) error {
 
 // newServer returns the API: POST /charges, idempotent by key (required),
 // and GET /charges to list what was charged. It needs only the Backend
-// API, so a fleet of servers could share one store.
-func newServer(store dedup.Backend, l *ledger) http.Handler {
+// API, so a fleet of servers could share one store. The middleware counts
+// into counters.
+func newServer(store dedup.Backend, l *ledger, counters *idempotency.Counters) http.Handler {
 	mux := http.NewServeMux()
-	idem := idempotency.Middleware(store, &idempotency.Options{Required: true})
+	idem := idempotency.Middleware(store, &idempotency.Options{Required: true, Counters: counters})
 	mux.Handle("POST /charges", idem(http.HandlerFunc(l.charge)))
 	mux.HandleFunc("GET /charges", l.list)
 	return mux

@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/idempotency"
 )
 
 // TestRetriedChargeChargesOnce drives the API as a retrying client would,
@@ -22,7 +23,7 @@ func TestRetriedChargeChargesOnce(t *testing.T) {
 	store, err := dedup.Open(dir, nil)
 	require.NoError(t, err)
 	l := &ledger{}
-	srv := httptest.NewServer(newServer(store, l))
+	srv := httptest.NewServer(newServer(store, l, nil))
 
 	post := func(srv *httptest.Server, key, body string) (*http.Response, string) {
 		req, err := http.NewRequest(http.MethodPost, srv.URL+"/charges", strings.NewReader(body))
@@ -67,7 +68,7 @@ func TestRetriedChargeChargesOnce(t *testing.T) {
 	store, err = dedup.Open(dir, nil)
 	require.NoError(t, err)
 	defer store.Close()
-	srv = httptest.NewServer(newServer(store, l))
+	srv = httptest.NewServer(newServer(store, l, nil))
 	defer srv.Close()
 	resp, again := post(srv, "order-1", `{"amount":1000,"currency":"eur"}`)
 	assert.Equal(t, http.StatusCreated, resp.StatusCode)
@@ -91,4 +92,28 @@ func TestAdminListensOnLoopbackOnly(t *testing.T) {
 		err := checkLoopback(addr)
 		assert.Equal(t, ok, err == nil, "%q: %v", addr, err)
 	}
+}
+
+// TestMetricsServesTheStoreAndTheMiddleware charges once through the API
+// and scrapes /metrics: the store's and the middleware's series are there.
+func TestMetricsServesTheStoreAndTheMiddleware(t *testing.T) {
+	store, err := dedup.Open(t.TempDir(), nil)
+	require.NoError(t, err)
+	defer store.Close()
+	counters := idempotency.NewCounters()
+	api := newServer(store, &ledger{}, counters)
+	r := httptest.NewRequest(http.MethodPost, "/charges", strings.NewReader(`{"amount":1000,"currency":"eur"}`))
+	r.Header.Set("Idempotency-Key", "order-1")
+	w := httptest.NewRecorder()
+	api.ServeHTTP(w, r)
+	require.Equal(t, http.StatusCreated, w.Code)
+
+	w = httptest.NewRecorder()
+	metricsHandler(store, counters).ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/metrics", nil))
+	require.Equal(t, http.StatusOK, w.Code)
+	body := w.Body.String()
+	assert.Contains(t, body, `dedup_http_requests_total{outcome="first_run"} 1`)
+	assert.Contains(t, body, "dedup_wal_appends_total 2", "a Begin and a Complete")
+	assert.Contains(t, body, "dedup_effective_window_seconds ")
+	assert.Contains(t, body, "go_goroutines ")
 }

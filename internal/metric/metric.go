@@ -52,14 +52,14 @@ func (s Snapshot) Count() uint64 {
 	return n
 }
 
-// Scaled returns the bounds and the sum multiplied by scale: 1e-9 turns
-// nanoseconds into seconds.
-func (s Snapshot) Scaled(scale float64) (bounds []float64, sum float64) {
+// In returns the bounds and the sum counted in units of unit: In(1e9)
+// turns nanoseconds into seconds.
+func (s Snapshot) In(unit float64) (bounds []float64, sum float64) {
 	bounds = make([]float64, len(s.Bounds))
 	for i, b := range s.Bounds {
-		bounds[i] = float64(b) * scale
+		bounds[i] = float64(b) / unit
 	}
-	return bounds, float64(s.Sum) * scale
+	return bounds, float64(s.Sum) / unit
 }
 
 // Snapshot returns the counts so far. A nil histogram has none.
