@@ -182,3 +182,28 @@ func TestShortWriteIsFailStop(t *testing.T) {
 	require.NoError(t, l.Close())
 	requireReplay(t, acked, got, "the records before the short write")
 }
+
+// TestMetricsCountAppendsAndGroupCommits appends records without syncs
+// (SyncNone) and closes the log: Close's one sync makes them all durable,
+// and the metrics say so, as they say each SyncAlways record's own sync.
+func TestMetricsCountAppendsAndGroupCommits(t *testing.T) {
+	for _, tc := range []struct {
+		mode        SyncMode
+		syncs       uint64
+		recordsEach int64
+	}{
+		{SyncNone, 1, 5},
+		{SyncAlways, 5, 1},
+	} {
+		l, _ := openLog(t, vfs.NewMem(), Options{Sync: tc.mode}, 0)
+		acked := appendN(t, l, 0, 5)
+		require.NoError(t, l.Close())
+		m := l.Metrics()
+		assert.Equal(t, uint64(len(acked)), m.Appends, "%v", tc.mode)
+		assert.Equal(t, uint64(5*recordSize(len("payload-0000"))), m.AppendBytes, "%v: framed", tc.mode)
+		assert.Equal(t, tc.syncs, m.Syncs, "%v", tc.mode)
+		assert.Equal(t, tc.syncs, m.SyncNanos.Count(), "%v: each sync timed", tc.mode)
+		assert.Equal(t, tc.syncs, m.SyncRecords.Count(), "%v", tc.mode)
+		assert.Equal(t, tc.recordsEach*int64(tc.syncs), m.SyncRecords.Sum, "%v: records made durable", tc.mode)
+	}
+}
