@@ -197,10 +197,11 @@ type Options struct {
 	MustExist bool
 
 	// Logger receives the store's operational events as structured
-	// records, never one per ID: Open's recovery (Info), each checkpoint
-	// (Debug), each generation dropped (Info, or Warn when dropped early
-	// for room), capacity events and repaired damage (Warn), and the
-	// failure that makes the store fail-stop (Error). Nil means
+	// records, never one per ID: Open's recovery (Info; a truncated torn
+	// tail, Warn), each checkpoint (Debug), each generation dropped (Info,
+	// or Warn when dropped early for room), a store going full and a step
+	// of the wall clock (Warn), what Repair found (Info) or cut (Warn),
+	// and the failure that makes the store fail-stop (Error). Nil means
 	// slog.Default(), which prints Info and above through the standard
 	// logger unless the program set another default;
 	// slog.New(slog.DiscardHandler) silences the store.

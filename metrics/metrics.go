@@ -15,7 +15,8 @@ import (
 
 // Collector is a prometheus.Collector for one Store. Register one per
 // store, with constant labels that tell the stores of a process apart
-// (a partition, say).
+// (a partition, say), and unregister it when the store is closed: a
+// closed store's counters stay, but its sizes read zero.
 type Collector struct {
 	s *dedup.Store
 
