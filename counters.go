@@ -77,7 +77,16 @@ func histogram(s metric.Snapshot, unit float64) Histogram {
 // ErrorKinds names the kinds Counters.Errors counts by: a sentinel's
 // kind, "canceled" for a caller's context that ended, or "io" for a
 // failure of the file system behind none of them.
-var ErrorKinds = []string{"invalid_argument", "stale_token", "full", "closed", "read_only", "failed_sync", "corrupt", "canceled", "io"}
+var ErrorKinds = [...]string{"invalid_argument", "stale_token", "full", "closed", "read_only", "failed_sync", "corrupt", "canceled", "io"}
+
+// ErrorKind returns the kind of err as ErrorKinds names it, "" for nil:
+// for a Backend other than Store to count its errors as a Store does.
+func ErrorKind(err error) string {
+	if err == nil {
+		return ""
+	}
+	return ErrorKinds[errorKind(err)]
+}
 
 // errorKind returns the index in ErrorKinds of err's kind.
 func errorKind(err error) int {
@@ -112,7 +121,7 @@ type counters struct {
 	checkpointNanos *metric.Histogram
 	expired, early  atomic.Uint64
 	full            atomic.Uint64
-	errs            [9]atomic.Uint64 // by errorKind
+	errs            [len(ErrorKinds)]atomic.Uint64 // by errorKind
 }
 
 // checkpointBounds are the bucket bounds of checkpoint durations, in

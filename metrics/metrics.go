@@ -101,12 +101,7 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	}
 	histogram := func(d *prometheus.Desc, h dedup.Histogram) { ch <- constHistogram(d, h) }
 
-	counter(c.checks, n.SingleNew, "single", "new")
-	counter(c.checks, n.SingleDuplicates, "single", "duplicate")
-	counter(c.checks, n.BatchNew, "batch", "new")
-	counter(c.checks, n.BatchDuplicates, "batch", "duplicate")
-	counter(c.seen, n.SeenTrue, "seen")
-	counter(c.seen, n.SeenFalse, "absent")
+	collectCalls(ch, n, c.checks, c.seen, c.errors)
 	counter(c.lookups, n.LookupsByFilters, "filters")
 	counter(c.lookups, n.LookupsInMemtables, "memtable")
 	counter(c.lookups, n.LookupsOnDisk, "disk")
@@ -153,9 +148,6 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.diskBytes, float64(st.FilterDiskBytes), "filters")
 	gauge(c.filterMemory, float64(st.FilterBytes))
 
-	for _, k := range dedup.ErrorKinds {
-		counter(c.errors, n.Errors[k], k)
-	}
 	failed := 0.0
 	if c.s.FailStopped() {
 		failed = 1

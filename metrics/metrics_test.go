@@ -287,3 +287,26 @@ func TestIdempotencyCollectorExportsTheCounters(t *testing.T) {
 	assert.Equal(t, 1.0, got[`dedup_consumer_messages_total{service=payments,status=processed}`])
 	assert.Equal(t, 1.0, got[`dedup_consumer_messages_total{service=payments,status=duplicate}`])
 }
+
+// TestBackendCollectorExportsTheCallsOfAnyBackend exports the counters
+// of a Counted backend, here the embedded store, under the Collector's
+// names.
+func TestBackendCollectorExportsTheCallsOfAnyBackend(t *testing.T) {
+	s := storetest.OpenMem(t, nil)
+	_, err := s.CheckAndMarkBatch(storetest.IDs("m", 3), 0)
+	require.NoError(t, err)
+	_, err = s.Seen(nil)
+	require.ErrorIs(t, err, dedup.ErrEmptyID)
+
+	c := metrics.NewBackendCollector(s, prometheus.Labels{"backend": "test"})
+	problems, err := testutil.CollectAndLint(c)
+	require.NoError(t, err)
+	assert.Empty(t, problems)
+	reg := prometheus.NewPedanticRegistry()
+	require.NoError(t, reg.Register(c))
+	got := scrape(t, reg)
+	assert.Equal(t, 3.0, got[`dedup_checks_total{backend=test,call=batch,outcome=new}`])
+	assert.Equal(t, 1.0, got[`dedup_errors_total{backend=test,kind=invalid_argument}`])
+	assert.Equal(t, 0.0, got[`dedup_seen_total{backend=test,outcome=absent}`])
+	assert.Len(t, got, 4+2+len(dedup.ErrorKinds), "the calls' series only")
+}

@@ -16,7 +16,7 @@ import (
 // mark, and if so marks it for ttl (0 means Options.DefaultTTL). Among
 // concurrent callers, in any process, exactly one sees isNew for an ID.
 func (s *Store) CheckAndMarkContext(ctx context.Context, id []byte, ttl time.Duration) (isNew bool, err error) {
-	isNews, err := s.CheckAndMarkBatchContext(ctx, [][]byte{id}, ttl)
+	isNews, err := s.checkAndMarkBatch(ctx, [][]byte{id}, ttl, false)
 	if err != nil {
 		return false, err
 	}
@@ -31,6 +31,13 @@ func (s *Store) CheckAndMarkContext(ctx context.Context, id []byte, ttl time.Dur
 // error may come after some were marked (see the package doc on unknown
 // outcomes).
 func (s *Store) CheckAndMarkBatchContext(ctx context.Context, ids [][]byte, ttl time.Duration) (isNew []bool, err error) {
+	return s.checkAndMarkBatch(ctx, ids, ttl, true)
+}
+
+// checkAndMarkBatch is CheckAndMarkBatchContext, counted as a batch or a
+// single check.
+func (s *Store) checkAndMarkBatch(ctx context.Context, ids [][]byte, ttl time.Duration, batch bool) (isNew []bool, err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return nil, err
 	}
@@ -55,6 +62,7 @@ func (s *Store) CheckAndMarkBatchContext(ctx context.Context, ids [][]byte, ttl 
 	for _, m := range marks {
 		isNew[m.at] = m.isNew
 	}
+	s.counters.checked(batch, isNew)
 	return isNew, nil
 }
 
@@ -198,7 +206,8 @@ func (s *Store) undo(ctx context.Context, marks []*markCmd, nonce string, cause 
 }
 
 // SeenContext reports whether id has a live mark, without marking it.
-func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
+func (s *Store) SeenContext(ctx context.Context, id []byte) (_ bool, err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return false, err
 	}
@@ -209,12 +218,18 @@ func (s *Store) SeenContext(ctx context.Context, id []byte) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("redisstore: EXISTS: %w", s.sent(ctx, err))
 	}
+	if n == 1 {
+		s.counters.seen[1].Add(1)
+	} else {
+		s.counters.seen[0].Add(1)
+	}
 	return n == 1, nil
 }
 
 // ForgetContext removes the mark or record of id, if any, so that it is
 // new again.
-func (s *Store) ForgetContext(ctx context.Context, id []byte) error {
+func (s *Store) ForgetContext(ctx context.Context, id []byte) (err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return err
 	}

@@ -112,14 +112,15 @@ return {v, t[1], t[2], redis.call('PTTL', KEYS[1])}
 // positive and no longer than ttl (0 means Options.DefaultTTL); both are
 // rounded up to whole milliseconds. A takeover never shortens the key's
 // remaining life.
-func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease, ttl time.Duration) (dedup.Claim, error) {
+func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease, ttl time.Duration) (_ dedup.Claim, err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return dedup.Claim{}, err
 	}
 	if err := s.checkID(key); err != nil {
 		return dedup.Claim{}, err
 	}
-	ttl, err := s.checkTTL(ttl)
+	ttl, err = s.checkTTL(ttl)
 	if err != nil {
 		return dedup.Claim{}, err
 	}
@@ -169,7 +170,8 @@ func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease
 // key was released, it fails with dedup.ErrStaleToken. A result that, with
 // the record's fingerprint, passes Options.MaxValueSize is
 // dedup.ErrValueTooLarge, and the record stays in progress.
-func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, result []byte) error {
+func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, result []byte) (err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return err
 	}
@@ -195,7 +197,8 @@ func (s *Store) CompleteContext(ctx context.Context, key []byte, token uint64, r
 // work was completed. A Release that go-redis retried after its first
 // attempt's reply was lost finds no record, and so fails with
 // dedup.ErrStaleToken too, the key released all the same.
-func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) error {
+func (s *Store) ReleaseContext(ctx context.Context, key []byte, token uint64) (err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return err
 	}
@@ -233,7 +236,8 @@ func settled(key []byte, token uint64, res []any) error {
 
 // RecordContext returns the live idempotency record of key, if it has
 // one. A key marked by CheckAndMark has a live mark but no record.
-func (s *Store) RecordContext(ctx context.Context, key []byte) (dedup.Record, bool, error) {
+func (s *Store) RecordContext(ctx context.Context, key []byte) (_ dedup.Record, _ bool, err error) {
+	defer s.counters.count(&err)
 	if err := s.enter(ctx); err != nil {
 		return dedup.Record{}, false, err
 	}

@@ -198,10 +198,11 @@ func (o *Options) validate() error {
 // Store is a deduplication store on Redis. It is safe for concurrent use,
 // by goroutines and by processes: every answer is the server's.
 type Store struct {
-	client redis.UniversalClient
-	opts   Options
-	closed atomic.Bool
-	nonces nonces
+	client   redis.UniversalClient
+	opts     Options
+	closed   atomic.Bool
+	nonces   nonces
+	counters counters
 }
 
 var _ dedup.Backend = (*Store)(nil)
