@@ -179,6 +179,15 @@ func TestCollectorFollowsTheStore(t *testing.T) {
 		`dedup_lookups_total{answered_by=filters}`:          1,
 	})
 
+	for range 2 { // the second looks them up under the shared lock first
+		_, err = s.CheckAndMarkBatch(ids, time.Hour)
+		require.NoError(t, err)
+	}
+	step("two batches of duplicates", map[string]float64{
+		`dedup_checks_total{call=batch,outcome=duplicate}`: 200,
+		`dedup_lookups_total{answered_by=memtable}`:        200, // each ID once per call
+	})
+
 	require.NoError(t, s.Checkpoint())
 	now = step("a checkpoint", map[string]float64{
 		"dedup_checkpoints_total":                 1,
