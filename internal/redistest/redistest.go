@@ -11,19 +11,18 @@ package redistest
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/seed42300104/dedup/internal/redisproc"
 )
 
 // RequireEnv names the environment variable that turns a missing
@@ -47,27 +46,13 @@ func Require(t testing.TB, name string) string {
 
 // Config is how a server persists and what else it is told. The zero
 // Config persists nothing.
-type Config struct {
-	// AppendFsyncAlways turns the AOF on and fsyncs it before each write
-	// is acknowledged (appendonly yes, appendfsync always), so that a
-	// kill -9 loses nothing acknowledged.
-	AppendFsyncAlways bool
-	// Args are more redis-server arguments, such as
-	// {"--maxmemory-policy", "allkeys-lru"}.
-	Args []string
-}
+type Config = redisproc.Config
 
 // Server is one redis-server process. Its methods are for the test
 // goroutine.
 type Server struct {
-	// Addr is host:port, the same across restarts.
-	Addr string
-
-	t    testing.TB
-	path string
-	dir  string
-	args []string
-	cmd  *exec.Cmd // nil while stopped
+	*redisproc.Server
+	t testing.TB
 }
 
 // Start runs a standalone redis-server, and kills it when t ends.
@@ -80,17 +65,16 @@ func Start(t testing.TB, cfg Config) *Server {
 
 func newServer(t testing.TB, cfg Config, dir string) *Server {
 	t.Helper()
-	path := Require(t, "redis-server")
-	port := freePort(t)
-	s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), t: t, path: path, dir: dir}
-	s.args = []string{"--bind", "127.0.0.1", "--port", strconv.Itoa(port), "--dir", dir,
-		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log")}
-	if cfg.AppendFsyncAlways {
-		s.args = append(s.args, "--appendonly", "yes", "--appendfsync", "always")
-	} else {
-		s.args = append(s.args, "--appendonly", "no")
+	p, err := redisproc.NewServer(Require(t, "redis-server"), dir, cfg)
+	if err != nil {
+		t.Fatal(err)
 	}
-	s.args = append(s.args, cfg.Args...)
+	return wrap(t, p)
+}
+
+// wrap makes p a test's server, killed when t ends.
+func wrap(t testing.TB, p *redisproc.Server) *Server {
+	s := &Server{Server: p, t: t}
 	t.Cleanup(s.Kill)
 	return s
 }
@@ -100,46 +84,9 @@ func newServer(t testing.TB, cfg Config, dir string) *Server {
 // A server that runs is left alone.
 func (s *Server) Restart() {
 	s.t.Helper()
-	if s.cmd != nil {
-		return
+	if err := s.Start(); err != nil {
+		s.t.Fatal(err)
 	}
-	cmd := exec.Command(s.path, s.args...)
-	if err := cmd.Start(); err != nil {
-		s.t.Fatalf("starting redis-server: %v", err)
-	}
-	s.cmd = cmd
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DisableIdentity: true})
-	defer c.Close()
-	var err error
-	for deadline := time.Now().Add(15 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if err = c.Ping(context.Background()).Err(); err == nil {
-			return
-		}
-	}
-	s.t.Fatalf("redis-server on %s did not answer: %v\n%s", s.Addr, err, s.Log())
-}
-
-// Kill sends SIGKILL and waits for the process to end: what the server
-// acknowledged survives only as far as its AOF was fsynced.
-func (s *Server) Kill() { s.signal(syscall.SIGKILL) }
-
-// Stop sends SIGTERM, and waits for the server to exit as it does on a
-// shutdown.
-func (s *Server) Stop() { s.signal(syscall.SIGTERM) }
-
-func (s *Server) signal(sig syscall.Signal) {
-	if s.cmd == nil {
-		return
-	}
-	_ = s.cmd.Process.Signal(sig)
-	_ = s.cmd.Wait() // its exit status is the signal's
-	s.cmd = nil
-}
-
-// Log returns the server's log file.
-func (s *Server) Log() string {
-	b, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
-	return string(b)
 }
 
 // Client returns a client of this server alone, closed when the test
@@ -170,7 +117,10 @@ func StartSentinel(t testing.TB, cfg Config) *Sentinel {
 	replica := Start(t, rcfg)
 
 	dir := t.TempDir()
-	sport := freePort(t)
+	sport, err := redisproc.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	conf := filepath.Join(dir, "sentinel.conf")
 	text := fmt.Sprintf("bind 127.0.0.1\nport %d\ndir %s\nlogfile %s\n"+
 		"sentinel monitor %s %s %s 1\nsentinel down-after-milliseconds %s %d\nsentinel failover-timeout %s 10000\n",
@@ -178,9 +128,7 @@ func StartSentinel(t testing.TB, cfg Config) *Sentinel {
 	if err := os.WriteFile(conf, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	sentinel := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(sport)), t: t,
-		path: Require(t, "redis-server"), dir: dir, args: []string{conf, "--sentinel"}}
-	t.Cleanup(sentinel.Kill)
+	sentinel := wrap(t, redisproc.NewSentinel(Require(t, "redis-server"), dir, conf, sport))
 	sentinel.Restart()
 
 	ctx := context.Background()
@@ -195,7 +143,7 @@ func StartSentinel(t testing.TB, cfg Config) *Sentinel {
 			err = fmt.Errorf("the Sentinel knows %d replicas", len(replicas))
 		}
 		if err == nil {
-			err = synced(ctx, rc)
+			err = redisproc.Synced(ctx, rc)
 		}
 		if last = err; err == nil {
 			return &Sentinel{Primary: primary, Replica: replica, Sentinel: sentinel}
@@ -219,49 +167,33 @@ type Cluster struct {
 	// Nodes are its servers, in the order redis-cli --cluster create was
 	// given them: it makes the first three primaries.
 	Nodes []*Server
+
+	proc *redisproc.Cluster
 }
 
 // NodeTimeout is the cluster-node-timeout of a Cluster's nodes: how long a
 // primary must be unreachable before its replica is promoted.
-const NodeTimeout = 2 * time.Second
+const NodeTimeout = redisproc.NodeTimeout
 
 // StartCluster creates a Cluster with redis-cli --cluster create, waits
 // until every node reports cluster_state:ok, and kills it when t ends.
 func StartCluster(t testing.TB, cfg Config) *Cluster {
 	t.Helper()
-	cli := Require(t, "redis-cli")
+	Require(t, "redis-cli")
 	Require(t, "redis-server")
-	cfg.Args = append([]string{"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-		"--cluster-node-timeout", strconv.Itoa(int(NodeTimeout.Milliseconds()))}, cfg.Args...)
-	c := &Cluster{}
-	addrs := make([]string, 6)
-	for i := range addrs {
-		dir := filepath.Join(t.TempDir(), strconv.Itoa(i))
-		if err := os.Mkdir(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		s := newServer(t, cfg, dir)
-		s.Restart()
-		c.Nodes = append(c.Nodes, s)
-		addrs[i] = s.Addr
-	}
-	args := append([]string{"--cluster", "create"}, addrs...)
-	out, err := exec.Command(cli, append(args, "--cluster-replicas", "1", "--cluster-yes")...).CombinedOutput()
+	p, err := redisproc.StartCluster(t.TempDir(), cfg)
 	if err != nil {
-		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+		t.Fatal(err)
 	}
-	c.WaitOK(t)
+	c := &Cluster{proc: p}
+	for _, n := range p.Nodes {
+		c.Nodes = append(c.Nodes, wrap(t, n))
+	}
 	return c
 }
 
 // Addrs returns the addresses of every node.
-func (c *Cluster) Addrs() []string {
-	addrs := make([]string, len(c.Nodes))
-	for i, s := range c.Nodes {
-		addrs[i] = s.Addr
-	}
-	return addrs
-}
+func (c *Cluster) Addrs() []string { return c.proc.Addrs() }
 
 // Client returns a cluster client seeded with every node, closed when the
 // test ends.
@@ -276,64 +208,9 @@ func (c *Cluster) Client(t testing.TB) *redis.ClusterClient {
 // linked to it and synced.
 func (c *Cluster) WaitOK(t testing.TB) {
 	t.Helper()
-	var last error
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if last = c.ok(); last == nil {
-			return
-		}
+	if err := c.proc.WaitOK(); err != nil {
+		t.Fatal(err)
 	}
-	t.Fatalf("the cluster did not become ok: %v", last)
-}
-
-func (c *Cluster) ok() error {
-	ctx := context.Background()
-	for _, s := range c.Nodes {
-		if s.cmd == nil {
-			continue
-		}
-		n := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DisableIdentity: true})
-		info, err := n.ClusterInfo(ctx).Result()
-		if err == nil && (!strings.Contains(info, "cluster_state:ok") || !strings.Contains(info, "cluster_slots_ok:16384")) {
-			err = fmt.Errorf("%s: %s", s.Addr, strings.ReplaceAll(info, "\r\n", " "))
-		}
-		if err == nil {
-			err = linkedReplicas(ctx, n)
-		}
-		if err == nil {
-			err = synced(ctx, n)
-		}
-		n.Close()
-		if err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// linkedReplicas fails unless the node's view has three primaries, each
-// with a replica whose link is up.
-func linkedReplicas(ctx context.Context, n *redis.Client) error {
-	nodes, err := n.ClusterNodes(ctx).Result()
-	if err != nil {
-		return err
-	}
-	var primaries, replicas int
-	for _, line := range strings.Split(strings.TrimSpace(nodes), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 8 || strings.Contains(f[2], "fail") || f[7] != "connected" {
-			continue
-		}
-		switch {
-		case strings.Contains(f[2], "master") && len(f) > 8:
-			primaries++
-		case strings.Contains(f[2], "slave"):
-			replicas++
-		}
-	}
-	if primaries != 3 || replicas != 3 {
-		return fmt.Errorf("%s sees %d primaries with slots and %d replicas connected:\n%s", n.Options().Addr, primaries, replicas, nodes)
-	}
-	return nil
 }
 
 // WaitPrimary waits until node is a primary and reports
@@ -354,28 +231,6 @@ func (c *Cluster) WaitPrimary(t testing.TB, node *Server) {
 		last = fmt.Sprint(role, err, err2)
 	}
 	t.Fatalf("%s is not an ok primary: %s", node.Addr, last)
-}
-
-// synced fails if the node is a replica that has not completed its sync
-// with its primary: it could not be promoted.
-func synced(ctx context.Context, n *redis.Client) error {
-	info, err := n.Info(ctx, "replication").Result()
-	if err != nil {
-		return err
-	}
-	if infoField(info, "role") == "slave" && infoField(info, "master_link_status") != "up" {
-		return fmt.Errorf("%s has not synced with its primary", n.Options().Addr)
-	}
-	return nil
-}
-
-func infoField(info, name string) string {
-	for _, line := range strings.Split(info, "\n") {
-		if v, ok := strings.CutPrefix(strings.TrimSpace(line), name+":"); ok {
-			return v
-		}
-	}
-	return ""
 }
 
 // Reshard moves slots slots from primary from to primary to with
@@ -405,7 +260,7 @@ func (c *Cluster) Primaries(t testing.TB) []*Server {
 	t.Helper()
 	var out []*Server
 	for _, s := range c.Nodes {
-		if s.cmd == nil {
+		if !s.Running() {
 			continue
 		}
 		n := redis.NewClient(&redis.Options{Addr: s.Addr, DisableIdentity: true})
@@ -455,32 +310,4 @@ func (c *Cluster) node(t testing.TB, addr string) *Server {
 	}
 	t.Fatalf("no node at %s", addr)
 	return nil
-}
-
-// freePort returns a port of 127.0.0.1 that is free, and whose cluster bus
-// port (10000 higher) is free too.
-func freePort(t testing.TB) int {
-	t.Helper()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if port+10000 > 65535 {
-			continue
-		}
-		bus, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port+10000))
-		if errors.Is(err, syscall.EADDRINUSE) {
-			continue
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		bus.Close()
-		return port
-	}
-	t.Fatal("no free port with a free cluster bus port")
-	return 0
 }
