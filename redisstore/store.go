@@ -68,9 +68,10 @@ package redisstore
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -335,23 +336,27 @@ func (s *Store) checkValue(fingerprint, result []byte) error {
 }
 
 // nonces makes the value each call writes: unique to the call, so that a
-// retried command recognizes what its first attempt wrote.
+// retried command recognizes what its first attempt wrote. A nonce is a
+// decimal integer below 2^63, which Redis keeps as an integer rather than
+// as a string of its own: a mark costs the server one small object. The
+// nonces of one Store are consecutive from a random start, so two Stores'
+// meet only if their starts are closer than the calls they make.
 type nonces struct {
-	base string        // random, per Store
+	base uint64        // random, per Store
 	n    atomic.Uint64 // calls so far
 }
 
 func (n *nonces) init() error {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
+	var b [8]byte
+	if _, err := rand.Read(b[:]); err != nil {
 		return fmt.Errorf("redisstore: a random nonce: %w", err)
 	}
-	n.base = hex.EncodeToString(b) + "."
+	n.base = binary.LittleEndian.Uint64(b[:])
 	return nil
 }
 
 func (n *nonces) next() string {
-	return n.base + strconv.FormatUint(n.n.Add(1), 16)
+	return strconv.FormatUint((n.base+n.n.Add(1))&math.MaxInt64, 10)
 }
 
 // conn is what a call runs its commands on: the client, or with

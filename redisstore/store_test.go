@@ -127,6 +127,7 @@ func TestSpecifications(t *testing.T) {
 		{"CompleteBoundsFingerprintAndResultTogether", completeBoundsFingerprintAndResultTogether},
 		{"ConcurrentBeginOneWinner", concurrentBeginOneWinner},
 		{"EvictionPolicyOfAnyPrimaryIsRefused", evictionPolicyOfAnyPrimaryIsRefused},
+		{"MarkValueIsAnIntegerToRedis", markValueIsAnIntegerToRedis},
 	}
 	for _, srv := range servers(t) {
 		t.Run(srv.name, func(t *testing.T) {
@@ -410,4 +411,20 @@ func concurrentBeginOneWinner(t *testing.T, srv server) {
 		}
 	}
 	assert.Equal(t, 1, acquired)
+}
+
+// markValueIsAnIntegerToRedis checks that the nonce a mark holds is one
+// Redis keeps as an integer, without a string of its own per key.
+func markValueIsAnIntegerToRedis(t *testing.T, srv server) {
+	prefix := t.Name() + ":"
+	s := srv.open(t, &redisstore.Options{Prefix: prefix})
+	_, err := s.CheckAndMarkBatchContext(ctx, ids("int", 3), time.Hour)
+	require.NoError(t, err)
+	_, err = s.CheckAndMarkContext(ctx, []byte("one"), time.Hour)
+	require.NoError(t, err)
+	for _, id := range append(ids("int", 3), []byte("one")) {
+		enc, err := srv.client.ObjectEncoding(ctx, prefix+string(id)).Result()
+		require.NoError(t, err)
+		assert.Equal(t, "int", enc, "%s", id)
+	}
 }
