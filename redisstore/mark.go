@@ -76,10 +76,14 @@ type markCmd struct {
 
 // marks makes the SET of each distinct ID. With GET, the reply tells a
 // new mark (nil), one this call's earlier attempt made (the nonce) and
-// another's.
+// another's. The marks, and the arguments of their commands, are each
+// one allocation for the whole batch: a batch's IDs cost Redis's round
+// trip and little more.
 func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonce string) []*markCmd {
-	ms := millis(ttl)
-	marks := make([]*markCmd, 0, len(ids))
+	const nargs = 7 // set key nonce px ms nx get
+	var nonceArg, msArg any = nonce, millis(ttl)
+	cmds := make([]markCmd, 0, len(ids))
+	args := make([]any, 0, nargs*len(ids))
 	var seen map[string]struct{}
 	if len(ids) > 1 {
 		seen = make(map[string]struct{}, len(ids))
@@ -92,7 +96,13 @@ func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonc
 			}
 			seen[key] = struct{}{}
 		}
-		marks = append(marks, &markCmd{at: i, key: key, cmd: redis.NewCmd(ctx, "set", key, nonce, "px", ms, "nx", "get")})
+		at := len(args)
+		args = append(args, "set", key, nonceArg, "px", msArg, "nx", "get")
+		cmds = append(cmds, markCmd{at: i, key: key, cmd: redis.NewCmd(ctx, args[at:len(args):len(args)]...)})
+	}
+	marks := make([]*markCmd, len(cmds))
+	for i := range cmds {
+		marks[i] = &cmds[i]
 	}
 	return marks
 }
