@@ -27,15 +27,19 @@ import (
 //     the limit of cold-duplicates;
 //   - pebble-get-then-set: the hand-written dedup, a Pebble Get per ID and
 //     a Set if absent, committed per batch at the same durability;
-//   - redis-set-nx: SET id 1 NX EX ttl, pipelined per batch, against a
-//     redis-server persisting as the durability asks (see redis.go).
+//   - redis-set-nx: SET key 1 PX ttl NX, pipelined per batch, against a
+//     redis-server persisting as the durability asks (see redis.go): the
+//     hand-written dedup on Redis, and the limit of the redis-new row;
+//   - redis-cluster-set-nx: the same on a Cluster of three primaries with
+//     a replica each, the limit of redis-cluster-new. It runs only when
+//     named (see ClusterRows).
 //
 // The Pebble baselines are tuned as a user would tune them for this job:
 // a bloom filter per table, no compression (random IDs do not compress),
 // 64 MiB memtables, and a 1 GiB block cache. Pebble reserves its memtables
 // out of the block cache, so a cache the size of the store's index (64
 // MiB) would cache no block at all and read every filter from the file.
-var Baselines = names(baselines)
+var Baselines = names(baselines, false)
 
 var baselines = []row{
 	{name: "bloom-test", baseline: true, single: true, input: marksThenAbsent, setup: func(cfg Config, in *inputs, _ string) (trial, error) {
@@ -135,7 +139,12 @@ var baselines = []row{
 			return int(b.Count()), b.Commit(writeOptions(cfg))
 		})
 	}},
-	{name: "redis-set-nx", baseline: true, input: (*inputs).marked, setup: redisTrial},
+	{name: "redis-set-nx", baseline: true, input: (*inputs).marked, setup: func(cfg Config, _ *inputs, dir string) (trial, error) {
+		return redisTrial(cfg, dir, false, rawSetNX)
+	}},
+	{name: "redis-cluster-set-nx", baseline: true, cluster: true, input: (*inputs).marked, setup: func(cfg Config, _ *inputs, dir string) (trial, error) {
+		return redisTrial(cfg, dir, true, rawSetNX)
+	}},
 }
 
 // newFilter is a bloom/v3 filter of the size and rate the store gives a

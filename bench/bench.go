@@ -49,7 +49,7 @@ type Config struct {
 	// open and close many stores.
 	Logger *slog.Logger
 	// Workloads and Baselines name the rows to run, in order, from
-	// Workloads and Baselines (the package variables).
+	// Workloads and Baselines (the package variables) or ClusterRows.
 	Workloads, Baselines []string
 	// Progress, if set, is told every 100ms, and at the end of a row, how
 	// many of its IDs are done. It is never called concurrently.
@@ -78,10 +78,12 @@ type Result struct {
 	// Get) it counts the IDs reported present.
 	New int `json:"new"`
 	// CPUPerMillion is the CPU time, user and system, per million IDs, in
-	// seconds: this process's, plus redis-server's for the Redis row.
+	// seconds: this process's, plus redis-server's (every node's of a
+	// Cluster) for the Redis rows.
 	CPUPerMillion float64 `json:"cpu_seconds_per_million"`
 	// RSSPerMark is the growth of resident memory per live mark, in bytes:
-	// this process's after a GC, or redis-server's used_memory. Zero where
+	// this process's after a GC, or redis-server's used_memory (the sum
+	// of a Cluster's nodes, replicas included). Zero where
 	// the row holds no marks.
 	RSSPerMark float64 `json:"rss_bytes_per_mark,omitempty"`
 	// DiskPerMark is the row's directory size per live mark, in bytes, as
@@ -140,6 +142,8 @@ type row struct {
 	single bool
 	// whole says the row takes all its IDs in one call, on one goroutine.
 	whole bool
+	// cluster says the row runs on a Redis Cluster: only when named.
+	cluster bool
 	// input returns the IDs the calls get, building every set of IDs the
 	// row uses, so that they exist before the row's memory is measured.
 	input func(in *inputs) [][]byte
@@ -168,7 +172,7 @@ func Run(cfg Config) ([]Result, error) {
 		for _, name := range names.names {
 			i := slices.IndexFunc(names.known, func(r row) bool { return r.name == name })
 			if i < 0 {
-				return nil, fmt.Errorf("bench: unknown row %q (workloads: %v; baselines: %v)", name, Workloads, Baselines)
+				return nil, fmt.Errorf("bench: unknown row %q (workloads: %v; baselines: %v; on a Cluster: %v)", name, Workloads, Baselines, ClusterRows)
 			}
 			rows = append(rows, names.known[i])
 		}

@@ -21,8 +21,9 @@ func smallConfig(t *testing.T) Config {
 	return Config{Dir: t.TempDir(), IDs: 2000, Batch: 64, Concurrency: 2, Shape: Bytes16, Sync: dedup.SyncAlways}
 }
 
-// TestRunRows runs every row, on a machine with redis-server on PATH and
-// on one without (PATH emptied), where the Redis row alone is skipped.
+// TestRunRows runs every default row, on a machine with redis-server on
+// PATH and on one without (PATH emptied), where the Redis rows alone are
+// skipped.
 func TestRunRows(t *testing.T) {
 	t.Run("redis-server on PATH", func(t *testing.T) {
 		redistest.Require(t, "redis-server")
@@ -35,7 +36,7 @@ func TestRunRows(t *testing.T) {
 }
 
 // testRunRows runs every row and checks what each found; withoutRedis
-// says the Redis row must be skipped.
+// says the Redis rows must be skipped.
 func testRunRows(t *testing.T, withoutRedis bool) {
 	cfg := smallConfig(t)
 	cfg.Workloads, cfg.Baselines = Workloads, Baselines
@@ -59,16 +60,19 @@ func testRunRows(t *testing.T, withoutRedis bool) {
 	}
 	require.Equal(t, slices.Concat(Workloads, Baselines), got, "one row per workload and baseline, in order")
 	assert.Equal(t, ran, progressed, "every row that runs reports progress")
-	assert.Equal(t, withoutRedis, byName["redis-set-nx"].Skipped != "", "the Redis row runs where redis-server is")
+	for _, name := range redisRows {
+		assert.Equal(t, withoutRedis, byName[name].Skipped != "", "%s runs where redis-server is", name)
+	}
 
 	// What each row found says it ran the mix it claims.
 	want := map[string]int{
 		"new": 2000, "hot-duplicates": 0, "cold-duplicates": 0, "open": 2000, "replay": 2000,
 		"pebble-batch-insert": 2000, "pebble-get": 2000, "pebble-get-then-set": 2000, "redis-set-nx": 2000,
+		"redis-new": 2000,
 	}
 	for _, r := range results {
 		if r.Skipped != "" {
-			assert.Equal(t, "redis-set-nx", r.Workload, "only Redis may be skipped")
+			assert.Contains(t, redisRows, r.Workload, "only Redis may be skipped")
 			continue
 		}
 		assert.Positive(t, r.IDsPerSecond(), r.Workload)
@@ -98,6 +102,32 @@ func testRunRows(t *testing.T, withoutRedis bool) {
 	assert.Equal(t, 64, byName["new"].Batch)
 	assert.Positive(t, byName["new"].DiskPerMark, "the store is on disk")
 	assert.Zero(t, byName["bloom-test"].DiskPerMark, "a filter is not on disk")
+}
+
+// redisRows are the default rows that need redis-server.
+var redisRows = []string{"redis-new", "redis-set-nx"}
+
+// TestClusterRowsRunOnlyWhenNamed runs the Redis Cluster rows, which the
+// default rows leave out because a Cluster takes seconds to form.
+func TestClusterRowsRunOnlyWhenNamed(t *testing.T) {
+	assert.Equal(t, []string{"redis-cluster-new", "redis-cluster-set-nx"}, ClusterRows)
+	for _, name := range ClusterRows {
+		assert.NotContains(t, slices.Concat(Workloads, Baselines), name, "%s is not a default row", name)
+	}
+	redistest.Require(t, "redis-server")
+	redistest.Require(t, "redis-cli")
+	cfg := smallConfig(t)
+	cfg.Sync = dedup.SyncNone
+	cfg.Workloads, cfg.Baselines = []string{"redis-cluster-new"}, []string{"redis-cluster-set-nx"}
+	results, err := Run(cfg)
+	require.NoError(t, err)
+	require.Len(t, results, 2)
+	for _, r := range results {
+		assert.Empty(t, r.Skipped, r.Workload)
+		assert.Equal(t, 2000, r.New, "%s: every ID new", r.Workload)
+		assert.Positive(t, r.RSSPerMark, "%s: the nodes' used_memory grows with the keys", r.Workload)
+	}
+	assert.Contains(t, results[0].Ratios, "redis-cluster-set-nx")
 }
 
 func TestRatiosAreOverEachBaseline(t *testing.T) {
@@ -131,19 +161,27 @@ func TestRedisPersistsAsTheStore(t *testing.T) {
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncNone} {
 		t.Run(mode.String(), func(t *testing.T) {
 			cfg := smallConfig(t)
-			cfg.Sync, cfg.Baselines = mode, []string{"redis-set-nx"}
+			cfg.Sync, cfg.Workloads, cfg.Baselines = mode, []string{"redis-new"}, []string{"redis-set-nx"}
 			results, err := Run(cfg)
 			require.NoError(t, err)
-			r := results[0]
-			assert.Empty(t, r.Skipped)
-			assert.Equal(t, 2000, r.New)
-			assert.Positive(t, r.RSSPerMark, "used_memory grows with the keys")
-			if mode == dedup.SyncAlways {
-				assert.Positive(t, r.DiskPerMark, "the AOF holds the keys")
-			} else {
-				assert.Zero(t, r.DiskPerMark, "no persistence")
+			for _, r := range results {
+				assertPersisted(t, mode, r)
 			}
 		})
+	}
+}
+
+// assertPersisted checks that a Redis row kept its marks in memory, and
+// on disk only where mode asks for persistence.
+func assertPersisted(t *testing.T, mode dedup.SyncMode, r Result) {
+	t.Helper()
+	assert.Empty(t, r.Skipped, r.Workload)
+	assert.Equal(t, 2000, r.New, r.Workload)
+	assert.Positive(t, r.RSSPerMark, "%s: used_memory grows with the keys", r.Workload)
+	if mode == dedup.SyncAlways {
+		assert.Positive(t, r.DiskPerMark, "%s: the AOF holds the keys", r.Workload)
+	} else {
+		assert.Zero(t, r.DiskPerMark, "%s: no persistence", r.Workload)
 	}
 }
 

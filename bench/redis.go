@@ -3,18 +3,17 @@ package bench
 import (
 	"bufio"
 	"context"
-	"fmt"
-	"net"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/internal/redisproc"
+	"github.com/seed42300104/dedup/redisstore"
 )
 
 // redisPersistence is the redis-server configuration that matches a
@@ -31,56 +30,71 @@ func redisPersistence(mode dedup.SyncMode) []string {
 	}
 }
 
-// redisTrial starts a redis-server of its own on a free port of 127.0.0.1
-// with its data in dir/data, and times SET id 1 NX EX TTL through go-redis:
-// pipelined per batch, one round trip per ID at batch size 1. Without a
-// redis-server on PATH the row is skipped.
-func redisTrial(cfg Config, _ *inputs, dir string) (trial, error) {
+// redisPrefix is the prefix of every key the Redis rows write, the
+// backend's and the raw baseline's alike: redisstore's default.
+const redisPrefix = redisstore.DefaultPrefix
+
+// redisCalls makes a Redis row's call on a client of the row's own
+// server or Cluster.
+type redisCalls func(ctx context.Context, rdb redis.UniversalClient) (func(ids [][]byte) (int, error), error)
+
+// redisTrial starts a redis-server of its own, or with cluster a Cluster
+// of three primaries with a replica each, every node on a free port of
+// 127.0.0.1 with its data under dir and persisting as cfg.Sync asks, and
+// times the calls calls makes. Without redis-server (and for a Cluster
+// redis-cli) on PATH the row is skipped. The server's CPU time and memory
+// are the row's: every node's, on a Cluster.
+func redisTrial(cfg Config, dir string, cluster bool, calls redisCalls) (trial, error) {
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
-		return trial{}, errSkip{"redis-server not found on PATH; install it (apt-get install redis-server) to run this baseline"}
+		return trial{}, errSkip{"redis-server not found on PATH; install it (apt-get install redis-server) to run this row"}
 	}
-	data := filepath.Join(dir, "data")
-	if err := os.Mkdir(data, 0o755); err != nil {
-		return trial{}, err
+	if _, err := exec.LookPath("redis-cli"); cluster && err != nil {
+		return trial{}, errSkip{"redis-cli not found on PATH; install it (apt-get install redis-tools) to run this row"}
 	}
-	srv, addr, err := startRedis(path, dir, data, cfg.Sync)
-	if err != nil {
-		return trial{}, err
+	// The log goes to the discarded stdout, so that disk per mark counts
+	// the data alone.
+	pcfg := redisproc.Config{Args: append(redisPersistence(cfg.Sync), "--logfile", "")}
+	var rdb redis.UniversalClient
+	var nodes []*redisproc.Server
+	if cluster {
+		c, err := redisproc.StartCluster(dir, pcfg)
+		if err != nil {
+			return trial{}, err
+		}
+		nodes = c.Nodes
+		rdb = redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), PoolSize: cfg.Concurrency, DisableIdentity: true})
+	} else {
+		s, err := redisproc.NewServer(path, dir, pcfg)
+		if err != nil {
+			return trial{}, err
+		}
+		if err := s.Start(); err != nil {
+			return trial{}, err
+		}
+		nodes = []*redisproc.Server{s}
+		rdb = redis.NewClient(&redis.Options{Addr: s.Addr, PoolSize: cfg.Concurrency, DisableIdentity: true})
 	}
-	rdb := redis.NewClient(&redis.Options{Addr: addr, PoolSize: cfg.Concurrency, DisableIdentity: true})
 	stop := func() error {
 		rdb.Close()
-		srv.Process.Kill()
-		srv.Wait()
+		for _, s := range nodes {
+			s.Kill()
+		}
 		return nil
 	}
 	ctx := context.Background()
+	call, err := calls(ctx, rdb)
+	if err != nil {
+		stop()
+		return trial{}, err
+	}
 	return trial{
-		call: func(ids [][]byte) (int, error) {
-			if len(ids) == 1 {
-				ok, err := rdb.SetNX(ctx, string(ids[0]), 1, TTL).Result()
-				return count(ok), err
-			}
-			cmds := make([]*redis.BoolCmd, len(ids))
-			pipe := rdb.Pipeline()
-			for i, id := range ids {
-				cmds[i] = pipe.SetNX(ctx, string(id), 1, TTL)
-			}
-			if _, err := pipe.Exec(ctx); err != nil {
-				return 0, err
-			}
-			n := 0
-			for _, c := range cmds {
-				n += count(c.Val())
-			}
-			return n, nil
-		},
+		call: call,
 		marks: func() int {
-			n, _ := rdb.DBSize(ctx).Result()
+			n, _ := sumPrimaries(ctx, rdb, func(c *redis.Client) (int64, error) { return c.DBSize(ctx).Result() })
 			return int(n)
 		},
-		dir: data,
+		dir: dir,
 		external: func() (time.Duration, int64, error) {
 			return redisUsage(ctx, rdb)
 		},
@@ -88,65 +102,108 @@ func redisTrial(cfg Config, _ *inputs, dir string) (trial, error) {
 	}, nil
 }
 
-// startRedis runs redis-server on a free port, its log in dir and its data
-// in data, and waits until it answers.
-func startRedis(path, dir, data string, mode dedup.SyncMode) (*exec.Cmd, string, error) {
-	// redis-server changes into its data directory before it opens its
-	// log, so a relative path would point elsewhere.
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, "", err
+// rawSetNX is the hand-written check-and-mark the backend is measured
+// against: SET key 1 PX ttl NX, the backend's command without its nonce
+// and GET, pipelined per batch, one round trip per ID at batch size 1.
+func rawSetNX(ctx context.Context, rdb redis.UniversalClient) (func([][]byte) (int, error), error) {
+	ms := TTL.Milliseconds()
+	set := func(id []byte) *redis.Cmd {
+		return redis.NewCmd(ctx, "set", redisPrefix+string(id), 1, "px", ms, "nx")
 	}
-	if data, err = filepath.Abs(data); err != nil {
-		return nil, "", err
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, "", err
-	}
-	addr := l.Addr().String()
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	l.Close()
-	args := append([]string{"--bind", "127.0.0.1", "--port", port, "--dir", data,
-		"--save", "", "--daemonize", "no", "--logfile", filepath.Join(dir, "redis.log")}, redisPersistence(mode)...)
-	srv := exec.Command(path, args...)
-	if err := srv.Start(); err != nil {
-		return nil, "", err
-	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
-			c.Close()
-			return srv, addr, nil
+	return func(ids [][]byte) (int, error) {
+		cmds := make([]*redis.Cmd, len(ids))
+		if len(ids) == 1 {
+			cmds[0] = set(ids[0])
+			_ = rdb.Process(ctx, cmds[0]) // the error is the command's
+		} else {
+			pipe := rdb.Pipeline()
+			for i, id := range ids {
+				cmds[i] = set(id)
+				_ = pipe.Process(ctx, cmds[i])
+			}
+			_, _ = pipe.Exec(ctx) // the errors are the commands'
 		}
-		if time.Now().After(deadline) {
-			srv.Process.Kill()
-			srv.Wait()
-			log, _ := os.ReadFile(filepath.Join(dir, "redis.log"))
-			return nil, "", fmt.Errorf("redis-server did not listen on %s: %s", addr, log)
+		n := 0
+		for _, c := range cmds {
+			switch err := c.Err(); err {
+			case nil:
+				n++
+			case redis.Nil:
+			default:
+				return 0, err
+			}
 		}
-	}
+		return n, nil
+	}, nil
 }
 
-// redisUsage reads the server's CPU time (used_cpu_user + used_cpu_sys) and
-// used_memory from INFO.
-func redisUsage(ctx context.Context, rdb *redis.Client) (time.Duration, int64, error) {
-	info, err := rdb.Info(ctx, "cpu", "memory").Result()
+// backendCalls checks and marks through a redisstore.Store on the client.
+func backendCalls(ctx context.Context, rdb redis.UniversalClient) (func([][]byte) (int, error), error) {
+	s, err := redisstore.New(ctx, rdb, &redisstore.Options{Prefix: redisPrefix})
 	if err != nil {
-		return 0, 0, err
+		return nil, err
 	}
+	return func(ids [][]byte) (int, error) {
+		if len(ids) == 1 {
+			isNew, err := s.CheckAndMarkContext(ctx, ids[0], TTL)
+			return count(isNew), err
+		}
+		isNew, err := s.CheckAndMarkBatchContext(ctx, ids, TTL)
+		return count(isNew...), err
+	}, nil
+}
+
+// sumPrimaries adds up fn over every primary of a Cluster, or runs it on
+// the one server of a client.
+func sumPrimaries(ctx context.Context, rdb redis.UniversalClient, fn func(*redis.Client) (int64, error)) (int64, error) {
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		return fn(rdb.(*redis.Client))
+	}
+	var mu sync.Mutex
+	var total int64
+	err := cc.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+		n, err := fn(c)
+		mu.Lock()
+		total += n
+		mu.Unlock()
+		return err
+	})
+	return total, err
+}
+
+// redisUsage reads the servers' CPU time (used_cpu_user + used_cpu_sys)
+// and used_memory from INFO: every node's, replicas' too, on a Cluster.
+func redisUsage(ctx context.Context, rdb redis.UniversalClient) (time.Duration, int64, error) {
+	var mu sync.Mutex
 	var cpu float64
 	var mem int64
-	sc := bufio.NewScanner(strings.NewReader(info))
-	for sc.Scan() {
-		k, v, _ := strings.Cut(strings.TrimSpace(sc.Text()), ":")
-		switch k {
-		case "used_cpu_user", "used_cpu_sys":
-			f, _ := strconv.ParseFloat(v, 64)
-			cpu += f
-		case "used_memory":
-			mem, _ = strconv.ParseInt(v, 10, 64)
+	node := func(ctx context.Context, c *redis.Client) error {
+		info, err := c.Info(ctx, "cpu", "memory").Result()
+		if err != nil {
+			return err
 		}
+		mu.Lock()
+		defer mu.Unlock()
+		sc := bufio.NewScanner(strings.NewReader(info))
+		for sc.Scan() {
+			k, v, _ := strings.Cut(strings.TrimSpace(sc.Text()), ":")
+			switch k {
+			case "used_cpu_user", "used_cpu_sys":
+				f, _ := strconv.ParseFloat(v, 64)
+				cpu += f
+			case "used_memory":
+				n, _ := strconv.ParseInt(v, 10, 64)
+				mem += n
+			}
+		}
+		return nil
 	}
-	return time.Duration(cpu * float64(time.Second)), mem, nil
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		err = cc.ForEachShard(ctx, node)
+	} else {
+		err = node(ctx, rdb.(*redis.Client))
+	}
+	return time.Duration(cpu * float64(time.Second)), mem, err
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/seed42300104/dedup"
 )
@@ -22,10 +23,20 @@ import (
 //   - open: Open (and Close) of a store holding IDs live marks, all
 //     checkpointed: recovery loads the filter snapshots;
 //   - replay: Open (and Close) of a store whose WAL holds IDs records of
-//     one mark each after its checkpoint: recovery replays them all.
+//     one mark each after its checkpoint: recovery replays them all;
+//   - redis-new: every ID new, through the Redis backend (redisstore) on a
+//     redis-server of its own, persisting as the durability asks;
+//   - redis-cluster-new: the same on a Cluster of three primaries with a
+//     replica each. It runs only when named (see ClusterRows).
 //
 // The recovery rows count marks recovered per second, in one call.
-var Workloads = names(workloads)
+var Workloads = names(workloads, false)
+
+// ClusterRows lists the rows on a Redis Cluster, workloads and baselines.
+// Each starts six redis-server processes and waits for the Cluster to
+// form, which takes seconds, so Run's callers leave them out of
+// Workloads and Baselines, the default rows, and run them when named.
+var ClusterRows = names(slices.Concat(workloads, baselines), true)
 
 var workloads = []row{
 	{name: "new", input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
@@ -60,6 +71,12 @@ var workloads = []row{
 			// two cores one would take a core from the readers.
 			return s.Compact(context.Background())
 		}, seenCalls)
+	}},
+	{name: "redis-new", input: (*inputs).marked, setup: func(cfg Config, _ *inputs, dir string) (trial, error) {
+		return redisTrial(cfg, dir, false, backendCalls)
+	}},
+	{name: "redis-cluster-new", cluster: true, input: (*inputs).marked, setup: func(cfg Config, _ *inputs, dir string) (trial, error) {
+		return redisTrial(cfg, dir, true, backendCalls)
 	}},
 	{name: "open", whole: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
 		return recoveryTrial(cfg, dir, in.marked(), func(s *dedup.Store) error {
@@ -198,10 +215,13 @@ func count(vs ...bool) int {
 	return n
 }
 
-func names(rows []row) []string {
+// names lists the rows on a Redis Cluster, or the others.
+func names(rows []row, cluster bool) []string {
 	var out []string
 	for _, r := range rows {
-		out = append(out, r.name)
+		if r.cluster == cluster {
+			out = append(out, r.name)
+		}
 	}
 	return out
 }

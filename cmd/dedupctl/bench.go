@@ -22,7 +22,7 @@ func newBench(g *globals) *cobra.Command {
 		Use:   "bench",
 		Short: "Run the benchmark workloads against a fresh store and the baselines",
 		Long: `Runs each workload against a fresh store, and each baseline (raw bloom/v3,
-raw Pebble, the hand-written Pebble Get-then-Set loop, Redis SET NX EX) in a
+raw Pebble, the hand-written Pebble Get-then-Set loop, Redis SET NX PX) in a
 fresh directory of its own, in a temporary directory (or under --dir), and
 prints per row IDs/s, p50 and p99 latency per call, CPU-seconds per million
 IDs, resident memory and disk bytes per live mark, and the ratio to each
@@ -30,9 +30,13 @@ baseline, all measured in this one run.
 
 Workloads: ` + strings.Join(bench.Workloads, ", ") + `.
 Baselines: ` + strings.Join(bench.Baselines, ", ") + `.
+On a Redis Cluster, run only when named: ` + strings.Join(bench.ClusterRows, ", ") + `.
 --workload none or --baseline none runs none of them.
-The Redis baseline starts its own redis-server from PATH, persisting as --sync
-asks; without one it is skipped, and says so.
+The Redis rows (redis-new, the Redis backend; redis-set-nx, its raw baseline)
+start their own redis-server from PATH, persisting as --sync asks; without one
+they are skipped, and say so. The Cluster rows start six (three primaries with
+a replica each, with redis-cli), which takes seconds, so they run only when
+--workload or --baseline names them.
 
 With no flags it is the quick run of the README, under a minute. --results DIR
 also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
@@ -57,7 +61,7 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 				}
 			}
 			for _, w := range slices.Concat(cfg.Workloads, cfg.Baselines) {
-				if !slices.Contains(bench.Workloads, w) && !slices.Contains(bench.Baselines, w) {
+				if !slices.Contains(bench.Workloads, w) && !slices.Contains(bench.Baselines, w) && !slices.Contains(bench.ClusterRows, w) {
 					return usageError{fmt.Errorf("unknown workload or baseline %q", w)}
 				}
 			}
