@@ -128,6 +128,9 @@ func TestSpecifications(t *testing.T) {
 		{"ConcurrentBeginOneWinner", concurrentBeginOneWinner},
 		{"EvictionPolicyOfAnyPrimaryIsRefused", evictionPolicyOfAnyPrimaryIsRefused},
 		{"MarkValueIsAnIntegerToRedis", markValueIsAnIntegerToRedis},
+		{"ScanYieldsEveryKeyOfTheNamespaceOnce", scanYieldsEveryKeyOfTheNamespaceOnce},
+		{"ExplainTellsAMarkARecordAndAForeignKey", explainTellsAMarkARecordAndAForeignKey},
+		{"StatsCountsTheNamespaceOnEveryPrimary", statsCountsTheNamespaceOnEveryPrimary},
 	}
 	for _, srv := range servers(t) {
 		t.Run(srv.name, func(t *testing.T) {
