@@ -28,8 +28,11 @@ token and end, its request fingerprint and the size of its stored result.
 With --http the arguments are Idempotency-Key values of the HTTP middleware
 (in --scope), not store IDs.`,
 		Args:        usageArgs(cobra.MinimumNArgs(1)),
-		Annotations: map[string]string{remoteAnnotation: "yes"},
+		Annotations: map[string]string{remoteAnnotation: "yes", redisAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.redis != nil {
+				return explainRedis(cmd, g, args, httpKeys, scope)
+			}
 			if c := g.remote; c != nil {
 				q := url.Values{"id": args}
 				if httpKeys {

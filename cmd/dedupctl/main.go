@@ -17,6 +17,7 @@ import (
 
 	"github.com/seed42300104/dedup"
 	"github.com/seed42300104/dedup/admin"
+	"github.com/seed42300104/dedup/redisstore"
 )
 
 // Exit codes, one per kind of failure a script may want to tell apart.
@@ -124,6 +125,10 @@ type globals struct {
 	addr     string
 	logLevel slog.Level // of the store's log, on stderr
 	remote   *client    // set when the command asks the admin handler at addr
+
+	redisURLs   []string
+	redisPrefix string
+	redis       *redisTarget // set when the command works on a Redis namespace
 }
 
 func newRoot() *cobra.Command {
@@ -138,6 +143,8 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 
 ` + addrHelp + `
 
+` + redisHelp + `
+
 ` + exitHelp,
 		Version:       version(),
 		Args:          usageArgs(cobra.NoArgs),
@@ -146,6 +153,9 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
 			if g.output != "table" && g.output != "json" {
 				return usageError{fmt.Errorf("-o must be table or json, not %q", g.output)}
+			}
+			if err := g.resolveRedis(cmd); err != nil || g.redis != nil {
+				return err
 			}
 			return g.resolveAddr(cmd)
 		},
@@ -157,6 +167,8 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVar(&g.addr, "addr", os.Getenv("DEDUP_ADDR"), "URL of a running process's admin handler, for get, explain, scan, stats and verify (default $DEDUP_ADDR)")
+	root.PersistentFlags().StringSliceVar(&g.redisURLs, "redis", envList("DEDUP_REDIS"), "redis:// URL of a Redis server, or of Cluster nodes (repeated or comma-separated), for explain, scan, forget and stats (default $DEDUP_REDIS)")
+	root.PersistentFlags().StringVar(&g.redisPrefix, "redis-prefix", redisstore.DefaultPrefix, "with --redis, the namespace: the backend's Options.Prefix")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().TextVar(&g.logLevel, "log-level", slog.LevelWarn, "the least level of the store's log records written to stderr: debug, info, warn or error")
 	root.AddCommand(newBench(g), newMark(g), newSeen(g), newForget(g), newStats(g), newFilter(g), newCompact(g), newVerify(g), newExplain(g), newScan(g), newExport(g), newImport(g), newRepair(g), newSnapshot(g))

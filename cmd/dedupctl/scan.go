@@ -28,11 +28,14 @@ versions that are not live: expired, forgotten, or superseded by a later
 mark of the same ID. --state keeps one state only: --state in-progress
 lists the leases, live or ended, of work begun and never completed.`,
 		Args:        usageArgs(cobra.NoArgs),
-		Annotations: map[string]string{remoteAnnotation: "yes"},
+		Annotations: map[string]string{remoteAnnotation: "yes", redisAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			q := admin.ScanQuery{Prefix: []byte(prefix), Limit: limit, Expired: expired, State: only}
 			if err := q.Check(); err != nil {
 				return usageError{err}
+			}
+			if g.redis != nil {
+				return scanRedis(cmd, g, q)
 			}
 			now := time.Now()
 			if c := g.remote; c != nil {

@@ -146,8 +146,12 @@ func newForget(g *globals) *cobra.Command {
 		Short: "Remove the marks of IDs, so that they are new again",
 		Long: `Removes the marks of the IDs, so that they are new again, and prints whether
 each had a live mark. The store must exist.`,
-		Args: usageArgs(cobra.MinimumNArgs(1)),
+		Args:        usageArgs(cobra.MinimumNArgs(1)),
+		Annotations: map[string]string{redisAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if g.redis != nil {
+				return forgetRedis(cmd, g, argIDs(args))
+			}
 			return g.withStore(cmd, readWrite, func(s *dedup.Store) error {
 				ids := argIDs(args)
 				had := make([]bool, len(ids))
@@ -200,8 +204,11 @@ func newStats(g *globals) *cobra.Command {
 size of every file under --dir added up, as du -sb counts it; compact
 reports the same measure.`,
 		Args:        usageArgs(cobra.NoArgs),
-		Annotations: map[string]string{remoteAnnotation: "yes"},
+		Annotations: map[string]string{remoteAnnotation: "yes", redisAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if g.redis != nil {
+				return statsRedis(cmd, g)
+			}
 			if c := g.remote; c != nil {
 				var r admin.StatsReport
 				return c.document(cmd, g, "/stats", nil, &r, func() error { return printStats(cmd, g, r) })
