@@ -226,7 +226,8 @@ type chunk struct {
 }
 
 // Open opens or creates the log in dir and replays it: fn sees every
-// record with an LSN above after, in order. A torn tail of the newest
+// record with an LSN above after, in order, and may keep its payload,
+// which nothing overwrites. A torn tail of the newest
 // segment is truncated (zeroed) unless ReadOnly; any other damage fails
 // with ErrCorrupt (see format.go for what recovery can tell apart). New
 // records get LSNs after the log's last record, after after, and after
