@@ -3,6 +3,7 @@ package dedup_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/seed42300104/dedup"
+	"github.com/seed42300104/dedup/bench"
 	"github.com/seed42300104/dedup/internal/testutil"
 	"github.com/seed42300104/dedup/internal/testutil/storetest"
 	"github.com/seed42300104/dedup/ttl"
@@ -452,4 +454,21 @@ func TestWritersHeldBackByTheMemtableSeeAFailedCheckpoint(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, want, seen, "%s: a refused write changes nothing", id)
 	}
+}
+
+// TestIdleStoreKeepsLittleWAL checks the WAL's disk, preallocated space
+// included, with the default segment sizes: a new store's is at most 8
+// MiB; after writes fast enough to grow its segments, a checkpoint of
+// every mark leaves at most 16 MiB.
+func TestIdleStoreKeepsLittleWAL(t *testing.T) {
+	s, dir := storetest.Open(t, &dedup.Options{Sync: dedup.SyncNone})
+	walDisk := func() int64 { return bench.DiskUsage(filepath.Join(dir, "wal")) }
+	assert.LessOrEqual(t, walDisk(), int64(8<<20), "a new store")
+
+	for i := range 300 {
+		storetest.MarkAll(t, s, storetest.IDs(fmt.Sprintf("idle-%03d", i), 1024), time.Hour)
+	}
+	require.Greater(t, s.Stats().WALBytes, int64(8<<20), "the writes grew the segments")
+	require.NoError(t, s.Checkpoint())
+	assert.LessOrEqual(t, walDisk(), int64(16<<20), "an idle store, checkpointed")
 }

@@ -146,6 +146,7 @@ func (s *Store) recover() (r replayed, err error) {
 		return r, storeError(err)
 	}
 	after := s.idx.CheckpointLSN()
+	replay := s.idx.Replayer()
 	s.log, err = wal.Open(fs.PathJoin(s.dir, walDir), wal.Options{
 		FS:           fs,
 		SegmentSize:  s.opts.SegmentSize,
@@ -158,8 +159,11 @@ func (s *Store) recover() (r replayed, err error) {
 	}, after, func(lsn uint64, p []byte) error {
 		r.records++
 		r.bytes += int64(len(p))
-		return s.idx.Replay(lsn, p)
+		return replay.Replay(lsn, p)
 	})
+	if err == nil {
+		replay.Flush()
+	}
 	if err == nil && !s.opts.ReadOnly {
 		err = s.log.Remove(after)
 	}

@@ -141,9 +141,14 @@ type Options struct {
 	// both memory and replay time. Zero means 1<<20. It may not pass
 	// 1<<28, whose hash table alone would take gigabytes.
 	MemtableMarks int
-	// SegmentSize is the size WAL segments are preallocated to, and of the
-	// spare segment the WAL fills with zeros ahead of its next rotation.
-	// Zero means 64 MiB.
+	// SegmentSize is the largest size WAL segments are preallocated to.
+	// A new store's first segment takes 4 MiB (or SegmentSize, if
+	// smaller); while segments fill in under a second each, the next is
+	// twice the size, up to SegmentSize, and while they take over 16
+	// seconds, half. Once a checkpoint covers every record, a larger
+	// segment is replaced by a 4 MiB one, so an idle store keeps little
+	// WAL. The spare segment the WAL fills with zeros ahead of its next
+	// rotation has the next segment's size. Zero means 64 MiB.
 	SegmentSize int64
 	// ExpiryInterval is how often the store looks for generations whose
 	// marks have all expired, and drops them: one excised key range and one

@@ -265,7 +265,7 @@ func measure(cfg Config, name string, ids [][]byte, t trial, rss0 int64, res *Re
 		}
 		res.RSSPerMark = max(grown, 0) / float64(marks)
 		if t.dir != "" {
-			res.DiskPerMark = float64(diskUsage(t.dir)) / float64(marks)
+			res.DiskPerMark = float64(DiskUsage(t.dir)) / float64(marks)
 		}
 	}
 	return nil
@@ -381,8 +381,9 @@ func rss() int64 {
 	return resident * int64(os.Getpagesize())
 }
 
-// diskUsage is the space the files under dir take, as du counts it.
-func diskUsage(dir string) int64 {
+// DiskUsage is the space the files under dir take, as du counts it:
+// preallocated space included.
+func DiskUsage(dir string) int64 {
 	var total int64
 	filepath.WalkDir(dir, func(_ string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {

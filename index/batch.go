@@ -107,14 +107,21 @@ func (b *Batch) AppendEncoded(buf []byte) []byte {
 
 // DecodeBatch decodes a WAL payload into b, which aliases p.
 func DecodeBatch(p []byte, b *Batch) error {
-	b.Reset()
+	var err error
+	b.Time, b.Ops, err = appendOps(b.Ops[:0], p)
+	return err
+}
+
+// appendOps decodes a WAL payload, appending its ops to ops, which alias
+// p, and returns its write time.
+func appendOps(ops []Op, p []byte) (t int64, _ []Op, _ error) {
 	off := 0
 	if len(p) > 0 && p[0] == opTime {
 		if len(p) < 9 {
-			return fmt.Errorf("%w: batch offset 1: truncated time", ErrCorrupt)
+			return 0, ops, fmt.Errorf("%w: batch offset 1: truncated time", ErrCorrupt)
 		}
-		if b.Time = int64(binary.LittleEndian.Uint64(p[1:])); b.Time == 0 {
-			return fmt.Errorf("%w: batch offset 1: zero time", ErrCorrupt)
+		if t = int64(binary.LittleEndian.Uint64(p[1:])); t == 0 {
+			return 0, ops, fmt.Errorf("%w: batch offset 1: zero time", ErrCorrupt)
 		}
 		off = 9
 	}
@@ -128,29 +135,29 @@ func DecodeBatch(p []byte, b *Batch) error {
 		case opMark, opExtend:
 			op.Extend = kind == opExtend
 			if len(p)-off < 16 {
-				return fmt.Errorf("%w: batch offset %d: truncated mark", ErrCorrupt, off)
+				return 0, ops, fmt.Errorf("%w: batch offset %d: truncated mark", ErrCorrupt, off)
 			}
 			op.Gen = ttl.Gen(binary.LittleEndian.Uint64(p[off:]))
 			op.Deadline = ttl.Deadline(binary.LittleEndian.Uint64(p[off+8:]))
 			off += 16
 		default:
-			return fmt.Errorf("%w: batch offset %d: unknown op %d", ErrCorrupt, off-1, kind)
+			return 0, ops, fmt.Errorf("%w: batch offset %d: unknown op %d", ErrCorrupt, off-1, kind)
 		}
 		var err error
 		if op.ID, off, err = readBytes(p, off); err != nil {
-			return err
+			return 0, ops, err
 		}
 		if len(op.ID) == 0 {
-			return fmt.Errorf("%w: batch offset %d: empty ID", ErrCorrupt, off)
+			return 0, ops, fmt.Errorf("%w: batch offset %d: empty ID", ErrCorrupt, off)
 		}
 		if !op.Forget {
 			if op.Value, off, err = readBytes(p, off); err != nil {
-				return err
+				return 0, ops, err
 			}
 		}
-		b.Ops = append(b.Ops, op)
+		ops = append(ops, op)
 	}
-	return nil
+	return t, ops, nil
 }
 
 // readBytes reads a uvarint-prefixed byte string at off. An over-long

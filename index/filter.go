@@ -191,6 +191,11 @@ func (f *genFilter) add(h filterHash, fp float64) (grew bool) {
 	return grew
 }
 
+// warm loads the block that an add of the key hashed to h sets bits in.
+func (f *genFilter) warm(h filterHash) {
+	atomic.LoadUint64(&blockOf(f.filters[len(f.filters)-1], h)[0])
+}
+
 // setBits adds the key hashed to h to b.
 func setBits(b *bloom.BloomFilter, h filterHash) {
 	blk, bits := blockOf(b, h), h.bits()

@@ -430,16 +430,6 @@ func (ix *Index) log() *slog.Logger {
 // cover: replay starts after it.
 func (ix *Index) CheckpointLSN() uint64 { return ix.ckptLSN.Load() }
 
-// Replay applies the WAL record lsn with payload p.
-func (ix *Index) Replay(lsn uint64, p []byte) error {
-	var b Batch
-	if err := DecodeBatch(p, &b); err != nil {
-		return fmt.Errorf("WAL record LSN %d: %w", lsn, err)
-	}
-	ix.Apply(&b, lsn)
-	return nil
-}
-
 // Key is an ID with its filter hash, computed once for a lookup and the
 // mark that may follow it.
 type Key struct {

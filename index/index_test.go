@@ -276,7 +276,9 @@ func TestIndexReopen(t *testing.T) {
 	}
 	assertAbsent(t, ix, unpersisted.id, testNow) // the WAL holds it, not the index
 
-	require.NoError(t, ix.Replay(lastLSN+1, markBatch(ix, unpersisted).AppendEncoded(nil)))
+	r := ix.Replayer()
+	require.NoError(t, r.Replay(lastLSN+1, markBatch(ix, unpersisted).AppendEncoded(nil)))
+	r.Flush()
 	assertLive(t, ix, unpersisted.id, testNow, entryOf(unpersisted, lastLSN+1))
 }
 
@@ -306,11 +308,19 @@ func TestIndexReplayEqualsApply(t *testing.T) {
 		forgetBatch(marks[0].id, marks[31].id, "never-marked"),
 		markBatch(applied, mark{id: marks[0].id, ttl: 24 * time.Hour, value: "re-marked"}),
 	}
+	// Records of one mark each, over more than one group of the
+	// Replayer, some of which change the marks of the records before.
+	for _, m := range generationMarks(2*replayGroup, 10*time.Minute) {
+		batches = append(batches, markBatch(applied, m))
+	}
+	batches = append(batches, forgetBatch(marks[1].id), markBatch(applied, marks[59]))
+	r := replayed.Replayer()
 	for i, b := range batches {
 		lsn := uint64(10 + i)
 		applied.Apply(b, lsn)
-		require.NoError(t, replayed.Replay(lsn, b.AppendEncoded(nil)))
+		require.NoError(t, r.Replay(lsn, b.AppendEncoded(nil)))
 	}
+	r.Flush()
 
 	compare := func(t *testing.T) {
 		t.Helper()
@@ -331,7 +341,7 @@ func TestIndexReplayEqualsApply(t *testing.T) {
 	checkpointIndex(t, replayed)
 	t.Run("pebble", compare)
 
-	err := replayed.Replay(99, []byte{0x7f})
+	err := replayed.Replayer().Replay(99, []byte{0x7f})
 	assert.ErrorIs(t, err, ErrCorrupt)
 	assert.ErrorContains(t, err, "LSN 99")
 }

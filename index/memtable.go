@@ -160,11 +160,22 @@ func (m *memtable) insertSlot(hash uint64, i int) {
 	m.slots[j] = hash>>32<<32 | uint64(i+1)
 }
 
+// grow doubles the hash table. It rehashes in groups, loading the first
+// slots of a group's entries before it inserts any, so that their cache
+// misses overlap.
 func (m *memtable) grow() {
 	m.slots = make([]uint64, 2*len(m.slots))
 	adviseHuge(m.slots)
-	for i := range m.n {
-		m.insertSlot(m.entry(i).hash, i)
+	mask := uint64(len(m.slots) - 1)
+	const group = 64
+	for i := 0; i < m.n; i += group {
+		end := min(i+group, m.n)
+		for j := i; j < end; j++ {
+			atomic.LoadUint64(&m.slots[m.entry(j).hash&mask])
+		}
+		for j := i; j < end; j++ {
+			m.insertSlot(m.entry(j).hash, j)
+		}
 	}
 }
 

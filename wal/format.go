@@ -3,7 +3,9 @@
 // segment files. It knows bytes, not keys.
 //
 // A segment is named after the LSN of its first record (%016x.wal) and is
-// preallocated to Options.SegmentSize. It starts with a 32-byte header:
+// preallocated to a size between Options.MinSegmentSize and SegmentSize,
+// which follows the rate of writes, so segments of one log may differ in
+// size. It starts with a 32-byte header:
 //
 //	+----------------+-------------+--------------+----------------+------------+---------+
 //	| magic (8B)     | version (4B)| size (4B)    | first LSN (8B) | CRC32C (4B)| pad (4B)|

@@ -25,12 +25,13 @@ func (l *Log) startSpare() {
 		l.mu.Unlock()
 		return
 	}
-	l.spareBusy = true
+	l.spareBusy, l.spareSize = true, l.nextCap
+	size := l.spareSize
 	l.spareWG.Add(1)
 	l.mu.Unlock()
 	go func() {
 		defer l.spareWG.Done()
-		l.prepareSpare()
+		l.prepareSpare(size)
 	}()
 }
 
@@ -40,8 +41,8 @@ var errStopped = errors.New("wal: closed while preparing the next segment")
 // prepareSpare creates the spare, fills it with zeros and syncs it. A
 // failure costs only the speed the spare would give: it is logged, and
 // the next rotation creates its segment as if there were no spare.
-func (l *Log) prepareSpare() {
-	err := l.makeSpare()
+func (l *Log) prepareSpare(size int64) {
+	err := l.makeSpare(size)
 	l.mu.Lock()
 	l.spareBusy, l.spareReady = false, err == nil
 	l.cond.Broadcast()
@@ -51,13 +52,13 @@ func (l *Log) prepareSpare() {
 	}
 }
 
-func (l *Log) makeSpare() error {
+func (l *Log) makeSpare(size int64) error {
 	fs := l.opts.FS
 	f, err := fs.Create(fs.PathJoin(l.dir, spareName), vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
-	return errors.Join(fillSpare(f, l.opts.SegmentSize, &l.stopSpare), f.Close())
+	return errors.Join(fillSpare(f, size, &l.stopSpare), f.Close())
 }
 
 // fillSpare fills f with size zeros and syncs it, unless stop is set
@@ -78,13 +79,14 @@ func fillSpare(f vfs.File, size int64, stop *atomic.Bool) error {
 	return f.Sync()
 }
 
-// useSpare makes the spare, if it is ready, the segment whose first LSN is
-// first: its header written and synced, then renamed and installed. It
-// reports whether it did. A failure before the rename changes nothing
-// durable: it is logged, and the segment is created instead.
-func (l *Log) useSpare(first uint64) (bool, error) {
+// useSpare makes the spare, if it is ready and size bytes long, the
+// segment whose first LSN is first: its header written and synced, then
+// renamed and installed. It reports whether it did. A spare of another
+// size is removed. A failure before the rename changes nothing durable: it
+// is logged, and the segment is created instead.
+func (l *Log) useSpare(first uint64, size int64) (bool, error) {
 	l.mu.Lock()
-	ready := l.spareReady
+	ready, fits := l.spareReady, l.spareSize == size
 	l.spareReady = false
 	l.mu.Unlock()
 	if !ready {
@@ -92,10 +94,16 @@ func (l *Log) useSpare(first uint64) (bool, error) {
 	}
 	fs := l.opts.FS
 	path := fs.PathJoin(l.dir, spareName)
+	if !fits {
+		if err := fs.Remove(path); err != nil {
+			l.opts.Logger.Warn("wal: spare segment of another size not removed", "dir", l.dir, "err", err)
+		}
+		return false, nil
+	}
 	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
 	renamed := false
 	if err == nil {
-		renamed, err = l.install(f, path, first, l.opts.SegmentSize)
+		renamed, err = l.install(f, path, first, size, size)
 	}
 	if err != nil && !renamed {
 		// The spare removed from outside, say: the segment is created

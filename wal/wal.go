@@ -58,10 +58,20 @@ func (m SyncMode) String() string {
 // Options configures a Log. Zero fields take the defaults named.
 type Options struct {
 	FS vfs.FS
-	// SegmentSize is the size segments are preallocated to and rotated at.
-	// A record larger than a segment gets a segment of its own.
+	// SegmentSize is the largest size segments are preallocated to and
+	// rotated at. A record larger than a segment gets a segment of its
+	// own.
 	SegmentSize int64
-	Sync        SyncMode
+	// MinSegmentSize is the size of a new log's first segment, and the
+	// smallest segments shrink to. Zero means 4 MiB, or SegmentSize if
+	// that is smaller. A segment that fills in under a second makes the
+	// next twice its size, up to SegmentSize; one that takes over 16
+	// seconds, half; and once every record is behind the caller's
+	// checkpoint, Remove starts a segment of this size in place of a
+	// larger one. So a busy log rotates seldom, and an idle one keeps
+	// little disk.
+	MinSegmentSize int64
+	Sync           SyncMode
 	// SyncInterval is the fsync period of SyncInterval mode.
 	SyncInterval time.Duration
 	// ReadOnly replays without repairing a torn tail and refuses Append.
@@ -86,6 +96,42 @@ type Options struct {
 	// testSyncer, if set, makes the syncer in place of newSyncer: the
 	// seam through which tests inject sync completions.
 	testSyncer func(done func(completion)) syncer
+	// testNow, if set, is the clock segment sizes are decided by.
+	testNow func() time.Time
+}
+
+// The fill times that size the next segment (see MinSegmentSize).
+const (
+	growBelow   = time.Second
+	shrinkAbove = 16 * time.Second
+)
+
+// minSegment is MinSegmentSize's default.
+const minSegment = 4 << 20
+
+// minSize returns the smallest segment size.
+func (o Options) minSize() int64 {
+	return min(cmp.Or(o.MinSegmentSize, minSegment), o.SegmentSize)
+}
+
+// sizeAfter returns the size of the segment after one of size cap whose
+// first half filled in d.
+func (o Options) sizeAfter(cap int64, d time.Duration) int64 {
+	next := cap
+	switch {
+	case 2*d < growBelow:
+		next = 2 * cap
+	case 2*d > shrinkAbove:
+		next = cap / 2
+	}
+	return min(max(next, o.minSize()), o.SegmentSize)
+}
+
+func (o Options) now() time.Time {
+	if o.testNow != nil {
+		return o.testNow()
+	}
+	return time.Now()
 }
 
 // direct reports whether the log's files are the operating system's own.
@@ -103,13 +149,20 @@ type Log struct {
 	cond *sync.Cond // broadcast when written, synced or err change
 	// pending holds appended records not yet handed to the writer, one
 	// chunk per segment they go to.
-	pending  []chunk
-	nextLSN  uint64 // LSN of the next Append
-	tail     uint64 // first LSN of the segment Append writes to
-	tailOff  int64  // offset of the next record in that segment
-	tailNext uint64 // at Open, the LSN after the newest segment's last record
-	written  uint64 // highest LSN written to the OS
-	synced   uint64 // highest LSN fsynced
+	pending []chunk
+	nextLSN uint64 // LSN of the next Append
+	tail    uint64 // first LSN of the segment Append writes to
+	tailOff int64  // offset of the next record in that segment
+	tailCap int64  // the size of that segment
+	// tailBegan is when Append began that segment; halfSeen says that
+	// records have filled half of it, and nextCap, decided then, is the
+	// size of the next one.
+	tailBegan time.Time
+	halfSeen  bool
+	nextCap   int64
+	tailNext  uint64 // at Open, the LSN after the newest segment's last record
+	written   uint64 // highest LSN written to the OS
+	synced    uint64 // highest LSN fsynced
 	// writtenAt and syncedAt are where the written and the synced data end.
 	writtenAt, syncedAt position
 	segments            []uint64 // first LSNs of the segment files, oldest first
@@ -138,9 +191,10 @@ type Log struct {
 	file      vfs.File
 	fileFirst uint64
 	// spareReady and spareBusy, under mu, say that the spare segment is
-	// ready and being prepared (spare.go); stopSpare stops a preparation
-	// when the log closes, and spareWG waits for it.
+	// ready and being prepared (spare.go), of spareSize bytes; stopSpare
+	// stops a preparation when the log closes, and spareWG waits for it.
 	spareReady, spareBusy bool
+	spareSize             int64
 	spareAsked            bool // the spare was asked for since this segment began; owned like file
 	stopSpare             atomic.Bool
 	spareWG               sync.WaitGroup
@@ -150,9 +204,6 @@ type Log struct {
 	zeroed int64
 	// fileCap is the size file was preallocated to: zeros go no further.
 	fileCap int64
-	// tailCap is, at Open, the size the newest segment was preallocated
-	// to, 0 if its header does not say.
-	tailCap int64
 	// state, under mu, is the content of the STATE file, and stated says
 	// that the file exists.
 	state  logState
@@ -220,13 +271,15 @@ type position struct {
 // chunk is a run of framed records bound for one segment at one offset.
 type chunk struct {
 	first   uint64 // first LSN of the segment
+	size    int64  // the size the segment is preallocated to
 	off     int64  // where data starts in it
 	data    []byte
 	lastLSN uint64
 }
 
 // Open opens or creates the log in dir and replays it: fn sees every
-// record with an LSN above after, in order. A torn tail of the newest
+// record with an LSN above after, in order, and may keep its payload,
+// which nothing overwrites. A torn tail of the newest
 // segment is truncated (zeroed) unless ReadOnly; any other damage fails
 // with ErrCorrupt (see format.go for what recovery can tell apart). New
 // records get LSNs after the log's last record, after after, and after
@@ -281,7 +334,7 @@ func (l *Log) recover(after uint64, fn func(uint64, []byte) error) error {
 		l.opts.Logger.Info("wal: removed an empty newest segment", "path", r.drop)
 	}
 	if n := len(r.firsts); n > 0 {
-		l.tail, l.tailOff, l.tailNext, l.tailCap = r.firsts[n-1], r.tail.end, r.tail.next, r.tailCap
+		l.tail, l.tailOff, l.tailNext, l.tailCap = r.firsts[n-1], r.tail.end, r.tail.next, cmp.Or(r.tailCap, l.opts.SegmentSize)
 		if r.tail.torn && !l.opts.ReadOnly {
 			if err := l.truncateTail(l.opts.FS.PathJoin(l.dir, segmentName(l.tail)), r.tail); err != nil {
 				return err
@@ -322,12 +375,16 @@ func (l *Log) truncateTail(path string, s scan) error {
 // follow (a log that lost its tail behind a checkpoint, or was cut by a
 // repair).
 func (l *Log) openTail() error {
+	l.tailBegan = l.opts.now()
 	if len(l.segments) == 0 || l.tailNext != l.nextLSN {
-		l.tail, l.tailOff = l.nextLSN, headerSize
+		l.tail, l.tailOff, l.tailCap = l.nextLSN, headerSize, l.opts.minSize()
+		l.nextCap = l.tailCap
 		l.syncedAt = position{l.tail, headerSize}
 		l.writtenAt = l.syncedAt
-		return l.createSegment(l.tail)
+		return l.createSegment(l.tail, l.tailCap)
 	}
+	l.nextCap = min(max(l.tailCap, l.opts.minSize()), l.opts.SegmentSize)
+	l.halfSeen = l.tailOff >= l.tailCap/2
 	f, err := l.opts.FS.OpenReadWrite(l.opts.FS.PathJoin(l.dir, segmentName(l.tail)), vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
@@ -337,12 +394,7 @@ func (l *Log) openTail() error {
 		f.Close()
 		return err
 	}
-	l.file, l.fileFirst, l.zeroed = f, l.tail, st.Size()
-	if l.tailCap > 0 {
-		l.fileCap = l.tailCap
-	} else {
-		l.fileCap = l.opts.SegmentSize
-	}
+	l.file, l.fileFirst, l.zeroed, l.fileCap = f, l.tail, st.Size(), l.tailCap
 	// The records just replayed may be in the page cache only, written by
 	// a process that died before its fsync: make them durable before any
 	// answer rests on them, and before new records vouch for them, with
@@ -381,13 +433,13 @@ func (l *Log) recordNewest(first uint64) error {
 	return nil
 }
 
-// createSegment makes the segment whose first LSN is first, from the spare
-// if one is ready, and records it as the newest. It runs in flush, or in
-// Open before the writer starts.
-func (l *Log) createSegment(first uint64) error {
-	used, err := l.useSpare(first)
+// createSegment makes the segment whose first LSN is first, size bytes
+// long, from the spare if one of that size is ready, and records it as the
+// newest. It runs in flush, or in Open before the writer starts.
+func (l *Log) createSegment(first uint64, size int64) error {
+	used, err := l.useSpare(first, size)
 	if !used && err == nil {
-		err = l.newSegment(first)
+		err = l.newSegment(first, size)
 	}
 	if err == nil {
 		err = l.recordNewest(first)
@@ -405,19 +457,19 @@ func (l *Log) createSegment(first uint64) error {
 // newName is the temporary name of a segment created without the spare.
 const newName = "next.new"
 
-// newSegment creates, preallocates and installs the segment file whose
-// first LSN is first. It writes zeros ahead of the first records, as
+// newSegment creates, preallocates to size and installs the segment file
+// whose first LSN is first. It writes zeros ahead of the first records, as
 // checkSize expects of a segment's first records, before the segment
 // gets its name.
-func (l *Log) newSegment(first uint64) error {
+func (l *Log) newSegment(first uint64, size int64) error {
 	fs := l.opts.FS
 	tmp := fs.PathJoin(l.dir, newName)
 	f, err := fs.Create(tmp, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return err
 	}
-	zeroed := min(int64(zeroAhead), l.opts.SegmentSize)
-	err = f.Preallocate(0, l.opts.SegmentSize)
+	zeroed := min(int64(zeroAhead), size)
+	err = f.Preallocate(0, size)
 	if err == nil {
 		err = writeZeros(f, headerSize, zeroed)
 	}
@@ -425,19 +477,19 @@ func (l *Log) newSegment(first uint64) error {
 		f.Close()
 		return err
 	}
-	_, err = l.install(f, tmp, first, zeroed)
+	_, err = l.install(f, tmp, first, size, zeroed)
 	return err
 }
 
 // install writes the header of segment f, now at path from, whose first
-// LSN is first, syncs f, renames it to its segment name and syncs the
+// LSN is first and which is preallocated to size, syncs f, renames it to its segment name and syncs the
 // directory, and makes f the file records go to; f holds written zeros or
 // data up to zeroed. So a segment name never holds a header that is not
 // durable. It closes f; renamed says whether the rename was
 // reached, so that a failure before it changed nothing.
-func (l *Log) install(f vfs.File, from string, first uint64, zeroed int64) (renamed bool, err error) {
+func (l *Log) install(f vfs.File, from string, first uint64, size, zeroed int64) (renamed bool, err error) {
 	fs := l.opts.FS
-	_, err = f.WriteAt(segmentHeader(first, l.opts.SegmentSize), 0)
+	_, err = f.WriteAt(segmentHeader(first, size), 0)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -456,7 +508,7 @@ func (l *Log) install(f vfs.File, from string, first uint64, zeroed int64) (rena
 	if err != nil {
 		return renamed, err
 	}
-	l.file, l.fileFirst, l.zeroed, l.fileCap, l.spareAsked = f, first, zeroed, l.opts.SegmentSize, false
+	l.file, l.fileFirst, l.zeroed, l.fileCap, l.spareAsked = f, first, zeroed, size, false
 	return true, nil
 }
 
@@ -485,8 +537,9 @@ func (l *Log) append(payload []byte, start bool) (uint64, error) {
 		return 0, err
 	}
 	size := int64(recordSize(len(payload)))
-	if l.tailOff+size > l.opts.SegmentSize && l.tailOff > headerSize {
-		l.tail, l.tailOff = l.nextLSN, headerSize
+	if l.tailOff+size > l.tailCap && l.tailOff > headerSize {
+		l.tail, l.tailOff, l.tailCap = l.nextLSN, headerSize, l.nextCap
+		l.tailBegan, l.halfSeen = l.opts.now(), false
 	}
 	var syncedTo uint64 // nothing is known synced in a segment not yet created
 	if l.syncedAt.first == l.tail {
@@ -495,7 +548,7 @@ func (l *Log) append(payload []byte, start bool) (uint64, error) {
 	lsn := l.nextLSN
 	l.nextLSN++
 	if n := len(l.pending); n == 0 || l.pending[n-1].first != l.tail {
-		l.pending = append(l.pending, chunk{first: l.tail, off: l.tailOff})
+		l.pending = append(l.pending, chunk{first: l.tail, size: l.tailCap, off: l.tailOff})
 	}
 	c := &l.pending[len(l.pending)-1]
 	c.data = appendRecord(c.data, lsn, syncedTo, payload)
@@ -503,6 +556,10 @@ func (l *Log) append(payload []byte, start bool) (uint64, error) {
 	l.stats.appendBytes.Add(uint64(size))
 	c.lastLSN = lsn
 	l.tailOff += size
+	if !l.halfSeen && l.tailOff >= l.tailCap/2 {
+		l.halfSeen = true
+		l.nextCap = l.opts.sizeAfter(l.tailCap, l.opts.now().Sub(l.tailBegan))
+	}
 	if start && !l.flushing && !l.inflight {
 		l.flushing = true
 		l.flush(false, false)
@@ -735,12 +792,12 @@ func (l *Log) fail(err error) {
 func (l *Log) write(chunks []chunk) error {
 	for _, c := range chunks {
 		if c.first != l.fileFirst {
-			if err := l.rotate(c.first); err != nil {
+			if err := l.rotate(c.first, c.size); err != nil {
 				return err
 			}
 		}
 		end := c.off + int64(len(c.data))
-		if !l.spareAsked && end >= l.opts.SegmentSize/2 {
+		if !l.spareAsked && end >= l.fileCap/2 {
 			l.spareAsked = true
 			l.startSpare()
 		}
@@ -794,10 +851,10 @@ func writeZeros(f vfs.File, from, to int64) error {
 	return nil
 }
 
-// rotate syncs and closes the current segment and creates the next one, so
-// only the newest segment can ever end in a torn write. It runs in flush,
-// where no sync runs.
-func (l *Log) rotate(first uint64) error {
+// rotate syncs and closes the current segment and creates the next one,
+// size bytes long, so only the newest segment can ever end in a torn
+// write. It runs in flush, where no sync runs.
+func (l *Log) rotate(first uint64, size int64) error {
 	l.mu.Lock()
 	if l.written != l.synced {
 		l.syncHere()
@@ -811,7 +868,7 @@ func (l *Log) rotate(first uint64) error {
 		return err
 	}
 	l.file = nil
-	return l.createSegment(first)
+	return l.createSegment(first, size)
 }
 
 // Err returns the I/O failure that made the log fail-stop, if any.
@@ -884,8 +941,13 @@ func (l *Log) CopyTo(dir string) error {
 }
 
 // Remove deletes the segments whose records all have LSNs at or below
-// upTo, oldest first. The newest segment is always kept.
+// upTo, oldest first. The newest segment is always kept; if every record
+// is at or below upTo and the newest is larger than the smallest size,
+// a segment of that size is started first, so that the larger one goes.
 func (l *Log) Remove(upTo uint64) error {
+	if err := l.shrink(upTo); err != nil {
+		return err
+	}
 	l.mu.Lock()
 	var drop []uint64
 	for len(l.segments) > 1 && l.segments[1] <= upTo+1 {
@@ -899,6 +961,36 @@ func (l *Log) Remove(upTo uint64) error {
 		}
 	}
 	return nil
+}
+
+// shrink starts a segment of the smallest size if every record is at or
+// below upTo and the newest segment is larger: an idle log then keeps a
+// small segment, and no spare of a larger one. It rotates as flush does,
+// holding the right to write, and then writes what was appended
+// meanwhile.
+func (l *Log) shrink(upTo uint64) error {
+	size := l.opts.minSize()
+	l.mu.Lock()
+	for l.flushing || l.inflight || l.spareBusy {
+		l.cond.Wait()
+	}
+	if l.closed || l.opts.ReadOnly || l.err != nil || len(l.pending) > 0 || l.nextLSN-1 > upTo || l.tailCap <= size {
+		l.mu.Unlock()
+		return nil
+	}
+	first := l.nextLSN
+	l.tail, l.tailOff, l.tailCap, l.nextCap = first, headerSize, size, size
+	l.tailBegan, l.halfSeen = l.opts.now(), false
+	l.flushing = true
+	l.mu.Unlock()
+	err := l.rotate(first, size)
+	l.mu.Lock()
+	if err != nil {
+		l.fail(err)
+		err = l.err
+	}
+	l.flush(false, true)
+	return err
 }
 
 // Close writes and fsyncs every appended record, in every sync mode, and
