@@ -6,7 +6,8 @@
 // The handler answers GET (and HEAD) on these paths, relative to where it
 // is mounted (mount it under a prefix with http.StripPrefix):
 //
-//	/stats                           one JSON document, StatsReport
+//	/stats                           one JSON document, StatsReport,
+//	                                 with the store's Counters
 //	/get?id=A&id=B                   JSON Lines, SeenLine per ID
 //	/explain?id=A[&http=1&scope=S]   JSON Lines, ExplainLine per ID; with
 //	                                 http=1 the IDs are Idempotency-Key
@@ -115,6 +116,7 @@ func (h *handler) stats(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, problemOf(err))
 		return
 	}
+	rep.Counters = NewCounters(h.store.Counters())
 	writeDocument(w, http.StatusOK, rep)
 }
 

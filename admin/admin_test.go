@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -81,6 +82,42 @@ func TestStatsIsOneDocument(t *testing.T) {
 	assert.Equal(t, 4, r.MemtableMarks, "nothing is checkpointed yet")
 	assert.Positive(t, r.DiskBytes)
 	assert.NotEmpty(t, r.Generations)
+}
+
+// TestStatsCarriesTheLiveStoresCounters checks that the handler's stats
+// add the store's counters and its fail-stop state to the fields stats
+// always had, under stable JSON names, so that a watcher can take rates.
+func TestStatsCarriesTheLiveStoresCounters(t *testing.T) {
+	s, srv := liveStore(t, nil)
+	for _, id := range []string{"plain", "fresh-1", "fresh-2"} {
+		_, err := s.CheckAndMark([]byte(id), time.Hour)
+		require.NoError(t, err)
+	}
+	_, err := s.CheckAndMark(nil, time.Hour)
+	require.ErrorIs(t, err, dedup.ErrEmptyID)
+
+	resp, body := get(t, srv, "/stats")
+	require.Equal(t, http.StatusOK, resp.StatusCode, body)
+	var fields map[string]json.RawMessage
+	require.NoError(t, json.Unmarshal([]byte(body), &fields))
+	assert.ElementsMatch(t, []string{"format_version", "marks", "effective_window_ns", "memtable_marks",
+		"filter_bytes", "filter_fp_estimate", "disk_bytes", "wal_segments", "wal_bytes", "last_lsn",
+		"checkpoint_lsn", "generations", "fail_stopped", "counters"}, slices.Collect(maps.Keys(fields)))
+	var c map[string]any
+	require.NoError(t, json.Unmarshal(fields["counters"], &c))
+	assert.Contains(t, c, "wal_sync_seconds")
+
+	var r admin.StatsReport
+	require.NoError(t, json.Unmarshal([]byte(body), &r))
+	assert.False(t, r.FailStopped)
+	require.NotNil(t, r.Counters)
+	assert.Equal(t, uint64(2), r.Counters.SingleNew)
+	assert.Equal(t, uint64(1), r.Counters.SingleDuplicates)
+	assert.Equal(t, uint64(2), r.Counters.BatchNew, "liveStore's batch")
+	assert.Positive(t, r.Counters.WALAppends)
+	assert.Positive(t, r.Counters.WALAppendBytes)
+	assert.Equal(t, uint64(1), r.Counters.Errors["invalid_argument"])
+	assert.Len(t, r.Counters.Errors, len(dedup.ErrorKinds))
 }
 
 func TestGetAnswersEachID(t *testing.T) {

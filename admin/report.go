@@ -68,6 +68,66 @@ type StatsReport struct {
 	LastLSN       uint64                  `json:"last_lsn"`
 	CheckpointLSN uint64                  `json:"checkpoint_lsn"`
 	Generations   []dedup.GenerationStats `json:"generations"` // never null
+	// FailStopped is Store.FailStopped: the store refuses writes until it
+	// is reopened.
+	FailStopped bool `json:"fail_stopped"`
+	// Counters are the store's counters since it was opened, for a client
+	// to take rates between two reports. Only the handler sets them: they
+	// count the work of the process that holds the store, while a store
+	// that dedupctl opens itself with --dir has counted nothing but its
+	// own opening.
+	Counters *Counters `json:"counters,omitempty"`
+}
+
+// Counters is dedup.Counters as stats answers it: totals since the store
+// was opened, with each histogram reduced to its sum (package metrics
+// exports the buckets). Its JSON names are part of the handler's
+// interface: do not rename.
+type Counters struct {
+	SingleNew        uint64 `json:"single_new"`
+	SingleDuplicates uint64 `json:"single_duplicates"`
+	BatchNew         uint64 `json:"batch_new"`
+	BatchDuplicates  uint64 `json:"batch_duplicates"`
+
+	SeenTrue      uint64 `json:"seen_true"`
+	SeenFalse     uint64 `json:"seen_false"`
+	SeenByFilters uint64 `json:"seen_by_filters"`
+
+	LookupsByFilters   uint64 `json:"lookups_by_filters"`
+	LookupsInMemtables uint64 `json:"lookups_in_memtables"`
+	LookupsOnDisk      uint64 `json:"lookups_on_disk"`
+	FilterMisses       uint64 `json:"filter_misses"`
+
+	WALAppends     uint64 `json:"wal_appends"`
+	WALAppendBytes uint64 `json:"wal_append_bytes"`
+	WALSyncs       uint64 `json:"wal_syncs"`
+	// WALSyncSeconds is the time the WALSyncs fsyncs took, added up.
+	WALSyncSeconds float64 `json:"wal_sync_seconds"`
+
+	Checkpoints uint64 `json:"checkpoints"`
+	// CheckpointSeconds is the time the Checkpoints took, added up.
+	CheckpointSeconds       float64 `json:"checkpoint_seconds"`
+	GenerationsExpired      uint64  `json:"generations_expired"`
+	GenerationsDroppedEarly uint64  `json:"generations_dropped_early"`
+	Full                    uint64  `json:"full"`
+	// Errors counts errors by dedup.ErrorKinds.
+	Errors map[string]uint64 `json:"errors"`
+}
+
+// NewCounters returns c as stats answers it.
+func NewCounters(c dedup.Counters) *Counters {
+	return &Counters{
+		SingleNew: c.SingleNew, SingleDuplicates: c.SingleDuplicates,
+		BatchNew: c.BatchNew, BatchDuplicates: c.BatchDuplicates,
+		SeenTrue: c.SeenTrue, SeenFalse: c.SeenFalse, SeenByFilters: c.SeenByFilters,
+		LookupsByFilters: c.LookupsByFilters, LookupsInMemtables: c.LookupsInMemtables,
+		LookupsOnDisk: c.LookupsOnDisk, FilterMisses: c.FilterMisses,
+		WALAppends: c.WALAppends, WALAppendBytes: c.WALAppendBytes,
+		WALSyncs: c.WALSyncs, WALSyncSeconds: c.WALSyncSeconds.Sum,
+		Checkpoints: c.Checkpoints, CheckpointSeconds: c.CheckpointSeconds.Sum,
+		GenerationsExpired: c.GenerationsExpired, GenerationsDroppedEarly: c.GenerationsDroppedEarly,
+		Full: c.Full, Errors: c.Errors,
+	}
 }
 
 // Stats reports on s.
@@ -79,6 +139,7 @@ func Stats(s *dedup.Store) (StatsReport, error) {
 		WALSegments: st.WALSegments, WALBytes: st.WALBytes,
 		LastLSN: st.LastLSN, CheckpointLSN: st.CheckpointLSN,
 		Generations: append([]dedup.GenerationStats{}, st.Generations...),
+		FailStopped: s.FailStopped(),
 	}
 	miss := 1.0 // that no filter lets an absent ID through
 	for _, gen := range st.Generations {
