@@ -20,7 +20,9 @@ const addrHelp = `Live stores (--addr URL, or $DEDUP_ADDR when --dir is not give
   get, explain, scan, stats and verify can ask the admin handler of a running
   process (package admin, mounted by the application) instead of opening
   --dir, which that process holds locked. The output and exit codes are the
-  same as with --dir. The other commands refuse --addr. A scan gets at most
+  same as with --dir, except that stats' JSON adds the counters of the
+  process's store, and stats --watch refreshes them with rates per second.
+  The other commands refuse --addr. A scan gets at most
   the handler's limit of lines (10,000 unless the application set
   admin.Options.MaxScanLines) and exits 2 after them if there were more;
   verify makes the process's writes wait until it has read the whole store.

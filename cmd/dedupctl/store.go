@@ -197,15 +197,25 @@ func printIDs(cmd *cobra.Command, g *globals, ids [][]byte, field string, vals [
 }
 
 func newStats(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var wf watchFlags
+	cmd := &cobra.Command{
 		Use:   "stats",
 		Short: "Print the store's sizes, generations and WAL state",
 		Long: `Prints the store's sizes, generations and WAL state. disk bytes is the
 size of every file under --dir added up, as du -sb counts it; compact
-reports the same measure.`,
+reports the same measure. With --addr, the JSON also holds the counters
+of the process's store since it opened it.
+
+` + watchHelp,
 		Args:        usageArgs(cobra.NoArgs),
 		Annotations: map[string]string{remoteAnnotation: "yes", redisAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := wf.check(cmd, g); err != nil {
+				return err
+			}
+			if wf.on {
+				return watch(cmd, g, wf)
+			}
 			if g.redis != nil {
 				return statsRedis(cmd, g)
 			}
@@ -222,6 +232,8 @@ reports the same measure.`,
 			})
 		},
 	}
+	wf.register(cmd)
+	return cmd
 }
 
 func printStats(cmd *cobra.Command, g *globals, r admin.StatsReport) error {
