@@ -43,24 +43,18 @@ var Baselines = names(baselines, false)
 
 var baselines = []row{
 	{name: "bloom-test", baseline: true, single: true, input: marksThenAbsent, setup: func(cfg Config, in *inputs, _ string) (trial, error) {
-		f := newFilter(cfg)
+		f := newFilter(cfg.IDs)
 		for _, id := range in.marked() {
 			f.Add(id)
 		}
 		return trial{
-			call: func(ids [][]byte) (int, error) {
-				n := 0
-				for _, id := range ids {
-					n += count(f.Test(id))
-				}
-				return n, nil
-			},
+			call:  bloomTests(f),
 			marks: func() int { return cfg.IDs },
 			close: func() error { return nil },
 		}, nil
 	}},
 	{name: "bloom-test-and-add", baseline: true, single: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, _ string) (trial, error) {
-		f := newFilter(cfg)
+		f := newFilter(cfg.IDs)
 		var mu sync.Mutex // taken when goroutines share f
 		shared := cfg.Concurrency > 1
 		return trial{
@@ -80,16 +74,7 @@ var baselines = []row{
 		}, nil
 	}},
 	{name: "pebble-batch-insert", baseline: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
-		return pebbleTrial(cfg, dir, nil, func(db *pebble.DB, ids [][]byte) (int, error) {
-			b := db.NewBatch()
-			defer b.Close()
-			for _, id := range ids {
-				if err := b.Set(id, pebbleValue, nil); err != nil {
-					return 0, err
-				}
-			}
-			return len(ids), b.Commit(writeOptions(cfg))
-		})
+		return pebbleTrial(cfg, dir, nil, pebbleInsert(cfg))
 	}},
 	{name: "pebble-get", baseline: true, single: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
 		fill := func(db *pebble.DB) error {
@@ -102,24 +87,9 @@ var baselines = []row{
 					return err
 				}
 			}
-			if err := db.Flush(); err != nil { // the IDs are in tables, as cold marks are
-				return err
-			}
-			// Settled, as cold-duplicates is: the IDs are 16 bytes or a
-			// 36-byte UUID string, all below 17 bytes of 0xff.
-			return db.Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, 17), true)
+			return settlePebble(db)
 		}
-		return pebbleTrial(cfg, dir, fill, func(db *pebble.DB, ids [][]byte) (int, error) {
-			n := 0
-			for _, id := range ids {
-				found, err := pebbleHas(db, id)
-				if err != nil {
-					return n, err
-				}
-				n += count(found)
-			}
-			return n, nil
-		})
+		return pebbleTrial(cfg, dir, fill, pebbleGets)
 	}},
 	{name: "pebble-get-then-set", baseline: true, input: (*inputs).marked, setup: func(cfg Config, in *inputs, dir string) (trial, error) {
 		return pebbleTrial(cfg, dir, nil, func(db *pebble.DB, ids [][]byte) (int, error) {
@@ -148,9 +118,20 @@ var baselines = []row{
 }
 
 // newFilter is a bloom/v3 filter of the size and rate the store gives a
-// generation sized for the run's IDs.
-func newFilter(cfg Config) *bloom.BloomFilter {
-	return bloom.NewWithEstimates(uint(cfg.IDs), 0.01)
+// generation sized for n marks.
+func newFilter(n int) *bloom.BloomFilter {
+	return bloom.NewWithEstimates(uint(n), 0.01)
+}
+
+// bloomTests tests each ID in f and counts those it may hold.
+func bloomTests(f *bloom.BloomFilter) func([][]byte) (int, error) {
+	return func(ids [][]byte) (int, error) {
+		n := 0
+		for _, id := range ids {
+			n += count(f.Test(id))
+		}
+		return n, nil
+	}
 }
 
 // pebbleValue is the value of the Pebble baselines' keys: 8 bytes, as the
@@ -169,14 +150,7 @@ func writeOptions(cfg Config) *pebble.WriteOptions {
 // pebbleTrial opens a tuned Pebble in dir, runs fill on
 // it, untimed, and times call.
 func pebbleTrial(cfg Config, dir string, fill func(*pebble.DB) error, call func(*pebble.DB, [][]byte) (int, error)) (trial, error) {
-	cache := pebble.NewCache(1 << 30)
-	defer cache.Unref()
-	opts := &pebble.Options{Cache: cache, MemTableSize: 64 << 20, Logger: silent{}}
-	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
-	for i := range opts.Levels {
-		opts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
-	}
-	db, err := pebble.Open(dir, opts)
+	db, err := openPebble(dir)
 	if err != nil {
 		return trial{}, err
 	}
@@ -192,6 +166,56 @@ func pebbleTrial(cfg Config, dir string, fill func(*pebble.DB) error, call func(
 		dir:   dir,
 		close: db.Close,
 	}, nil
+}
+
+// openPebble opens the tuned Pebble of the baselines in dir.
+func openPebble(dir string) (*pebble.DB, error) {
+	cache := pebble.NewCache(1 << 30)
+	defer cache.Unref()
+	opts := &pebble.Options{Cache: cache, MemTableSize: 64 << 20, Logger: silent{}}
+	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
+	for i := range opts.Levels {
+		opts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
+	}
+	return pebble.Open(dir, opts)
+}
+
+// pebbleInsert sets each ID in a batch committed at cfg's durability.
+func pebbleInsert(cfg Config) func(*pebble.DB, [][]byte) (int, error) {
+	return func(db *pebble.DB, ids [][]byte) (int, error) {
+		b := db.NewBatch()
+		defer b.Close()
+		for _, id := range ids {
+			if err := b.Set(id, pebbleValue, nil); err != nil {
+				return 0, err
+			}
+		}
+		return len(ids), b.Commit(writeOptions(cfg))
+	}
+}
+
+// settlePebble flushes db's memtables to tables, where cold marks are,
+// and compacts them all, as the store's read rows compact the store.
+func settlePebble(db *pebble.DB) error {
+	if err := db.Flush(); err != nil {
+		return err
+	}
+	// The IDs are 16 bytes or a 36-byte UUID string, all below 17 bytes
+	// of 0xff.
+	return db.Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, 17), true)
+}
+
+// pebbleGets looks each ID up in db and counts those it holds.
+func pebbleGets(db *pebble.DB, ids [][]byte) (int, error) {
+	n := 0
+	for _, id := range ids {
+		found, err := pebbleHas(db, id)
+		if err != nil {
+			return n, err
+		}
+		n += count(found)
+	}
+	return n, nil
 }
 
 // pebbleHas reports whether db holds key.

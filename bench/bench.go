@@ -8,6 +8,10 @@
 // workload re-checks, filling a filter or a Pebble) is untimed; Run times
 // only the calls, and reads the process's CPU time, RSS and the row's disk
 // use around them.
+//
+// RunCurve measures how the costs grow with the marks held: at each size it
+// builds one store, and one raw Pebble, of that many marks, timing the
+// build, and runs the read rows on them.
 package bench
 
 import (
@@ -214,8 +218,7 @@ func runRow(cfg Config, in *inputs, r row) (Result, error) {
 	if r.whole {
 		cfg.Batch, cfg.Concurrency = cfg.IDs, 1
 	}
-	res := Result{Workload: r.name, Baseline: r.baseline, Shape: cfg.Shape, Sync: cfg.Sync.String(),
-		IDs: cfg.IDs, Batch: cfg.Batch, Concurrency: cfg.Concurrency}
+	res := newResult(r.name, r.baseline, cfg, cfg.IDs)
 	dir, err := os.MkdirTemp(cfg.Dir, r.name+"-")
 	if err != nil {
 		return res, err
@@ -232,12 +235,20 @@ func runRow(cfg Config, in *inputs, r row) (Result, error) {
 	if err != nil {
 		return res, err
 	}
-	err = measure(cfg, r.name, ids, t, rss0, &res)
+	err = measure(cfg, r.name, feeds(ids, cfg.Concurrency, cfg.Batch), len(ids), t, rss0, &res)
 	return res, errors.Join(err, t.close())
 }
 
-// measure times t's calls and reads the CPU, memory and disk they used.
-func measure(cfg Config, name string, ids [][]byte, t trial, rss0 int64, res *Result) error {
+// newResult is the result of a row of n IDs run as cfg says, before it
+// runs.
+func newResult(name string, baseline bool, cfg Config, n int) Result {
+	return Result{Workload: name, Baseline: baseline, Shape: cfg.Shape, Sync: cfg.Sync.String(),
+		IDs: n, Batch: cfg.Batch, Concurrency: cfg.Concurrency}
+}
+
+// measure times t's calls on in, n IDs in all, and reads the CPU, memory
+// and disk they used.
+func measure(cfg Config, name string, in []feed, n int, t trial, rss0 int64, res *Result) error {
 	var cpu0, cpu1 time.Duration
 	var mem0, mem1 int64
 	var err error
@@ -247,7 +258,7 @@ func measure(cfg Config, name string, ids [][]byte, t trial, rss0 int64, res *Re
 		}
 	}
 	self0 := cpuTime()
-	if err := timeCalls(cfg, name, ids, t.call, res); err != nil {
+	if err := timeCalls(cfg, name, in, t.call, res); err != nil {
 		return err
 	}
 	cpu := cpuTime() - self0
@@ -257,7 +268,7 @@ func measure(cfg Config, name string, ids [][]byte, t trial, rss0 int64, res *Re
 		}
 		cpu += cpu1 - cpu0
 	}
-	res.CPUPerMillion = cpu.Seconds() / float64(len(ids)) * 1e6
+	res.CPUPerMillion = cpu.Seconds() / float64(n) * 1e6
 	if marks := t.count(); marks > 0 {
 		grown := float64(rss() - rss0)
 		if t.external != nil {
@@ -275,15 +286,35 @@ func measure(cfg Config, name string, ids [][]byte, t trial, rss0 int64, res *Re
 // call of a 100ns Seen would cost as much as the call.
 const sampleCalls = 64
 
-// timeCalls feeds ids to call on cfg.Concurrency goroutines and fills in
-// the elapsed time, the call latencies and the count of new IDs.
-func timeCalls(cfg Config, name string, ids [][]byte, call func([][]byte) (int, error), res *Result) error {
-	every := max(1, sampleCalls/cfg.Batch)
-	parts := split(ids, cfg.Concurrency)
-	lats := make([][]time.Duration, len(parts))
-	for i, p := range parts {
-		lats[i] = make([]time.Duration, 0, len(p)/cfg.Batch/every+1)
+// feed is one goroutine's input: each call returns its next batch, and
+// nil once it has none left.
+type feed func() [][]byte
+
+// feeds cuts ids into n contiguous parts of nearly equal length, handed
+// out batch IDs at a time.
+func feeds(ids [][]byte, n, batch int) []feed {
+	n = min(n, max(len(ids), 1))
+	out := make([]feed, n)
+	for i := range out {
+		part := ids[len(ids)*i/n : len(ids)*(i+1)/n]
+		out[i] = func() [][]byte {
+			if len(part) == 0 {
+				return nil
+			}
+			b := part[:min(batch, len(part))]
+			part = part[len(b):]
+			return b
+		}
 	}
+	return out
+}
+
+// timeCalls runs a goroutine per feed, each passing its batches to call,
+// and fills in the elapsed time, the call latencies and the count of new
+// IDs.
+func timeCalls(cfg Config, name string, in []feed, call func([][]byte) (int, error), res *Result) error {
+	every := max(1, sampleCalls/cfg.Batch)
+	lats := make([][]time.Duration, len(in))
 	var done, found atomic.Int64
 	stop := make(chan struct{})
 	progressDone := make(chan struct{})
@@ -303,13 +334,16 @@ func timeCalls(cfg Config, name string, ids [][]byte, call func([][]byte) (int, 
 		}
 	}()
 
-	errs := make([]error, len(parts))
+	errs := make([]error, len(in))
 	var wg sync.WaitGroup
 	start := time.Now()
-	for g, part := range parts {
+	for g, next := range in {
 		wg.Go(func() {
-			for c, i := 0, 0; i < len(part); c, i = c+1, i+cfg.Batch {
-				b := part[i:min(i+cfg.Batch, len(part))]
+			for c := 0; ; c++ {
+				b := next()
+				if b == nil {
+					return
+				}
 				timed := c%every == 0
 				var t0 time.Time
 				if timed {
@@ -345,16 +379,6 @@ func timeCalls(cfg Config, name string, ids [][]byte, call func([][]byte) (int, 
 		res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
 	}
 	return nil
-}
-
-// split cuts ids into n contiguous parts of nearly equal length.
-func split(ids [][]byte, n int) [][][]byte {
-	n = min(n, max(len(ids), 1))
-	parts := make([][][]byte, n)
-	for i := range parts {
-		parts[i] = ids[len(ids)*i/n : len(ids)*(i+1)/n]
-	}
-	return parts
 }
 
 // cpuTime is the CPU time, user and system, this process has used.

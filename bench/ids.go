@@ -22,41 +22,89 @@ var Shapes = []Shape{Bytes16, UUID}
 // IDs returns n distinct (with overwhelming probability) random IDs of the
 // shape, drawn from seed: the same seed gives the same IDs.
 func IDs(shape Shape, seed uint64, n int) [][]byte {
-	if shape != UUID {
-		return RandomIDs(seed, n)
-	}
-	buf := make([]byte, 36*n)
-	ids := make([][]byte, n)
-	for i, raw := range RandomIDs(seed, n) {
-		raw[6] = raw[6]&0x0f | 0x40 // version 4
-		raw[8] = raw[8]&0x3f | 0x80 // RFC 9562 variant
-		id := buf[36*i : 36*i+36]
-		hex.Encode(id[0:8], raw[0:4])
-		id[8] = '-'
-		hex.Encode(id[9:13], raw[4:6])
-		id[13] = '-'
-		hex.Encode(id[14:18], raw[6:8])
-		id[18] = '-'
-		hex.Encode(id[19:23], raw[8:10])
-		id[23] = '-'
-		hex.Encode(id[24:36], raw[10:16])
-		ids[i] = id
-	}
-	return ids
+	return newIDStream(shape, seed).next(n)
 }
 
 // RandomIDs returns n random 16-byte IDs drawn from seed.
 func RandomIDs(seed uint64, n int) [][]byte {
-	r := rand.New(rand.NewPCG(seed, seed))
-	buf := make([]byte, 16*n)
+	return newIDStream(Bytes16, seed).next(n)
+}
+
+// idStream draws the IDs of one seed a batch at a time, for sets too large
+// to hold: the IDs of its batches, in order, are those IDs gives the seed.
+type idStream struct {
+	shape Shape
+	r     *rand.Rand
+}
+
+func newIDStream(shape Shape, seed uint64) *idStream {
+	return &idStream{shape: shape, r: rand.New(rand.NewPCG(seed, seed))}
+}
+
+// next returns the stream's next n IDs, in fresh memory.
+func (s *idStream) next(n int) [][]byte {
+	buf := make([]byte, s.size()*n)
 	ids := make([][]byte, n)
 	for i := range ids {
-		id := buf[16*i : 16*i+16]
-		binary.LittleEndian.PutUint64(id, r.Uint64())
-		binary.LittleEndian.PutUint64(id[8:], r.Uint64())
-		ids[i] = id
+		ids[i] = buf[s.size()*i : s.size()*(i+1)]
+		s.encode(ids[i], s.draw())
 	}
 	return ids
+}
+
+// every returns each k-th of the stream's next n IDs, the first among
+// them, in fresh memory; the IDs between are drawn and dropped.
+func (s *idStream) every(n, k int) [][]byte {
+	buf := make([]byte, s.size()*((n+k-1)/k))
+	ids := make([][]byte, 0, (n+k-1)/k)
+	for i := range n {
+		raw := s.draw()
+		if i%k == 0 {
+			id := buf[s.size()*len(ids) : s.size()*(len(ids)+1)]
+			s.encode(id, raw)
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func (s *idStream) size() int {
+	if s.shape == UUID {
+		return 36
+	}
+	return 16
+}
+
+// draw returns the random bytes of the stream's next ID.
+func (s *idStream) draw() [16]byte {
+	var raw [16]byte
+	binary.LittleEndian.PutUint64(raw[:], s.r.Uint64())
+	binary.LittleEndian.PutUint64(raw[8:], s.r.Uint64())
+	return raw
+}
+
+// encode writes raw into id in the stream's shape.
+func (s *idStream) encode(id []byte, raw [16]byte) {
+	if s.shape == UUID {
+		encodeUUID(id, raw)
+		return
+	}
+	copy(id, raw[:])
+}
+
+// encodeUUID writes raw into id as a version-4 UUID string.
+func encodeUUID(id []byte, raw [16]byte) {
+	raw[6] = raw[6]&0x0f | 0x40 // version 4
+	raw[8] = raw[8]&0x3f | 0x80 // RFC 9562 variant
+	hex.Encode(id[0:8], raw[0:4])
+	id[8] = '-'
+	hex.Encode(id[9:13], raw[4:6])
+	id[13] = '-'
+	hex.Encode(id[14:18], raw[6:8])
+	id[18] = '-'
+	hex.Encode(id[19:23], raw[8:10])
+	id[23] = '-'
+	hex.Encode(id[24:36], raw[10:16])
 }
 
 // SegmentDuplicates is the share of duplicates in Segment's published

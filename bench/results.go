@@ -2,10 +2,13 @@ package bench
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"image/color"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -109,6 +112,28 @@ func (rateTicks) Ticks(lo, hi float64) []plot.Tick {
 	return ticks
 }
 
+// marksTicks are the sizes of c, labelled 1M, 10M...
+func marksTicks(c Curve) plot.ConstantTicks {
+	var ticks plot.ConstantTicks
+	for _, pt := range c.Points {
+		ticks = append(ticks, plot.Tick{Value: float64(pt.Marks), Label: Rate(float64(pt.Marks))})
+	}
+	return ticks
+}
+
+// byteTicks are log ticks labelled as plain numbers: 1, 10, 100.
+type byteTicks struct{}
+
+func (byteTicks) Ticks(lo, hi float64) []plot.Tick {
+	ticks := plot.LogTicks{}.Ticks(lo, hi)
+	for i, t := range ticks {
+		if t.Label != "" {
+			ticks[i].Label = strconv.FormatFloat(t.Value, 'f', -1, 64)
+		}
+	}
+	return ticks
+}
+
 // Rate prints a rate with a K or M suffix and three significant digits,
 // as the table and the chart's axis show it.
 func Rate(x float64) string {
@@ -119,4 +144,184 @@ func Rate(x float64) string {
 		return fmt.Sprintf("%.3gK", x/1e3)
 	}
 	return fmt.Sprintf("%.3g", x)
+}
+
+// WriteCurve writes c to dir as curve.json (what -o json prints) and
+// curve.svg (CurveChart).
+func WriteCurve(dir string, c Curve) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "curve.json"), append(b, '\n'), 0o644); err != nil {
+		return err
+	}
+	return CurveChart(c, filepath.Join(dir, "curve.svg"))
+}
+
+// Issue 16's targets, drawn on the curve.
+const (
+	targetDiskPerMark = 28
+	targetRSSPerMark  = 4
+)
+
+// curveLine is a line of the curve chart: y at each point.
+type curveLine struct {
+	label string
+	kind  lineKind
+	color color.Color
+	y     func(CurvePoint) float64
+}
+
+// lineKind says how a line is drawn: the store's solid with circles,
+// baselines dashed with triangles, targets dotted.
+type lineKind int
+
+const (
+	storeLine lineKind = iota
+	baselineLine
+	targetLine
+)
+
+// CurveChart draws c as three panels over the marks, on log scales: IDs/s
+// per row, disk bytes per mark and resident memory per mark, the store's
+// lines solid and the baselines' dashed, each baseline in the color of
+// the row it bounds, and issue 16's targets dotted. It saves the chart to
+// path in the format its extension names (.svg, .png).
+func CurveChart(c Curve, path string) error {
+	blue := color.RGBA{R: 0x1f, G: 0x77, B: 0xb4, A: 0xff}
+	orange := color.RGBA{R: 0xff, G: 0x7f, B: 0x0e, A: 0xff}
+	green := color.RGBA{R: 0x2c, G: 0xa0, B: 0x2c, A: 0xff}
+	purple := color.RGBA{R: 0x94, G: 0x67, B: 0xbd, A: 0xff}
+	gray := color.RGBA{R: 0x7f, G: 0x7f, B: 0x7f, A: 0xff}
+	field := func(row string, f func(Result) float64) func(CurvePoint) float64 {
+		return func(pt CurvePoint) float64 {
+			for _, r := range pt.Rows {
+				if r.Workload == row {
+					return f(r)
+				}
+			}
+			return 0
+		}
+	}
+	perMark := func(f func(Memory) float64) func(CurvePoint) float64 {
+		return func(pt CurvePoint) float64 { return f(pt.Memory) / float64(pt.Marks) }
+	}
+	constant := func(v float64) func(CurvePoint) float64 { return func(CurvePoint) float64 { return v } }
+	rate := func(row string) func(CurvePoint) float64 { return field(row, Result.IDsPerSecond) }
+	disk := func(r Result) float64 { return r.DiskPerMark }
+	mem := func(r Result) float64 { return r.RSSPerMark }
+
+	var title string
+	if len(c.Points) > 0 && len(c.Points[0].Rows) > 0 {
+		r := c.Points[0].Rows[0]
+		title = fmt.Sprintf(", %s IDs, batch %d, %d goroutines, sync %s", r.Shape, r.Batch, r.Concurrency, r.Sync)
+	}
+	var panels []*plot.Plot
+	for _, panel := range []struct {
+		title string
+		ticks plot.Ticker
+		lines []curveLine
+	}{
+		{"IDs per second" + title, rateTicks{}, []curveLine{
+			{"new", storeLine, blue, rate("new")},
+			{"cold-duplicates", storeLine, orange, rate("cold-duplicates")},
+			{"seen-absent", storeLine, green, rate("seen-absent")},
+			{"open (marks recovered/s)", storeLine, purple, rate("open")},
+			{"pebble-batch-insert", baselineLine, blue, rate("pebble-batch-insert")},
+			{"pebble-get", baselineLine, orange, rate("pebble-get")},
+			{"bloom-test", baselineLine, green, rate("bloom-test")},
+		}},
+		{"disk bytes per mark, once compacted", byteTicks{}, []curveLine{
+			{"store directory (WAL included)", storeLine, blue, field("new", disk)},
+			{"store's index tables", storeLine, orange, perMark(func(m Memory) float64 { return float64(m.IndexTableBytes) })},
+			{"pebble directory", baselineLine, blue, field("pebble-batch-insert", disk)},
+			{"target", targetLine, gray, constant(targetDiskPerMark)},
+		}},
+		{"resident memory per mark", byteTicks{}, []curveLine{
+			{"store, all growth", storeLine, blue, field("new", mem)},
+			{"store, beyond the block cache", storeLine, orange, func(pt CurvePoint) float64 { return pt.Memory.BeyondCachesPerMark }},
+			{"store's filters", storeLine, green, perMark(func(m Memory) float64 { return float64(m.FilterBytes) })},
+			{"pebble (1 GiB cache), all growth", baselineLine, blue, field("pebble-batch-insert", mem)},
+			{"bloom/v3 filter", baselineLine, green, field("bloom-test", mem)},
+			{"target beyond caches", targetLine, gray, constant(targetRSSPerMark)},
+		}},
+	} {
+		p, err := curvePanel(c, panel.title, panel.ticks, panel.lines)
+		if err != nil {
+			return err
+		}
+		panels = append(panels, p)
+	}
+	cv, err := draw.NewFormattedCanvas(8*vg.Inch, 12*vg.Inch, strings.TrimPrefix(filepath.Ext(path), "."))
+	if err != nil {
+		return err
+	}
+	tiles := draw.Tiles{Rows: len(panels), Cols: 1, PadY: vg.Points(16), PadTop: vg.Points(4), PadBottom: vg.Points(4),
+		PadLeft: vg.Points(4), PadRight: vg.Points(4)}
+	grid := make([][]*plot.Plot, len(panels))
+	for i, p := range panels {
+		grid[i] = []*plot.Plot{p}
+	}
+	canvases := plot.Align(grid, tiles, draw.New(cv))
+	for i, p := range panels {
+		p.Draw(canvases[i][0])
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	_, err = cv.WriteTo(f)
+	return errors.Join(err, f.Close())
+}
+
+// curvePanel is one panel of CurveChart: a line per entry of lines, over
+// the points where it is positive.
+func curvePanel(c Curve, title string, yTicks plot.Ticker, lines []curveLine) (*plot.Plot, error) {
+	p := plot.New()
+	p.Title.Text = title
+	p.X.Label.Text = "marks in the store"
+	p.X.Scale, p.Y.Scale = plot.LogScale{}, plot.LogScale{}
+	p.X.Tick.Marker, p.Y.Tick.Marker = marksTicks(c), yTicks
+	if n := len(c.Points); n > 0 {
+		// Room on the left for the legend, which lines would cross.
+		p.X.Min, p.X.Max = float64(c.Points[0].Marks)/5, float64(c.Points[n-1].Marks)*1.5
+	}
+	p.Add(plotter.NewGrid())
+	p.Legend.Top, p.Legend.Left = true, true
+	p.Legend.TextStyle.Font.Size = vg.Points(8)
+	for _, l := range lines {
+		var xys plotter.XYs
+		for _, pt := range c.Points {
+			if y := l.y(pt); y > 0 {
+				xys = append(xys, plotter.XY{X: float64(pt.Marks), Y: y})
+			}
+		}
+		if len(xys) == 0 {
+			continue
+		}
+		line, points, err := plotter.NewLinePoints(xys)
+		if err != nil {
+			return nil, err
+		}
+		line.Color, points.Color = l.color, l.color
+		switch l.kind {
+		case storeLine:
+			points.Shape = draw.CircleGlyph{}
+		case baselineLine:
+			line.Dashes = []vg.Length{vg.Points(6), vg.Points(3)}
+			points.Shape = draw.PyramidGlyph{}
+		case targetLine:
+			line.Dashes = []vg.Length{vg.Points(1), vg.Points(3)}
+			p.Add(line)
+			p.Legend.Add(l.label, line)
+			continue
+		}
+		p.Add(line, points)
+		p.Legend.Add(l.label, line, points)
+	}
+	return p, nil
 }

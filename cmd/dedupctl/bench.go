@@ -18,6 +18,8 @@ import (
 func newBench(g *globals) *cobra.Command {
 	cfg := bench.Config{Workloads: bench.Workloads, Baselines: bench.Baselines}
 	var sync, shape, results string
+	var curve []int
+	var sample int
 	cmd := &cobra.Command{
 		Use:   "bench",
 		Short: "Run the benchmark workloads against a fresh store and the baselines",
@@ -39,7 +41,16 @@ a replica each, with redis-cli), which takes seconds, so they run only when
 --workload or --baseline names them.
 
 With no flags it is the quick run of the README, under a minute. --results DIR
-also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
+also writes DIR/results.json and DIR/chart.svg; without it nothing is written.
+
+--curve N,N,... runs the cost curve instead: at each size, one store of N
+marks is built (the new row) and compacted, and --sample of its marks are
+looked up again (cold-duplicates), --sample absent IDs are looked up with Seen
+(seen-absent), and the store is reopened (open); raw Pebble and a bloom/v3
+filter get the same N marks, and the same lookups (pebble-batch-insert,
+pebble-get, bloom-test). It prints resident memory and disk per mark, and
+--results DIR writes DIR/curve.json and DIR/curve.svg. --ids, --workload and
+--baseline do not apply to it.`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			mode, err := parseSync(sync)
@@ -67,6 +78,9 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 			}
 			if cfg.Dir == "" {
 				cfg.Dir = g.dir
+			}
+			if cmd.Flags().Changed("curve") {
+				return runCurve(cmd, g, cfg, curve, sample, results)
 			}
 			if cfg.Dir == "" {
 				if cfg.Dir, err = os.MkdirTemp("", "dedupctl-bench-"); err != nil {
@@ -108,8 +122,68 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.`,
 	f.Int64Var(&cfg.CacheSize, "cache", 0, "the store's block cache in bytes (Options.CacheSize; 0: its default, 64 MiB)")
 	f.StringSliceVar(&cfg.Workloads, "workload", cfg.Workloads, "workloads to run, or none")
 	f.StringSliceVar(&cfg.Baselines, "baseline", cfg.Baselines, "baselines to run, or none")
-	f.StringVar(&results, "results", "", "directory to write results.json and chart.svg to (default: write nothing)")
+	f.StringVar(&results, "results", "", "directory to write results.json and chart.svg (curve.json and curve.svg with --curve) to (default: write nothing)")
+	f.IntSliceVar(&curve, "curve", nil, "run the cost curve at these numbers of marks, e.g. 1000000,10000000")
+	f.IntVar(&sample, "sample", 1_000_000, "with --curve, IDs each read row looks up")
 	return cmd
+}
+
+// runCurve runs the cost curve of the run cfg describes at each of sizes
+// and prints it; results, if set, is the directory it is written to.
+func runCurve(cmd *cobra.Command, g *globals, cfg bench.Config, sizes []int, sample int, results string) error {
+	for _, n := range sizes {
+		if n <= 0 {
+			return usageError{fmt.Errorf("--curve sizes must be positive, not %d", n)}
+		}
+	}
+	if len(sizes) == 0 || sample <= 0 {
+		return usageError{fmt.Errorf("--curve needs a size, and --sample must be positive")}
+	}
+	if cfg.Dir == "" {
+		dir, err := os.MkdirTemp("", "dedupctl-bench-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		cfg.Dir = dir
+	} else if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return err
+	}
+	bar := newSpinner(cmd.ErrOrStderr(), "curve")
+	c, err := bench.RunCurve(bench.CurveConfig{Dir: cfg.Dir, Marks: sizes, Sample: sample, Batch: cfg.Batch,
+		Concurrency: cfg.Concurrency, Shape: cfg.Shape, Sync: cfg.Sync, CacheSize: cfg.CacheSize, Logger: cfg.Logger,
+		Progress: func(step string, done int) {
+			bar.Describe(step)
+			bar.Set(done)
+		}})
+	bar.Finish()
+	if err != nil {
+		return err
+	}
+	if results != "" {
+		if err := bench.WriteCurve(results, c); err != nil {
+			return err
+		}
+	}
+	if g.output == "json" {
+		return json.NewEncoder(cmd.OutOrStdout()).Encode(c)
+	}
+	for _, pt := range c.Points {
+		fmt.Fprintf(cmd.OutOrStdout(), "== %d marks; the read rows look up %d IDs each\n", pt.Marks, min(sample, pt.Marks))
+		if err := printResults(cmd, g, pt.Rows); err != nil {
+			return err
+		}
+		m := pt.Memory
+		fmt.Fprintf(cmd.OutOrStdout(), "store RSS %d B over a %d B baseline: %.2f B per mark, %.2f B beyond %d B of block cache",
+			m.StoreRSS, m.BaseRSS, m.PerMark, m.BeyondCachesPerMark, m.CacheBytes)
+		if m.MarginalPerMark != 0 {
+			fmt.Fprintf(cmd.OutOrStdout(), ", %.2f B per mark added since the last size", m.MarginalPerMark)
+		}
+		fmt.Fprintf(cmd.OutOrStdout(), "; filters %.2f B, index tables %.2f B, WAL %.2f B per mark\n\n",
+			float64(m.FilterBytes)/float64(pt.Marks), float64(m.IndexTableBytes)/float64(pt.Marks),
+			float64(m.WALBytes)/float64(pt.Marks))
+	}
+	return nil
 }
 
 func parseSync(s string) (dedup.SyncMode, error) {
@@ -155,8 +229,12 @@ func printResults(cmd *cobra.Command, g *globals, results []bench.Result) error 
 	}
 	if len(results) > 0 {
 		r := results[0]
-		fmt.Fprintf(w, "\n%d %s IDs per row, batch %d (1 for one-ID APIs), %d goroutines, sync %s\n",
-			r.IDs, r.Shape, r.Batch, r.Concurrency, r.Sync)
+		ids := fmt.Sprintf("%d %s IDs per row", r.IDs, r.Shape)
+		if slices.ContainsFunc(results, func(o bench.Result) bool { return o.IDs != r.IDs }) {
+			ids = fmt.Sprintf("%s IDs, %d in the first row", r.Shape, r.IDs)
+		}
+		fmt.Fprintf(w, "\n%s, batch %d (1 for one-ID APIs), %d goroutines, sync %s\n",
+			ids, r.Batch, r.Concurrency, r.Sync)
 	}
 	return w.Flush()
 }
