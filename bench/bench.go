@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/debug"
 	"slices"
 	"sync"
@@ -403,6 +404,14 @@ func rss() int64 {
 		return 0
 	}
 	return resident * int64(os.Getpagesize())
+}
+
+// goResident is the memory the Go runtime holds from the system, less what
+// it has returned: an upper bound of its part of the RSS.
+func goResident() int64 {
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return int64(ms.Sys - ms.HeapReleased)
 }
 
 // DiskUsage is the space the files under dir take, as du counts it:

@@ -81,6 +81,12 @@ type Memory struct {
 	BaseRSS int64 `json:"base_rss_bytes"`
 	// StoreRSS is the same measure after the read rows, the store open.
 	StoreRSS int64 `json:"store_rss_bytes"`
+	// BaseGo and StoreGo are the parts of BaseRSS and StoreRSS the Go
+	// runtime holds (MemStats.Sys less HeapReleased, an upper bound); the
+	// rest is the binary and C memory, where Pebble keeps its block cache
+	// and memtables.
+	BaseGo  int64 `json:"base_go_bytes"`
+	StoreGo int64 `json:"store_go_bytes"`
 	// CacheBytes is what the configured caches can hold: the block cache,
 	// or the index tables if smaller, since the cache holds only their
 	// blocks. The memtable is empty after the compaction.
@@ -94,9 +100,16 @@ type Memory struct {
 	// BeyondCachesPerMark is (StoreRSS - BaseRSS - CacheBytes) per mark,
 	// or 0 if that is negative: the memory that grows with the marks.
 	BeyondCachesPerMark float64 `json:"rss_beyond_caches_bytes_per_mark"`
-	// MarginalPerMark is the growth of StoreRSS - BaseRSS from the
-	// previous size, per mark added; zero at the first size.
+	// MarginalPerMark is the growth of StoreRSS - BaseRSS - CacheBytes
+	// from the previous size, per mark added: what each mark costs once
+	// the fixed memory is paid. Zero at the first size.
 	MarginalPerMark float64 `json:"rss_marginal_bytes_per_mark,omitempty"`
+}
+
+// beyondCaches is the store's resident memory beyond the fixed baseline
+// and the configured caches.
+func (m Memory) beyondCaches() int64 {
+	return m.StoreRSS - m.BaseRSS - m.CacheBytes
 }
 
 // RunCurve runs CurveRows at each of cfg's sizes, smallest first.
@@ -118,7 +131,7 @@ func RunCurve(cfg CurveConfig) (Curve, error) {
 		}
 		if i > 0 {
 			prev := c.Points[i-1]
-			grown := float64(pt.Memory.StoreRSS-pt.Memory.BaseRSS) - float64(prev.Memory.StoreRSS-prev.Memory.BaseRSS)
+			grown := float64(pt.Memory.beyondCaches() - prev.Memory.beyondCaches())
 			pt.Memory.MarginalPerMark = grown / float64(n-prev.Marks)
 		}
 		c.Points = append(c.Points, pt)
@@ -158,6 +171,7 @@ func curveStore(cfg Config, n int, present, absent [][]byte, pt *CurvePoint) err
 	defer os.RemoveAll(dir)
 	o := dedup.Options{Sync: cfg.Sync, ExpectedMarks: n, CacheSize: cfg.CacheSize, Logger: cfg.logger()}
 	rss0 := rss()
+	go0 := goResident()
 	s, err := dedup.Open(dir, &o)
 	if err != nil {
 		return err
@@ -189,11 +203,11 @@ func curveStore(cfg Config, n int, present, absent [][]byte, pt *CurvePoint) err
 	}
 
 	st := s.Stats()
-	m := Memory{BaseRSS: rss0, StoreRSS: rss(), FilterBytes: st.FilterBytes,
+	m := Memory{BaseRSS: rss0, StoreRSS: rss(), BaseGo: go0, StoreGo: goResident(), FilterBytes: st.FilterBytes,
 		IndexTableBytes: st.IndexTableBytes, WALBytes: st.WALBytes}
 	m.CacheBytes = min(cacheSize(cfg), int64(st.IndexTableBytes))
 	m.PerMark = float64(m.StoreRSS-m.BaseRSS) / float64(n)
-	m.BeyondCachesPerMark = max(0, float64(m.StoreRSS-m.BaseRSS-m.CacheBytes)/float64(n))
+	m.BeyondCachesPerMark = max(0, float64(m.beyondCaches())/float64(n))
 	pt.Memory = m
 	fill.RSSPerMark = m.PerMark
 

@@ -174,10 +174,10 @@ func runCurve(cmd *cobra.Command, g *globals, cfg bench.Config, sizes []int, sam
 			return err
 		}
 		m := pt.Memory
-		fmt.Fprintf(cmd.OutOrStdout(), "store RSS %d B over a %d B baseline: %.2f B per mark, %.2f B beyond %d B of block cache",
-			m.StoreRSS, m.BaseRSS, m.PerMark, m.BeyondCachesPerMark, m.CacheBytes)
+		fmt.Fprintf(cmd.OutOrStdout(), "store RSS %d B (Go %d B) over a %d B baseline (Go %d B): %.2f B per mark, %.2f B beyond %d B of block cache",
+			m.StoreRSS, m.StoreGo, m.BaseRSS, m.BaseGo, m.PerMark, m.BeyondCachesPerMark, m.CacheBytes)
 		if m.MarginalPerMark != 0 {
-			fmt.Fprintf(cmd.OutOrStdout(), ", %.2f B per mark added since the last size", m.MarginalPerMark)
+			fmt.Fprintf(cmd.OutOrStdout(), ", %.2f B beyond it per mark added since the last size", m.MarginalPerMark)
 		}
 		fmt.Fprintf(cmd.OutOrStdout(), "; filters %.2f B, index tables %.2f B, WAL %.2f B per mark\n\n",
 			float64(m.FilterBytes)/float64(pt.Marks), float64(m.IndexTableBytes)/float64(pt.Marks),
