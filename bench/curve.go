@@ -60,6 +60,10 @@ const (
 // Curve is the cost curve: a point per size.
 type Curve struct {
 	Points []CurvePoint `json:"points"`
+	// CgoMemory is the package's CgoMemory in the run: if true, the
+	// memory figures of every size but the first miss what the store
+	// reused of memory earlier rows freed.
+	CgoMemory bool `json:"cgo_memory"`
 }
 
 // CurvePoint is what the rows measured at one size.
@@ -120,7 +124,7 @@ func RunCurve(cfg CurveConfig) (Curve, error) {
 	if cfg.Shape == "" {
 		cfg.Shape = Bytes16
 	}
-	var c Curve
+	c := Curve{CgoMemory: CgoMemory}
 	for i, n := range cfg.Marks {
 		if n <= 0 {
 			return c, fmt.Errorf("bench: curve: %d marks: must be positive", n)

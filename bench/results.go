@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"image/color"
+	"math"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -121,14 +122,26 @@ func marksTicks(c Curve) plot.ConstantTicks {
 	return ticks
 }
 
-// byteTicks are log ticks labelled as plain numbers: 1, 10, 100.
-type byteTicks struct{}
+// ticks125 are log ticks labelled at 1, 2 and 5 times each power of ten,
+// so that a range of less than a decade is labelled.
+type ticks125 struct{ label func(float64) string }
 
-func (byteTicks) Ticks(lo, hi float64) []plot.Tick {
-	ticks := plot.LogTicks{}.Ticks(lo, hi)
-	for i, t := range ticks {
-		if t.Label != "" {
-			ticks[i].Label = strconv.FormatFloat(t.Value, 'f', -1, 64)
+// plain labels a tick with its value.
+func plain(v float64) string { return strconv.FormatFloat(v, 'f', -1, 64) }
+
+func (tk ticks125) Ticks(lo, hi float64) []plot.Tick {
+	var ticks []plot.Tick
+	for p := math.Pow(10, math.Floor(math.Log10(lo))); p <= hi; p *= 10 {
+		for m := 1; m < 10; m++ {
+			v := float64(m) * p
+			if v < lo || v > hi {
+				continue
+			}
+			t := plot.Tick{Value: v}
+			if m == 1 || m == 2 || m == 5 {
+				t.Label = tk.label(v)
+			}
+			ticks = append(ticks, t)
 		}
 	}
 	return ticks
@@ -226,7 +239,7 @@ func CurveChart(c Curve, path string) error {
 		ticks plot.Ticker
 		lines []curveLine
 	}{
-		{"IDs per second" + title, rateTicks{}, []curveLine{
+		{"IDs per second" + title, ticks125{Rate}, []curveLine{
 			{"new", storeLine, blue, rate("new")},
 			{"cold-duplicates", storeLine, orange, rate("cold-duplicates")},
 			{"seen-absent", storeLine, green, rate("seen-absent")},
@@ -235,13 +248,13 @@ func CurveChart(c Curve, path string) error {
 			{"pebble-get", baselineLine, orange, rate("pebble-get")},
 			{"bloom-test", baselineLine, green, rate("bloom-test")},
 		}},
-		{"disk bytes per mark, once compacted", byteTicks{}, []curveLine{
+		{"disk bytes per mark, once compacted", ticks125{plain}, []curveLine{
 			{"store directory (WAL included)", storeLine, blue, field("new", disk)},
 			{"store's index tables", storeLine, orange, perMark(func(m Memory) float64 { return float64(m.IndexTableBytes) })},
 			{"pebble directory", baselineLine, blue, field("pebble-batch-insert", disk)},
 			{"target", targetLine, gray, constant(targetDiskPerMark)},
 		}},
-		{"resident memory per mark", byteTicks{}, []curveLine{
+		{"resident memory per mark", ticks125{plain}, []curveLine{
 			{"store, all growth", storeLine, blue, field("new", mem)},
 			{"store, beyond the block cache", storeLine, orange, func(pt CurvePoint) float64 { return pt.Memory.BeyondCachesPerMark }},
 			{"store's filters", storeLine, green, perMark(func(m Memory) float64 { return float64(m.FilterBytes) })},

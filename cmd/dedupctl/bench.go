@@ -50,7 +50,9 @@ looked up again (cold-duplicates), --sample absent IDs are looked up with Seen
 filter get the same N marks, and the same lookups (pebble-batch-insert,
 pebble-get, bloom-test). It prints resident memory and disk per mark, and
 --results DIR writes DIR/curve.json and DIR/curve.svg. --ids, --workload and
---baseline do not apply to it.`,
+--baseline do not apply to it. Resident memory is measured in one process
+across the sizes: build dedupctl with CGO_ENABLED=0 for figures past the
+first size (see bench.CgoMemory).`,
 		Args: usageArgs(cobra.NoArgs),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			mode, err := parseSync(sync)
@@ -148,6 +150,10 @@ func runCurve(cmd *cobra.Command, g *globals, cfg bench.Config, sizes []int, sam
 		cfg.Dir = dir
 	} else if err := os.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return err
+	}
+	if bench.CgoMemory && len(sizes) > 1 {
+		fmt.Fprintln(cmd.ErrOrStderr(), "bench: built with cgo, Pebble's memory is malloc's, which keeps what earlier rows free:"+
+			" memory figures after the first size miss what the store reuses of it (build with CGO_ENABLED=0, or run one size per process)")
 	}
 	bar := newSpinner(cmd.ErrOrStderr(), "curve")
 	c, err := bench.RunCurve(bench.CurveConfig{Dir: cfg.Dir, Marks: sizes, Sample: sample, Batch: cfg.Batch,
