@@ -64,6 +64,7 @@ func TestBenchCurveHasAPointPerSizeAndRow(t *testing.T) {
 		assert.Positive(t, pt.Memory.StoreRSS, "%d marks", marks)
 		assert.Positive(t, pt.Memory.FilterBytes, "%d marks", marks)
 		assert.Positive(t, pt.Rows[0].DiskPerMark, "%d marks: the store is on disk", marks)
+		assert.InDelta(t, 1.2, pt.Rows[6].RSSPerMark, 0.05, "%d marks: bloom/v3 takes 9.6 bits per mark at 1%%", marks)
 	}
 	assert.Zero(t, c.Points[0].Memory.MarginalPerMark, "the first size has no size before it")
 
