@@ -91,3 +91,23 @@ func TestNewLogKeepsOneSmallSegment(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, int64(minSegment), preallocated(b))
 }
+
+func TestSegmentSizesOutOfRangeAreRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		min, max int64
+	}{
+		{"no segment size", 0, 0},
+		{"a segment only a header fits in", 0, headerSize},
+		{"a negative minimum", -1, 1 << 16},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			_, err := Open("wal", Options{FS: fs, MinSegmentSize: tc.min, SegmentSize: tc.max}, 0, nil)
+			require.ErrorIs(t, err, ErrInvalidOptions)
+			files, err := fs.List("")
+			require.NoError(t, err)
+			assert.Empty(t, files, "a refused Open creates nothing")
+		})
+	}
+}

@@ -27,6 +27,9 @@ var (
 	ErrClosed = errors.New("wal: closed")
 	// ErrReadOnly is returned by Append on a Log opened read-only.
 	ErrReadOnly = errors.New("wal: read-only")
+	// ErrInvalidOptions reports Options out of range: a segment size that
+	// leaves no room for a record, or a negative minimum.
+	ErrInvalidOptions = errors.New("wal: invalid options")
 )
 
 // SyncMode says when appended records are fsynced.
@@ -285,6 +288,9 @@ type chunk struct {
 // records get LSNs after the log's last record, after after, and after
 // every LSN a repair cut.
 func Open(dir string, opts Options, after uint64, fn func(lsn uint64, payload []byte) error) (*Log, error) {
+	if opts.SegmentSize <= headerSize || opts.MinSegmentSize < 0 {
+		return nil, fmt.Errorf("%w: SegmentSize %d, MinSegmentSize %d", ErrInvalidOptions, opts.SegmentSize, opts.MinSegmentSize)
+	}
 	opts.Logger = opts.logger()
 	l := &Log{opts: opts, dir: dir, kick: make(chan struct{}, 1), done: make(chan struct{})}
 	l.stats.syncSeconds = metric.NewHistogram(syncNanosBounds...)
