@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -182,19 +181,12 @@ func (c *powerCut) crash() *vfs.MemFS {
 	return c.clone
 }
 
-// sweepSample returns the operation indexes, out of n, that a sweep
-// visits: all of them if there are at most limit, else a fixed random
-// sample of limit (fewer with -short).
+// sweepSample is testutil.SweepPoints with limit, or 20 under -short.
 func sweepSample(n, limit int) []int {
 	if testing.Short() {
 		limit = min(limit, 20)
 	}
-	if n <= limit {
-		limit = n
-	}
-	points := rand.New(rand.NewPCG(uint64(n), 0)).Perm(n)[:limit]
-	slices.Sort(points)
-	return points
+	return testutil.SweepPoints(n, limit)
 }
 
 // TestPowerLossSweep cuts the power before each write operation of the

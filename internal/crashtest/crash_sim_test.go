@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
-	"os"
 	"path"
 	"slices"
 	"sync"
@@ -42,10 +41,6 @@ const (
 	// segment.
 	simBigBatch = 260
 )
-
-// crashFullEnv set to 1 makes the sweeps visit every operation index instead
-// of a spread sample.
-const crashFullEnv = "DEDUP_CRASH_FULL"
 
 // simCalls is the workload: calls of CheckAndMark and of CheckAndMarkBatch
 // with 1 to 16 IDs, and one batch of simBigBatch new IDs; about one ID in
@@ -312,21 +307,11 @@ func verifyRecovered(t *testing.T, fs vfs.FS, log *simLog) {
 	assert.Empty(t, newAgain, "IDs acknowledged as new before the crash and reported new again after it")
 }
 
-// sweepPoints returns the operation indexes, out of n, at which a sweep
-// crashes or fails: every one if DEDUP_CRASH_FULL=1 or if there are at most
-// limit (shortLimit with -short or -race), else a fixed random sample of that many (a
-// stride could keep hitting the same kind of operation in a repeating
-// pattern).
+// sweepPoints is testutil.SweepPoints with limit, or a sample of 40 under
+// -short or -race, which makes each crash point many times slower.
 func sweepPoints(n, limit int) []int {
-	const shortLimit = 40
-	switch {
-	case os.Getenv(crashFullEnv) == "1":
-		limit = n
-	case testing.Short() || testutil.Race:
-		limit = min(limit, shortLimit)
+	if testing.Short() || testutil.Race {
+		limit = min(limit, 40)
 	}
-	limit = min(limit, n)
-	points := rand.New(rand.NewPCG(uint64(n), 0)).Perm(n)[:limit]
-	slices.Sort(points)
-	return points
+	return testutil.SweepPoints(n, limit)
 }

@@ -1,6 +1,7 @@
 // Package testutil holds the scaffolding this module's tests share: the
-// time fake clocks start at, a logger that records for assertions, and
-// the one way a test re-executes its test binary as a child process.
+// time fake clocks start at, a logger that records for assertions, the
+// operations a crash sweep visits, and the one way a test re-executes its
+// test binary as a child process.
 //
 // It imports no package of this module, so that every package's internal
 // tests can use it; the store opener, which needs the root package, is in
