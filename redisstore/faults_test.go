@@ -169,40 +169,22 @@ func killedAndRestarted(t *testing.T, s *redisstore.Store, kill, restart func())
 	const writers = 4
 	marked := make([][][]byte, writers)
 	completed := make([][]string, writers)
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range writers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				batch := ids(fmt.Sprintf("w%d-%d", w, i), 8)
-				if isNew, err := s.CheckAndMarkBatchContext(ctx, batch, time.Hour); err == nil {
-					for j, ok := range isNew {
-						if ok {
-							marked[w] = append(marked[w], batch[j])
-						}
-					}
-				}
-				key := fmt.Sprintf("rec-w%d-%d", w, i)
-				if c, err := s.BeginContext(ctx, []byte(key), nil, time.Minute, time.Hour); err == nil && c.Outcome == dedup.Acquired {
-					if s.CompleteContext(ctx, []byte(key), c.Token, []byte("done")) == nil {
-						completed[w] = append(completed[w], key)
-					}
+	writeThrough(writers, 300*time.Millisecond, 50*time.Millisecond, kill, func(w, i int) {
+		batch := ids(fmt.Sprintf("w%d-%d", w, i), 8)
+		if isNew, err := s.CheckAndMarkBatchContext(ctx, batch, time.Hour); err == nil {
+			for j, ok := range isNew {
+				if ok {
+					marked[w] = append(marked[w], batch[j])
 				}
 			}
-		}()
-	}
-	time.Sleep(300 * time.Millisecond)
-	kill()
-	time.Sleep(50 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+		}
+		key := fmt.Sprintf("rec-w%d-%d", w, i)
+		if c, err := s.BeginContext(ctx, []byte(key), nil, time.Minute, time.Hour); err == nil && c.Outcome == dedup.Acquired {
+			if s.CompleteContext(ctx, []byte(key), c.Token, []byte("done")) == nil {
+				completed[w] = append(completed[w], key)
+			}
+		}
+	})
 	restart()
 	// The client's pool fails fast for a while after failed dials.
 	require.Eventually(t, func() bool {
@@ -389,32 +371,14 @@ func TestFailoverLosesOnlyUnreplicatedMarks(t *testing.T) {
 
 			const writers = 4
 			marked := make([][][]byte, writers)
-			stop := make(chan struct{})
-			var wg sync.WaitGroup
-			for w := range writers {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					for i := 0; ; i++ {
-						select {
-						case <-stop:
-							return
-						default:
-						}
-						ctx, cancel := context.WithTimeout(ctx, time.Second)
-						id := fmt.Appendf(nil, "w%d-%d", w, i)
-						if isNew, err := s.CheckAndMarkContext(ctx, id, time.Hour); err == nil && isNew {
-							marked[w] = append(marked[w], id)
-						}
-						cancel()
-					}
-				}()
-			}
-			time.Sleep(500 * time.Millisecond)
-			primary.Kill()
-			time.Sleep(100 * time.Millisecond)
-			close(stop)
-			wg.Wait()
+			writeThrough(writers, 500*time.Millisecond, 100*time.Millisecond, primary.Kill, func(w, i int) {
+				ctx, cancel := context.WithTimeout(ctx, time.Second)
+				defer cancel()
+				id := fmt.Appendf(nil, "w%d-%d", w, i)
+				if isNew, err := s.CheckAndMarkContext(ctx, id, time.Hour); err == nil && isNew {
+					marked[w] = append(marked[w], id)
+				}
+			})
 			c.WaitPrimary(t, replica)
 
 			after := replica.Client()
@@ -460,4 +424,31 @@ func TestFailoverLosesOnlyUnreplicatedMarks(t *testing.T) {
 			assert.Greater(t, taken.Token, held.Token, "the token grows across the failover")
 		})
 	}
+}
+
+// writeThrough runs writers goroutines, each calling write(w, i) for i = 0,
+// 1, ... through a fault: they write for before, then fault runs, and they
+// go on for after it and stop.
+func writeThrough(writers int, before, after time.Duration, fault func(), write func(w, i int)) {
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				write(w, i)
+			}
+		}()
+	}
+	time.Sleep(before)
+	fault()
+	time.Sleep(after)
+	close(stop)
+	wg.Wait()
 }
