@@ -181,53 +181,6 @@ func TestPlainMarkIsCompletedWork(t *testing.T) {
 	assert.True(t, ok, "CheckAndMark left the record alone")
 }
 
-// TestFingerprintsMatchOnlyIfEqual checks that an empty fingerprint is a
-// fingerprint like any other: a key begun with none is a Mismatch for a
-// request with one, and the other way round, in progress or completed;
-// while a key marked by CheckAndMark, which has no record, is completed
-// work for any fingerprint.
-func TestFingerprintsMatchOnlyIfEqual(t *testing.T) {
-	tests := []struct {
-		name      string
-		first     string // the fingerprint the key was begun with; "mark" for CheckAndMark
-		completed bool
-		then      []byte
-		want      dedup.Outcome
-	}{
-		{"none, then one, in progress", "", false, []byte("fp"), dedup.Mismatch},
-		{"none, then one, completed", "", true, []byte("fp"), dedup.Mismatch},
-		{"one, then none, in progress", "fp", false, nil, dedup.Mismatch},
-		{"one, then none, completed", "fp", true, nil, dedup.Mismatch},
-		{"none, then empty", "", true, []byte{}, dedup.Completed},
-		{"none, then none, in progress", "", false, nil, dedup.InProgress},
-		{"the same", "fp", true, []byte("fp"), dedup.Completed},
-		{"a plain mark, then one", "mark", true, []byte("fp"), dedup.Completed},
-		{"a plain mark, then none", "mark", true, nil, dedup.Completed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s, _, _ := openRecords(t)
-			key := []byte("k")
-			if tt.first == "mark" {
-				_, err := s.CheckAndMark(key, time.Hour)
-				require.NoError(t, err)
-			} else {
-				c := begin(t, s, "k", tt.first, time.Minute)
-				require.Equal(t, dedup.Acquired, c.Outcome)
-				if tt.completed {
-					require.NoError(t, s.Complete(key, c.Token, []byte("result")))
-				}
-			}
-			c, err := s.Begin(key, tt.then, time.Minute, time.Hour)
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, c.Outcome)
-			if tt.want == dedup.Mismatch {
-				assert.Nil(t, c.Result, "a mismatch does not see the result")
-			}
-		})
-	}
-}
-
 // TestCompleteBoundsFingerprintAndResultTogether checks that MaxValueSize
 // bounds what a record stores, its fingerprint and result together, at
 // Complete as at Begin.

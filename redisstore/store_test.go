@@ -121,7 +121,6 @@ func TestSpecifications(t *testing.T) {
 		{"ConcurrentStoresAgreeOnOneWinner", concurrentStoresAgreeOnOneWinner},
 		{"PrefixesAreSeparateNamespaces", prefixesAreSeparateNamespaces},
 		{"CloseLeavesTheClientOpen", closeLeavesTheClientOpen},
-		{"FingerprintsMatchOnlyIfEqual", fingerprintsMatchOnlyIfEqual},
 		{"ReleaseLeavesNoMarkAndTokensGrow", releaseLeavesNoMarkAndTokensGrow},
 		{"TakeoverTokenPassesAStoredTokenAheadOfTheClock", takeoverTokenPassesAStoredTokenAheadOfTheClock},
 		{"CompleteBoundsFingerprintAndResultTogether", completeBoundsFingerprintAndResultTogether},
@@ -278,51 +277,6 @@ func closeLeavesTheClientOpen(t *testing.T, srv server) {
 	_, err := s.CheckAndMarkContext(ctx, []byte("k"), 0)
 	assert.ErrorIs(t, err, dedup.ErrClosed)
 	assert.NoError(t, srv.client.Ping(ctx).Err(), "the client stays open")
-}
-
-func fingerprintsMatchOnlyIfEqual(t *testing.T, srv server) {
-	tests := []struct {
-		name      string
-		first     string // the fingerprint the key was begun with; "mark" for CheckAndMark
-		completed bool
-		then      []byte
-		want      dedup.Outcome
-	}{
-		{"none, then one, in progress", "", false, []byte("fp"), dedup.Mismatch},
-		{"none, then one, completed", "", true, []byte("fp"), dedup.Mismatch},
-		{"one, then none, in progress", "fp", false, nil, dedup.Mismatch},
-		{"one, then none, completed", "fp", true, nil, dedup.Mismatch},
-		{"none, then empty", "", true, []byte{}, dedup.Completed},
-		{"none, then none, in progress", "", false, nil, dedup.InProgress},
-		{"the same", "fp", true, []byte("fp"), dedup.Completed},
-		{"a plain mark, then one", "mark", true, []byte("fp"), dedup.Completed},
-		{"a plain mark, then none", "mark", true, nil, dedup.Completed},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			s := srv.open(t, nil)
-			key := []byte("k")
-			if tt.first == "mark" {
-				_, err := s.CheckAndMarkContext(ctx, key, time.Hour)
-				require.NoError(t, err)
-				_, ok, err := s.RecordContext(ctx, key)
-				require.NoError(t, err)
-				assert.False(t, ok, "a plain mark has no record")
-			} else {
-				c := begin(t, s, "k", tt.first, time.Minute)
-				require.Equal(t, dedup.Acquired, c.Outcome)
-				if tt.completed {
-					require.NoError(t, s.CompleteContext(ctx, key, c.Token, []byte("result")))
-				}
-			}
-			c, err := s.BeginContext(ctx, key, tt.then, time.Minute, time.Hour)
-			require.NoError(t, err)
-			assert.Equal(t, tt.want, c.Outcome)
-			if tt.want == dedup.Mismatch {
-				assert.Nil(t, c.Result, "a mismatch does not see the result")
-			}
-		})
-	}
 }
 
 func releaseLeavesNoMarkAndTokensGrow(t *testing.T, srv server) {

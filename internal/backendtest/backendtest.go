@@ -45,6 +45,7 @@ func Run(t *testing.T, open func(t *testing.T) dedup.Backend) {
 		{"ExactExpiry", testExactExpiry},
 		{"Leases", testLeases},
 		{"StaleTokensAfterTakeover", testStaleTokens},
+		{"FingerprintsMatchOnlyIfEqual", testFingerprints},
 		{"Batch", testBatch},
 		{"EndedContextHasNoEffect", testEndedContext},
 		{"Closed", testClosed},
@@ -526,5 +527,56 @@ func Linearizable(t *testing.T, b dedup.Backend) {
 		defer f.Close()
 		require.NoError(t, porcupine.Visualize(setModel, info, f))
 		t.Logf("visualization of the history: %s", f.Name())
+	}
+}
+
+// testFingerprints checks that a fingerprint matches only an equal one, an
+// empty one like any other: a key begun with none is a Mismatch for a
+// request with one, and the other way round, in progress or completed;
+// while a key marked by CheckAndMark, which has no record, is completed
+// work for any fingerprint.
+func testFingerprints(t *testing.T, b dedup.Backend) {
+	ctx := t.Context()
+	tests := []struct {
+		name      string
+		first     string // the fingerprint the key was begun with; "mark" for CheckAndMark
+		completed bool
+		then      []byte
+		want      dedup.Outcome
+	}{
+		{"none, then one, in progress", "", false, []byte("fp"), dedup.Mismatch},
+		{"none, then one, completed", "", true, []byte("fp"), dedup.Mismatch},
+		{"one, then none, in progress", "fp", false, nil, dedup.Mismatch},
+		{"one, then none, completed", "fp", true, nil, dedup.Mismatch},
+		{"none, then empty", "", true, []byte{}, dedup.Completed},
+		{"none, then none, in progress", "", false, nil, dedup.InProgress},
+		{"the same", "fp", true, []byte("fp"), dedup.Completed},
+		{"a plain mark, then one", "mark", true, []byte("fp"), dedup.Completed},
+		{"a plain mark, then none", "mark", true, nil, dedup.Completed},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			key := fmt.Appendf(nil, "fingerprint-%d", i)
+			if tt.first == "mark" {
+				_, err := b.CheckAndMarkContext(ctx, key, time.Hour)
+				require.NoError(t, err)
+				_, ok, err := b.RecordContext(ctx, key)
+				require.NoError(t, err)
+				assert.False(t, ok, "a plain mark has no record")
+			} else {
+				c, err := b.BeginContext(ctx, key, []byte(tt.first), time.Minute, time.Hour)
+				require.NoError(t, err)
+				require.Equal(t, dedup.Acquired, c.Outcome)
+				if tt.completed {
+					require.NoError(t, b.CompleteContext(ctx, key, c.Token, []byte("result")))
+				}
+			}
+			c, err := b.BeginContext(ctx, key, tt.then, time.Minute, time.Hour)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, c.Outcome)
+			if tt.want == dedup.Mismatch {
+				assert.Nil(t, c.Result, "a mismatch does not see the result")
+			}
+		})
 	}
 }
