@@ -3,6 +3,8 @@ package redisstore_test
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -260,14 +262,19 @@ func (replay) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessP
 func TestRetriedWriteFindsItsOwnMark(t *testing.T) {
 	client := redistest.Start(t, redistest.Config{}).Client()
 	s := open(t, client, nil)
+	_, err := s.CheckAndMarkBatchContext(ctx, [][]byte{[]byte("taken"), []byte("batch-taken")}, time.Hour)
+	require.NoError(t, err)
 	client.AddHook(replay{})
 
 	isNew, err := s.CheckAndMarkContext(ctx, []byte("single"), time.Hour)
 	require.NoError(t, err)
 	assert.True(t, isNew, "a retried SET found its own mark")
-	isNews, err := s.CheckAndMarkBatchContext(ctx, ids("batch", 5), time.Hour)
+	isNew, err = s.CheckAndMarkContext(ctx, []byte("taken"), time.Hour)
 	require.NoError(t, err)
-	assert.Equal(t, []bool{true, true, true, true, true}, isNews, "a retried pipeline found its own marks")
+	assert.False(t, isNew, "a retried SET found an earlier call's mark")
+	isNews, err := s.CheckAndMarkBatchContext(ctx, append(ids("batch", 5), []byte("batch-taken")), time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, []bool{true, true, true, true, true, false}, isNews, "a retried pipeline found its own marks and an earlier call's")
 
 	c, err := s.BeginContext(ctx, []byte("job"), []byte("fp"), time.Minute, time.Hour)
 	require.NoError(t, err)
@@ -278,6 +285,92 @@ func TestRetriedWriteFindsItsOwnMark(t *testing.T) {
 	require.True(t, ok)
 	assert.Equal(t, c.Token, r.Token)
 	assert.Equal(t, "r", string(r.Result))
+}
+
+// dropOneReply is a TCP proxy to a Redis server that, once armed, closes
+// the connection that carries the next reply instead of passing it on: a
+// command that took effect, its reply lost.
+type dropOneReply struct {
+	addr  string
+	armed atomic.Bool
+}
+
+func startDropOneReply(t *testing.T, server string) *dropOneReply {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { l.Close() })
+	p := &dropOneReply{addr: l.Addr().String()}
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c, server)
+		}
+	}()
+	return p
+}
+
+func (p *dropOneReply) serve(c net.Conn, server string) {
+	defer c.Close()
+	s, err := net.Dial("tcp", server)
+	if err != nil {
+		return
+	}
+	defer s.Close()
+	go func() { _, _ = io.Copy(s, c) }()
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := s.Read(buf)
+		if err != nil || p.armed.CompareAndSwap(true, false) {
+			return
+		}
+		if _, err := c.Write(buf[:n]); err != nil {
+			return
+		}
+	}
+}
+
+// TestLostReplyIsResentAndAnsweredAsTheFirstSend checks, through go-redis's
+// own retry of a command whose reply was lost, that a call finds its own
+// mark new and an earlier call's a duplicate, single and pipelined.
+func TestLostReplyIsResentAndAnsweredAsTheFirstSend(t *testing.T) {
+	proxy := startDropOneReply(t, redistest.Start(t, redistest.Config{}).Addr)
+	client := redis.NewClient(&redis.Options{Addr: proxy.addr, PoolSize: 1, MaxRetries: 2, DisableIdentity: true})
+	t.Cleanup(func() { client.Close() })
+	s := open(t, client, nil)
+	_, err := s.CheckAndMarkBatchContext(ctx, [][]byte{[]byte("taken"), []byte("batch-taken")}, time.Hour)
+	require.NoError(t, err)
+
+	cases := []struct {
+		name string
+		ids  [][]byte
+		want []bool
+	}{
+		{"own single mark", [][]byte{[]byte("single")}, []bool{true}},
+		{"earlier call's single mark", [][]byte{[]byte("taken")}, []bool{false}},
+		{"own and earlier marks in a pipeline", append(ids("batch", 3), []byte("batch-taken")), []bool{true, true, true, false}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			require.NoError(t, client.Ping(ctx).Err())
+			proxy.armed.Store(true)
+			var isNew []bool
+			var err error
+			if len(tc.ids) == 1 {
+				var one bool
+				one, err = s.CheckAndMarkContext(ctx, tc.ids[0], time.Hour)
+				isNew = []bool{one}
+			} else {
+				isNew, err = s.CheckAndMarkBatchContext(ctx, tc.ids, time.Hour)
+			}
+			require.NoError(t, err)
+			assert.False(t, proxy.armed.Load(), "a reply was dropped")
+			assert.Equal(t, tc.want, isNew)
+		})
+	}
 }
 
 // TestReshardGivesNoWrongAnswer moves slots between primaries while

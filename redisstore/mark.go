@@ -54,10 +54,10 @@ func (s *Store) checkAndMarkBatch(ctx context.Context, ids [][]byte, ttl time.Du
 	if len(ids) == 0 {
 		return isNew, nil
 	}
-	nonce := s.nonces.next()
-	marks := s.marks(ctx, ids, ttl, nonce)
-	if err := s.sendMarks(ctx, marks, nonce); err != nil {
-		return nil, s.undo(ctx, marks, nonce, err)
+	n := s.nonces.next()
+	marks := s.marks(ctx, ids, ttl, n)
+	if err := s.sendMarks(ctx, marks, ttl, n); err != nil {
+		return nil, s.undo(ctx, marks, n.String(), err)
 	}
 	for _, m := range marks {
 		isNew[m.at] = m.isNew
@@ -74,14 +74,15 @@ type markCmd struct {
 	isNew bool // the answer, once sent
 }
 
-// marks makes the SET of each distinct ID. With GET, the reply tells a
-// new mark (nil), one this call's earlier attempt made (the nonce) and
-// another's. The marks, and the arguments of their commands, are each
+// marks makes the SET NX of each distinct ID. Its reply is OK for a new
+// mark and nil for a key already held: by another call, or, if go-redis
+// sent the command more than once, maybe by this call's earlier attempt
+// (see recheck). The marks, and the arguments of their commands, are each
 // one allocation for the whole batch: a batch's IDs cost Redis's round
 // trip and little more.
-func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonce string) []*markCmd {
-	const nargs = 7 // set key nonce px ms nx get
-	var nonceArg, msArg any = nonce, millis(ttl)
+func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, n *nonce) []*markCmd {
+	const nargs = 6 // set key nonce px ms nx
+	var nonceArg, msArg any = n, millis(ttl)
 	cmds := make([]markCmd, 0, len(ids))
 	args := make([]any, 0, nargs*len(ids))
 	var seen map[string]struct{}
@@ -97,9 +98,10 @@ func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonc
 			seen[key] = struct{}{}
 		}
 		at := len(args)
-		args = append(args, "set", key, nonceArg, "px", msArg, "nx", "get")
+		args = append(args, "set", key, nonceArg, "px", msArg, "nx")
 		cmds = append(cmds, markCmd{at: i, key: key, cmd: redis.NewCmd(ctx, args[at:len(args):len(args)]...)})
 	}
+	n.cmds = int64(len(cmds))
 	marks := make([]*markCmd, len(cmds))
 	for i := range cmds {
 		marks[i] = &cmds[i]
@@ -110,41 +112,81 @@ func (s *Store) marks(ctx context.Context, ids [][]byte, ttl time.Duration, nonc
 // sendMarks sends the SETs, pipelined, and reads their answers. With
 // MinReplicas each primary's share is pipelined on a connection of its
 // own, followed by WAIT.
-func (s *Store) sendMarks(ctx context.Context, marks []*markCmd, nonce string) error {
+func (s *Store) sendMarks(ctx context.Context, marks []*markCmd, ttl time.Duration, n *nonce) error {
 	if s.opts.MinReplicas == 0 {
-		if len(marks) == 1 {
-			_ = s.client.Process(ctx, marks[0].cmd) // the error is the command's
-		} else {
-			pipe := s.client.Pipeline()
-			for _, m := range marks {
-				_ = pipe.Process(ctx, m.cmd)
-			}
-			_, _ = pipe.Exec(ctx) // the errors are the commands'
+		s.process(ctx, marks)
+		held, err := answer(marks, n)
+		if err == nil && len(held) > 0 {
+			err = s.recheck(ctx, held, ttl, n.String())
 		}
-		_, err := answer(marks, nonce)
 		return s.sent(ctx, err)
 	}
 	groups, err := s.byPrimary(ctx, marks)
 	if err != nil {
 		return s.sent(ctx, err)
 	}
-	errs := make([]error, len(groups))
+	waits := make([]error, len(groups))
 	var wg sync.WaitGroup
 	i := 0
 	for node, marks := range groups {
 		wg.Add(1)
 		go func(i int, node *redis.Client, marks []*markCmd) {
 			defer wg.Done()
-			errs[i] = s.sendReplicated(ctx, node, marks, nonce)
+			waits[i] = s.sendReplicated(ctx, node, marks)
 		}(i, node, marks)
 		i++
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	held, err := answer(marks, n)
+	switch {
+	case err != nil:
+		return s.sent(ctx, err)
+	case len(held) > 0:
+		return fmt.Errorf("%w: a resent SET found its key held, maybe by an earlier attempt of this call on another connection, which WAIT cannot see", ErrNotReplicated)
+	}
+	return errors.Join(waits...)
 }
 
-// sendReplicated pipelines marks and WAIT on one connection of node.
-func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []*markCmd, nonce string) error {
+// process sends the marks' commands, one alone or pipelined; their errors
+// are the commands'.
+func (s *Store) process(ctx context.Context, marks []*markCmd) {
+	if len(marks) == 1 {
+		_ = s.client.Process(ctx, marks[0].cmd)
+		return
+	}
+	pipe := s.client.Pipeline()
+	for _, m := range marks {
+		_ = pipe.Process(ctx, m.cmd)
+	}
+	_, _ = pipe.Exec(ctx)
+}
+
+// recheck answers the marks whose key was held when go-redis may have
+// sent their SET more than once, so that the holder may be this call's
+// earlier attempt: SET NX GET replies nil (the key had gone, and is now
+// this call's), this call's nonce (its own mark), or another's value.
+func (s *Store) recheck(ctx context.Context, held []*markCmd, ttl time.Duration, nonce string) error {
+	again := make([]*markCmd, len(held))
+	for i, m := range held {
+		again[i] = &markCmd{at: i, key: m.key, cmd: redis.NewCmd(ctx, "set", m.key, nonce, "px", millis(ttl), "nx", "get")}
+	}
+	s.process(ctx, again)
+	for i, m := range again {
+		v, err := m.cmd.Text()
+		switch {
+		case errors.Is(err, redis.Nil) || err == nil && v == nonce:
+			held[i].isNew = true
+		case err != nil:
+			return fmt.Errorf("redisstore: SET %q NX GET: %w", m.key, err)
+		}
+	}
+	return nil
+}
+
+// sendReplicated pipelines marks and WAIT on one connection of node, and
+// returns what WAIT answered: the marks' replies are read by the caller,
+// once every primary's share is sent.
+func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []*markCmd) error {
 	cn := node.Conn()
 	defer cn.Close()
 	var wait *redis.IntCmd
@@ -155,11 +197,7 @@ func (s *Store) sendReplicated(ctx context.Context, node *redis.Client, marks []
 		wait = redis.NewIntCmd(ctx, "wait", s.opts.MinReplicas, s.opts.ReplicaTimeout.Milliseconds())
 		return p.Process(ctx, wait)
 	}) // the errors are the commands'
-	retried, err := answer(marks, nonce)
-	if err != nil {
-		return s.sent(ctx, err)
-	}
-	return s.waited(wait, retried)
+	return s.waited(wait, false)
 }
 
 // byPrimary groups marks by the primary of their key's slot.
@@ -175,21 +213,24 @@ func (s *Store) byPrimary(ctx context.Context, marks []*markCmd) (map[*redis.Cli
 	return groups, nil
 }
 
-// answer reads the replies of sent marks into their isNew. retried says a
-// reply was this call's own nonce: an earlier attempt made the mark.
-func answer(marks []*markCmd, nonce string) (retried bool, err error) {
+// answer reads the replies of sent marks into their isNew. held lists the
+// marks whose key was held while go-redis sent some command of the call
+// more than once: their answer is unknown until rechecked.
+func answer(marks []*markCmd, n *nonce) (held []*markCmd, err error) {
+	resent := n.resent()
 	for _, m := range marks {
-		v, err := m.cmd.Text()
-		switch {
-		case errors.Is(err, redis.Nil):
+		switch err := m.cmd.Err(); {
+		case err == nil:
 			m.isNew = true
-		case err != nil:
-			return false, fmt.Errorf("redisstore: SET %q NX: %w", m.key, err)
-		case v == nonce:
-			m.isNew, retried = true, true
+		case errors.Is(err, redis.Nil):
+			if resent {
+				held = append(held, m)
+			}
+		default:
+			return nil, fmt.Errorf("redisstore: SET %q NX: %w", m.key, err)
 		}
 	}
-	return retried, nil
+	return held, nil
 }
 
 // undoScript deletes a key if it holds the given value: a mark this call

@@ -130,7 +130,7 @@ func (s *Store) BeginContext(ctx context.Context, key, fingerprint []byte, lease
 	if err := s.checkValue(fingerprint, nil); err != nil {
 		return dedup.Claim{}, err
 	}
-	k, nonce := s.key(key), s.nonces.next()
+	k, nonce := s.key(key), s.nonces.next().String()
 	var c dedup.Claim
 	err = s.onPrimary(ctx, k, func(cn conn) (bool, error) {
 		res, err := beginScript.Run(ctx, cn, []string{k}, string(fingerprint), millis(lease), millis(ttl), nonce).Slice()

@@ -53,7 +53,11 @@
 // go-redis retries a command after a lost connection. Each call writes a
 // value of its own (a nonce), so that a retried SET that finds the mark
 // its first attempt made still answers new, and a retried Begin that
-// finds its own lease still acquires it.
+// finds its own lease still acquires it. A mark's SET NX carries no GET,
+// so that its reply is the raw command's; the nonce counts how many times
+// go-redis sent the call's commands, and only when it sent one more than
+// once and found its key held does the call send SET NX GET to learn
+// whose the mark is.
 //
 // # Eviction and replication
 //
@@ -355,9 +359,38 @@ func (n *nonces) init() error {
 	return nil
 }
 
-func (n *nonces) next() string {
-	return strconv.FormatUint((n.base+n.n.Add(1))&math.MaxInt64, 10)
+func (n *nonces) next() *nonce {
+	v := &nonce{}
+	v.len = len(strconv.AppendUint(v.text[:0], (n.base+n.n.Add(1))&math.MaxInt64, 10))
+	return v
 }
+
+// nonce is the value of one call, and, as the argument of its mark
+// commands, counts how many times go-redis sent them: go-redis encodes a
+// command's arguments each time it writes the command to a connection, a
+// retry's too, and a value of its own type through MarshalBinary. A call
+// whose every command was sent once knows that a key it found held was
+// not held by its own earlier attempt.
+type nonce struct {
+	text  [20]byte // decimal, below 2^63
+	len   int
+	sends atomic.Int64 // MarshalBinary calls: at least the commands sent
+	cmds  int64        // the commands that carry it
+}
+
+// MarshalBinary is the nonce as go-redis writes it, counted as a send.
+func (n *nonce) MarshalBinary() ([]byte, error) {
+	n.sends.Add(1)
+	return n.text[:n.len], nil
+}
+
+// String is the nonce's text, not counted: for the commands that compare
+// with it.
+func (n *nonce) String() string { return string(n.text[:n.len]) }
+
+// resent reports whether some command that carries n may have been sent
+// more than once.
+func (n *nonce) resent() bool { return n.sends.Load() > n.cmds }
 
 // conn is what a call runs its commands on: the client, or with
 // MinReplicas a connection of the key's primary.

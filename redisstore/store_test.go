@@ -370,6 +370,72 @@ func concurrentBeginOneWinner(t *testing.T, srv server) {
 	assert.Equal(t, 1, acquired)
 }
 
+// commands is a go-redis hook that records the arguments of every command
+// sent, pipelined or not, but those go-redis sends on a new connection.
+type commands struct {
+	mu   sync.Mutex
+	sent [][]string
+}
+
+func (c *commands) record(cmds ...redis.Cmder) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cmd := range cmds {
+		if cmd.Name() == "hello" {
+			continue
+		}
+		args := make([]string, len(cmd.Args()))
+		for i, a := range cmd.Args() {
+			args[i] = fmt.Sprint(a)
+		}
+		c.sent = append(c.sent, args)
+	}
+}
+
+func (c *commands) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *commands) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.record(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *commands) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.record(cmds...)
+		return next(ctx, cmds)
+	}
+}
+
+// TestMarkSentOnceIsOneSetNXPerID checks that a mark call that go-redis
+// did not resend costs what a raw check-and-mark does, new IDs and
+// duplicates alike: one SET key nonce PX ttl NX per distinct ID, without
+// GET, whose reply alone answers.
+func TestMarkSentOnceIsOneSetNXPerID(t *testing.T) {
+	client := redistest.Start(t, redistest.Config{}).Client()
+	s := open(t, client, &redisstore.Options{Prefix: "p:"})
+	sent := &commands{}
+	client.AddHook(sent)
+
+	isNew, err := s.CheckAndMarkContext(ctx, []byte("a"), time.Hour)
+	require.NoError(t, err)
+	assert.True(t, isNew)
+	isNew, err = s.CheckAndMarkContext(ctx, []byte("a"), time.Hour)
+	require.NoError(t, err)
+	assert.False(t, isNew)
+	isNews, err := s.CheckAndMarkBatchContext(ctx, [][]byte{[]byte("b"), []byte("a"), []byte("b")}, time.Hour)
+	require.NoError(t, err)
+	assert.Equal(t, []bool{true, false, false}, isNews)
+
+	require.Len(t, sent.sent, 4)
+	for i, key := range []string{"p:a", "p:a", "p:b", "p:a"} {
+		args := sent.sent[i]
+		require.Len(t, args, 6, "%q", args)
+		assert.Equal(t, []string{"set", key, "px", "3600000", "nx"}, []string{args[0], args[1], args[3], args[4], args[5]})
+	}
+}
+
 // markValueIsAnIntegerToRedis checks that the nonce a mark holds is one
 // Redis keeps as an integer, without a string of its own per key.
 func markValueIsAnIntegerToRedis(t *testing.T, srv server) {
