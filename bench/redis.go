@@ -103,8 +103,8 @@ func redisTrial(cfg Config, dir string, cluster bool, calls redisCalls) (trial, 
 }
 
 // rawSetNX is the hand-written check-and-mark the backend is measured
-// against: SET key 1 PX ttl NX, the backend's command without its nonce
-// and GET, pipelined per batch, one round trip per ID at batch size 1.
+// against: SET key 1 PX ttl NX, the backend's command with 1 for its
+// nonce, pipelined per batch, one round trip per ID at batch size 1.
 func rawSetNX(ctx context.Context, rdb redis.UniversalClient) (func([][]byte) (int, error), error) {
 	ms := TTL.Milliseconds()
 	set := func(id []byte) *redis.Cmd {
