@@ -167,7 +167,7 @@ $DEDUP_DIR), and filters a stream of lines down to the ones not seen before.
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.PersistentFlags().StringVar(&g.dir, "dir", os.Getenv("DEDUP_DIR"), "store directory (default $DEDUP_DIR)")
 	root.PersistentFlags().StringVar(&g.addr, "addr", os.Getenv("DEDUP_ADDR"), "URL of a running process's admin handler, for get, explain, scan, stats and verify (default $DEDUP_ADDR)")
-	root.PersistentFlags().StringSliceVar(&g.redisURLs, "redis", envList("DEDUP_REDIS"), "redis:// URL of a Redis server, or of Cluster nodes (repeated or comma-separated), for explain, scan, forget and stats (default $DEDUP_REDIS)")
+	root.PersistentFlags().StringSliceVar(&g.redisURLs, "redis", envList("DEDUP_REDIS"), "redis:// URL of a Redis server, or of Cluster nodes (repeated or comma-separated), for get, explain, scan, forget and stats (default $DEDUP_REDIS)")
 	root.PersistentFlags().StringVar(&g.redisPrefix, "redis-prefix", redisstore.DefaultPrefix, "with --redis, the namespace: the backend's Options.Prefix")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().TextVar(&g.logLevel, "log-level", slog.LevelWarn, "the least level of the store's log records written to stderr: debug, info, warn or error")

@@ -22,12 +22,13 @@ import (
 // redisHelp documents --redis in the root command's help.
 const redisHelp = `Redis namespaces (--redis URL, or $DEDUP_REDIS when neither --dir nor --addr
 is given):
-  explain, scan, forget and stats can work on the keys the Redis backend
+  get, explain, scan, forget and stats can work on the keys the Redis backend
   (package redisstore) keeps under --redis-prefix (default "dedup:"),
   instead of on --dir. --redis takes a redis:// or rediss:// URL; several,
   repeated or comma-separated, are seed nodes of one Cluster, and the URL
   of any one node of a Cluster finds the others. The output formats and
-  exit codes are those of --dir: explain shows a key's kind (mark, record,
+  exit codes are those of --dir: get tells whether each ID has a live
+  key (a mark or a record), as Seen does; explain shows a key's kind (mark, record,
   or the Redis type of a key the backend did not write), its TTL left and
   its record; scan lists marks and records (Redis keeps no expired
   versions, so --expired adds none) and reads every primary's whole
@@ -61,7 +62,7 @@ func (g *globals) resolveRedis(cmd *cobra.Command) error {
 	given := f.Changed("redis")
 	if cmd.Annotations[redisAnnotation] == "" {
 		if (given || f.Changed("redis-prefix")) && cmd.HasParent() {
-			return usageError{fmt.Errorf("%s does not work with --redis: only explain, scan, forget and stats do", cmd.Name())}
+			return usageError{fmt.Errorf("%s does not work with --redis: only get, explain, scan, forget and stats do", cmd.Name())}
 		}
 		return nil
 	}
@@ -237,6 +238,20 @@ func scanRedis(cmd *cobra.Command, g *globals, q admin.ScanQuery) error {
 			return nil
 		}
 		return err
+	})
+}
+
+// seenRedis prints whether each ID has a live key in the namespace.
+func seenRedis(cmd *cobra.Command, g *globals, ids [][]byte) error {
+	return g.withRedis(cmd, func(ctx context.Context, s *redisstore.Store) error {
+		seen := make([]bool, len(ids))
+		for i, id := range ids {
+			var err error
+			if seen[i], err = s.SeenContext(ctx, id); err != nil {
+				return err
+			}
+		}
+		return printIDs(cmd, g, ids, "live", seen)
 	})
 }
 

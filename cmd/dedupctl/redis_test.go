@@ -40,7 +40,7 @@ func redisNamespace(t *testing.T, client redis.UniversalClient) {
 	require.NoError(t, err)
 }
 
-// TestRedisNamespaceCommands runs explain, scan, forget and stats on a
+// TestRedisNamespaceCommands runs get, explain, scan, forget and stats on a
 // namespace of a standalone server and of a Cluster, named by one URL
 // and, for the Cluster, by every node's.
 func TestRedisNamespaceCommands(t *testing.T) {
@@ -68,6 +68,9 @@ func TestRedisNamespaceCommands(t *testing.T) {
 				require.Equal(t, exitOK, code, "%v: %s", args, stderr)
 				return stdout
 			}
+
+			assert.Regexp(t, `^ID +live\na-1 +true\njob +true\nnever +false\n$`, run("get", "a-1", "job", "never"))
+			assert.Equal(t, "{\"id\":\"a-1\",\"live\":true}\n", run("-o", "json", "get", "a-1"))
 
 			out := run("explain", "a-1", "job", "h", "never")
 			assert.Regexp(t, `ID +a-1\nlive +true\nkind +mark\ndeadline +\S+\nTTL left +[0-9hms.]+\n`, out)
@@ -124,7 +127,7 @@ func TestRedisIsRefusedOrFailsAsDirDoes(t *testing.T) {
 	redisNamespace(t, single.Client())
 	url := "redis://" + single.Addr
 	for _, args := range [][]string{
-		{"mark", "x"}, {"get", "a-1"}, {"filter"}, {"import"}, {"compact"}, {"verify"}, {"export"}, {"bench"},
+		{"mark", "x"}, {"filter"}, {"import"}, {"compact"}, {"verify"}, {"export"}, {"bench"},
 		{"repair"}, {"snapshot", filepath.Join(t.TempDir(), "snap")},
 	} {
 		code, stdout, stderr := runIn(t, []byte("x\n"), append([]string{"--redis", url}, args...)...)

@@ -105,9 +105,12 @@ func newSeen(g *globals) *cobra.Command {
 		Use:         "get ID...",
 		Short:       "Tell whether IDs have a live mark, without marking them",
 		Args:        usageArgs(cobra.MinimumNArgs(1)),
-		Annotations: map[string]string{remoteAnnotation: "yes"},
+		Annotations: map[string]string{remoteAnnotation: "yes", redisAnnotation: "yes"},
 		RunE: func(cmd *cobra.Command, args []string) error {
 			ids := argIDs(args)
+			if g.redis != nil {
+				return seenRedis(cmd, g, ids)
+			}
 			if c := g.remote; c != nil {
 				seen := make([]bool, 0, len(ids))
 				err := c.lines(cmd, g, "/get", url.Values{"id": args}, func(line []byte) error {
