@@ -97,10 +97,12 @@ var (
 	ErrEvictionPolicy = errors.New("redisstore: maxmemory-policy may evict marks")
 	// ErrNotReplicated is returned by a write when fewer than
 	// Options.MinReplicas replicas acknowledged it within
-	// Options.ReplicaTimeout. The write was made on the primary, and may
-	// or may not survive a failover: its outcome is unknown. A mark call
-	// takes back the marks it made, as any failed one does; a Begin's
-	// lease stays, unknown to the caller, until it ends.
+	// Options.ReplicaTimeout, or when go-redis resent it and it may have
+	// taken effect on another connection, which WAIT cannot see. The
+	// write was made on the primary, and may or may not survive a
+	// failover: its outcome is unknown. A mark call takes back the marks
+	// it made, as any failed one does; a Begin's lease stays, unknown to
+	// the caller, until it ends.
 	ErrNotReplicated = errors.New("redisstore: write not acknowledged by enough replicas")
 )
 
