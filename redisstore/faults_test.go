@@ -287,6 +287,22 @@ func TestRetriedWriteFindsItsOwnMark(t *testing.T) {
 	assert.Equal(t, "r", string(r.Result))
 }
 
+// TestResentReplicatedMarkIsNotReplicated checks that with MinReplicas a
+// mark go-redis sent twice fails with ErrNotReplicated, and is taken
+// back: its first send may have taken effect on a connection WAIT did
+// not run on.
+func TestResentReplicatedMarkIsNotReplicated(t *testing.T) {
+	client := redistest.StartSentinel(t, redistest.Config{}).Client(t)
+	s := open(t, client, &redisstore.Options{MinReplicas: 1})
+	client.AddHook(replay{})
+
+	_, err := s.CheckAndMarkContext(ctx, []byte("a"), time.Hour)
+	assert.ErrorIs(t, err, redisstore.ErrNotReplicated)
+	seen, err := s.SeenContext(ctx, []byte("a"))
+	require.NoError(t, err)
+	assert.False(t, seen, "the mark of the failed call is taken back")
+}
+
 // dropOneReply is a TCP proxy to a Redis server that, once armed, closes
 // the connection that carries the next reply instead of passing it on: a
 // command that took effect, its reply lost.
