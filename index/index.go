@@ -646,7 +646,9 @@ func (ix *Index) KeptBytes() uint64 {
 
 // Compact has Pebble compact the whole index now, giving back the space of
 // dropped generations and deleted marks at once rather than when its
-// background compactions get to them.
+// background compactions get to them. It returns once the tables the
+// compaction replaced are deleted: Pebble deletes them in the background,
+// and until then the index takes the disk of both.
 func (ix *Index) Compact(ctx context.Context) (err error) {
 	defer ix.catchFatal(&err)
 	if err := ix.failed(); err != nil {
@@ -654,7 +656,37 @@ func (ix *Index) Compact(ctx context.Context) (err error) {
 	}
 	// Keys start with a generation, whose first byte is a span class far
 	// below 0xff.
-	return ix.wrapPebble(ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true), "compact")
+	if err := ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+		return ix.wrapPebble(err, "compact")
+	}
+	return ix.awaitObsoleteDeleted(ctx)
+}
+
+// obsoletePoll is how often awaitObsoleteDeleted asks Pebble whether its
+// obsolete files are gone.
+const obsoletePoll = 5 * time.Millisecond
+
+// awaitObsoleteDeleted waits until Pebble has deleted every table that is
+// no longer part of the index, or ctx is done: the obsolete ones, which
+// it deletes in the background without pacing (the default), and the
+// zombies, which an iterator still reads and which become obsolete when
+// it closes. Pebble offers no wait but its metrics.
+func (ix *Index) awaitObsoleteDeleted(ctx context.Context) error {
+	for {
+		if err := ix.failed(); err != nil {
+			return err
+		}
+		m := ix.db.Metrics()
+		left := m.Table.Local.ObsoleteCount + m.Table.Local.ZombieCount + m.BlobFiles.Local.ObsoleteCount
+		if left == 0 {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("compact: waiting for Pebble to delete %d replaced files: %w", left, ctx.Err())
+		case <-time.After(obsoletePoll):
+		}
+	}
 }
 
 // Close closes Pebble. It does not checkpoint: the WAL holds what the

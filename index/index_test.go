@@ -662,3 +662,48 @@ func TestIndexOfRowTablesOpens(t *testing.T) {
 		})
 	}
 }
+
+// slowTableRemoval delays each removal of a Pebble table, as a busy disk
+// does, so that Pebble's background deletion of replaced tables is still
+// running when a call that started it returns.
+type slowTableRemoval struct{}
+
+func (slowTableRemoval) String() string { return "slowTableRemoval" }
+
+func (slowTableRemoval) MaybeError(op errorfs.Op) error {
+	if op.Kind == errorfs.OpRemove && strings.HasSuffix(op.Path, ".sst") {
+		time.Sleep(50 * time.Millisecond)
+	}
+	return nil
+}
+
+// TestCompactLeavesNoReplacedTablesOnDisk compacts an index of several
+// overlapping tables: when Compact returns, the disk holds the tables of
+// the index and no others, so that a store measured right after Compact
+// is measured settled.
+func TestCompactLeavesNoReplacedTablesOnDisk(t *testing.T) {
+	fs := errorfs.Wrap(vfs.NewMem(), slowTableRemoval{})
+	ix, _ := openIndex(t, testOptions(fs))
+	marks := generationMarks(50, time.Hour, 24*time.Hour)
+	for i := range 4 {
+		ix.Apply(markBatch(ix, marks[i*len(marks)/4:(i+1)*len(marks)/4]...), uint64(i+1))
+		checkpointIndex(t, ix)
+	}
+	require.Greater(t, ix.db.Metrics().Table.Local.LiveCount, uint64(2), "setup: overlapping tables to compact")
+
+	require.NoError(t, ix.Compact(context.Background()))
+	names, err := fs.List(fs.PathJoin(testDir, pebbleDir))
+	require.NoError(t, err)
+	var onDisk int
+	for _, n := range names {
+		if strings.HasSuffix(n, ".sst") {
+			onDisk++
+		}
+	}
+	m := ix.db.Metrics()
+	assert.Equal(t, int(m.Table.Local.LiveCount), onDisk, "tables on disk")
+	assert.Zero(t, m.Table.Local.ObsoleteSize, "bytes of replaced tables")
+	for _, mk := range marks {
+		assertLive(t, ix, mk.id, testNow, entryOf(mk, 0))
+	}
+}
