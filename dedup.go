@@ -13,8 +13,15 @@ import (
 	"github.com/seed42300104/dedup/wal"
 )
 
-// FormatVersion is the on-disk format this build writes and reads.
-const FormatVersion = 1
+// FormatVersion is the on-disk format this build writes. Version 2 stores
+// the deadline of a mark without a value in fewer than 8 bytes, which a
+// build of version 1 would misread; it reads version 1 too.
+const FormatVersion = 2
+
+// oldestFormatVersion is the oldest on-disk format this build reads. Open
+// for writing moves a store of an older version up to FormatVersion
+// before it writes anything, so that older builds refuse it from then on.
+const oldestFormatVersion = 1
 
 // Names inside a store directory.
 const (

@@ -61,7 +61,8 @@ func onlyLeftovers(fs vfs.FS, dir string) error {
 	return nil
 }
 
-// checkFormat reads the FORMAT file. Without one, a directory that holds
+// checkFormat reads the FORMAT file, and moves an older version up to
+// FormatVersion unless the store is opened read-only. Without one, a directory that holds
 // nothing but what an interrupted creation leaves is cleared for a new
 // store (fresh): no write was ever acknowledged in it. Anything else there
 // means it is not a store.
@@ -80,8 +81,13 @@ func (s *Store) checkFormat() (fresh bool, err error) {
 	switch {
 	case !ok || perr != nil:
 		return false, fmt.Errorf("%w: %s: offset 0: unreadable %q", ErrCorrupt, path, b)
-	case n != FormatVersion:
-		return false, fmt.Errorf("%w: %s: version %d, this build reads %d", ErrIncompatibleFormat, path, n, FormatVersion)
+	case n < oldestFormatVersion || n > FormatVersion:
+		return false, fmt.Errorf("%w: %s: version %d, this build reads %d to %d", ErrIncompatibleFormat, path, n, oldestFormatVersion, FormatVersion)
+	case n < FormatVersion && !s.opts.ReadOnly:
+		if err := writeFormat(fs, s.dir); err != nil {
+			return false, fmt.Errorf("dedup: moving %s from version %d to %d: %w", path, n, FormatVersion, err)
+		}
+		s.opts.Logger.Info("dedup: store format moved up", "dir", s.dir, "from", n, "to", FormatVersion)
 	}
 	return false, nil
 }

@@ -400,10 +400,11 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 					}
 					continue
 				}
-				value = binary.LittleEndian.AppendUint64(value[:0], uint64(r.deadline))
+				var v []byte
 				if r.hasValue {
-					value = append(value, m.bytes(m.entry(int(r.entry)).value)...)
+					v = m.bytes(m.entry(int(r.entry)).value)
 				}
+				value = appendValue(value[:0], g, r.deadline, v)
 				if err := w.Set(key, value); err != nil {
 					return err
 				}

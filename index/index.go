@@ -9,8 +9,9 @@
 // re-applies the WAL records after that LSN, which is idempotent.
 //
 // Pebble keys are the 8-byte big-endian generation followed by the ID, so a
-// generation is one contiguous key range; values are the 8-byte deadline
-// followed by the mark's value.
+// generation is one contiguous key range; values are the deadline, in as
+// few bytes as the generation's span allows for a mark without a value of
+// its own, followed by the mark's value (see appendValue).
 //
 // Concurrency: the index does not lock its own state (the memtables, the
 // map of filters, the pending drops). Its caller holds one read-write lock
@@ -36,6 +37,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/bits"
 	"os"
 	"reflect"
 	"runtime"
@@ -589,9 +591,58 @@ func (ix *Index) MayHold(k Key) bool {
 	return false
 }
 
+// A Pebble value takes one of two forms, told apart by its length (part
+// of the on-disk format):
+//
+//	short: offset, shortWidth(class) bytes, 4 to 7, little-endian
+//	long:  deadline, 8 bytes, little-endian | the mark's value, if any
+//
+// The short form is for a mark with no value of its own, the common case,
+// of a generation whose span in nanoseconds fits in 7 bytes: offset is its
+// deadline less the start of its generation's bucket, in nanoseconds. Only
+// a deadline before 1970, outside the bucket GenOf gives it, needs the
+// long form then. A store of format 1 holds long values only.
+
+// shortWidth returns the bytes of a short value in a generation of class,
+// or 8 if the class's span is too long for one.
+func shortWidth(class uint) int {
+	if class > 26 { // 2^27 s is more than 2^56 ns
+		return 8
+	}
+	span := uint64(time.Second) << class
+	return (bits.Len64(span-1) + 7) / 8
+}
+
+// genStart returns the start of g's bucket, in nanoseconds since the Unix
+// epoch.
+func genStart(g ttl.Gen) int64 { return g.End().UnixNano() - int64(g.Span()) }
+
+// appendValue appends the Pebble value of a mark of generation g with
+// deadline d and value v.
+func appendValue(b []byte, g ttl.Gen, d ttl.Deadline, v []byte) []byte {
+	if w := shortWidth(g.Class()); len(v) == 0 && w < 8 {
+		if off := int64(d) - genStart(g); off >= 0 && off < int64(g.Span()) {
+			for i := range w {
+				b = append(b, byte(off>>(8*i)))
+			}
+			return b
+		}
+	}
+	b = binary.LittleEndian.AppendUint64(b, uint64(d))
+	return append(b, v...)
+}
+
+// decodeValue decodes the Pebble value of a mark of generation g.
 func decodeValue(g ttl.Gen, v []byte) (Entry, error) {
 	if len(v) < 8 {
-		return Entry{}, fmt.Errorf("%w: value of %d bytes", ErrCorrupt, len(v))
+		if w := shortWidth(g.Class()); len(v) != w {
+			return Entry{}, fmt.Errorf("%w: value of %d bytes, where generation %x takes %d or 8 and more", ErrCorrupt, len(v), uint64(g), w)
+		}
+		var off int64
+		for i, c := range v {
+			off |= int64(c) << (8 * i)
+		}
+		return Entry{Gen: g, Deadline: ttl.Deadline(genStart(g) + off)}, nil
 	}
 	e := Entry{Gen: g, Deadline: ttl.Deadline(binary.LittleEndian.Uint64(v))}
 	if len(v) > 8 {

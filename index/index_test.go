@@ -707,3 +707,77 @@ func TestCompactLeavesNoReplacedTablesOnDisk(t *testing.T) {
 		assertLive(t, ix, mk.id, testNow, entryOf(mk, 0))
 	}
 }
+
+// TestMarkValueIsShortWhereItsGenerationAllows checkpoints marks of each
+// span class into Pebble: a mark without a value of its own is stored in
+// the fewest bytes its generation's span allows, one with a value, of a
+// span too long or with a deadline outside its bucket in 8 and more, and
+// each reads back exact to the nanosecond.
+func TestMarkValueIsShortWhereItsGenerationAllows(t *testing.T) {
+	const odd = 123456789 * time.Nanosecond
+	bucketOf := func(g ttl.Gen) (start, last ttl.Deadline) {
+		start = ttl.Deadline(g.End().UnixNano() - int64(g.Span()))
+		return start, ttl.Deadline(g.End().UnixNano() - 1)
+	}
+	cases := []struct {
+		name     string
+		ttl      time.Duration
+		deadline func(g ttl.Gen) ttl.Deadline // nil: testNow + ttl + odd
+		value    string
+		stored   int // bytes of the Pebble value
+	}{
+		{name: "1s, class 0", ttl: time.Second, stored: 4},
+		{name: "16s, class 2", ttl: 16 * time.Second, stored: 4},
+		{name: "32s, class 3", ttl: 32 * time.Second, stored: 5},
+		{name: "1h, class 9", ttl: time.Hour, stored: 5},
+		{name: "24h, class 14", ttl: 24 * time.Hour, stored: 6},
+		{name: "400 days, class 23", ttl: 400 * 24 * time.Hour, stored: 7},
+		{name: "20 years, class 27", ttl: 20 * 365 * 24 * time.Hour, stored: 8},
+		{name: "with a value", ttl: time.Hour, value: "v", stored: 9},
+		{name: "first nanosecond of its bucket", ttl: time.Hour, stored: 5,
+			deadline: func(g ttl.Gen) ttl.Deadline { start, _ := bucketOf(g); return start }},
+		{name: "last nanosecond of its bucket", ttl: time.Hour, stored: 5,
+			deadline: func(g ttl.Gen) ttl.Deadline { _, last := bucketOf(g); return last }},
+		{name: "before its bucket, before 1970", ttl: time.Hour, stored: 8,
+			deadline: func(ttl.Gen) ttl.Deadline { return ttl.Deadline(-odd) }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ix, _ := openIndex(t, testOptions(vfs.NewMem()))
+			d := ttl.DeadlineOf(testNow, tc.ttl+odd)
+			g := ttl.GenOf(tc.ttl, d)
+			if tc.deadline != nil {
+				d = tc.deadline(g)
+			}
+			want := Entry{Gen: g, Deadline: d}
+			if tc.value != "" {
+				want.Value = []byte(tc.value)
+			}
+			var b Batch
+			b.Mark(ix.Key([]byte("id")), g, d, want.Value)
+			ix.Apply(&b, 1)
+			checkpointIndex(t, ix)
+
+			v, closer, err := ix.db.Get(append(g.Append(nil), "id"...))
+			require.NoError(t, err)
+			assert.Len(t, v, tc.stored, "bytes stored")
+			require.NoError(t, closer.Close())
+			assertLive(t, ix, "id", d.Time().Add(-time.Nanosecond), want)
+			assertAbsent(t, ix, "id", d.Time())
+		})
+	}
+}
+
+// TestValueOfAnotherLengthIsCorrupt decodes values shorter than 8 bytes
+// whose length is not their generation's short width: ErrCorrupt, naming
+// the length and the generation.
+func TestValueOfAnotherLengthIsCorrupt(t *testing.T) {
+	g := ttl.GenOf(24*time.Hour, ttl.DeadlineOf(testNow, 24*time.Hour)) // class 14: 6 bytes
+	for _, n := range []int{0, 1, 5, 7} {
+		_, err := decodeValue(g, make([]byte, n))
+		assert.ErrorIs(t, err, ErrCorrupt, "%d bytes", n)
+		assert.ErrorContains(t, err, fmt.Sprintf("value of %d bytes", n))
+	}
+	_, err := decodeValue(g, make([]byte, 6))
+	assert.NoError(t, err, "6 bytes, the short width of class 14")
+}
