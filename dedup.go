@@ -36,9 +36,11 @@ const (
 type Store struct {
 	opts Options
 	dir  string
-	lock io.Closer
-	log  *wal.Log
-	idx  *index.Index
+	// format is the version in the store's FORMAT file, set by Open.
+	format int
+	lock   io.Closer
+	log    *wal.Log
+	idx    *index.Index
 	// expiry is the time generations are dropped by, for good; reads
 	// follow opts.Clock.
 	expiry *expiryClock
@@ -194,6 +196,11 @@ func (s *Store) recover() (r replayed, err error) {
 
 // Dir returns the directory the store was opened in, as given to Open.
 func (s *Store) Dir() string { return s.dir }
+
+// FormatVersion returns the on-disk format version of the store: this
+// build's FormatVersion, unless the store is older and was opened
+// read-only, which leaves it at its version.
+func (s *Store) FormatVersion() int { return s.format }
 
 // Close waits for a running checkpoint and for the calls already under
 // way, makes every acknowledged write durable in every sync mode, and

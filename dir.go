@@ -71,6 +71,7 @@ func (s *Store) checkFormat() (fresh bool, err error) {
 	path := fs.PathJoin(s.dir, formatFile)
 	b, err := fsutil.ReadFile(fs, path)
 	if errors.Is(err, os.ErrNotExist) && !s.opts.ReadOnly {
+		s.format = FormatVersion
 		return true, s.clearInterruptedCreation()
 	}
 	if err != nil {
@@ -88,7 +89,9 @@ func (s *Store) checkFormat() (fresh bool, err error) {
 			return false, fmt.Errorf("dedup: moving %s from version %d to %d: %w", path, n, FormatVersion, err)
 		}
 		s.opts.Logger.Info("dedup: store format moved up", "dir", s.dir, "from", n, "to", FormatVersion)
+		n = FormatVersion
 	}
+	s.format = n
 	return false, nil
 }
 

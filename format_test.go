@@ -60,7 +60,7 @@ func scanDeadlines(t *testing.T, s *dedup.Store) map[string]int64 {
 // before short mark values wrote (testdata/store-format1: format 1, marks
 // of seven span classes checkpointed with 8-byte deadlines, a record, a
 // forget, a mark only in the WAL). Read-only, it is read exactly and left
-// at format 1. Opened for writing, it moves up to format 2 before writing,
+// at format 1, which FormatVersion reports. Opened for writing, it moves up to format 2 before writing,
 // so that a format-1 build refuses it from then on; its old marks, and new
 // ones written and compacted into the same tables, read back exact to the
 // nanosecond, also after a reopen.
@@ -80,12 +80,14 @@ func TestStoreOfFormat1ReadsExactlyAndMovesUp(t *testing.T) {
 	ro.ReadOnly = true
 	s := storetest.OpenAt(t, dir, &ro)
 	assert.Equal(t, want, scanDeadlines(t, s), "read-only")
+	assert.Equal(t, 1, s.FormatVersion(), "read-only")
 	require.NoError(t, s.Close())
 	assert.Equal(t, "dedup store format 1\n", format(), "read-only Open writes nothing")
 
 	s = storetest.OpenAt(t, dir, opts)
 	assert.Equal(t, fmt.Sprintf("dedup store format %d\n", dedup.FormatVersion), format(), "moved up when opened for writing")
 	assert.Equal(t, want, scanDeadlines(t, s), "opened for writing")
+	assert.Equal(t, dedup.FormatVersion, s.FormatVersion(), "opened for writing")
 	for _, d := range format1TTLs {
 		clock.Advance(7654321 * time.Nanosecond)
 		id := fmt.Sprintf("new-%v", d)

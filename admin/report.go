@@ -134,7 +134,7 @@ func NewCounters(c dedup.Counters) *Counters {
 func Stats(s *dedup.Store) (StatsReport, error) {
 	st := s.Stats()
 	r := StatsReport{
-		FormatVersion: dedup.FormatVersion, EffectiveWindow: st.EffectiveWindow,
+		FormatVersion: s.FormatVersion(), EffectiveWindow: st.EffectiveWindow,
 		MemtableMarks: st.MemtableMarks, FilterBytes: st.FilterBytes,
 		WALSegments: st.WALSegments, WALBytes: st.WALBytes,
 		LastLSN: st.LastLSN, CheckpointLSN: st.CheckpointLSN,
