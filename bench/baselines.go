@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/bits-and-blooms/bloom/v3"
 	"github.com/cockroachdb/pebble/v2"
@@ -195,14 +196,25 @@ func pebbleInsert(cfg Config) func(*pebble.DB, [][]byte) (int, error) {
 }
 
 // settlePebble flushes db's memtables to tables, where cold marks are,
-// and compacts them all, as the store's read rows compact the store.
+// and compacts them all, as the store's read rows compact the store. It
+// returns once Pebble has deleted the tables the compaction replaced, as
+// the store's Compact does, so that both are measured settled.
 func settlePebble(db *pebble.DB) error {
 	if err := db.Flush(); err != nil {
 		return err
 	}
 	// The IDs are 16 bytes or a 36-byte UUID string, all below 17 bytes
 	// of 0xff.
-	return db.Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, 17), true)
+	if err := db.Compact(context.Background(), []byte{0}, bytes.Repeat([]byte{0xff}, 17), true); err != nil {
+		return err
+	}
+	for {
+		m := db.Metrics()
+		if m.Table.Local.ObsoleteCount+m.Table.Local.ZombieCount == 0 {
+			return nil
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }
 
 // pebbleGets looks each ID up in db and counts those it holds.

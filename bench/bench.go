@@ -22,6 +22,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -412,6 +413,43 @@ func goResident() int64 {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return int64(ms.Sys - ms.HeapReleased)
+}
+
+// GoHeap is how the Go runtime's memory divides, from runtime/metrics.
+type GoHeap struct {
+	// Objects is the memory of live heap objects, each at its size
+	// class's size.
+	Objects int64 `json:"objects_bytes"`
+	// Unused is the free room in heap spans that also hold live objects.
+	// The GC frees a dead object, but the span goes back to the system
+	// only once all of it is free: objects that die in random order, as
+	// the blocks Pebble's block cache evicts do when it lives on the Go
+	// heap (no cgo), leave most spans part-full, up to the heap goal
+	// that GOGC sets.
+	Unused int64 `json:"unused_bytes"`
+	// Runtime is the rest the runtime holds but has not returned: stacks,
+	// its metadata, profiling buckets, free spans.
+	Runtime int64 `json:"runtime_bytes"`
+}
+
+// goHeap reads GoHeap; after rss, which runs a GC first.
+func goHeap() GoHeap {
+	s := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/total:bytes"},
+		{Name: "/memory/classes/heap/released:bytes"},
+	}
+	metrics.Read(s)
+	v := func(i int) int64 {
+		if s[i].Value.Kind() != metrics.KindUint64 {
+			return 0
+		}
+		return int64(s[i].Value.Uint64())
+	}
+	h := GoHeap{Objects: v(0), Unused: v(1)}
+	h.Runtime = v(2) - v(3) - h.Objects - h.Unused
+	return h
 }
 
 // DiskUsage is the space the files under dir take, as du counts it:

@@ -91,6 +91,12 @@ type Memory struct {
 	// and memtables.
 	BaseGo  int64 `json:"base_go_bytes"`
 	StoreGo int64 `json:"store_go_bytes"`
+	// BaseHeap and StoreHeap divide the Go runtime's memory at the same
+	// two readings. Without cgo, Pebble's block cache and memtables are
+	// among the heap's objects, and the block cache's churn is most of
+	// the growth of Unused.
+	BaseHeap  GoHeap `json:"base_go_heap"`
+	StoreHeap GoHeap `json:"store_go_heap"`
 	// CacheBytes is what the configured caches can hold: the block cache,
 	// or the index tables if smaller, since the cache holds only their
 	// blocks. The memtable is empty after the compaction.
@@ -175,7 +181,7 @@ func curveStore(cfg Config, n int, present, absent [][]byte, pt *CurvePoint) err
 	defer os.RemoveAll(dir)
 	o := dedup.Options{Sync: cfg.Sync, ExpectedMarks: n, CacheSize: cfg.CacheSize, Logger: cfg.logger()}
 	rss0 := rss()
-	go0 := goResident()
+	go0, heap0 := goResident(), goHeap()
 	s, err := dedup.Open(dir, &o)
 	if err != nil {
 		return err
@@ -207,8 +213,8 @@ func curveStore(cfg Config, n int, present, absent [][]byte, pt *CurvePoint) err
 	}
 
 	st := s.Stats()
-	m := Memory{BaseRSS: rss0, StoreRSS: rss(), BaseGo: go0, StoreGo: goResident(), FilterBytes: st.FilterBytes,
-		IndexTableBytes: st.IndexTableBytes, WALBytes: st.WALBytes}
+	m := Memory{BaseRSS: rss0, StoreRSS: rss(), BaseGo: go0, StoreGo: goResident(), BaseHeap: heap0, StoreHeap: goHeap(),
+		FilterBytes: st.FilterBytes, IndexTableBytes: st.IndexTableBytes, WALBytes: st.WALBytes}
 	m.CacheBytes = min(cacheSize(cfg), int64(st.IndexTableBytes))
 	m.PerMark = float64(m.StoreRSS-m.BaseRSS) / float64(n)
 	m.BeyondCachesPerMark = max(0, float64(m.beyondCaches())/float64(n))

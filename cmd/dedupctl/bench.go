@@ -185,9 +185,12 @@ func runCurve(cmd *cobra.Command, g *globals, cfg bench.Config, sizes []int, sam
 		if m.MarginalPerMark != 0 {
 			fmt.Fprintf(cmd.OutOrStdout(), ", %.2f B beyond it per mark added since the last size", m.MarginalPerMark)
 		}
-		fmt.Fprintf(cmd.OutOrStdout(), "; filters %.2f B, index tables %.2f B, WAL %.2f B per mark\n\n",
-			float64(m.FilterBytes)/float64(pt.Marks), float64(m.IndexTableBytes)/float64(pt.Marks),
-			float64(m.WALBytes)/float64(pt.Marks))
+		perMark := func(b int64) float64 { return float64(b) / float64(pt.Marks) }
+		fmt.Fprintf(cmd.OutOrStdout(), "; filters %.2f B, index tables %.2f B, WAL %.2f B per mark\n",
+			perMark(int64(m.FilterBytes)), perMark(int64(m.IndexTableBytes)), perMark(m.WALBytes))
+		fmt.Fprintf(cmd.OutOrStdout(), "Go memory grown per mark: heap objects %.2f B, free room in part-full heap spans %.2f B, runtime %.2f B\n\n",
+			perMark(m.StoreHeap.Objects-m.BaseHeap.Objects), perMark(m.StoreHeap.Unused-m.BaseHeap.Unused),
+			perMark(m.StoreHeap.Runtime-m.BaseHeap.Runtime))
 	}
 	return nil
 }
