@@ -37,9 +37,9 @@ func (s *Store) CheckAndMarkBatch(ids [][]byte, ttl time.Duration) (isNew []bool
 // shared lock, where callers read the index side by side: an ID with a
 // live mark then is a duplicate, answered as of that moment. The rest are
 // looked up again, and the new ones marked in one WAL record, under the
-// exclusive lock. It returns the WAL record the answers depend on, for the
-// caller to wait for outside the lock; without an error the call is
-// admitted (see enter).
+// exclusive lock (markExclusive). It returns the WAL record the answers
+// depend on, for the caller to wait for outside the lock; without an
+// error the call is admitted (see enter).
 func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
 	sc := scratchPool.Get().(*batchScratch)
 	defer scratchPool.Put(sc)
@@ -54,6 +54,20 @@ func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duratio
 			return shared, 0, nil
 		}
 	}
+	if wait, fresh, err = s.markExclusive(ctx, sc, ttl, isNew); err != nil {
+		return 0, 0, err
+	}
+	return max(shared, wait), fresh, nil
+}
+
+// markExclusive is checkAndMark's part under the exclusive lock: it looks
+// sc's keys up again and marks the new ones, and returns the WAL record
+// the answers it gives depend on. It is a function of its own so that
+// the compiler open-codes the defers of both: in a function whose defers
+// times returns pass 15 it does not, and each defer then costs a record
+// pushed and popped at run time on every call. Without an error the call
+// is admitted (see enter).
+func (s *Store) markExclusive(ctx context.Context, sc *batchScratch, ttl time.Duration, isNew []bool) (wait, fresh uint64, err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if err := s.enter(ctx); err != nil {
@@ -61,11 +75,9 @@ func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duratio
 	}
 	defer s.leaveOnError(&err)
 	for {
-		staged, n, err := s.stageMarks(sc, ttl, isNew)
-		if err != nil {
+		if wait, fresh, err = s.stageMarks(sc, ttl, isNew); err != nil {
 			return 0, 0, err
 		}
-		wait, fresh = max(shared, staged), n
 		if len(s.batch.Ops) == 0 {
 			return wait, fresh, nil
 		}
@@ -77,10 +89,8 @@ func (s *Store) checkAndMark(ctx context.Context, ids [][]byte, ttl time.Duratio
 		if err := s.makeRoom(int(fresh)); err != nil {
 			return 0, 0, err
 		}
-		if wait, err = s.append(); err != nil {
-			return 0, 0, err
-		}
-		return wait, fresh, nil
+		wait, err = s.append()
+		return wait, fresh, err
 	}
 }
 
