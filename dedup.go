@@ -238,9 +238,13 @@ func (s *Store) Close() error {
 	return errors.Join(s.err, clockErr, storeError(s.log.Close()), s.idx.Close(), s.lock.Close())
 }
 
-// storeError maps the packages' sentinels onto the store's.
+// storeError maps the packages' sentinels onto the store's. Every write
+// passes it a nil error at least twice (writable, durable): that case
+// returns before the nine errors.Is calls.
 func storeError(err error) error {
 	switch {
+	case err == nil:
+		return nil
 	case errors.Is(err, wal.ErrCorrupt), errors.Is(err, index.ErrCorrupt):
 		return fmt.Errorf("%w: %w", ErrCorrupt, err)
 	case errors.Is(err, wal.ErrIncompatibleFormat), errors.Is(err, index.ErrIncompatibleFormat):
