@@ -426,6 +426,9 @@ func (ix *Index) writeMemtable(f *Frozen) error {
 // drops reports whether the checkpoint drops the mark of e: its
 // generation is dropped, and e was not applied after an early drop.
 func (f *Frozen) drops(e *memEntry) bool {
+	if len(f.dropped) == 0 {
+		return false // most checkpoints: no map lookup per mark
+	}
 	if keep, early := f.keepAfter[e.gen]; early && e.lsn > keep {
 		return false
 	}
@@ -433,7 +436,10 @@ func (f *Frozen) drops(e *memEntry) bool {
 }
 
 // rows returns the rows of each generation's table, unsorted. They are
-// counted first, so that each generation's are allocated once.
+// counted first, so that each generation's are allocated once. A
+// memtable holds a few generations, in long runs of marks, so the
+// counts and rows are kept in a slice that is searched from the last
+// generation used rather than in a map hashed for every mark.
 func (f *Frozen) rows() map[ttl.Gen][]row {
 	m := f.mem
 	each := func(add func(g ttl.Gen, i int, delete bool)) {
@@ -451,13 +457,35 @@ func (f *Frozen) rows() map[ttl.Gen][]row {
 			}
 		}
 	}
-	counts := map[ttl.Gen]int{}
-	each(func(g ttl.Gen, _ int, _ bool) { counts[g]++ })
-	gens := make(map[ttl.Gen][]row, len(counts))
-	for g, n := range counts {
-		gens[g] = make([]row, 0, n)
+	type genRows struct {
+		gen  ttl.Gen
+		n    int
+		rows []row
 	}
-	each(func(g ttl.Gen, i int, delete bool) { gens[g] = append(gens[g], m.row(i, delete)) })
+	var tables []genRows
+	last := -1
+	table := func(g ttl.Gen) *genRows {
+		if last < 0 || tables[last].gen != g {
+			last = slices.IndexFunc(tables, func(t genRows) bool { return t.gen == g })
+			if last < 0 {
+				tables = append(tables, genRows{gen: g})
+				last = len(tables) - 1
+			}
+		}
+		return &tables[last]
+	}
+	each(func(g ttl.Gen, _ int, _ bool) { table(g).n++ })
+	for i := range tables {
+		tables[i].rows = make([]row, 0, tables[i].n)
+	}
+	each(func(g ttl.Gen, i int, delete bool) {
+		t := table(g)
+		t.rows = append(t.rows, m.row(i, delete))
+	})
+	gens := make(map[ttl.Gen][]row, len(tables))
+	for _, t := range tables {
+		gens[t.gen] = t.rows
+	}
 	return gens
 }
 
