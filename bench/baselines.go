@@ -36,10 +36,12 @@ import (
 //     named (see ClusterRows).
 //
 // The Pebble baselines are tuned as a user would tune them for this job:
-// a bloom filter per table, no compression (random IDs do not compress),
-// 64 MiB memtables, and a 1 GiB block cache. Pebble reserves its memtables
-// out of the block cache, so a cache the size of the store's index (64
-// MiB) would cache no block at all and read every filter from the file.
+// a bloom filter per table, no compression (random IDs do not compress)
+// and 64 MiB memtables. They get as much block cache for their blocks as
+// the store's index has (the run's CacheSize), so that a lookup in either
+// finds a block in memory as often: Pebble reserves its memtable out of
+// the block cache, so the baselines' cache is larger by that memtable,
+// which the store's index, filled by ingesting tables, never grows.
 var Baselines = names(baselines, false)
 
 var baselines = []row{
@@ -151,7 +153,7 @@ func writeOptions(cfg Config) *pebble.WriteOptions {
 // pebbleTrial opens a tuned Pebble in dir, runs fill on
 // it, untimed, and times call.
 func pebbleTrial(cfg Config, dir string, fill func(*pebble.DB) error, call func(*pebble.DB, [][]byte) (int, error)) (trial, error) {
-	db, err := openPebble(dir)
+	db, err := openPebble(dir, pebbleCacheSize(cfg))
 	if err != nil {
 		return trial{}, err
 	}
@@ -169,11 +171,19 @@ func pebbleTrial(cfg Config, dir string, fill func(*pebble.DB) error, call func(
 	}, nil
 }
 
-// openPebble opens the tuned Pebble of the baselines in dir.
-func openPebble(dir string) (*pebble.DB, error) {
-	cache := pebble.NewCache(1 << 30)
+// pebbleMemTableSize is the memtable size of the Pebble baselines.
+const pebbleMemTableSize = 64 << 20
+
+// pebbleCacheSize is the block cache of the Pebble baselines in a run of
+// cfg: the store's, and the memtable Pebble reserves out of it.
+func pebbleCacheSize(cfg Config) int64 { return cacheSize(cfg) + pebbleMemTableSize }
+
+// openPebble opens the tuned Pebble of the baselines in dir, with a block
+// cache of cacheBytes.
+func openPebble(dir string, cacheBytes int64) (*pebble.DB, error) {
+	cache := pebble.NewCache(cacheBytes)
 	defer cache.Unref()
-	opts := &pebble.Options{Cache: cache, MemTableSize: 64 << 20, Logger: silent{}}
+	opts := &pebble.Options{Cache: cache, MemTableSize: pebbleMemTableSize, Logger: silent{}}
 	opts.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	for i := range opts.Levels {
 		opts.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)

@@ -236,3 +236,17 @@ func TestUnknownRowOrShape(t *testing.T) {
 	_, err = Run(cfg)
 	assert.ErrorContains(t, err, `unknown ID shape "ulid"`)
 }
+
+// TestPebbleBaselinesHaveTheStoresBlockCache checks that raw Pebble is
+// compared with the store at the same room for blocks: the store's cache
+// and the memtable Pebble reserves out of its own.
+func TestPebbleBaselinesHaveTheStoresBlockCache(t *testing.T) {
+	for _, tc := range []struct {
+		cache, want int64
+	}{
+		{0, 64<<20 + pebbleMemTableSize},
+		{256 << 20, 256<<20 + pebbleMemTableSize},
+	} {
+		assert.Equal(t, tc.want, pebbleCacheSize(Config{CacheSize: tc.cache}), "store cache %d", tc.cache)
+	}
+}

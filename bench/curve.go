@@ -259,7 +259,7 @@ func curvePebble(cfg Config, n int, present, _ [][]byte, pt *CurvePoint) error {
 	}
 	defer os.RemoveAll(dir)
 	rss0 := rss()
-	db, err := openPebble(dir)
+	db, err := openPebble(dir, pebbleCacheSize(cfg))
 	if err != nil {
 		return err
 	}

@@ -258,7 +258,7 @@ func CurveChart(c Curve, path string) error {
 			{"store, all growth", storeLine, blue, field("new", mem)},
 			{"store, beyond the block cache", storeLine, orange, func(pt CurvePoint) float64 { return pt.Memory.BeyondCachesPerMark }},
 			{"store's filters", storeLine, green, perMark(func(m Memory) float64 { return float64(m.FilterBytes) })},
-			{"pebble (1 GiB cache), all growth", baselineLine, blue, field("pebble-batch-insert", mem)},
+			{"pebble (the same block cache), all growth", baselineLine, blue, field("pebble-batch-insert", mem)},
 			{"bloom/v3 filter", baselineLine, green, field("bloom-test", mem)},
 			{"target beyond caches", targetLine, gray, constant(targetRSSPerMark)},
 		}},
