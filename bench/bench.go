@@ -57,6 +57,15 @@ type Config struct {
 	// Workloads and Baselines name the rows to run, in order, from
 	// Workloads and Baselines (the package variables) or ClusterRows.
 	Workloads, Baselines []string
+	// Rounds, above 1, times the rows in turn instead of one after the
+	// other: every row is set up first, then each round times the next
+	// 1/Rounds of each row's IDs, row after row, and a row's figures are
+	// the sums over its rounds. Rows compared in one window of time share
+	// whatever else the machine runs, which moves from minute to minute on
+	// a shared one. Resident memory per mark is then not measured, as the
+	// rows' setups share the process; open and replay, one call each,
+	// cannot be cut into rounds.
+	Rounds int
 	// Progress, if set, is told every 100ms, and at the end of a row, how
 	// many of its IDs are done. It is never called concurrently.
 	Progress func(row string, done int)
@@ -184,6 +193,9 @@ func Run(cfg Config) ([]Result, error) {
 		}
 	}
 	in := &inputs{shape: cfg.Shape, n: cfg.IDs}
+	if cfg.Rounds > 1 {
+		return runRounds(cfg, in, rows)
+	}
 	var out []Result
 	for _, r := range rows {
 		res, err := runRow(cfg, in, r)
@@ -239,6 +251,84 @@ func runRow(cfg Config, in *inputs, r row) (Result, error) {
 	}
 	err = measure(cfg, r.name, feeds(ids, cfg.Concurrency, cfg.Batch), len(ids), t, rss0, &res)
 	return res, errors.Join(err, t.close())
+}
+
+// runRounds is Run for cfg.Rounds above 1: it sets every row up, then
+// times the rows in turn, a round of each at a time.
+func runRounds(cfg Config, in *inputs, rows []row) (out []Result, err error) {
+	type running struct {
+		row
+		cfg Config
+		ids [][]byte
+		t   trial
+		cpu time.Duration
+		res *Result
+	}
+	out = make([]Result, 0, len(rows)) // rs points into it
+	var rs []*running
+	var dirs []string
+	defer func() {
+		for _, r := range rs {
+			err = errors.Join(err, r.t.close())
+		}
+		for _, d := range dirs {
+			os.RemoveAll(d)
+		}
+	}()
+	for _, r := range rows {
+		if r.whole {
+			return nil, fmt.Errorf("bench: %s is one call, which rounds cannot cut", r.name)
+		}
+		rc := cfg
+		if r.single {
+			rc.Batch = 1
+		}
+		res := newResult(r.name, r.baseline, rc, cfg.IDs)
+		out = append(out, res)
+		dir, err := os.MkdirTemp(cfg.Dir, r.name+"-")
+		if err != nil {
+			return nil, err
+		}
+		dirs = append(dirs, dir)
+		ids := r.input(in)
+		t, err := r.setup(rc, in, dir)
+		if skip := (errSkip{}); errors.As(err, &skip) {
+			out[len(out)-1].Skipped = skip.reason
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("bench: %s: %w", r.name, err)
+		}
+		rs = append(rs, &running{row: r, cfg: rc, ids: ids, t: t, res: &out[len(out)-1]})
+	}
+	lats := make(map[*running][]time.Duration)
+	for k := range cfg.Rounds {
+		for _, r := range rs {
+			part := r.ids[len(r.ids)*k/cfg.Rounds : len(r.ids)*(k+1)/cfg.Rounds]
+			var res Result
+			cpu0 := cpuTime()
+			l, err := timeCallsLatencies(r.cfg, r.name, feeds(part, r.cfg.Concurrency, r.cfg.Batch), r.t.call, &res)
+			if err != nil {
+				return nil, fmt.Errorf("bench: %s: %w", r.name, err)
+			}
+			r.cpu += cpuTime() - cpu0
+			r.res.Elapsed += res.Elapsed
+			r.res.New += res.New
+			lats[r] = append(lats[r], l...)
+		}
+	}
+	for _, r := range rs {
+		r.res.CPUPerMillion = r.cpu.Seconds() / float64(len(r.ids)) * 1e6
+		slices.Sort(lats[r])
+		if l := lats[r]; len(l) > 0 {
+			r.res.P50, r.res.P99 = l[len(l)/2], l[len(l)*99/100]
+		}
+		if marks := r.t.count(); marks > 0 && r.t.dir != "" {
+			r.res.DiskPerMark = float64(DiskUsage(r.t.dir)) / float64(marks)
+		}
+	}
+	setRatios(out)
+	return out, nil
 }
 
 // newResult is the result of a row of n IDs run as cfg says, before it
@@ -315,6 +405,20 @@ func feeds(ids [][]byte, n, batch int) []feed {
 // and fills in the elapsed time, the call latencies and the count of new
 // IDs.
 func timeCalls(cfg Config, name string, in []feed, call func([][]byte) (int, error), res *Result) error {
+	all, err := timeCallsLatencies(cfg, name, in, call, res)
+	if err != nil {
+		return err
+	}
+	slices.Sort(all)
+	if len(all) > 0 {
+		res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
+	}
+	return nil
+}
+
+// timeCallsLatencies is timeCalls, returning the sampled latencies of the
+// calls, unsorted, instead of their percentiles.
+func timeCallsLatencies(cfg Config, name string, in []feed, call func([][]byte) (int, error), res *Result) ([]time.Duration, error) {
 	every := max(1, sampleCalls/cfg.Batch)
 	lats := make([][]time.Duration, len(in))
 	var done, found atomic.Int64
@@ -372,15 +476,10 @@ func timeCalls(cfg Config, name string, in []feed, call func([][]byte) (int, err
 		cfg.Progress(name, int(done.Load()))
 	}
 	if err := errors.Join(errs...); err != nil {
-		return err
+		return nil, err
 	}
 	res.New = int(found.Load())
-	all := slices.Concat(lats...)
-	slices.Sort(all)
-	if len(all) > 0 {
-		res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
-	}
-	return nil
+	return slices.Concat(lats...), nil
 }
 
 // cpuTime is the CPU time, user and system, this process has used.

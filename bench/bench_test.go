@@ -237,6 +237,43 @@ func TestUnknownRowOrShape(t *testing.T) {
 	assert.ErrorContains(t, err, `unknown ID shape "ulid"`)
 }
 
+// TestRoundsTimeTheRowsInTurn checks that with Rounds the rows are set up
+// first and then timed a round of each at a time, and that each row's
+// figures add up over its rounds.
+func TestRoundsTimeTheRowsInTurn(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Rounds = 3
+	cfg.Workloads, cfg.Baselines = []string{"cold-duplicates"}, []string{"pebble-get"}
+	var order []string
+	cfg.Progress = func(row string, done int) {
+		if len(order) == 0 || order[len(order)-1] != row {
+			order = append(order, row)
+		}
+	}
+	results, err := Run(cfg)
+	require.NoError(t, err)
+	assert.Equal(t, []string{"cold-duplicates", "pebble-get", "cold-duplicates", "pebble-get", "cold-duplicates", "pebble-get"}, order)
+	require.Len(t, results, 2)
+	assert.Zero(t, results[0].New, "every re-marked ID is a duplicate, in every round")
+	assert.Equal(t, 2000, results[1].New, "every ID found, over the rounds")
+	for _, r := range results {
+		assert.Equal(t, 2000, r.IDs, r.Workload)
+		assert.Positive(t, r.Elapsed, r.Workload)
+		assert.Positive(t, r.CPUPerMillion, r.Workload)
+		assert.Positive(t, r.DiskPerMark, r.Workload)
+		assert.Contains(t, r.Ratios, "pebble-get", r.Workload)
+	}
+	assert.Equal(t, 1, results[1].Batch, "Get takes one ID per call")
+}
+
+func TestRoundsRefuseRowsOfOneCall(t *testing.T) {
+	cfg := smallConfig(t)
+	cfg.Rounds = 2
+	cfg.Workloads, cfg.Baselines = []string{"open"}, nil
+	_, err := Run(cfg)
+	assert.ErrorContains(t, err, "open is one call")
+}
+
 // TestPebbleBaselinesHaveTheStoresBlockCache checks that raw Pebble is
 // compared with the store at the same room for blocks: the store's cache
 // and the memtable Pebble reserves out of its own.

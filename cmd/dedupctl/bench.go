@@ -43,6 +43,13 @@ a replica each, with redis-cli), which takes seconds, so they run only when
 With no flags it is the quick run of the README, under a minute. --results DIR
 also writes DIR/results.json and DIR/chart.svg; without it nothing is written.
 
+--rounds N sets every row up first and then times the rows in turn, N rounds
+of each, each round a 1/N share of the row's IDs: on a machine whose load moves
+from minute to minute, a row and its baseline are then timed in the same
+minutes. Resident memory is not measured then, and open and replay, one call
+each, cannot run in rounds. The raw Pebble rows get the store's block cache
+(--cache), and the memtable Pebble reserves out of it, whatever --rounds says.
+
 --curve N,N,... runs the cost curve instead: at each size, one store of N
 marks is built (the new row) and compacted, and --sample of its marks are
 looked up again (cold-duplicates), --sample absent IDs are looked up with Seen
@@ -122,6 +129,7 @@ first size (see bench.CgoMemory).`,
 	f.StringVar(&shape, "shape", string(bench.Bytes16), "ID shape: bytes16 (16 random bytes) or uuid (36-byte string)")
 	f.StringVar(&sync, "sync", "always", "durability of the store and the baselines: always, interval or none")
 	f.Int64Var(&cfg.CacheSize, "cache", 0, "the store's block cache in bytes (Options.CacheSize; 0: its default, 64 MiB)")
+	f.IntVar(&cfg.Rounds, "rounds", 1, "above 1, set every row up first and time them in turn, this many rounds of each, so that rows compared share the machine's load")
 	f.StringSliceVar(&cfg.Workloads, "workload", cfg.Workloads, "workloads to run, or none")
 	f.StringSliceVar(&cfg.Baselines, "baseline", cfg.Baselines, "baselines to run, or none")
 	f.StringVar(&results, "results", "", "directory to write results.json and chart.svg (curve.json and curve.svg with --curve) to (default: write nothing)")
