@@ -131,7 +131,10 @@ type Options struct {
 	// whose filter alone takes over a gigabyte at the default rate.
 	ExpectedMarks int
 	// FalsePositiveRate is the Bloom filters' target rate: the share of new
-	// IDs that cost a Pebble read. Zero means 0.01. It must be at least 1e-6
+	// IDs, and of Seen's absent ones, that cost a Pebble read. Zero means
+	// 0.001: a Pebble read of a store larger than its block cache costs far
+	// more than a filter test, so a tenth of the reads is worth the half
+	// more filter memory that 0.001 takes over 0.01. It must be at least 1e-6
 	// and below 1: below 1e-6 a filter's memory grows far faster than the
 	// reads it saves shrink.
 	FalsePositiveRate float64
@@ -250,7 +253,7 @@ func (o *Options) withDefaults() Options {
 		c.ExpectedMarks = 1 << 20
 	}
 	if c.FalsePositiveRate == 0 {
-		c.FalsePositiveRate = 0.01
+		c.FalsePositiveRate = 0.001
 	}
 	if c.MemtableMarks == 0 {
 		c.MemtableMarks = 1 << 20

@@ -242,16 +242,18 @@ func (f *genFilter) bytes() uint64 {
 
 // fpRate estimates the false-positive rate of the chain for an absent key,
 // from each filter's size, hash count and fill.
+// It sums the logs of the filters' miss rates, so that a small rate is
+// not lost to rounding as 1 - (1 - rate).
 func (f *genFilter) fpRate() float64 {
-	miss := 1.0
+	var logMiss float64
 	for i, b := range f.filters {
 		n := f.caps[i]
 		if i == len(f.filters)-1 {
 			n = f.n
 		}
-		miss *= 1 - blockedRate(b.Cap(), n, b.K())
+		logMiss += math.Log1p(-blockedRate(b.Cap(), n, b.K()))
 	}
-	return 1 - miss
+	return -math.Expm1(logMiss)
 }
 
 func (f *genFilter) clone() *genFilter {

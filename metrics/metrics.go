@@ -8,6 +8,8 @@
 package metrics
 
 import (
+	"math"
+
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/seed42300104/dedup"
@@ -110,12 +112,12 @@ func (c *Collector) Collect(ch chan<- prometheus.Metric) {
 		gauge(c.observedFPR, float64(n.FilterMisses)/float64(negatives))
 	}
 	// An absent ID is a false positive if any live generation's filter
-	// lets it through.
-	pass := 1.0
+	// lets it through. Summing logs keeps a small rate from rounding to 0.
+	var logPass float64
 	for _, g := range st.Generations {
-		pass *= 1 - g.FalsePositiveRate
+		logPass += math.Log1p(-g.FalsePositiveRate)
 	}
-	gauge(c.estimatedFPR, 1-pass)
+	gauge(c.estimatedFPR, -math.Expm1(logPass))
 
 	counter(c.walAppends, n.WALAppends)
 	counter(c.walAppendBytes, n.WALAppendBytes)
