@@ -261,8 +261,9 @@ func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Opt
 	// which holds most marks, has none: its tables do not overlap, so a
 	// key is looked for in one of them only, and only once a
 	// generation's own filter has said it may be there, which it is but
-	// for that filter's false positives. Its filter would cost disk and
-	// a filter block read per lookup, to save a read on those few.
+	// for that filter's false positives. Pebble's reads skip a bottom
+	// level's filters unless told otherwise (UseL6Filters), so one would
+	// cost disk and save nothing.
 	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
