@@ -269,25 +269,11 @@ func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Opt
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
 	}
 	po.Levels[len(po.Levels)-1].FilterPolicy = pebble.NoFilterPolicy
-	type opened struct {
-		db  *pebble.DB
-		err error
-	}
-	done := make(chan opened, 1)
-	go func() {
-		var o opened
-		defer func() { done <- o }()
-		defer ix.catchFatal(&o.err)
-		o.db, o.err = pebble.Open(dir, po)
-	}()
 	var db *pebble.DB
-	var err error
-	select {
-	case o := <-done:
-		db, err = o.db, o.err
-	case <-ix.fatalCh:
-		return nil, nil, ix.failed()
-	}
+	err := ix.awaitPebble(func() (err error) {
+		db, err = pebble.Open(dir, po)
+		return err
+	})
 	if ferr := ix.failed(); ferr != nil {
 		return nil, nil, ferr // the database, if any, is left to its stopped goroutines
 	}
@@ -322,7 +308,9 @@ func lostDatabase(dir, what string) error {
 // may then no longer match the disk, and its stopped goroutine may hold
 // its locks, so the index is fail-stop: every later call that would reach
 // Pebble fails with ErrFailed, and Close leaves Pebble open, its
-// directory locked, until the process ends.
+// directory locked, until the process ends. A call already waiting on
+// Pebble's goroutines then, for a compaction or for Close, returns the
+// error too (awaitPebble).
 type pebbleLogger struct{ ix *Index }
 
 func (pebbleLogger) Infof(string, ...any) {}
@@ -364,6 +352,26 @@ func (ix *Index) catchFatal(err *error) {
 			panic(r)
 		}
 		*err = f
+	}
+}
+
+// awaitPebble runs call, a call into Pebble that may wait on Pebble's own
+// goroutines, and returns its error, or the fatal error Pebble reports
+// first: Pebble may then wait for ever on the goroutine it stopped, so
+// call is left to it. A Fatalf on call's goroutine is caught there.
+func (ix *Index) awaitPebble(call func() error) error {
+	done := make(chan error, 1)
+	go func() {
+		var err error
+		defer func() { done <- err }()
+		defer ix.catchFatal(&err)
+		err = call()
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-ix.fatalCh:
+		return ix.failed()
 	}
 }
 
@@ -707,8 +715,9 @@ func (ix *Index) Compact(ctx context.Context) (err error) {
 		return err
 	}
 	// Keys start with a generation, whose first byte is a span class far
-	// below 0xff.
-	if err := ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true); err != nil {
+	// below 0xff. Pebble compacts on its own goroutines, and waits for
+	// them.
+	if err := ix.awaitPebble(func() error { return ix.db.Compact(ctx, []byte{0}, []byte{0xff}, true) }); err != nil {
 		return ix.wrapPebble(err, "compact")
 	}
 	return ix.awaitObsoleteDeleted(ctx)
@@ -742,12 +751,16 @@ func (ix *Index) awaitObsoleteDeleted(ctx context.Context) error {
 }
 
 // Close closes Pebble. It does not checkpoint: the WAL holds what the
-// memtable held. After a fatal error of Pebble's it returns that error and
+// memtable held. After a fatal error of Pebble's, even one reported while
+// Pebble waits for its compactions to end, it returns that error and
 // leaves Pebble as it is (see pebbleLogger).
-func (ix *Index) Close() (err error) {
-	defer ix.catchFatal(&err)
+func (ix *Index) Close() error {
 	if err := ix.failed(); err != nil {
 		return err
 	}
-	return ix.db.Close()
+	err := ix.awaitPebble(ix.db.Close)
+	if ferr := ix.failed(); ferr != nil {
+		return ferr
+	}
+	return err
 }

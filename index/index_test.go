@@ -781,3 +781,70 @@ func TestValueOfAnotherLengthIsCorrupt(t *testing.T) {
 	_, err := decodeValue(g, make([]byte, 6))
 	assert.NoError(t, err, "6 bytes, the short width of class 14")
 }
+
+// TestPebbleFatalInACompactionFailsTheCallsWaitingOnIt fails the MANIFEST
+// write of a compaction, which Pebble runs on a goroutine of its own and
+// which it ends there (see pebbleLogger). A call of the index waiting on
+// Pebble then, for the compaction or for Pebble's locks, must return
+// ErrFailed, naming the cause, rather than wait for ever.
+func TestPebbleFatalInACompactionFailsTheCallsWaitingOnIt(t *testing.T) {
+	marks := generationMarks(20, time.Hour)
+	// setup checkpoints tables of one generation whose keys interleave,
+	// the last one with fault armed: the first goes to the bottom level,
+	// the others into L0, which with automatic is then deep enough for
+	// Pebble to compact it on its own.
+	setup := func(t *testing.T, fault *testutil.CompactionFault, automatic bool) *Index {
+		ix, err := Open(testDir, testOptions(errorfs.Wrap(vfs.NewMem(), fault)))
+		require.NoError(t, err)
+		tables := 3
+		if automatic {
+			tables = 1 + ix.pebbleOpts.L0CompactionThreshold/2
+		}
+		for i := range tables {
+			if i == tables-1 {
+				fault.On.Store(true)
+			}
+			var b []mark
+			for j := i; j < len(marks); j += tables {
+				b = append(b, marks[j])
+			}
+			ix.Apply(markBatch(ix, b...), uint64(i+1))
+			checkpointIndex(t, ix)
+		}
+		return ix
+	}
+	assertFailed := func(t *testing.T, what string, err error) {
+		t.Helper()
+		assert.ErrorIs(t, err, ErrFailed, what)
+		assert.ErrorIs(t, err, errorfs.ErrInjected, "%s: the error must carry its cause", what)
+	}
+
+	t.Run("Compact", func(t *testing.T) {
+		ix := setup(t, &testutil.CompactionFault{}, false)
+		assertFailed(t, "Compact", testutil.ReturnsWithin(t, "Compact", func() error { return ix.Compact(context.Background()) }))
+		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
+	})
+	t.Run("Close during a compaction", func(t *testing.T) {
+		fault := testutil.NewHeldCompactionFault()
+		ix := setup(t, fault, true)
+		fault.AwaitHeld(t)
+		closed := make(chan error, 1)
+		go func() { closed <- ix.Close() }()
+		testutil.GoroutineIn(t, "pebble/v2.(*DB).Close")
+		close(fault.Hold)
+		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", func() error { return <-closed }))
+	})
+	t.Run("checkpoint during a compaction", func(t *testing.T) {
+		fault := testutil.NewHeldCompactionFault()
+		ix := setup(t, fault, true)
+		fault.AwaitHeld(t)
+		ix.Apply(markBatch(ix, mark{id: "late", ttl: time.Hour}), uint64(len(marks)+1))
+		f := ix.Freeze(testNow)
+		persisted := make(chan error, 1)
+		go func() { persisted <- ix.Persist(f) }()
+		testutil.GoroutineIn(t, "(*Index).Persist")
+		close(fault.Hold)
+		assertFailed(t, "the checkpoint", testutil.ReturnsWithin(t, "the checkpoint", func() error { return <-persisted }))
+		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
+	})
+}

@@ -1,6 +1,7 @@
 package crashtest_test
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -230,5 +231,42 @@ func TestPebbleFatalIsAnError(t *testing.T) {
 			assert.Error(t, err, "a write after the fatal")
 			assert.ErrorIs(t, s.Close(), errorfs.ErrInjected, "Close reports the failure")
 		}
+	}
+}
+
+// TestPebbleFatalInACompactionIsAnError fails the MANIFEST write of the
+// compaction Compact asks Pebble for, which Pebble runs, and ends, on a
+// goroutine of its own. Compact must return the failure rather than wait
+// for ever for the compaction, and every later call that reaches Pebble,
+// Close included, must return it too.
+func TestPebbleFatalInACompactionIsAnError(t *testing.T) {
+	fault := &testutil.CompactionFault{}
+	s, err := dedup.Open("store", &dedup.Options{FS: errorfs.Wrap(vfs.NewMem(), fault), Logger: testutil.Discard})
+	require.NoError(t, err)
+	// Tables whose keys interleave, for Pebble to compact.
+	ids := storetest.IDs("fatal", 200)
+	for i := range 3 {
+		var some [][]byte
+		for j := i; j < 150; j += 3 {
+			some = append(some, ids[j])
+		}
+		storetest.MarkAll(t, s, some, 0)
+		require.NoError(t, s.Checkpoint())
+	}
+	fault.On.Store(true)
+
+	calls := []struct {
+		name string
+		call func() error
+	}{
+		{"Compact", func() error { return s.Compact(context.Background()) }},
+		{"Checkpoint", s.Checkpoint},
+		{"a write", func() error { _, err := s.CheckAndMark(ids[150], 0); return err }},
+		{"Close", s.Close},
+	}
+	for _, c := range calls {
+		err := testutil.ReturnsWithin(t, c.name, c.call)
+		assert.ErrorIs(t, err, index.ErrFailed, c.name)
+		assert.ErrorIs(t, err, errorfs.ErrInjected, "%s: the error must name its cause", c.name)
 	}
 }
