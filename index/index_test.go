@@ -501,7 +501,8 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 
 		_, err = ix.Verify(testNow)
 		assert.ErrorIs(t, err, ErrFailed, "Verify")
-		assert.ErrorIs(t, ix.Scan(testNow, true, func(Mark) bool { return true }), ErrFailed, "Scan")
+		_, err = ix.Scan(testNow, true, nil, 1, func(Mark) bool { return true })
+		assert.ErrorIs(t, err, ErrFailed, "Scan")
 		_, err = ix.Explain(ix.Key([]byte(marks[0].id)))
 		assert.ErrorIs(t, err, ErrFailed, "Explain")
 		assert.ErrorIs(t, ix.Persist(ix.Freeze(testNow)), ErrFailed, "the next checkpoint")
