@@ -91,34 +91,51 @@ type Mark struct {
 	Live bool
 }
 
-// Scan calls fn for each ID that has a live mark, once, in no promised
-// order, and stops when fn returns false. IDs without prefix are skipped.
-// With all it also yields the versions that are not live. It reads the
-// marks at one instant, while writes wait, into memory, and then calls fn
-// holding no lock, so that fn may call the store (Forget what it sees,
-// say); the memory is that of the marks it yields. It is for operators
-// and exports.
+// Scan calls fn for each ID that has a live mark, once, and stops when fn
+// returns false. IDs without prefix are skipped. With all it also yields
+// the versions that are not live. It answers for the instant it starts,
+// in steps of at most scanChunk marks: each step is read while writes
+// wait, and fn is called for its marks holding no lock, so that fn may
+// call the store (Forget what it sees, say), and the memory Scan needs is
+// that of one step, whatever the store holds. The marks come in the order
+// of their generation, then ID. A write made during Scan, by fn or
+// another goroutine, may or may not be seen: an ID marked anew may come
+// again with its new version. A mark that is there for the whole Scan
+// comes once. If the store is closed during Scan, Scan returns ErrClosed.
+// It is for operators and exports.
 func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
-	marks, err := s.scan(prefix, all)
-	for _, m := range marks {
-		if !fn(m) {
-			return nil
+	now := s.opts.Clock.Now()
+	var after []byte
+	for {
+		marks, last, err := s.scanStep(prefix, all, now, after)
+		for _, m := range marks {
+			if !fn(m) {
+				return nil
+			}
 		}
+		if err != nil || last == nil {
+			return err
+		}
+		after = last
 	}
-	return err
 }
 
-// scan returns the marks Scan yields, up to a record that does not
-// decode, and the error that stopped it, if any.
-func (s *Store) scan(prefix []byte, all bool) ([]Mark, error) {
+// scanChunk is how many keys one step of Scan reads: it bounds the marks
+// Scan holds and how long a step makes writes wait.
+const scanChunk = 4096
+
+// scanStep returns the marks of one step of Scan, of the keys after the
+// key after, and the last key it read, or nil if it read the last; it
+// stops at a record that does not decode and returns the error.
+func (s *Store) scanStep(prefix []byte, all bool, now time.Time, after []byte) ([]Mark, []byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
-		return nil, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	var marks []Mark
 	var err error // a record that does not decode
-	serr := s.idx.Scan(s.opts.Clock.Now(), all, func(m index.Mark) bool {
+	last, serr := s.idx.Scan(now, all, after, scanChunk, func(m index.Mark) bool {
 		if !bytes.HasPrefix(m.ID, prefix) {
 			return true
 		}
@@ -133,7 +150,7 @@ func (s *Store) scan(prefix []byte, all bool) ([]Mark, error) {
 		return true
 	})
 	if serr != nil {
-		return nil, storeError(serr)
+		return nil, nil, storeError(serr)
 	}
-	return marks, err
+	return marks, last, err
 }

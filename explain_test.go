@@ -1,6 +1,8 @@
 package dedup_test
 
 import (
+	"bytes"
+	"fmt"
 	"testing"
 	"time"
 
@@ -98,6 +100,132 @@ func TestScan(t *testing.T) {
 	n := 0
 	require.NoError(t, s.Scan(nil, false, func(dedup.Mark) bool { n++; return n < 3 }))
 	assert.Equal(t, 3, n, "Scan stops when fn says so")
+}
+
+// halves marks ids for ttl, every other one checkpointed to Pebble and
+// the rest left in the WAL tail, so that a scan in key order alternates
+// between the two.
+func halves(t *testing.T, s *dedup.Store, ids [][]byte, ttl time.Duration) {
+	t.Helper()
+	var even, odd [][]byte
+	for i, id := range ids {
+		if i%2 == 0 {
+			even = append(even, id)
+		} else {
+			odd = append(odd, id)
+		}
+	}
+	storetest.MarkAll(t, s, even, ttl)
+	require.NoError(t, s.Checkpoint())
+	storetest.MarkAll(t, s, odd, ttl)
+}
+
+// TestScanOfManyStepsYieldsEachMarkOnceInOrder checks that a Scan of many
+// more marks than one step reads yields each once, in ID order for marks
+// of one generation, whether a mark is in Pebble or the WAL tail.
+func TestScanOfManyStepsYieldsEachMarkOnceInOrder(t *testing.T) {
+	clock := ttl.NewFake(testutil.Epoch)
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock})
+	ids := storetest.IDs("id", 3*dedup.ScanChunk+100)
+	halves(t, s, ids, time.Hour) // one deadline: one generation
+
+	var got [][]byte
+	require.NoError(t, s.Scan(nil, false, func(m dedup.Mark) bool {
+		got = append(got, m.ID)
+		return true
+	}))
+	require.Len(t, got, len(ids))
+	for i := 1; i < len(got); i++ {
+		require.Negative(t, bytes.Compare(got[i-1], got[i]), "%s before %s: in order, each once", got[i-1], got[i])
+	}
+}
+
+// TestScanHoldsAtMostOneStep checks that Scan reads at most one step of
+// marks ahead of fn: the callback forgets every mark at its first call,
+// and only the marks Scan already held still come.
+func TestScanHoldsAtMostOneStep(t *testing.T) {
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem()})
+	ids := storetest.IDs("id", 3*dedup.ScanChunk)
+	halves(t, s, ids, 0)
+
+	yielded := 0
+	require.NoError(t, s.Scan(nil, false, func(dedup.Mark) bool {
+		if yielded++; yielded == 1 {
+			for _, id := range ids {
+				require.NoError(t, s.Forget(id))
+			}
+		}
+		return true
+	}))
+	assert.LessOrEqual(t, yielded, dedup.ScanChunk, "the marks held when the first came")
+	assert.Positive(t, yielded)
+}
+
+// TestScanWithWritesBetweenStepsYieldsEachStayingMarkOnce checks that
+// writes and checkpoints between Scan's steps, which move marks from the
+// WAL tail to Pebble, neither skip nor repeat a mark that is there for the
+// whole Scan, and repeat no other: marks written before and after the
+// scan's position, by fn and by another goroutine, and forgotten.
+func TestScanWithWritesBetweenStepsYieldsEachStayingMarkOnce(t *testing.T) {
+	clock := ttl.NewFake(testutil.Epoch)
+	s := storetest.OpenAt(t, "store", &dedup.Options{FS: vfs.NewMem(), Clock: clock})
+	stay := storetest.IDs("m", 3*dedup.ScanChunk)
+	halves(t, s, stay, time.Hour)
+
+	churned := make(chan error, 1)
+	go func() { // marks, forgets and checkpoints while Scan runs
+		churned <- churn(s, 2000)
+	}()
+
+	seen := map[string]int{}
+	var last []byte
+	n := 0
+	err := s.Scan(nil, false, func(m dedup.Mark) bool {
+		seen[string(m.ID)]++
+		assert.Negative(t, bytes.Compare(last, m.ID), "%s after %s", m.ID, last)
+		last = m.ID
+		if n++; n%1000 == 0 {
+			if err := s.Checkpoint(); err != nil {
+				t.Errorf("Checkpoint in Scan: %v", err)
+			}
+		}
+		if bytes.HasPrefix(m.ID, []byte("m-")) { // one before the position and one after
+			_, err := s.CheckAndMarkBatch([][]byte{append([]byte("b-"), m.ID...), append([]byte("y-"), m.ID...)}, time.Hour)
+			if err != nil {
+				t.Errorf("CheckAndMarkBatch in Scan: %v", err)
+			}
+		}
+		return true
+	})
+	require.NoError(t, err)
+	require.NoError(t, <-churned)
+	for _, id := range stay {
+		assert.Equal(t, 1, seen[string(id)], "%s once", id)
+	}
+	for id, k := range seen {
+		assert.Equal(t, 1, k, "%s at most once", id)
+	}
+}
+
+// churn makes n rounds of writes to s: two marks, one before and one
+// after the IDs of TestScanWithWritesBetweenStepsYieldsEachStayingMarkOnce,
+// a forget of one of them, and every hundred rounds a checkpoint.
+func churn(s *dedup.Store, n int) error {
+	for i := range n {
+		ids := [][]byte{fmt.Appendf(nil, "a-%d", i), fmt.Appendf(nil, "z-%d", i)}
+		if _, err := s.CheckAndMarkBatch(ids, time.Hour); err != nil {
+			return err
+		}
+		if err := s.Forget(ids[i%2]); err != nil {
+			return err
+		}
+		if i%100 == 0 {
+			if err := s.Checkpoint(); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // TestScanCallbackMayCallTheStore checks that fn may write to the store

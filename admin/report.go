@@ -288,8 +288,8 @@ func (e badRequest) Is(target error) bool { return target == ErrUsage }
 
 // Scan calls fn with each line q selects, with Live and State set, until
 // fn fails or the limit is reached. It has the cost of dedup.Store.Scan:
-// the marks under the prefix are read into memory, while writes wait,
-// whatever the limit.
+// the marks are read a step at a time, while writes wait, and a scan that
+// stops at the limit has read at most the step it stopped in.
 func Scan(s *dedup.Store, q ScanQuery, fn func(MarkLine) error) error {
 	if err := q.Check(); err != nil {
 		return err
