@@ -319,10 +319,7 @@ func runRounds(cfg Config, in *inputs, rows []row) (out []Result, err error) {
 	}
 	for _, r := range rs {
 		r.res.CPUPerMillion = r.cpu.Seconds() / float64(len(r.ids)) * 1e6
-		slices.Sort(lats[r])
-		if l := lats[r]; len(l) > 0 {
-			r.res.P50, r.res.P99 = l[len(l)/2], l[len(l)*99/100]
-		}
+		r.res.setLatencies(lats[r])
 		if marks := r.t.count(); marks > 0 && r.t.dir != "" {
 			r.res.DiskPerMark = float64(DiskUsage(r.t.dir)) / float64(marks)
 		}
@@ -409,11 +406,17 @@ func timeCalls(cfg Config, name string, in []feed, call func([][]byte) (int, err
 	if err != nil {
 		return err
 	}
+	res.setLatencies(all)
+	return nil
+}
+
+// setLatencies sets res's percentiles from the sampled latencies of its
+// calls, which it sorts.
+func (res *Result) setLatencies(all []time.Duration) {
 	slices.Sort(all)
 	if len(all) > 0 {
 		res.P50, res.P99 = all[len(all)/2], all[len(all)*99/100]
 	}
-	return nil
 }
 
 // timeCallsLatencies is timeCalls, returning the sampled latencies of the
