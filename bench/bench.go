@@ -62,9 +62,10 @@ type Config struct {
 	// 1/Rounds of each row's IDs, row after row, and a row's figures are
 	// the sums over its rounds. Rows compared in one window of time share
 	// whatever else the machine runs, which moves from minute to minute on
-	// a shared one. Resident memory per mark is then not measured, as the
-	// rows' setups share the process; open and replay, one call each,
-	// cannot be cut into rounds.
+	// a shared one. This process's resident memory per mark is then not
+	// measured, as the rows' setups share it; a server's (the Redis rows')
+	// is, summed over the rounds, as each row has its own. Open and
+	// replay, one call each, cannot be cut into rounds.
 	Rounds int
 	// Progress, if set, is told every 100ms, and at the end of a row, how
 	// many of its IDs are done. It is never called concurrently.
@@ -98,8 +99,8 @@ type Result struct {
 	CPUPerMillion float64 `json:"cpu_seconds_per_million"`
 	// RSSPerMark is the growth of resident memory per live mark, in bytes:
 	// this process's after a GC, or redis-server's used_memory (the sum
-	// of a Cluster's nodes, replicas included). Zero where
-	// the row holds no marks.
+	// of a Cluster's nodes, replicas included). Zero where the row holds
+	// no marks, and with Config.Rounds where the row has no server.
 	RSSPerMark float64 `json:"rss_bytes_per_mark,omitempty"`
 	// DiskPerMark is the row's directory size per live mark, in bytes, as
 	// du counts it (preallocated WAL space included). Zero where the row
@@ -192,6 +193,12 @@ func Run(cfg Config) ([]Result, error) {
 			rows = append(rows, names.known[i])
 		}
 	}
+	return run(cfg, rows)
+}
+
+// run is Run on rows, cfg checked: a result per row, each with its ratios
+// to every baseline that ran.
+func run(cfg Config, rows []row) ([]Result, error) {
 	in := &inputs{shape: cfg.Shape, n: cfg.IDs}
 	if cfg.Rounds > 1 {
 		return runRounds(cfg, in, rows)
@@ -258,11 +265,11 @@ func runRow(cfg Config, in *inputs, r row) (Result, error) {
 func runRounds(cfg Config, in *inputs, rows []row) (out []Result, err error) {
 	type running struct {
 		row
-		cfg Config
-		ids [][]byte
-		t   trial
-		cpu time.Duration
-		res *Result
+		cfg  Config
+		ids  [][]byte
+		t    trial
+		used usage // summed over the rounds so far
+		res  *Result
 	}
 	out = make([]Result, 0, len(rows)) // rs points into it
 	var rs []*running
@@ -306,23 +313,21 @@ func runRounds(cfg Config, in *inputs, rows []row) (out []Result, err error) {
 		for _, r := range rs {
 			part := r.ids[len(r.ids)*k/cfg.Rounds : len(r.ids)*(k+1)/cfg.Rounds]
 			var res Result
-			cpu0 := cpuTime()
-			l, err := timeCallsLatencies(r.cfg, r.name, feeds(part, r.cfg.Concurrency, r.cfg.Batch), r.t.call, &res)
+			l, u, err := timeUsage(r.cfg, r.name, feeds(part, r.cfg.Concurrency, r.cfg.Batch), r.t, &res)
 			if err != nil {
 				return nil, fmt.Errorf("bench: %s: %w", r.name, err)
 			}
-			r.cpu += cpuTime() - cpu0
+			r.used.cpu += u.cpu
+			r.used.mem += u.mem
+			r.used.memKnown = u.memKnown
 			r.res.Elapsed += res.Elapsed
 			r.res.New += res.New
 			lats[r] = append(lats[r], l...)
 		}
 	}
 	for _, r := range rs {
-		r.res.CPUPerMillion = r.cpu.Seconds() / float64(len(r.ids)) * 1e6
 		r.res.setLatencies(lats[r])
-		if marks := r.t.count(); marks > 0 && r.t.dir != "" {
-			r.res.DiskPerMark = float64(DiskUsage(r.t.dir)) / float64(marks)
-		}
+		r.res.setUsage(r.used, len(r.ids), r.t)
 	}
 	setRatios(out)
 	return out, nil
@@ -336,39 +341,75 @@ func newResult(name string, baseline bool, cfg Config, n int) Result {
 }
 
 // measure times t's calls on in, n IDs in all, and reads the CPU, memory
-// and disk they used.
+// and disk they used. rss0 is this process's resident memory before t's
+// setup, for a row without a server.
 func measure(cfg Config, name string, in []feed, n int, t trial, rss0 int64, res *Result) error {
-	var cpu0, cpu1 time.Duration
+	lats, u, err := timeUsage(cfg, name, in, t, res)
+	if err != nil {
+		return err
+	}
+	res.setLatencies(lats)
+	if !u.memKnown && t.marks != nil { // rss runs a GC: only where it counts
+		u.mem, u.memKnown = rss()-rss0, true
+	}
+	res.setUsage(u, n, t)
+	return nil
+}
+
+// usage is what a row's calls used: CPU time, this process's plus its
+// server's where the row has one, and the growth of the memory that holds
+// the row's marks.
+type usage struct {
+	cpu time.Duration
+	mem int64
+	// memKnown says mem is measured: the server's is by timeUsage; this
+	// process's only by a caller that times the row alone.
+	memKnown bool
+}
+
+// timeUsage times t's calls on in, as timeCalls does, and reads
+// the CPU time they used and, where t has a server, the growth of its
+// memory.
+func timeUsage(cfg Config, name string, in []feed, t trial, res *Result) ([]time.Duration, usage, error) {
+	var server0, server1 time.Duration
 	var mem0, mem1 int64
 	var err error
 	if t.external != nil {
-		if cpu0, mem0, err = t.external(); err != nil {
-			return err
+		if server0, mem0, err = t.external(); err != nil {
+			return nil, usage{}, err
 		}
 	}
 	self0 := cpuTime()
-	if err := timeCalls(cfg, name, in, t.call, res); err != nil {
-		return err
+	lats, err := timeCalls(cfg, name, in, t.call, res)
+	if err != nil {
+		return nil, usage{}, err
 	}
-	cpu := cpuTime() - self0
+	u := usage{cpu: cpuTime() - self0}
 	if t.external != nil {
-		if cpu1, mem1, err = t.external(); err != nil {
-			return err
+		if server1, mem1, err = t.external(); err != nil {
+			return nil, usage{}, err
 		}
-		cpu += cpu1 - cpu0
+		u.cpu += server1 - server0
+		u.mem, u.memKnown = mem1-mem0, true
 	}
-	res.CPUPerMillion = cpu.Seconds() / float64(n) * 1e6
-	if marks := t.count(); marks > 0 {
-		grown := float64(rss() - rss0)
-		if t.external != nil {
-			grown = float64(mem1 - mem0)
-		}
-		res.RSSPerMark = max(grown, 0) / float64(marks)
-		if t.dir != "" {
-			res.DiskPerMark = float64(DiskUsage(t.dir)) / float64(marks)
-		}
+	return lats, u, nil
+}
+
+// setUsage sets res's CPU per million IDs from u, what t's calls on n IDs
+// used, and, where t holds marks, its disk and (if u knows it) memory per
+// mark.
+func (res *Result) setUsage(u usage, n int, t trial) {
+	res.CPUPerMillion = u.cpu.Seconds() / float64(n) * 1e6
+	marks := t.count()
+	if marks <= 0 {
+		return
 	}
-	return nil
+	if u.memKnown {
+		res.RSSPerMark = max(float64(u.mem), 0) / float64(marks)
+	}
+	if t.dir != "" {
+		res.DiskPerMark = float64(DiskUsage(t.dir)) / float64(marks)
+	}
 }
 
 // sampleCalls is how many IDs pass between two timed calls: timing every
@@ -398,18 +439,6 @@ func feeds(ids [][]byte, n, batch int) []feed {
 	return out
 }
 
-// timeCalls runs a goroutine per feed, each passing its batches to call,
-// and fills in the elapsed time, the call latencies and the count of new
-// IDs.
-func timeCalls(cfg Config, name string, in []feed, call func([][]byte) (int, error), res *Result) error {
-	all, err := timeCallsLatencies(cfg, name, in, call, res)
-	if err != nil {
-		return err
-	}
-	res.setLatencies(all)
-	return nil
-}
-
 // setLatencies sets res's percentiles from the sampled latencies of its
 // calls, which it sorts.
 func (res *Result) setLatencies(all []time.Duration) {
@@ -419,9 +448,10 @@ func (res *Result) setLatencies(all []time.Duration) {
 	}
 }
 
-// timeCallsLatencies is timeCalls, returning the sampled latencies of the
-// calls, unsorted, instead of their percentiles.
-func timeCallsLatencies(cfg Config, name string, in []feed, call func([][]byte) (int, error), res *Result) ([]time.Duration, error) {
+// timeCalls runs a goroutine per feed, each passing its batches to call,
+// fills in the elapsed time and the count of new IDs, and returns the
+// sampled latencies of the calls, unsorted.
+func timeCalls(cfg Config, name string, in []feed, call func([][]byte) (int, error), res *Result) ([]time.Duration, error) {
 	every := max(1, sampleCalls/cfg.Batch)
 	lats := make([][]time.Duration, len(in))
 	var done, found atomic.Int64

@@ -3,10 +3,12 @@ package bench
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -156,18 +158,23 @@ func TestRedisSkippedWithoutServer(t *testing.T) {
 	assert.Contains(t, results[0].Ratios, "pebble-batch-insert")
 }
 
+// TestRedisPersistsAsTheStore runs the Redis rows in each timing mode:
+// their memory per mark, in both, is their server's, which only the
+// server's usage hook reports, so the hook is wired in both.
 func TestRedisPersistsAsTheStore(t *testing.T) {
 	redistest.Require(t, "redis-server")
 	for _, mode := range []dedup.SyncMode{dedup.SyncAlways, dedup.SyncNone} {
-		t.Run(mode.String(), func(t *testing.T) {
-			cfg := smallConfig(t)
-			cfg.Sync, cfg.Workloads, cfg.Baselines = mode, []string{"redis-new"}, []string{"redis-set-nx"}
-			results, err := Run(cfg)
-			require.NoError(t, err)
-			for _, r := range results {
-				assertPersisted(t, mode, r)
-			}
-		})
+		for _, m := range timingModes {
+			t.Run(mode.String()+"/"+m.name, func(t *testing.T) {
+				cfg := smallConfig(t)
+				cfg.Sync, cfg.Rounds, cfg.Workloads, cfg.Baselines = mode, m.rounds, []string{"redis-new"}, []string{"redis-set-nx"}
+				results, err := Run(cfg)
+				require.NoError(t, err)
+				for _, r := range results {
+					assertPersisted(t, mode, r)
+				}
+			})
+		}
 	}
 }
 
@@ -265,6 +272,83 @@ func TestRoundsTimeTheRowsInTurn(t *testing.T) {
 	}
 	assert.Equal(t, 1, results[1].Batch, "Get takes one ID per call")
 }
+
+// fakeServer stands in for a server process that a row's calls run on:
+// each ID handled costs it serverCPUPerID of CPU time and serverMemPerID
+// bytes of memory, which its usage hook reports, failing with err if set.
+type fakeServer struct {
+	handled atomic.Int64
+	err     error
+}
+
+const (
+	serverCPUPerID = 10 * time.Millisecond
+	serverMemPerID = 100
+)
+
+// row is a row whose every ID is new, on s.
+func (s *fakeServer) row() row {
+	return row{name: "fake-server", input: (*inputs).marked, setup: func(Config, *inputs, string) (trial, error) {
+		return trial{
+			call: func(ids [][]byte) (int, error) {
+				s.handled.Add(int64(len(ids)))
+				return len(ids), nil
+			},
+			marks: func() int { return int(s.handled.Load()) },
+			external: func() (time.Duration, int64, error) {
+				n := s.handled.Load()
+				return time.Duration(n) * serverCPUPerID, n * serverMemPerID, s.err
+			},
+			close: func() error { return nil },
+		}, nil
+	}}
+}
+
+// timingModes are the two ways Run times a row: in one go, and in rounds.
+var timingModes = []struct {
+	name   string
+	rounds int
+}{{"one go", 1}, {"rounds", 3}}
+
+// TestServerUsageIsTheRowsInEveryMode checks that a row whose calls run on
+// a server process is charged the server's CPU time and memory growth, as
+// its usage hook reports them, in one go and in rounds alike.
+func TestServerUsageIsTheRowsInEveryMode(t *testing.T) {
+	for _, m := range timingModes {
+		t.Run(m.name, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.Rounds = m.rounds
+			results, err := run(cfg, []row{new(fakeServer).row()})
+			require.NoError(t, err)
+			require.Len(t, results, 1)
+			r := results[0]
+			assert.Equal(t, 2000, r.New)
+			// The server's share is 10,000 s per million IDs; this
+			// process's, for calls that do nothing, is a small fraction.
+			serverPerMillion := serverCPUPerID.Seconds() * 1e6
+			assert.GreaterOrEqual(t, r.CPUPerMillion, serverPerMillion, "the server's CPU is counted")
+			assert.Less(t, r.CPUPerMillion, serverPerMillion*1.1, "the server's CPU is counted once")
+			assert.Equal(t, float64(serverMemPerID), r.RSSPerMark, "the server's memory growth per mark")
+		})
+	}
+}
+
+// TestServerUsageErrorFailsTheRow checks that a row whose server cannot
+// report its usage fails, in one go and in rounds, rather than be charged
+// this process's CPU alone.
+func TestServerUsageErrorFailsTheRow(t *testing.T) {
+	for _, m := range timingModes {
+		t.Run(m.name, func(t *testing.T) {
+			cfg := smallConfig(t)
+			cfg.Rounds = m.rounds
+			_, err := run(cfg, []row{(&fakeServer{err: errFakeServer}).row()})
+			assert.ErrorIs(t, err, errFakeServer)
+			assert.ErrorContains(t, err, "fake-server")
+		})
+	}
+}
+
+var errFakeServer = errors.New("fake server: INFO refused")
 
 func TestRoundsRefuseRowsOfOneCall(t *testing.T) {
 	cfg := smallConfig(t)

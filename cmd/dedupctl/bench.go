@@ -46,9 +46,11 @@ also writes DIR/results.json and DIR/chart.svg; without it nothing is written.
 --rounds N sets every row up first and then times the rows in turn, N rounds
 of each, each round a 1/N share of the row's IDs: on a machine whose load moves
 from minute to minute, a row and its baseline are then timed in the same
-minutes. Resident memory is not measured then, and open and replay, one call
-each, cannot run in rounds. The raw Pebble rows get the store's block cache
-(--cache), and the memtable Pebble reserves out of it, whatever --rounds says.
+minutes. This process's resident memory is not measured then, as the rows set
+up share it; the Redis rows' (their own redis-server's used_memory) is, summed
+over the rounds, as is that server's CPU time. Open and replay, one call each,
+cannot run in rounds. The raw Pebble rows get the store's block cache (--cache),
+and the memtable Pebble reserves out of it, whatever --rounds says.
 
 --curve N,N,... runs the cost curve instead: at each size, one store of N
 marks is built (the new row) and compacted, and --sample of its marks are
