@@ -267,6 +267,7 @@ func (ix *Index) openPebble(dir string, mustExist bool) (*pebble.DB, *pebble.Opt
 	po.ApplyCompressionSettings(func() pebble.DBCompressionSettings { return pebble.DBCompressionNone })
 	for i := range po.Levels {
 		po.Levels[i].FilterPolicy = pebblebloom.FilterPolicy(10)
+		po.Levels[i].BlockSize = dataBlockSize
 	}
 	po.Levels[len(po.Levels)-1].FilterPolicy = pebble.NoFilterPolicy
 	var db *pebble.DB
