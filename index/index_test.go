@@ -463,8 +463,8 @@ func (m *manifestFault) MaybeError(op errorfs.Op) error {
 // TestPebbleFatalMakesIndexFailStop fails Pebble's MANIFEST writes, which
 // Pebble reports through Logger.Fatalf, expecting the process to end. Open
 // or the checkpoint must fail with ErrFailed, naming the cause, and not
-// panic; after a fatal during a checkpoint, every later call that reaches
-// Pebble fails the same way, and Close does not panic.
+// panic or hang; after a fatal during a checkpoint, every later call that
+// would reach Pebble fails the same way at once, Close included.
 func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 	marks := generationMarks(100, time.Hour)
 	t.Run("at Open", func(t *testing.T) {
@@ -484,30 +484,59 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
 		assert.Len(t, log.Find("index: fail-stop"), 1, "the fatal error must be logged")
 	})
-	t.Run("at a checkpoint", func(t *testing.T) {
-		fault := &manifestFault{}
-		ix, err := Open(testDir, testOptions(errorfs.Wrap(vfs.NewMem(), fault)))
-		require.NoError(t, err)
-		ix.Apply(markBatch(ix, marks[:50]...), 1)
-		checkpointIndex(t, ix)
-		ix.Apply(markBatch(ix, marks[50:]...), 2)
-		f := ix.Freeze(testNow)
-		fault.on.Store(true)
-		err = ix.Persist(f)
-		fault.on.Store(false)
-		require.ErrorIs(t, err, ErrFailed)
-		assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
-		assert.Equal(t, uint64(1), ix.CheckpointLSN(), "no CHECKPOINT after the fatal")
+	// A checkpoint's Excise and Ingest write the MANIFEST on the caller's
+	// goroutine: the fatal is raised there, and Pebble is left with its
+	// next ingestion blocked for ever, which no later call may reach.
+	for _, tc := range []struct {
+		name string
+		at   time.Time // the second checkpoint's now
+	}{
+		{"at a checkpoint's ingestion", testNow},
+		{"at a checkpoint's excision of an expired generation", testNow.Add(10 * time.Minute)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			marks := generationMarks(50, time.Minute, time.Hour)
+			fault := &manifestFault{}
+			ix, err := Open(testDir, testOptions(errorfs.Wrap(vfs.NewMem(), fault)))
+			require.NoError(t, err)
+			ix.Apply(markBatch(ix, marks[:75]...), 1)
+			checkpointIndex(t, ix)
+			ix.Apply(markBatch(ix, marks[75:]...), 2)
+			f := ix.Freeze(tc.at)
+			fault.on.Store(true)
+			err = testutil.ReturnsWithin(t, "the checkpoint", func() error { return ix.Persist(f) })
+			fault.on.Store(false)
+			require.ErrorIs(t, err, ErrFailed)
+			assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must carry its cause")
+			assert.Equal(t, uint64(1), ix.CheckpointLSN(), "no CHECKPOINT after the fatal")
 
-		_, err = ix.Verify(testNow)
-		assert.ErrorIs(t, err, ErrFailed, "Verify")
-		_, err = ix.Scan(testNow, true, nil, 1, func(Mark) bool { return true })
-		assert.ErrorIs(t, err, ErrFailed, "Scan")
-		_, err = ix.Explain(ix.Key([]byte(marks[0].id)))
-		assert.ErrorIs(t, err, ErrFailed, "Explain")
-		assert.ErrorIs(t, ix.Persist(ix.Freeze(testNow)), ErrFailed, "the next checkpoint")
-		assert.ErrorIs(t, ix.Close(), ErrFailed, "Close")
-	})
+			calls := []struct {
+				name string
+				call func() error
+			}{
+				{"Verify", func() error { _, err := ix.Verify(testNow); return err }},
+				{"Scan", func() error {
+					_, err := ix.Scan(testNow, true, nil, 1, func(Mark) bool { return true })
+					return err
+				}},
+				{"Explain", func() error { _, err := ix.Explain(ix.Key([]byte(marks[0].id))); return err }},
+				{"the next checkpoint", func() error { return ix.Persist(ix.Freeze(testNow)) }},
+				{"CopyTo", func() error { return ix.CopyTo("copy") }},
+				{"Compact", func() error { return ix.Compact(context.Background()) }},
+				{"Close", ix.Close},
+			}
+			for _, c := range calls {
+				assert.ErrorIs(t, testutil.ReturnsWithin(t, c.name, c.call), ErrFailed, c.name)
+			}
+			var sizes uint64
+			testutil.ReturnsWithin(t, "the sizes", func() error {
+				total, tables := ix.DiskBytes()
+				sizes = total + tables + ix.KeptBytes()
+				return nil
+			})
+			assert.Zero(t, sizes, "the sizes of a failed Pebble")
+		})
+	}
 }
 
 // TestMarksAfterAnEarlyDropAreKept drops a generation early, as

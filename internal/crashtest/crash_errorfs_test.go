@@ -261,6 +261,7 @@ func TestPebbleFatalInACompactionIsAnError(t *testing.T) {
 	}{
 		{"Compact", func() error { return s.Compact(context.Background()) }},
 		{"Checkpoint", s.Checkpoint},
+		{"Snapshot", func() error { return s.Snapshot("copy") }},
 		{"a write", func() error { _, err := s.CheckAndMark(ids[150], 0); return err }},
 		{"Close", s.Close},
 	}
