@@ -556,9 +556,10 @@ func ReadCheckpointLSN(fs vfs.FS, dir string) (uint64, error) {
 // exist: Pebble's own checkpoint (hard links where it can), the filter
 // snapshots and the CHECKPOINT naming them. The caller holds the lock that
 // keeps checkpoints out, and has just run one, so the copy covers exactly
-// the WAL up to CheckpointLSN.
-func (ix *Index) CopyTo(dir string) (err error) {
-	defer ix.catchFatal(&err)
+// the WAL up to CheckpointLSN. A fatal error of Pebble's while it copies,
+// on any goroutine, fails the copy: the failed MANIFEST write has already
+// changed state that Pebble copies from.
+func (ix *Index) CopyTo(dir string) error {
 	if err := ix.failed(); err != nil {
 		return err
 	}
@@ -566,7 +567,11 @@ func (ix *Index) CopyTo(dir string) (err error) {
 	if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 		return err
 	}
-	if err := ix.db.Checkpoint(fs.PathJoin(dir, pebbleDir)); err != nil {
+	err := ix.awaitPebble(func() error { return ix.db.Checkpoint(fs.PathJoin(dir, pebbleDir)) })
+	if ferr := ix.failed(); ferr != nil {
+		return ferr
+	}
+	if err != nil {
 		return ix.wrapPebble(err, "checkpoint copy")
 	}
 	names := []string{checkpointFile}

@@ -310,7 +310,7 @@ func lostDatabase(dir, what string) error {
 // its locks, so the index is fail-stop: every later call that would reach
 // Pebble fails with ErrFailed, and Close leaves Pebble open, its
 // directory locked, until the process ends. A call already waiting on
-// Pebble's goroutines then, for a compaction or for Close, returns the
+// Pebble's goroutines then, for a compaction, a copy or Close, returns the
 // error too (awaitPebble).
 type pebbleLogger struct{ ix *Index }
 

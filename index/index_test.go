@@ -816,7 +816,8 @@ func TestValueOfAnotherLengthIsCorrupt(t *testing.T) {
 // write of a compaction, which Pebble runs on a goroutine of its own and
 // which it ends there (see pebbleLogger). A call of the index waiting on
 // Pebble then, for the compaction or for Pebble's locks, must return
-// ErrFailed, naming the cause, rather than wait for ever.
+// ErrFailed, naming the cause, rather than wait for ever, or go on from
+// the state the failed write left.
 func TestPebbleFatalInACompactionFailsTheCallsWaitingOnIt(t *testing.T) {
 	marks := generationMarks(20, time.Hour)
 	// setup checkpoints tables of one generation whose keys interleave,
@@ -875,6 +876,19 @@ func TestPebbleFatalInACompactionFailsTheCallsWaitingOnIt(t *testing.T) {
 		testutil.GoroutineIn(t, "(*Index).Persist")
 		close(fault.Hold)
 		assertFailed(t, "the checkpoint", testutil.ReturnsWithin(t, "the checkpoint", func() error { return <-persisted }))
+		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
+	})
+	t.Run("copy during a compaction", func(t *testing.T) {
+		fault := testutil.NewHeldCompactionFault()
+		ix := setup(t, fault, true)
+		fault.AwaitHeld(t)
+		copied := make(chan error, 1)
+		go func() { copied <- ix.CopyTo("copy") }()
+		// The copy waits for the compaction's MANIFEST write, then
+		// reads what it left.
+		testutil.GoroutineIn(t, "pebble/v2.(*versionSet).logLock")
+		close(fault.Hold)
+		assertFailed(t, "the copy", testutil.ReturnsWithin(t, "the copy", func() error { return <-copied }))
 		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
 	})
 }
