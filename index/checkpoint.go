@@ -2,6 +2,7 @@ package index
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +10,8 @@ import (
 	"hash/crc32"
 	"maps"
 	"os"
+	"reflect"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -16,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/sstable"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/atomicfs"
 
 	"github.com/seed42300104/dedup/internal/fsutil"
 	"github.com/seed42300104/dedup/ttl"
@@ -567,7 +571,7 @@ func (ix *Index) CopyTo(dir string) error {
 	if err := fsutil.MkdirAll(fs, fs.PathJoin(dir, filtersDir)); err != nil {
 		return err
 	}
-	err := ix.awaitPebble(func() error { return ix.db.Checkpoint(fs.PathJoin(dir, pebbleDir)) })
+	err := ix.awaitPebble(func() error { return ix.checkpointPebble(fs.PathJoin(dir, pebbleDir)) })
 	if ferr := ix.failed(); ferr != nil {
 		return ferr
 	}
@@ -584,6 +588,27 @@ func (ix *Index) CopyTo(dir string) error {
 		}
 	}
 	return errors.Join(fsutil.SyncDir(fs, fs.PathJoin(dir, filtersDir)), fsutil.SyncDir(fs, dir))
+}
+
+// markerMove is the function in which Pebble panics when it cannot sync
+// a directory, taking a failed fsync as beyond repair.
+var markerMove = []byte(reflect.TypeFor[atomicfs.Marker]().PkgPath() + ".(*Marker).Move(")
+
+// checkpointPebble has Pebble copy itself into dir. A directory sync of the
+// copy that fails makes Pebble panic; that fsync is the copy's, though, not
+// one of Pebble's own files', and the panic runs Checkpoint's deferred
+// cleanup, which releases what it holds, so it fails the copy only.
+func (ix *Index) checkpointPebble(dir string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			rerr, ok := r.(error)
+			if !ok || !bytes.Contains(debug.Stack(), markerMove) {
+				panic(r)
+			}
+			err = fmt.Errorf("syncing a directory of the copy: %w", rerr)
+		}
+	}()
+	return ix.db.Checkpoint(dir)
 }
 
 // FilterDiskBytes returns the size of the filter snapshots on disk, 0 if

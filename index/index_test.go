@@ -8,6 +8,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -537,6 +538,101 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 			assert.Zero(t, sizes, "the sizes of a failed Pebble")
 		})
 	}
+}
+
+// copyFault fails, while armed, the at-th write of a copy into dir: its
+// files, and the links of Pebble's Checkpoint, whose path is the source
+// table's.
+type copyFault struct {
+	mu  sync.Mutex
+	dir string
+	at  int
+	n   int
+	hit string // the write failed, if any
+}
+
+func (c *copyFault) String() string { return "copyFault" }
+
+func (c *copyFault) arm(dir string, at int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dir, c.at, c.n, c.hit = dir, at, 0, ""
+}
+
+// disarm stops failing writes and returns the one it failed, if any.
+func (c *copyFault) disarm() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dir = ""
+	return c.hit
+}
+
+func (c *copyFault) MaybeError(op errorfs.Op) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.dir == "" || op.Kind.ReadOrWrite() != errorfs.OpIsWrite ||
+		(op.Kind != errorfs.OpLink && op.Path != c.dir && !strings.HasPrefix(op.Path, c.dir+"/")) {
+		return nil
+	}
+	c.n++
+	if c.n-1 != c.at {
+		return nil
+	}
+	c.hit = fmt.Sprintf("%v %s", op.Kind, op.Path)
+	return errorfs.ErrInjected
+}
+
+// TestAFailedWriteOfACopyFailsTheCopyOnly fails each write of CopyTo in
+// turn, those of Pebble's Checkpoint among them. Pebble returns them
+// rather than calling them fatal: CopyTo returns, within a deadline,
+// either the failure, naming its cause, or, where the write is one Pebble
+// works around (a link it falls back to copying), a whole copy; the index
+// is not failed, and later checkpoints and copies succeed.
+func TestAFailedWriteOfACopyFailsTheCopyOnly(t *testing.T) {
+	fault := &copyFault{}
+	fs := errorfs.Wrap(vfs.NewMem(), fault)
+	ix, _ := openIndex(t, testOptions(fs))
+	marks := generationMarks(20, time.Minute, time.Hour)
+	ix.Apply(markBatch(ix, marks[:20]...), 1)
+	checkpointIndex(t, ix)
+	ix.Apply(markBatch(ix, marks[20:]...), 2)
+	checkpointIndex(t, ix)
+	assertWhole := func(t *testing.T, dir string) {
+		t.Helper()
+		opts := testOptions(fs)
+		opts.Existing, opts.ReadOnly = true, true
+		cp, err := Open(dir, opts)
+		require.NoError(t, err, "the copy in %s opens", dir)
+		defer func() { assert.NoError(t, cp.Close()) }()
+		for _, m := range marks {
+			assertLive(t, cp, m.id, testNow, entryOf(m, 0))
+		}
+	}
+
+	failed := 0
+	for at := 0; ; at++ {
+		dir := fmt.Sprintf("copy-%d", at)
+		fault.arm(dir, at)
+		err := testutil.ReturnsWithin(t, "CopyTo", func() error { return ix.CopyTo(dir) })
+		hit := fault.disarm()
+		require.NoError(t, ix.failed(), "failing %s", hit)
+		if err == nil {
+			assertWhole(t, dir)
+			if hit == "" {
+				break // every write of the copy done
+			}
+			continue
+		}
+		failed++
+		assert.ErrorIs(t, err, errorfs.ErrInjected, "failing %s", hit)
+		assert.NotErrorIs(t, err, ErrFailed, "failing %s", hit)
+	}
+	assert.Positive(t, failed, "copies that failed")
+
+	ix.Apply(markBatch(ix, mark{id: "late", ttl: time.Hour}), 3)
+	checkpointIndex(t, ix)
+	require.NoError(t, testutil.ReturnsWithin(t, "CopyTo", func() error { return ix.CopyTo("copy-last") }))
+	assertWhole(t, "copy-last")
 }
 
 // TestMarksAfterAnEarlyDropAreKept drops a generation early, as

@@ -271,3 +271,36 @@ func TestPebbleFatalInACompactionIsAnError(t *testing.T) {
 		assert.ErrorIs(t, err, errorfs.ErrInjected, "%s: the error must name its cause", c.name)
 	}
 }
+
+// TestASnapshotWhoseDirectorySyncFailsIsAnError fails the fsync of the
+// directory Pebble copies itself into, which Pebble answers with a panic,
+// taking a failed fsync as beyond repair. That fsync is the snapshot's,
+// not the store's: Snapshot must return the failure, naming its cause,
+// and the store carry on.
+func TestASnapshotWhoseDirectorySyncFailsIsAnError(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpFileSync && op.Path == path.Join("snap", pebbleDir) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s, err := dedup.Open("store", &dedup.Options{FS: fs, Logger: testutil.Discard})
+	require.NoError(t, err)
+	ids := storetest.IDs("snap", 100)
+	storetest.MarkAll(t, s, ids[:50], 0)
+
+	failing.Store(true)
+	err = testutil.ReturnsWithin(t, "Snapshot", func() error { return s.Snapshot("snap") })
+	failing.Store(false)
+	assert.ErrorIs(t, err, errorfs.ErrInjected, "the error must name its cause")
+	assert.NotErrorIs(t, err, index.ErrFailed, "the store has not failed")
+
+	storetest.MarkAll(t, s, ids[50:], 0)
+	require.NoError(t, testutil.ReturnsWithin(t, "Snapshot", func() error { return s.Snapshot("snap-2") }))
+	require.NoError(t, testutil.ReturnsWithin(t, "Close", s.Close))
+	c, err := dedup.Open("snap-2", &dedup.Options{FS: fs, Logger: testutil.Discard})
+	require.NoError(t, err)
+	assert.Equal(t, len(ids), storetest.SeenAll(t, c, ids), "marks in the snapshot")
+	require.NoError(t, c.Close())
+}
