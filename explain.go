@@ -96,18 +96,21 @@ type Mark struct {
 // the versions that are not live. It answers for the instant it starts,
 // in steps of at most scanChunk marks: each step is read while writes
 // wait, and fn is called for its marks holding no lock, so that fn may
-// call the store (Forget what it sees, say), and the memory Scan needs is
-// that of one step, whatever the store holds. The marks come in the order
-// of their generation, then ID. A write made during Scan, by fn or
+// call the store (Forget what it sees, say). Scan holds the marks of one
+// step, whatever the store holds, and an index of the marks not yet
+// checkpointed that puts them in key order, 16 B each, so that a step
+// reads those of its keys rather than all of them. The marks come in the
+// order of their generation, then ID. A write made during Scan, by fn or
 // another goroutine, may or may not be seen: an ID marked anew may come
 // again with its new version. A mark that is there for the whole Scan
 // comes once. If the store is closed during Scan, Scan returns ErrClosed.
 // It is for operators and exports.
 func (s *Store) Scan(prefix []byte, all bool, fn func(Mark) bool) error {
 	now := s.opts.Clock.Now()
+	sc := s.idx.NewScanner()
 	var after []byte
 	for {
-		marks, last, err := s.scanStep(prefix, all, now, after)
+		marks, last, err := s.scanStep(sc, prefix, all, now, after)
 		for _, m := range marks {
 			if !fn(m) {
 				return nil
@@ -127,7 +130,7 @@ const scanChunk = 4096
 // scanStep returns the marks of one step of Scan, of the keys after the
 // key after, and the last key it read, or nil if it read the last; it
 // stops at a record that does not decode and returns the error.
-func (s *Store) scanStep(prefix []byte, all bool, now time.Time, after []byte) ([]Mark, []byte, error) {
+func (s *Store) scanStep(sc *index.Scanner, prefix []byte, all bool, now time.Time, after []byte) ([]Mark, []byte, error) {
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	if s.closed.Load() {
@@ -135,7 +138,7 @@ func (s *Store) scanStep(prefix []byte, all bool, now time.Time, after []byte) (
 	}
 	var marks []Mark
 	var err error // a record that does not decode
-	last, serr := s.idx.Scan(now, all, after, scanChunk, func(m index.Mark) bool {
+	last, serr := sc.Scan(now, all, after, scanChunk, func(m index.Mark) bool {
 		if !bytes.HasPrefix(m.ID, prefix) {
 			return true
 		}

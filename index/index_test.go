@@ -91,7 +91,13 @@ func forgetBatch(ids ...string) *Batch {
 // included, and returns the LSN it covers.
 func checkpointIndex(t testing.TB, ix *Index) uint64 {
 	t.Helper()
-	f := ix.Freeze(testNow)
+	return finishCheckpoint(t, ix, ix.Freeze(testNow))
+}
+
+// finishCheckpoint runs the rest of the checkpoint that froze f and
+// returns the LSN it covers.
+func finishCheckpoint(t testing.TB, ix *Index, f *Frozen) uint64 {
+	t.Helper()
 	require.NoError(t, ix.Persist(f))
 	ix.EndCheckpoint(f)
 	require.Equal(t, f.LSN(), ix.CheckpointLSN())
@@ -517,7 +523,7 @@ func TestPebbleFatalMakesIndexFailStop(t *testing.T) {
 			}{
 				{"Verify", func() error { _, err := ix.Verify(testNow); return err }},
 				{"Scan", func() error {
-					_, err := ix.Scan(testNow, true, nil, 1, func(Mark) bool { return true })
+					_, err := ix.NewScanner().Scan(testNow, true, nil, 1, func(Mark) bool { return true })
 					return err
 				}},
 				{"Explain", func() error { _, err := ix.Explain(ix.Key([]byte(marks[0].id))); return err }},

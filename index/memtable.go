@@ -47,6 +47,15 @@ type memEntry struct {
 	forgotten bool
 }
 
+// keyGen returns the generation of the key Scan orders e by: its own, or
+// zero for a forget, which a checkpoint writes under no key.
+func (e *memEntry) keyGen() ttl.Gen {
+	if e.deleted {
+		return 0
+	}
+	return e.gen
+}
+
 // span locates bytes in the arena.
 type span struct{ chunk, off, len uint32 }
 
@@ -79,6 +88,9 @@ func (m *memtable) len() int { return m.n }
 
 // entry returns the i-th entry.
 func (m *memtable) entry(i int) *memEntry { return &m.blocks[i>>entryBlockBits][i&(entryBlock-1)] }
+
+// id returns the ID of the i-th entry.
+func (m *memtable) id(i uint32) []byte { return m.bytes(m.entry(int(i)).id) }
 
 func (m *memtable) bytes(s span) []byte {
 	if s.len == 0 {
