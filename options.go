@@ -107,7 +107,10 @@ type Options struct {
 	// CacheSize is the memory of Pebble's block cache, in bytes: duplicates
 	// of marks already checkpointed are read through it, so a store whose
 	// index outgrows it answers them from the file system. Zero means
-	// 64 MiB.
+	// 64 MiB. Under cgo the cache is C memory, and glibc's malloc gives
+	// threads arenas of their own, where room an evicted block frees
+	// serves only that arena's threads: MALLOC_ARENA_MAX keeps the cache
+	// near its size (README, Memory).
 	CacheSize int64
 	// MaxValueSize bounds what an idempotency record stores, its
 	// fingerprint and result together, in bytes; more is ErrValueTooLarge.
