@@ -3,10 +3,12 @@ package dedup_test
 import (
 	"bytes"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -270,4 +272,29 @@ func TestScanCallbackMayCallTheStore(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close blocked after Scan")
 	}
+}
+
+// TestScanAllAfterACheckpointFailedPastItsIngestYieldsEachMarkOnce fails a
+// checkpoint after it has copied its frozen memtable into Pebble, which
+// keeps the memtable in the read path beside the copy: Scan with all
+// yields each mark once, not again as a dead version.
+func TestScanAllAfterACheckpointFailedPastItsIngestYieldsEachMarkOnce(t *testing.T) {
+	fault := &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, "/filters/") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})}
+	s, err := dedup.Open("store", &dedup.Options{FS: errorfs.Wrap(vfs.NewMem(), fault)})
+	require.NoError(t, err)
+	defer s.Close()
+	for _, id := range []string{"a", "b", "c"} {
+		require.True(t, checkAndMark(t, s, id, time.Hour))
+	}
+	fault.On()
+	require.Error(t, s.Checkpoint(), "setup: the checkpoint fails after its ingest")
+
+	got := map[string]int{}
+	require.NoError(t, s.Scan(nil, true, func(m dedup.Mark) bool { got[string(m.ID)]++; return true }))
+	assert.Equal(t, map[string]int{"a": 1, "b": 1, "c": 1}, got)
 }

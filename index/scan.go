@@ -96,9 +96,13 @@ func (sc *Scanner) Scan(now time.Time, all bool, after []byte, keys int, fn func
 		if err != nil {
 			return nil, err
 		}
+		var ingested bool // the Pebble version is a frozen memtable's, copied in
 		for len(mem) > 0 && bytes.Equal(mem[0].key, key) {
 			v := mem[0]
 			mem = mem[1:]
+			if v.frozen && len(rows) > 0 && bytes.Equal(rows[0].key, key) && rows[0].entry.sameVersion(v.entry) {
+				ingested = true
+			}
 			current := live && e.LSN == v.entry.LSN
 			if (current || all) && !fn(Mark{ID: slices.Clone(id), Entry: v.entry, Live: current}) {
 				return last, nil
@@ -108,7 +112,7 @@ func (sc *Scanner) Scan(now time.Time, all bool, after []byte, keys int, fn func
 			r := rows[0]
 			rows = rows[1:]
 			current := live && e.LSN == 0 && e.Gen == r.entry.Gen
-			if (current || all) && !fn(Mark{ID: slices.Clone(id), Entry: r.entry, Live: current}) {
+			if !ingested && (current || all) && !fn(Mark{ID: slices.Clone(id), Entry: r.entry, Live: current}) {
 				return last, nil
 			}
 		}
@@ -123,6 +127,17 @@ func (sc *Scanner) Scan(now time.Time, all bool, after []byte, keys int, fn func
 type scanRow struct {
 	key   []byte
 	entry Entry
+	// frozen says the version is a frozen memtable's. A checkpoint copies
+	// such a memtable into Pebble before it takes it out of the read path,
+	// and keeps it there if it fails after the copy, so that Pebble may
+	// hold the same version: Scan yields it once.
+	frozen bool
+}
+
+// sameVersion says e and o are one version, wherever each is kept: a
+// memtable's has the LSN of its record, and Pebble's copy of it has none.
+func (e Entry) sameVersion(o Entry) bool {
+	return e.Gen == o.Gen && e.Deadline == o.Deadline && bytes.Equal(e.Value, o.Value)
 }
 
 // scanPebble returns the first keys versions in Pebble after the key
@@ -217,7 +232,7 @@ func (sc *Scanner) scanMemtables(after, upper []byte, keys int) (rows []scanRow,
 				distinct++
 				last = key
 			}
-			row := scanRow{key: last, entry: Entry{LSN: e.lsn}} // a forget has no deadline
+			row := scanRow{key: last, entry: Entry{LSN: e.lsn}, frozen: c.rank > 0} // a forget has no deadline
 			if !e.deleted {
 				row.entry = Entry{Gen: e.gen, Deadline: e.deadline, LSN: e.lsn, Value: slices.Clone(m.bytes(e.value))}
 			}
@@ -246,11 +261,11 @@ func (sc *Scanner) view(m *memtable) *memView {
 // memView is a memtable's entries in the order of their keys. Each entry
 // is in one run, sorted by the key it had when it was put there; one
 // whose key changed since (forgotten, or marked anew in another
-// generation) is passed over, as a write made during the scan may be. Runs are kept one per size class,
-// and two of a class are merged, so that each merge an entry takes part
-// in at least doubles its run: the entries of a memtable cost O(n log n)
-// over a whole scan however often it is extended, and a step searches
-// O(log n) runs.
+// generation) is passed over, as a write made during the scan may be.
+// Runs are kept one per size class, and two of a class are merged, so
+// that each merge an entry takes part in at least doubles its run: the
+// entries of a memtable cost O(n log n) over a whole scan however often
+// it is extended, and a step searches O(log n) runs.
 type memView struct {
 	// mem is weak so that the view does not keep a memtable a checkpoint
 	// has dropped.

@@ -315,3 +315,30 @@ func BenchmarkScanStep(b *testing.B) {
 		}
 	})
 }
+
+// TestScanWhilePersistedBeforeEndCheckpointYieldsEachVersionOnce checks
+// that a scan step that runs after Persist has ingested a frozen memtable
+// but before EndCheckpoint takes it out of the read path (the store runs
+// Persist without its lock, so a Scan step can fall there) yields each
+// version once: it is then both in Pebble and in the frozen memtable.
+func TestScanWhilePersistedBeforeEndCheckpointYieldsEachVersionOnce(t *testing.T) {
+	ix, _ := openIndex(t, testOptions(vfs.NewMem()))
+	ix.Apply(markBatch(ix, generationMarks(3, time.Hour)...), 1)
+	f := ix.Freeze(testNow)
+	require.NoError(t, ix.Persist(f))
+	for _, all := range []bool{false, true} {
+		steps := scanSteps(t, ix, all, 1<<20)
+		require.Len(t, steps, 1)
+		seen := map[version]int{}
+		for _, m := range steps[0] {
+			v := versionOf(m)
+			v.live = false
+			seen[v]++
+		}
+		assert.Len(t, seen, 3, "all=%v", all)
+		for v, n := range seen {
+			assert.Equal(t, 1, n, "all=%v: %+v once, got %v", all, v, steps[0])
+		}
+	}
+	ix.EndCheckpoint(f)
+}
