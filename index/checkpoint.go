@@ -439,11 +439,7 @@ func (f *Frozen) drops(e *memEntry) bool {
 	return slices.Contains(f.dropped, e.gen)
 }
 
-// rows returns the rows of each generation's table, unsorted. They are
-// counted first, so that each generation's are allocated once. A
-// memtable holds a few generations, in long runs of marks, so the
-// counts and rows are kept in a slice that is searched from the last
-// generation used rather than in a map hashed for every mark.
+// rows returns the rows of each generation's table, unsorted.
 func (f *Frozen) rows() map[ttl.Gen][]row {
 	m := f.mem
 	each := func(add func(g ttl.Gen, i int, delete bool)) {
@@ -461,31 +457,7 @@ func (f *Frozen) rows() map[ttl.Gen][]row {
 			}
 		}
 	}
-	type genRows struct {
-		gen  ttl.Gen
-		n    int
-		rows []row
-	}
-	var tables []genRows
-	last := -1
-	table := func(g ttl.Gen) *genRows {
-		if last < 0 || tables[last].gen != g {
-			last = slices.IndexFunc(tables, func(t genRows) bool { return t.gen == g })
-			if last < 0 {
-				tables = append(tables, genRows{gen: g})
-				last = len(tables) - 1
-			}
-		}
-		return &tables[last]
-	}
-	each(func(g ttl.Gen, _ int, _ bool) { table(g).n++ })
-	for i := range tables {
-		tables[i].rows = make([]row, 0, tables[i].n)
-	}
-	each(func(g ttl.Gen, i int, delete bool) {
-		t := table(g)
-		t.rows = append(t.rows, m.row(i, delete))
-	})
+	tables := m.groupRows(each)
 	gens := make(map[ttl.Gen][]row, len(tables))
 	for _, t := range tables {
 		gens[t.gen] = t.rows

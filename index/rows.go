@@ -25,6 +25,44 @@ type row struct {
 
 const longID = 1<<8 - 1
 
+// genRows is the rows of one generation.
+type genRows struct {
+	gen  ttl.Gen
+	rows []row
+}
+
+// groupRows returns the rows that each adds, of entries of m, grouped by
+// generation, unsorted. each is called twice: the rows are counted first,
+// so that each generation's are allocated once. A memtable holds a few
+// generations, in long runs of marks, so the groups are kept in a slice
+// searched from the last generation used rather than in a map hashed for
+// every mark.
+func (m *memtable) groupRows(each func(add func(g ttl.Gen, i int, delete bool))) []genRows {
+	var groups []genRows
+	var counts []int
+	last := -1
+	group := func(g ttl.Gen) int {
+		if last < 0 || groups[last].gen != g {
+			last = slices.IndexFunc(groups, func(t genRows) bool { return t.gen == g })
+			if last < 0 {
+				groups = append(groups, genRows{gen: g})
+				counts = append(counts, 0)
+				last = len(groups) - 1
+			}
+		}
+		return last
+	}
+	each(func(g ttl.Gen, _ int, _ bool) { counts[group(g)]++ })
+	for i := range groups {
+		groups[i].rows = make([]row, 0, counts[i])
+	}
+	each(func(g ttl.Gen, i int, delete bool) {
+		t := &groups[group(g)]
+		t.rows = append(t.rows, m.row(i, delete))
+	})
+	return groups
+}
+
 // row returns the row of entry i.
 func (m *memtable) row(i int, delete bool) row {
 	e := m.entry(i)

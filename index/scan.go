@@ -308,39 +308,14 @@ func (v *memView) extend(m *memtable) (examined int) {
 // sortedRun returns the entries of m from from on, in key order: grouped
 // by the generation of their key, each group sorted by ID with sortRows,
 // the radix sort of a checkpoint, in rows of 40 B an entry that it drops
-// once sorted. The groups are counted first, so that each is allocated
-// once, in a slice searched from the last group used: a memtable holds a
-// few generations, in long runs of marks.
+// once sorted.
 func sortedRun(m *memtable, from int) []viewEntry {
-	type group struct {
-		gen  ttl.Gen
-		n    int
-		rows []row
-	}
-	var groups []group
-	last := -1
-	groupOf := func(i int) *group {
-		g := m.entry(i).keyGen()
-		if last < 0 || groups[last].gen != g {
-			last = slices.IndexFunc(groups, func(t group) bool { return t.gen == g })
-			if last < 0 {
-				groups = append(groups, group{gen: g})
-				last = len(groups) - 1
-			}
+	groups := m.groupRows(func(add func(g ttl.Gen, i int, delete bool)) {
+		for i := from; i < m.len(); i++ {
+			add(m.entry(i).keyGen(), i, false)
 		}
-		return &groups[last]
-	}
-	for i := from; i < m.len(); i++ {
-		groupOf(i).n++
-	}
-	for i := range groups {
-		groups[i].rows = make([]row, 0, groups[i].n)
-	}
-	for i := from; i < m.len(); i++ {
-		t := groupOf(i)
-		t.rows = append(t.rows, m.row(i, false))
-	}
-	slices.SortFunc(groups, func(a, b group) int { return cmp.Compare(a.gen, b.gen) })
+	})
+	slices.SortFunc(groups, func(a, b genRows) int { return cmp.Compare(a.gen, b.gen) })
 	run := make([]viewEntry, 0, m.len()-from)
 	for i := range groups {
 		m.sortRows(groups[i].rows)
