@@ -957,40 +957,40 @@ func TestPebbleFatalInACompactionFailsTheCallsWaitingOnIt(t *testing.T) {
 		assertFailed(t, "Compact", testutil.ReturnsWithin(t, "Compact", func() error { return ix.Compact(context.Background()) }))
 		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
 	})
-	t.Run("Close during a compaction", func(t *testing.T) {
+	// duringACompaction holds an automatic compaction at its MANIFEST
+	// write, runs call on another goroutine once prepare has run, lets the
+	// write fail once that goroutine is in frame, and returns ix and
+	// call's error.
+	duringACompaction := func(t *testing.T, frame string, prepare func(*Index), call func(*Index) error) (*Index, error) {
 		fault := testutil.NewHeldCompactionFault()
 		ix := setup(t, fault, true)
 		fault.AwaitHeld(t)
-		closed := make(chan error, 1)
-		go func() { closed <- ix.Close() }()
-		testutil.GoroutineIn(t, "pebble/v2.(*DB).Close")
+		prepare(ix)
+		done := make(chan error, 1)
+		go func() { done <- call(ix) }()
+		testutil.GoroutineIn(t, frame)
 		close(fault.Hold)
-		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", func() error { return <-closed }))
+		return ix, testutil.ReturnsWithin(t, "the call", func() error { return <-done })
+	}
+	t.Run("Close during a compaction", func(t *testing.T) {
+		_, err := duringACompaction(t, "pebble/v2.(*DB).Close", func(*Index) {}, (*Index).Close)
+		assertFailed(t, "Close", err)
 	})
 	t.Run("checkpoint during a compaction", func(t *testing.T) {
-		fault := testutil.NewHeldCompactionFault()
-		ix := setup(t, fault, true)
-		fault.AwaitHeld(t)
-		ix.Apply(markBatch(ix, mark{id: "late", ttl: time.Hour}), uint64(len(marks)+1))
-		f := ix.Freeze(testNow)
-		persisted := make(chan error, 1)
-		go func() { persisted <- ix.Persist(f) }()
-		testutil.GoroutineIn(t, "(*Index).Persist")
-		close(fault.Hold)
-		assertFailed(t, "the checkpoint", testutil.ReturnsWithin(t, "the checkpoint", func() error { return <-persisted }))
+		var f *Frozen
+		ix, err := duringACompaction(t, "(*Index).Persist", func(ix *Index) {
+			ix.Apply(markBatch(ix, mark{id: "late", ttl: time.Hour}), uint64(len(marks)+1))
+			f = ix.Freeze(testNow)
+		}, func(ix *Index) error { return ix.Persist(f) })
+		assertFailed(t, "the checkpoint", err)
 		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
 	})
 	t.Run("copy during a compaction", func(t *testing.T) {
-		fault := testutil.NewHeldCompactionFault()
-		ix := setup(t, fault, true)
-		fault.AwaitHeld(t)
-		copied := make(chan error, 1)
-		go func() { copied <- ix.CopyTo("copy") }()
 		// The copy waits for the compaction's MANIFEST write, then
 		// reads what it left.
-		testutil.GoroutineIn(t, "pebble/v2.(*versionSet).logLock")
-		close(fault.Hold)
-		assertFailed(t, "the copy", testutil.ReturnsWithin(t, "the copy", func() error { return <-copied }))
+		ix, err := duringACompaction(t, "pebble/v2.(*versionSet).logLock", func(*Index) {},
+			func(ix *Index) error { return ix.CopyTo("copy") })
+		assertFailed(t, "the copy", err)
 		assertFailed(t, "Close", testutil.ReturnsWithin(t, "Close", ix.Close))
 	})
 }
